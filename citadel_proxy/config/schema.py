@@ -1,0 +1,188 @@
+"""The shape of `conf/citadel.yaml`: the specification's production.yaml sections, typed and strict.
+
+Keys the specification already uses keep their names (`timeout`, `pool_size`); keys new to us carry
+their unit (`connect_timeout_s`, `max_body_bytes`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+Port = Annotated[int, Meta(ge=1, le=65535)]
+PositiveInt = Annotated[int, Meta(ge=1)]
+Seconds = Annotated[float, Meta(gt=0)]
+
+
+class Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class Project(Section):
+    name: str = "citadel-proxy"
+    environment: str = "production"
+    version: str = ""
+    log_level: str = "INFO"
+    debug: bool = False
+
+
+class Database(Section):
+    host: str = "127.0.0.1"
+    port: Port = 5432
+    database: str = "citadel"
+    user: str = "citadel"
+    password: str | None = None
+    pool_size: PositiveInt = 10
+    max_overflow: Annotated[int, Meta(ge=0)] = 0
+    pool_timeout: Seconds = 30.0
+    pool_recycle: Seconds = 3600.0
+    ssl_mode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
+    db_schema: str = msgspec.field(default="public", name="schema")
+    migrate_on_start: bool = True
+
+    def conninfo(self) -> str:
+        from psycopg.conninfo import make_conninfo
+
+        return make_conninfo(
+            host=self.host,
+            port=self.port,
+            dbname=self.database,
+            user=self.user,
+            password=self.password,
+            sslmode=self.ssl_mode,
+            options=f"-c search_path={self.db_schema}",
+        )
+
+
+class Redis(Section):
+    host: str = "127.0.0.1"
+    port: Port = 6379
+    database: Annotated[int, Meta(ge=0)] = 0
+    max_connections: PositiveInt = 50
+    socket_timeout: Seconds = 5.0
+    socket_connect_timeout: Seconds = 5.0
+    password: str | None = None
+    key_prefix: str = "citadel:"
+
+
+class OllamaService(Section):
+    host: str = "127.0.0.1"
+    port: Port = 11434
+    scheme: Literal["http", "https"] = "http"
+    # The specification's `timeout`: the longest Ollama may stay silent (a cold model load can take minutes).
+    timeout: Seconds = 3600.0
+    connect_timeout_s: Seconds = 5.0
+    max_retries: Annotated[int, Meta(ge=0, le=10)] = 3
+    max_connections: PositiveInt = 256
+
+    @property
+    def base_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+
+class ModelEntry(Section):
+    name: Annotated[str, Meta(min_length=1)]
+    quantization: str = ""
+    description: str = ""
+    active: bool = True
+
+
+class Ollama(Section):
+    service: OllamaService = msgspec.field(default_factory=OllamaService)
+    models: list[ModelEntry] = msgspec.field(default_factory=list)
+
+
+class Cors(Section):
+    enabled: bool = False
+    origins: list[str] = msgspec.field(default_factory=list)
+    methods: list[str] = msgspec.field(default_factory=lambda: ["GET", "POST", "OPTIONS"])
+    headers: list[str] = msgspec.field(default_factory=lambda: ["*"])
+    allow_credentials: bool = False
+
+    def __post_init__(self) -> None:
+        if self.allow_credentials and "*" in self.origins:
+            raise ValueError(
+                "allow_credentials with origin '*' lets any site act with the user's credentials; "
+                "list the allowed origins instead"
+            )
+
+
+class Gateway(Section):
+    host: str = "0.0.0.0"
+    port: Port = 8002
+    workers: Annotated[int, Meta(ge=1, le=64)] = 1
+    # The specification's `timeout`: the deadline of a pipeline that sets none of its own.
+    timeout: Seconds = 3600.0
+    cors: Cors = msgspec.field(default_factory=Cors)
+    max_body_bytes: PositiveInt = 16 * 1024 * 1024
+    # SSE comment sent this often while Ollama has not answered yet (model loading), so proxies stay open.
+    keepalive_s: Seconds = 5.0
+    # A stream's headers wait this long for Ollama's first answer, so a fast error keeps its HTTP status.
+    header_grace_ms: Annotated[int, Meta(ge=0, le=10_000)] = 250
+    server: Literal["hypercorn"] = "hypercorn"
+
+
+class Paths(Section):
+    pipelines: str = "../pipelines"
+    data: str = "../var/data"
+    logs: str = "../var/log"
+    backups: str = "../var/backups"
+
+
+class Prometheus(Section):
+    enabled: bool = True
+    port: Port = 9090
+
+
+class HealthChecks(Section):
+    enabled: bool = True
+    interval: Seconds = 30.0
+
+
+class Logging(Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    format: Literal["json", "text"] = "json"
+    file: str | None = None
+    max_size: str = "100MB"
+    backup_count: Annotated[int, Meta(ge=0)] = 10
+
+
+class Monitoring(Section):
+    prometheus: Prometheus = msgspec.field(default_factory=Prometheus)
+    health_checks: HealthChecks = msgspec.field(default_factory=HealthChecks)
+    logging: Logging = msgspec.field(default_factory=Logging)
+
+
+class ModelRouting(Section):
+    aliases: dict[str, str] = msgspec.field(default_factory=dict)
+    valid_models: list[str] = msgspec.field(default_factory=list)
+
+
+class Config(Section):
+    project: Project = msgspec.field(default_factory=Project)
+    database: Database | None = None
+    redis: Redis | None = None
+    ollama: Ollama = msgspec.field(default_factory=Ollama)
+    gateway: Gateway = msgspec.field(default_factory=Gateway)
+    paths: Paths = msgspec.field(default_factory=Paths)
+    monitoring: Monitoring = msgspec.field(default_factory=Monitoring)
+    model_routing: ModelRouting = msgspec.field(default_factory=ModelRouting)
+
+    def resolved(self, base: Path) -> Config:
+        """Relative paths are taken from the config file's folder, whatever the working directory."""
+
+        def absolute(value: str) -> str:
+            return str((base / value).resolve()) if not Path(value).is_absolute() else value
+
+        paths = msgspec.structs.replace(
+            self.paths,
+            pipelines=absolute(self.paths.pipelines),
+            data=absolute(self.paths.data),
+            logs=absolute(self.paths.logs),
+            backups=absolute(self.paths.backups),
+        )
+        return msgspec.structs.replace(self, paths=paths)

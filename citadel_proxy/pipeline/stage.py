@@ -1,0 +1,51 @@
+"""The stage interface and how a configured list of stages becomes one handler."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any, Protocol
+
+import msgspec
+
+from citadel_proxy.pipeline.types import Context, Reply
+
+if TYPE_CHECKING:
+    from citadel_proxy.services import Services
+
+Handler = Callable[[Context], Awaitable[Reply]]
+
+
+class Stage(Protocol):
+    """One step of a pipeline, in the `(ctx, call_next)` shape of Starlette and aiohttp middleware.
+
+    A stage may answer without calling `call_next` (auth refusing, a cache hit), change the context
+    before it, and look at or wrap the reply after it. Per-request state lives on the context, never on
+    the stage, since one stage instance serves every request of its pipeline.
+    """
+
+    async def __call__(self, ctx: Context, call_next: Handler) -> Reply: ...
+
+
+class StageSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Base of every stage's settings struct: unknown keys in YAML are errors."""
+
+
+@dataclass(frozen=True, slots=True)
+class StageType:
+    """A stage as the registry knows it: its YAML name, its settings, and how to build it."""
+
+    name: str
+    settings: type[StageSettings]
+    build: Callable[[Any, Services], Stage]
+    # Checked at load time against the other stages of the same pipeline; returns a problem or None.
+    check: Callable[[Any, Sequence[str]], str | None] | None = None
+
+
+def chain(stages: Sequence[Stage], terminal: Handler) -> Handler:
+    """Fold stages around the terminal handler, first stage outermost (as Starlette builds middleware)."""
+    handler = terminal
+    for stage in reversed(stages):
+        handler = partial(stage, call_next=handler)
+    return handler

@@ -1,0 +1,116 @@
+"""What flows through a pipeline: the per-request context, the reply, and a stream of deltas."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, Protocol
+
+import msgspec
+
+if TYPE_CHECKING:
+    from starlette.datastructures import Headers
+
+    from citadel_proxy.openai.wire import ChatRequest, CompletionRequest
+    from citadel_proxy.pipeline.spec import Pipeline
+    from citadel_proxy.upstream.wire import OllamaChatRequest, OllamaGenerateRequest
+
+
+class ToolFunction(msgspec.Struct, frozen=True, omit_defaults=True):
+    name: str
+    arguments: msgspec.Raw = msgspec.Raw(b"{}")
+    index: int | None = None
+
+
+class ToolCall(msgspec.Struct, frozen=True, omit_defaults=True):
+    function: ToolFunction
+    id: str | None = None
+
+
+class Delta(msgspec.Struct, frozen=True):
+    """New output since the last delta: one Ollama token, or several grouped by the chunking stage."""
+
+    content: str = ""
+    thinking: str = ""
+    tool_calls: list[ToolCall] | None = None
+
+
+class Completion(msgspec.Struct, frozen=True, kw_only=True):
+    """A whole answer, independent of the wire format it will be sent in (also what a cache stores)."""
+
+    content: str
+    thinking: str = ""
+    tool_calls: list[ToolCall] = msgspec.field(default_factory=list)
+    finish_reason: str | None = "stop"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class TokenStream(Protocol):
+    """Deltas as they arrive, a batch per read; `None` at the end.
+
+    `read` must be safe to cancel while it waits (nothing may be lost): the chunking stage waits on it
+    with a timer, and wrappers therefore do their work only after the inner read has returned.
+    """
+
+    async def read(self) -> list[Delta] | None: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How the exchange ended; filled in as the answer arrives, read by stages after completion."""
+
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    first_token_at: float | None = None
+    finished_at: float | None = None
+    status: int = 200
+    error_code: str | None = None
+    cache_hit: bool = False
+
+
+@dataclass(slots=True, frozen=True)
+class Principal:
+    """Who is calling, as established by the auth stage."""
+
+    name: str
+    scopes: frozenset[str]
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+
+
+Endpoint = Literal["/api/chat", "/api/generate"]
+
+
+@dataclass(slots=True)
+class Context:
+    """Everything one request carries through the pipeline. Stages read and extend it."""
+
+    request_id: str
+    pipeline: Pipeline
+    route: str
+    client: str
+    headers: Headers
+    body: ChatRequest | CompletionRequest
+    endpoint: Endpoint
+    upstream: OllamaChatRequest | OllamaGenerateRequest
+    model_requested: str
+    model: str
+    stream: bool
+    include_usage: bool = False
+    principal: Principal | None = None
+    conversation_id: str | None = None
+    response_headers: dict[str, str] = field(default_factory=dict)
+    outcome: Outcome = field(default_factory=Outcome)
+    started: float = field(default_factory=time.perf_counter)
+
+
+@dataclass(slots=True)
+class Reply:
+    """A whole completion, or a stream of deltas still arriving (exactly one is set)."""
+
+    completion: Completion | None = None
+    stream: TokenStream | None = None
