@@ -122,7 +122,7 @@ class Gateway(Section):
     # SSE comment sent this often while Ollama has not answered yet (model loading), so proxies stay open.
     keepalive_s: Seconds = 5.0
     # A stream's headers wait this long for Ollama's first answer, so a fast error keeps its HTTP status.
-    header_grace_ms: Annotated[int, Meta(ge=0, le=10_000)] = 250
+    header_grace_ms: Annotated[int, Meta(ge=0, le=10_000)] = 1000
     server: Literal["hypercorn"] = "hypercorn"
 
 

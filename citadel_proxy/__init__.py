@@ -1,0 +1,1 @@
+"""Citadel proxy: a production LLM gateway in front of Ollama."""

@@ -1,0 +1,200 @@
+"""The audit record of one exchange, and how it is built from a finished pipeline context."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from citadel_proxy.audit.content import ContentPolicy
+from citadel_proxy.pipeline.types import Completion, Delta, ToolCall
+
+if TYPE_CHECKING:
+    from citadel_proxy.pipeline.types import Context
+
+
+class AuditMessage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    role: str
+    content: str | None = None
+    sha256: str | None = None
+    bytes: int = 0
+    truncated: bool = False
+
+
+class AuditRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One API call. `id` is minted when the request starts, so storing it twice stores it once."""
+
+    id: str
+    time: datetime
+    route: str
+    pipeline: str
+    stream: bool
+    model_requested: str
+    model: str
+    key_name: str | None = None
+    client: str | None = None
+    conversation_id: str | None = None
+    status: int = 200
+    error_code: str | None = None
+    ttft_ms: float | None = None
+    duration_ms: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cache_hit: bool = False
+    content_mode: str = "full"
+    # The OpenAI request body (content fields as the content mode keeps them).
+    request: dict[str, Any] = msgspec.field(default_factory=dict)
+    response: dict[str, Any] | None = None
+    # The new turn: the request's messages after its last assistant message, then the answer.
+    messages: list[AuditMessage] = msgspec.field(default_factory=list)
+
+
+def new_id() -> str:
+    """A UUIDv7 (RFC 9562): time-ordered, so ids sort roughly by request start."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & (1 << 48) - 1) << 80 | 0x7 << 76 | (rand >> 64 & 0xFFF) << 64
+    value |= 0b10 << 62 | rand & (1 << 62) - 1
+    return str(uuid.UUID(int=value))
+
+
+@dataclass(slots=True)
+class Answer:
+    """What came back, assembled from a stream's deltas or taken from a whole completion."""
+
+    content: list[str] = field(default_factory=list)
+    thinking: list[str] = field(default_factory=list)
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    finish_reason: str | None = None
+
+    def add(self, deltas: list[Delta]) -> None:
+        for delta in deltas:
+            if delta.content:
+                self.content.append(delta.content)
+            if delta.thinking:
+                self.thinking.append(delta.thinking)
+            if delta.tool_calls:
+                self.tool_calls.extend(delta.tool_calls)
+
+    @classmethod
+    def of(cls, completion: Completion) -> Answer:
+        return cls(
+            [completion.content], [completion.thinking], list(completion.tool_calls), completion.finish_reason
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    status: int
+    code: str | None
+    message: str
+
+
+def build_record(
+    ctx: Context,
+    *,
+    record_id: str,
+    started_at: datetime,
+    policy: ContentPolicy,
+    answer: Answer | None,
+    failure: Failure | None = None,
+) -> AuditRecord:
+    outcome = ctx.outcome
+    now = time.perf_counter()
+    first, finished = outcome.first_token_at, outcome.finished_at or now
+    body = msgspec.json.decode(msgspec.json.encode(ctx.body))
+    return AuditRecord(
+        id=record_id,
+        time=started_at,
+        route=ctx.route,
+        pipeline=ctx.pipeline.name,
+        stream=ctx.stream,
+        model_requested=ctx.model_requested,
+        model=ctx.model,
+        key_name=ctx.principal.name if ctx.principal is not None else None,
+        client=ctx.client or None,
+        conversation_id=ctx.conversation_id,
+        status=failure.status if failure else outcome.status,
+        error_code=failure.code if failure else outcome.error_code,
+        ttft_ms=(first - ctx.started) * 1000 if first is not None else None,
+        duration_ms=max(finished - ctx.started, 0.0) * 1000,
+        prompt_tokens=outcome.prompt_tokens,
+        completion_tokens=outcome.completion_tokens,
+        cache_hit=outcome.cache_hit,
+        content_mode=policy.mode,
+        request=_request_document(body, policy),
+        response=_response_document(answer, outcome.finish_reason, failure, policy),
+        messages=_new_turn(body, policy) + _answer_messages(answer, policy),
+    )
+
+
+_CONTENT_FIELDS = ("content", "tool_calls", "reasoning")
+
+
+def _request_document(body: dict[str, Any], policy: ContentPolicy) -> dict[str, Any]:
+    document = dict(body)
+    if isinstance(body.get("messages"), list):
+        document["messages"] = [
+            {k: policy.document(v) if k in _CONTENT_FIELDS else v for k, v in message.items()}
+            for message in body["messages"]
+        ]
+    for key in ("prompt", "suffix"):
+        if key in document:
+            document[key] = policy.document(document[key])
+    return document
+
+
+def _response_document(
+    answer: Answer | None, finish_reason: str | None, failure: Failure | None, policy: ContentPolicy
+) -> dict[str, Any] | None:
+    document: dict[str, Any] = {}
+    if answer is not None:
+        calls = msgspec.json.decode(msgspec.json.encode(answer.tool_calls)) if answer.tool_calls else None
+        document = {
+            "content": policy.document("".join(answer.content)),
+            "thinking": policy.document("".join(answer.thinking)) if any(answer.thinking) else None,
+            "tool_calls": policy.document(calls),
+            "finish_reason": answer.finish_reason or finish_reason,
+        }
+    if failure is not None:
+        document["error"] = {"code": failure.code, "message": failure.message}
+    return {k: v for k, v in document.items() if v is not None} or None
+
+
+def _text_of(content: Any) -> str | None:
+    if content is None or isinstance(content, str):
+        return content
+    # Multimodal parts: kept as their JSON so nothing is lost.
+    return msgspec.json.encode(content).decode()
+
+
+def _message(role: str, text: str, policy: ContentPolicy) -> AuditMessage:
+    kept = policy.keep(text)
+    return AuditMessage(
+        role=role, content=kept.text, sha256=kept.sha256, bytes=kept.bytes, truncated=kept.truncated
+    )
+
+
+def _new_turn(body: dict[str, Any], policy: ContentPolicy) -> list[AuditMessage]:
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        last = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=-1)
+        turn = messages[last + 1 :]
+        return [_message(str(m.get("role")), _text_of(m.get("content")) or "", policy) for m in turn]
+    prompt = body.get("prompt")
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt or [])
+    return [_message("user", str(p), policy) for p in prompts]
+
+
+def _answer_messages(answer: Answer | None, policy: ContentPolicy) -> list[AuditMessage]:
+    if answer is None:
+        return []
+    text = "".join(answer.content)
+    if not text and answer.tool_calls:
+        text = msgspec.json.encode(answer.tool_calls).decode()
+    return [_message("assistant", text, policy)]

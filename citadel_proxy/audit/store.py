@@ -1,0 +1,135 @@
+"""PostgreSQL side of the audit trail: one statement (one round trip) stores a whole batch, idempotently."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from citadel_proxy.audit.errors import StoreRejected, StoreUnavailable
+from citadel_proxy.audit.records import AuditRecord
+
+# The batch arrives as one jsonb array; data-modifying CTEs insert conversations, requests and messages
+# in a single statement. ON CONFLICT makes a replayed record a no-op, and messages are inserted only for
+# requests this statement actually inserted.
+_INSERT = b"""
+WITH batch AS (
+    SELECT DISTINCT ON (b.id) b.* FROM jsonb_to_recordset(%s::jsonb) AS b(
+        id uuid, created_at timestamptz, conversation_id uuid, route text, pipeline text, stream boolean,
+        model_requested text, model text, key_name text, client_addr text, status smallint,
+        error_code text, ttft_ms double precision, duration_ms double precision, prompt_tokens integer,
+        completion_tokens integer, cache_hit boolean, content_mode text, nul_escaped boolean,
+        request jsonb, response jsonb, messages jsonb)
+), new_conversations AS (
+    INSERT INTO conversations (id, started_at, key_name, model)
+    SELECT DISTINCT ON (conversation_id) conversation_id, created_at, key_name, model
+    FROM batch WHERE conversation_id IS NOT NULL
+    ORDER BY conversation_id, created_at
+    ON CONFLICT (id) DO NOTHING
+), new_requests AS (
+    INSERT INTO audit_requests (id, created_at, conversation_id, route, pipeline, stream, model_requested,
+        model, key_name, client_addr, status, error_code, ttft_ms, duration_ms, prompt_tokens,
+        completion_tokens, cache_hit, content_mode, nul_escaped, request, response)
+    SELECT id, created_at, conversation_id, route, pipeline, stream, model_requested, model, key_name,
+        client_addr, status, error_code, ttft_ms, duration_ms, prompt_tokens, completion_tokens,
+        cache_hit, content_mode, nul_escaped, request, response
+    FROM batch
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+)
+INSERT INTO messages (request_id, position, conversation_id, created_at, role, content, content_sha256,
+    content_bytes, truncated)
+SELECT b.id, m.position, b.conversation_id, b.created_at, m.role, m.content, m.sha256, m.bytes,
+    coalesce(m.truncated, false)
+FROM batch b
+JOIN new_requests n ON n.id = b.id
+CROSS JOIN LATERAL jsonb_to_recordset(b.messages) AS m(
+    position integer, role text, content text, sha256 text, bytes integer, truncated boolean)
+ON CONFLICT DO NOTHING
+"""
+
+_encode = msgspec.json.Encoder().encode
+_NUL_JSON = b"\\u0000"
+_UNESCAPE = re.compile(r"\\(\\|0)")
+
+
+def escape_nul(value: Any) -> Any:
+    """Every string with `\\` doubled and NUL as `\\0`: PostgreSQL text and jsonb cannot hold NUL."""
+    if isinstance(value, str):
+        return value.replace("\\", "\\\\").replace("\x00", "\\0")
+    if isinstance(value, list):
+        return [escape_nul(item) for item in value]
+    if isinstance(value, dict):
+        return {escape_nul(k): escape_nul(v) for k, v in value.items()}
+    return value
+
+
+def unescape_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return _UNESCAPE.sub(lambda m: "\\" if m[1] == "\\" else "\x00", value)
+    if isinstance(value, list):
+        return [unescape_nul(item) for item in value]
+    if isinstance(value, dict):
+        return {unescape_nul(k): unescape_nul(v) for k, v in value.items()}
+    return value
+
+
+def _row(record: AuditRecord) -> bytes:
+    row = {
+        "id": record.id,
+        "created_at": record.time,
+        "conversation_id": record.conversation_id,
+        "route": record.route,
+        "pipeline": record.pipeline,
+        "stream": record.stream,
+        "model_requested": record.model_requested,
+        "model": record.model,
+        "key_name": record.key_name,
+        "client_addr": record.client,
+        "status": record.status,
+        "error_code": record.error_code,
+        "ttft_ms": record.ttft_ms,
+        "duration_ms": record.duration_ms,
+        "prompt_tokens": record.prompt_tokens,
+        "completion_tokens": record.completion_tokens,
+        "cache_hit": record.cache_hit,
+        "content_mode": record.content_mode,
+        "nul_escaped": False,
+        "request": record.request,
+        "response": record.response,
+        "messages": [{"position": i, **msgspec.structs.asdict(m)} for i, m in enumerate(record.messages)],
+    }
+    encoded = _encode(row)
+    if _NUL_JSON in encoded:
+        row = escape_nul(msgspec.json.decode(encoded)) | {"nul_escaped": True}
+        encoded = _encode(row)
+    return encoded
+
+
+def encode_batch(records: Sequence[AuditRecord]) -> str:
+    return (b"[" + b",".join(_row(r) for r in records) + b"]").decode()
+
+
+class PostgresStore:
+    """Inserts batches through the pool; says whether a failure is worth retrying."""
+
+    def __init__(self, pool: AsyncConnectionPool, timeout_s: float) -> None:
+        self._pool = pool
+        self._timeout_s = timeout_s
+
+    async def insert(self, records: Sequence[AuditRecord]) -> None:
+        payload = encode_batch(records)
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                async with self._pool.connection(timeout=self._timeout_s) as conn:
+                    await conn.execute(_INSERT, (payload,))
+        except (psycopg.DataError, psycopg.IntegrityError) as exc:
+            raise StoreRejected(f"PostgreSQL refused audit records: {exc}") from exc
+        except (psycopg.Error, TimeoutError, OSError) as exc:
+            # Down, unreachable, not migrated, missing privileges: all fixable, so keep and retry.
+            raise StoreUnavailable(f"PostgreSQL cannot store audit records now: {exc}") from exc

@@ -1,0 +1,48 @@
+"""The `auth` section of `conf/citadel.yaml`: keys given by their SHA-256, and how long lookups are reused."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta
+
+from citadel_proxy.auth.keys import KeyName, KeyRecord, PerMinute, Scope, Sha256Hex
+
+
+class ConfigKey(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A key defined in the config file. Only its digest: `citadel-proxy keys hash` prints one."""
+
+    name: KeyName
+    sha256: Sha256Hex
+    scopes: Annotated[list[Scope], Meta(min_length=1)]
+    requests_per_minute: PerMinute | None = None
+    tokens_per_minute: PerMinute | None = None
+
+    def record(self) -> KeyRecord:
+        return KeyRecord(
+            name=self.name,
+            sha256=self.sha256,
+            scopes=list(self.scopes),
+            requests_per_minute=self.requests_per_minute,
+            tokens_per_minute=self.tokens_per_minute,
+            source="config",
+        )
+
+
+class AuthConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    keys: list[ConfigKey] = msgspec.field(default_factory=list)
+    # How long a worker reuses a database lookup. Revocations also reach every worker at once through
+    # PostgreSQL NOTIFY; this bounds the damage if a notification is lost. 0: look up every request.
+    cache_ttl_s: Annotated[float, Meta(ge=0, le=60)] = 1.0
+
+    def __post_init__(self) -> None:
+        names = [key.name for key in self.keys]
+        if duplicate := next((n for n in names if names.count(n) > 1), None):
+            raise ValueError(f"key name {duplicate!r} is used twice")
+
+
+def auth_config(config: Any) -> AuthConfig:
+    """`config.auth`, or the defaults while the main Config has no such section."""
+    section = getattr(config, "auth", None)
+    return section if isinstance(section, AuthConfig) else AuthConfig()

@@ -1,0 +1,89 @@
+"""Keys known without a database: the config's digests plus `<data>/keys.json` (mode 0600).
+
+The keys file holds digests only. The bootstrap admin key lands there when no database is configured,
+and `citadel-proxy keys` manages it then. Each lookup re-reads the file when it changed (one `stat`), so
+a revocation from the CLI takes effect on the next request in every worker.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+
+from citadel_proxy.auth.keys import KeyRecord, same_digest
+from citadel_proxy.errors import ServiceUnavailable
+from citadel_proxy.pipeline.types import Principal
+
+KEYS_FILE = "keys.json"
+
+
+class KeysFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    keys: list[KeyRecord] = msgspec.field(default_factory=list)
+
+
+_decode = msgspec.json.Decoder(KeysFile).decode
+_encode = msgspec.json.Encoder().encode
+
+
+def read_keys_file(path: Path) -> list[KeyRecord]:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    try:
+        return _decode(data).keys
+    except msgspec.DecodeError as exc:
+        raise ServiceUnavailable(f"the keys file {path} is not valid: {exc}") from None
+
+
+def write_keys_file(path: Path, keys: list[KeyRecord]) -> None:
+    """Replace the file atomically; the new file is created 0600, never widened then narrowed."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(_encode(KeysFile(keys=keys)))
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@dataclass(slots=True)
+class StaticKeys:
+    """Config keys and file keys, matched by comparing the digest with every entry in constant time."""
+
+    config_keys: tuple[KeyRecord, ...]
+    path: Path
+    _file_keys: tuple[KeyRecord, ...] = ()
+    _stamp: tuple[int, int, int] | None = None
+
+    def records(self) -> list[KeyRecord]:
+        self._refresh()
+        return [*self.config_keys, *self._file_keys]
+
+    def lookup(self, digest: bytes) -> Principal | None:
+        found = None
+        # No early exit: the time taken does not depend on which entry (if any) matched.
+        for record in self.records():
+            if same_digest(record.digest, digest) and record.revoked_at is None:
+                found = record
+        return found.principal() if found else None
+
+    def _refresh(self) -> None:
+        try:
+            info = os.stat(self.path)
+        except FileNotFoundError:
+            self._file_keys, self._stamp = (), None
+            return
+        # os.replace gives the file a new inode, so a rewrite within one mtime tick is still seen.
+        stamp = (info.st_ino, info.st_mtime_ns, info.st_size)
+        if stamp != self._stamp:
+            self._file_keys = tuple(read_keys_file(self.path))
+            self._stamp = stamp

@@ -1,0 +1,61 @@
+"""Finding the key in a request and deciding 401 or 403; shared by the auth stage and management routes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from citadel_proxy.auth.keys import ADMIN
+from citadel_proxy.errors import AuthenticationFailed, PermissionDenied
+from citadel_proxy.pipeline.types import Principal
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+
+    from citadel_proxy.auth.store import KeyStore
+
+
+def presented_key(headers: Mapping[str, str]) -> str | None:
+    """`Authorization: Bearer KEY`, else `X-API-Key: KEY`."""
+    authorization = headers.get("authorization")
+    if authorization:
+        scheme, _, credentials = authorization.partition(" ")
+        if scheme.lower() == "bearer" and credentials.strip():
+            return credentials.strip()
+    key = headers.get("x-api-key", "").strip()
+    return key or None
+
+
+async def identify(store: KeyStore, headers: Mapping[str, str]) -> Principal | None:
+    """The caller's principal, or None when the request carries no key.
+
+    A key that is presented but unknown is refused even where keys are optional: a client that
+    believes it is authenticated should learn that it is not.
+    """
+    key = presented_key(headers)
+    if key is None:
+        return None
+    principal = await store.authenticate(key)
+    if principal is None:
+        raise AuthenticationFailed("Incorrect API key provided, or the key was revoked.")
+    return principal
+
+
+def missing_key() -> AuthenticationFailed:
+    return AuthenticationFailed(
+        "No API key provided. Send it as 'Authorization: Bearer KEY' or 'X-API-Key: KEY'."
+    )
+
+
+def require_scope(principal: Principal, scope: str) -> None:
+    if scope not in principal.scopes:
+        raise PermissionDenied(f"The API key {principal.name!r} does not have the {scope!r} scope.")
+
+
+async def require_admin(request: Request, services: Any) -> Principal:
+    """For every /management/* route, whatever the pipelines say: a valid key with the `admin` scope."""
+    principal = await identify(services.key_store, request.headers)
+    if principal is None:
+        raise missing_key()
+    require_scope(principal, ADMIN)
+    return principal

@@ -1,0 +1,153 @@
+"""Keys in PostgreSQL: the `api_keys` table, its migration, and the NOTIFY that reaches every worker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from citadel_proxy.auth.cache import KeyCache
+from citadel_proxy.auth.keys import SCOPES, KeyRecord, same_digest
+from citadel_proxy.errors import InvalidRequest, ServiceUnavailable
+from citadel_proxy.pipeline.types import Principal
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "citadel_api_keys"
+# pg_advisory_xact_lock key: workers starting together run the migration one at a time.
+_MIGRATION_LOCK = 0x_C17A_0001
+# last_used is written at most this often per key, so a busy key does not write on every lookup.
+_TOUCH_INTERVAL = "60 seconds"
+
+_LOOKUP = f"""
+WITH hit AS (
+    SELECT id, name, key_hash, scopes, requests_per_minute, tokens_per_minute, last_used
+    FROM api_keys WHERE key_hash = %(digest)s AND revoked_at IS NULL
+), touch AS (
+    UPDATE api_keys SET last_used = now() FROM hit
+    WHERE api_keys.id = hit.id
+      AND (hit.last_used IS NULL OR hit.last_used < now() - interval '{_TOUCH_INTERVAL}')
+)
+SELECT name, key_hash, scopes, requests_per_minute, tokens_per_minute FROM hit
+"""
+_COLUMNS = (
+    "name, key_hash, prefix, scopes, requests_per_minute, tokens_per_minute,"
+    " created_at, revoked_at, last_used"
+)
+
+
+def _schema_sql() -> str:
+    return resources.files(__package__).joinpath("schema.sql").read_text()
+
+
+@asynccontextmanager
+async def _translated(action: str) -> AsyncIterator[None]:
+    """Database trouble reaches clients as 503, never as a traceback."""
+    try:
+        yield
+    except (psycopg.OperationalError, PoolTimeout) as exc:
+        raise ServiceUnavailable(f"the key database is unavailable while {action}") from exc
+
+
+def _record(row: dict[str, Any]) -> KeyRecord:
+    return KeyRecord(
+        name=row["name"],
+        sha256=bytes(row["key_hash"]).hex(),
+        prefix=row["prefix"],
+        scopes=[s for s in row["scopes"] if s in SCOPES],
+        requests_per_minute=row["requests_per_minute"],
+        tokens_per_minute=row["tokens_per_minute"],
+        created_at=row["created_at"],
+        revoked_at=row["revoked_at"],
+        last_used=row["last_used"],
+        source="database",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PgKeys:
+    pool: AsyncConnectionPool[Any]
+
+    async def migrate(self) -> None:
+        sql = _schema_sql()
+        async with _translated("migrating"), self.pool.connection() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            await conn.execute(sql)
+
+    async def lookup(self, digest: bytes) -> Principal | None:
+        async with _translated("checking a key"), self.pool.connection() as conn:
+            cur = await conn.cursor(row_factory=dict_row).execute(_LOOKUP, {"digest": digest})
+            row = await cur.fetchone()
+        if row is None or not same_digest(bytes(row["key_hash"]), digest):
+            return None
+        return Principal(
+            name=row["name"],
+            scopes=frozenset(row["scopes"]),
+            requests_per_minute=row["requests_per_minute"],
+            tokens_per_minute=row["tokens_per_minute"],
+        )
+
+    async def create(self, record: KeyRecord) -> KeyRecord:
+        sql = (
+            "INSERT INTO api_keys (name, key_hash, prefix, scopes, requests_per_minute, tokens_per_minute)"
+            f" VALUES (%s, %s, %s, %s, %s, %s) RETURNING {_COLUMNS}"
+        )
+        values = (record.name, record.digest, record.prefix, list(record.scopes))
+        limits = (record.requests_per_minute, record.tokens_per_minute)
+        try:
+            async with _translated("creating a key"), self.pool.connection() as conn, conn.transaction():
+                cur = await conn.cursor(row_factory=dict_row).execute(sql, (*values, *limits))
+                row = await cur.fetchone()
+                await conn.execute("SELECT pg_notify(%s, 'created')", (CHANNEL,))
+        except psycopg.errors.UniqueViolation:
+            raise InvalidRequest(f"a live key named {record.name!r} already exists", param="name") from None
+        assert row is not None  # INSERT ... RETURNING returns the row
+        return _record(row)
+
+    async def list(self) -> list[KeyRecord]:
+        async with _translated("listing keys"), self.pool.connection() as conn:
+            cur = await conn.cursor(row_factory=dict_row).execute(
+                f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_at, id"
+            )
+            return [_record(row) for row in await cur.fetchall()]
+
+    async def revoke(self, name: str) -> bool:
+        sql = "UPDATE api_keys SET revoked_at = now() WHERE name = %s AND revoked_at IS NULL"
+        async with _translated("revoking a key"), self.pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(sql, (name,))
+            # NOTIFY is delivered at commit, so no worker hears of the revocation before it is visible.
+            await conn.execute("SELECT pg_notify(%s, 'revoked')", (CHANNEL,))
+            return cur.rowcount > 0
+
+    async def has_admin(self) -> bool:
+        sql = "SELECT EXISTS (SELECT 1 FROM api_keys WHERE revoked_at IS NULL AND 'admin' = ANY(scopes))"
+        async with _translated("looking for an admin key"), self.pool.connection() as conn:
+            cur = await conn.execute(sql)
+            row = await cur.fetchone()
+        return bool(row and row[0])
+
+
+async def listen(conninfo: str, cache: KeyCache, retry_s: float = 1.0) -> None:
+    """Empty `cache` on every key change; while disconnected the cache keeps nothing. Runs until cancelled."""
+    while True:
+        try:
+            async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+                await conn.execute(f"LISTEN {CHANNEL}")
+                cache.clear()
+                cache.listening = True
+                async for _ in conn.notifies():
+                    cache.clear()
+        except psycopg.Error as exc:
+            log.warning("key change listener lost its connection (%s); looking keys up every request", exc)
+        finally:
+            cache.listening = False
+            cache.clear()
+        await asyncio.sleep(retry_s)

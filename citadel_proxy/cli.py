@@ -1,0 +1,65 @@
+"""`citadel-proxy`: serve the gateway, check its configuration, and the operator commands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from citadel_proxy.asgi import config_path
+from citadel_proxy.config import ConfigError, load_config
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from citadel_proxy.app import load_pipeline_set
+    from citadel_proxy.server import serve
+
+    path = config_path(args.config)
+    try:
+        config = load_config(path)
+        load_pipeline_set(config)
+    except ConfigError as exc:
+        sys.stderr.write(f"citadel-proxy: {exc}\n")
+        return 2
+    return serve(config, path, args.bind, args.workers)
+
+
+def _check(args: argparse.Namespace) -> int:
+    from citadel_proxy.app import load_pipeline_set
+
+    path = config_path(args.config)
+    try:
+        config = load_config(path)
+        pipelines = load_pipeline_set(config)
+    except ConfigError as exc:
+        sys.stderr.write(f"citadel-proxy: {exc}\n")
+        return 1
+    names = ", ".join(p.name for p in pipelines.all)
+    sys.stdout.write(f"{path}: ok; pipelines: {names}\n")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="citadel-proxy", description=__doc__)
+    commands = root.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="start the gateway (hypercorn)")
+    serve.add_argument("--config", help="config file (default: $CITADEL_CONFIG or conf/citadel.yaml)")
+    serve.add_argument("--bind", help="HOST:PORT (default: gateway.host and gateway.port)")
+    serve.add_argument("--workers", type=int, help="worker processes (default: gateway.workers)")
+    serve.set_defaults(func=_serve)
+
+    check = commands.add_parser("check", help="validate the config and every pipeline file")
+    check.add_argument("--config", help="config file (default: $CITADEL_CONFIG or conf/citadel.yaml)")
+    check.set_defaults(func=_check)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

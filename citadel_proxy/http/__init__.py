@@ -1,0 +1,1 @@
+"""HTTP plumbing shared by the routes: reading bodies, JSON and error responses, the stream writer."""

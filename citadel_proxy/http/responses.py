@@ -1,0 +1,55 @@
+"""JSON responses encoded with msgspec, and the one place an error becomes a response."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from citadel_proxy import errors
+
+_encode = msgspec.json.Encoder().encode
+_log = logging.getLogger("citadel_proxy.errors")
+
+
+def json_response(value: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(_encode(value), status_code=status, headers=headers, media_type="application/json")
+
+
+def error_response(error: errors.GatewayError) -> Response:
+    return Response(
+        error.to_json(),
+        status_code=error.status,
+        headers=error.headers or None,
+        media_type="application/json",
+    )
+
+
+async def on_gateway_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, errors.GatewayError)
+    return error_response(exc)
+
+
+async def on_http_error(_request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 and 405 answers, in OpenAI's error shape."""
+    assert isinstance(exc, HTTPException)
+    error: errors.GatewayError
+    if exc.status_code == 404:
+        error = errors.NotFound("no such route", code="not_found")
+    elif exc.status_code == 405:
+        error = errors.MethodNotAllowed("method not allowed on this route", headers=exc.headers)
+    else:
+        error = errors.InvalidRequest(str(exc.detail))
+        error.status = exc.status_code
+    return error_response(error)
+
+
+async def on_unexpected(_request: Request, exc: Exception) -> Response:
+    # A bug of ours: the traceback goes to the log, never to the client.
+    _log.error("unhandled error", exc_info=exc)
+    return error_response(errors.GatewayError("internal error; the gateway log has the details"))

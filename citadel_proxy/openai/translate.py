@@ -1,0 +1,208 @@
+"""Pure functions between OpenAI's request shapes and Ollama's (shared/ollama-protocol.md, section 9)."""
+
+from __future__ import annotations
+
+import msgspec
+
+from citadel_proxy import errors
+from citadel_proxy.openai.wire import (
+    ChatMessage,
+    ChatRequest,
+    CompletionRequest,
+    ContentPart,
+    ImagePart,
+    ResponseFormat,
+    Stop,
+    ToolCallIn,
+)
+from citadel_proxy.pipeline.types import ToolCall, ToolFunction
+from citadel_proxy.upstream.wire import (
+    OllamaChatRequest,
+    OllamaGenerateRequest,
+    OllamaMessage,
+    OllamaOptions,
+)
+
+_JSON_FORMAT = msgspec.Raw(b'"json"')
+_THINK = {"none": False, "minimal": "low", "low": "low", "medium": "medium", "high": "high", "max": "max"}
+_THINK |= {"xhigh": "max", "ultra": "max"}
+_DATA_IMAGE_PREFIXES = ("data:image/png;base64,", "data:image/jpeg;base64,", "data:image/jpg;base64,")
+_DATA_IMAGE_PREFIXES += ("data:image/webp;base64,", "data:image/gif;base64,", "data:;base64,")
+
+
+def chat_to_ollama(req: ChatRequest, model: str, stream: bool) -> OllamaChatRequest:
+    _refuse_n(req.n)
+    tool_names: dict[str, str] = {}
+    messages = [_message(m, i, tool_names) for i, m in enumerate(req.messages)]
+    return OllamaChatRequest(
+        model=model,
+        messages=messages,
+        stream=stream,
+        tools=msgspec.Raw(msgspec.json.encode(req.tools)) if req.tools else None,
+        format=_format(req.response_format),
+        options=_options(
+            req.max_completion_tokens or req.max_tokens,
+            req.temperature,
+            req.top_p,
+            req.seed,
+            req.stop,
+            req.frequency_penalty,
+            req.presence_penalty,
+        ),
+        think=_think(req.reasoning_effort),
+    )
+
+
+def completion_to_ollama(req: CompletionRequest, model: str, stream: bool) -> OllamaGenerateRequest:
+    _refuse_n(req.n)
+    if req.best_of is not None and req.best_of > 1:
+        raise errors.UnsupportedParameter("best_of greater than 1 is not supported", param="best_of")
+    if req.echo:
+        raise errors.UnsupportedParameter("echo is not supported", param="echo")
+    if req.logprobs:
+        raise errors.UnsupportedParameter("logprobs are not supported", param="logprobs")
+    prompt = req.prompt
+    if isinstance(prompt, list):
+        if len(prompt) != 1:
+            raise errors.UnsupportedParameter("prompt must be one string", param="prompt")
+        prompt = prompt[0]
+    return OllamaGenerateRequest(
+        model=model,
+        prompt=prompt,
+        suffix=req.suffix or None,
+        stream=stream,
+        options=_options(
+            req.max_tokens,
+            req.temperature,
+            req.top_p,
+            req.seed,
+            req.stop,
+            req.frequency_penalty,
+            req.presence_penalty,
+        ),
+    )
+
+
+def _refuse_n(n: int | None) -> None:
+    if n is not None and n != 1:
+        raise errors.UnsupportedParameter("only n=1 is supported", param="n")
+
+
+def _options(
+    max_tokens: int | None,
+    temperature: float | None,
+    top_p: float | None,
+    seed: int | None,
+    stop: Stop,
+    frequency_penalty: float | None,
+    presence_penalty: float | None,
+) -> OllamaOptions | None:
+    # Left-out values stay unset, so the model's own Modelfile defaults apply (Ollama's /v1 forces 1.0).
+    if isinstance(stop, str):
+        stop = [stop]
+    options = OllamaOptions(
+        num_predict=max_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+        stop=stop or None,
+        frequency_penalty=frequency_penalty,
+        presence_penalty=presence_penalty,
+    )
+    return None if options == _NO_OPTIONS else options
+
+
+_NO_OPTIONS = OllamaOptions()
+
+
+def _format(response_format: ResponseFormat | None) -> msgspec.Raw | None:
+    if response_format is None or response_format.type == "text":
+        return None
+    if response_format.type == "json_object":
+        return _JSON_FORMAT
+    schema = response_format.json_schema.schema if response_format.json_schema else None
+    if schema is None:
+        raise errors.InvalidRequest(
+            "response_format json_schema needs json_schema.schema", param="response_format.json_schema"
+        )
+    return schema
+
+
+def _think(effort: str | None) -> bool | str | None:
+    if effort is None:
+        return None
+    try:
+        return _THINK[effort]
+    except KeyError:
+        allowed = ", ".join(_THINK)
+        raise errors.InvalidRequest(
+            f"reasoning_effort must be one of {allowed}", param="reasoning_effort"
+        ) from None
+
+
+def _message(message: ChatMessage, index: int, tool_names: dict[str, str]) -> OllamaMessage:
+    at = f"messages[{index}]"
+    text, images = _content(message.content, at)
+    tool_calls = None
+    if message.tool_calls:
+        tool_calls = [_tool_call(call, f"{at}.tool_calls[{j}]") for j, call in enumerate(message.tool_calls)]
+        for call in message.tool_calls:
+            if call.id:
+                tool_names[call.id] = call.function.name
+    role = "system" if message.role == "developer" else message.role
+    tool_name = None
+    if role == "tool":
+        tool_name = tool_names.get(message.tool_call_id or "") or message.name
+    return OllamaMessage(
+        role=role,
+        content=text,
+        thinking=message.reasoning or "",
+        images=images,
+        tool_calls=tool_calls,
+        tool_name=tool_name,
+        tool_call_id=message.tool_call_id if role == "tool" else None,
+    )
+
+
+def _content(content: str | list[ContentPart] | None, at: str) -> tuple[str, list[str] | None]:
+    if content is None:
+        return "", None
+    if isinstance(content, str):
+        return content, None
+    texts: list[str] = []
+    images: list[str] = []
+    for j, part in enumerate(content):
+        if isinstance(part, ImagePart):
+            images.append(_image_data(part.image_url.url, f"{at}.content[{j}].image_url.url"))
+        else:
+            texts.append(part.text)
+    return "\n".join(texts), images or None
+
+
+def _image_data(url: str, at: str) -> str:
+    for prefix in _DATA_IMAGE_PREFIXES:
+        if url.startswith(prefix):
+            return url[len(prefix) :]
+    raise errors.InvalidRequest(
+        "images must be sent as base64 data URLs (data:image/png;base64,...); remote URLs are not fetched",
+        param=at,
+    )
+
+
+def _tool_call(call: ToolCallIn, at: str) -> ToolCall:
+    try:
+        arguments = msgspec.json.decode(call.function.arguments)
+    except msgspec.DecodeError:
+        raise errors.InvalidRequest(
+            "tool call arguments are not valid JSON", param=f"{at}.function.arguments"
+        ) from None
+    if not isinstance(arguments, dict):
+        raise errors.InvalidRequest(
+            "tool call arguments must be a JSON object", param=f"{at}.function.arguments"
+        )
+    return ToolCall(
+        function=ToolFunction(
+            name=call.function.name, arguments=msgspec.Raw(call.function.arguments.encode())
+        ),
+        id=call.id,
+    )

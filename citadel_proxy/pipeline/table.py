@@ -1,0 +1,55 @@
+"""The pipelines in force: built once at start, swapped whole on reload while old requests finish."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from citadel_proxy.pipeline.spec import Pipeline, PipelineSet
+from citadel_proxy.pipeline.stage import Handler, chain
+
+if TYPE_CHECKING:
+    from citadel_proxy.services import Services
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltPipeline:
+    spec: Pipeline
+    handler: Handler
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltPipelines:
+    by_route: dict[str, BuiltPipeline]
+    agents: dict[str, BuiltPipeline]
+
+
+def build(pipelines: PipelineSet, services: Services, terminal: Handler) -> BuiltPipelines:
+    built = {p.name: _build_one(p, services, terminal) for p in pipelines.all}
+    return BuiltPipelines(
+        by_route={route: built[p.name] for route, p in pipelines.by_route.items()},
+        agents={name: built[name] for name in pipelines.agents},
+    )
+
+
+def _build_one(pipeline: Pipeline, services: Services, terminal: Handler) -> BuiltPipeline:
+    stages = [configured.type.build(configured.settings, services) for configured in pipeline.stages]
+    return BuiltPipeline(pipeline, chain(stages, terminal))
+
+
+class PipelineTable:
+    """Holds the current BuiltPipelines; a request reads `current` once and keeps what it got."""
+
+    def __init__(self) -> None:
+        self._current = BuiltPipelines({}, {})
+
+    @property
+    def current(self) -> BuiltPipelines:
+        return self._current
+
+    def install(self, built: BuiltPipelines) -> None:
+        self._current = built
+
+    def agent_types(self) -> Sequence[str]:
+        return sorted(self._current.agents)

@@ -1,0 +1,136 @@
+"""Chat, completion and agent-stream routes: each runs the pipeline its path (or agent type) names."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp
+
+from citadel_proxy import errors
+from citadel_proxy.http.body import decode, read_body
+from citadel_proxy.http.responses import json_response
+from citadel_proxy.http.stream_response import CLIENT_CLOSED, StreamResponse, deadline_error
+from citadel_proxy.openai.responses import chat_completion, text_completion
+from citadel_proxy.openai.sse import ChatChunks, ChunkEncoder, TextChunks
+from citadel_proxy.openai.translate import chat_to_ollama, completion_to_ollama
+from citadel_proxy.openai.wire import ChatRequest, CompletionRequest
+from citadel_proxy.pipeline.table import BuiltPipeline
+from citadel_proxy.pipeline.types import Completion, Context
+from citadel_proxy.services import Services
+
+_chat_decoder = msgspec.json.Decoder(ChatRequest)
+_completion_decoder = msgspec.json.Decoder(CompletionRequest)
+
+
+async def pipeline_route(request: Request) -> Response | ASGIApp:
+    """A route listed in a pipeline file (`routes:`)."""
+    services: Services = request.state.services
+    route = request.scope["route"].path
+    built = services.pipelines.current.by_route.get(route)
+    if built is None:
+        raise errors.NotFound(f"no pipeline serves {route} since the last reload")
+    return await run(request, services, built, route)
+
+
+async def agent_stream(request: Request) -> Response | ASGIApp:
+    """`/v1/agents/stream?type=X` (also `agent_type=X`): the agent profile named X."""
+    services: Services = request.state.services
+    params = request.query_params
+    agent_type = params.get("type") or params.get("agent_type")
+    agents = services.pipelines.current.agents
+    built = agents.get(agent_type or "")
+    if built is None:
+        known = ", ".join(sorted(agents)) or "none configured"
+        what = f"unknown agent type {agent_type!r}" if agent_type else "the agent type is missing (?type=X)"
+        raise errors.UnknownAgentType(f"{what}; known types: {known}", param="type")
+    return await run(request, services, built, "/v1/agents/stream")
+
+
+async def run(request: Request, services: Services, built: BuiltPipeline, route: str) -> Response | ASGIApp:
+    gateway = services.config.gateway
+    body = await read_body(request, gateway.max_body_bytes)
+    ctx = _context(request, services, built, route, body)
+    if ctx.stream:
+        encoder: ChunkEncoder = (
+            ChatChunks(ctx.model, int(time.time()))
+            if built.spec.format == "chat"
+            else TextChunks(ctx.model, int(time.time()))
+        )
+        return StreamResponse(
+            ctx,
+            built.handler,
+            encoder,
+            keepalive_s=gateway.keepalive_s,
+            header_grace_s=gateway.header_grace_ms / 1000,
+        )
+    completion = await _complete(request, ctx, built)
+    created = int(time.time())
+    answer = (
+        chat_completion(completion, ctx.model, created)
+        if built.spec.format == "chat"
+        else text_completion(completion, ctx.model, created)
+    )
+    return json_response(answer, headers=ctx.response_headers)
+
+
+def _context(request: Request, services: Services, built: BuiltPipeline, route: str, body: bytes) -> Context:
+    pipeline = built.spec
+    request_id = request.scope.get("state", {}).get("request_id") or os.urandom(12).hex()
+    client = request.client.host if request.client else ""
+    if pipeline.format == "chat":
+        chat = decode(body, _chat_decoder)
+        model = services.models.resolve(chat.model)
+        stream = chat.stream if chat.stream is not None else pipeline.stream_default
+        upstream_chat = chat_to_ollama(chat, model, stream)
+        usage = bool(chat.stream_options and chat.stream_options.include_usage)
+        return Context(
+            request_id, pipeline, route, client, request.headers, chat, "/api/chat", upstream_chat,
+            chat.model, model, stream, usage,
+        )  # fmt: skip
+    completion = decode(body, _completion_decoder)
+    model = services.models.resolve(completion.model)
+    stream = completion.stream if completion.stream is not None else pipeline.stream_default
+    upstream_gen = completion_to_ollama(completion, model, stream)
+    usage = bool(completion.stream_options and completion.stream_options.include_usage)
+    return Context(
+        request_id, pipeline, route, client, request.headers, completion, "/api/generate", upstream_gen,
+        completion.model, model, stream, usage,
+    )  # fmt: skip
+
+
+async def _complete(request: Request, ctx: Context, built: BuiltPipeline) -> Completion:
+    """Run a non-streaming pipeline under its deadline, dropping the upstream if the client leaves."""
+    task = asyncio.current_task()
+    assert task is not None
+    gone = asyncio.Event()
+    watcher = asyncio.create_task(_watch_disconnect(request, task, gone))
+    try:
+        async with asyncio.timeout(ctx.pipeline.timeout_s) as deadline:
+            reply = await built.handler(ctx)
+    except TimeoutError:
+        if not deadline.expired():
+            raise
+        raise deadline_error(ctx) from None
+    except asyncio.CancelledError:
+        if not gone.is_set():
+            raise
+        task.uncancel()
+        ctx.outcome.status, ctx.outcome.error_code = CLIENT_CLOSED, "client_disconnected"
+        raise errors.GatewayError("client closed the request", code="client_disconnected") from None
+    finally:
+        watcher.cancel()
+    if reply.completion is None:
+        raise errors.GatewayError("a stage answered a non-streaming request with a stream")
+    return reply.completion
+
+
+async def _watch_disconnect(request: Request, task: asyncio.Task[object], gone: asyncio.Event) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+    gone.set()
+    task.cancel()

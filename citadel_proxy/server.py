@@ -1,0 +1,35 @@
+"""Starting hypercorn programmatically, with uvloop when it is installed."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.run import run
+
+from citadel_proxy.config.schema import Config
+
+
+def hypercorn_config(config: Config, bind: str, workers: int) -> HypercornConfig:
+    server = HypercornConfig()
+    server.bind = [bind]
+    # One worker runs in this process (hypercorn's workers=0): no supervisor process, less memory.
+    server.workers = 0 if workers == 1 else workers
+    server.worker_class = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    server.application_path = "citadel_proxy.asgi:from_environment()"
+    server.graceful_timeout = 30.0
+    server.keep_alive_timeout = 75.0
+    server.h11_max_incomplete_size = 64 * 1024
+    server.accesslog = None
+    server.errorlog = "-"
+    server.include_server_header = False
+    return server
+
+
+def serve(config: Config, config_file: Path, bind: str | None, workers: int | None) -> int:
+    # Workers import the app themselves, so they find the config through the environment.
+    os.environ["CITADEL_CONFIG"] = str(config_file.resolve())
+    address = bind or f"{config.gateway.host}:{config.gateway.port}"
+    return run(hypercorn_config(config, address, workers or config.gateway.workers))

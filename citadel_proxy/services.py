@@ -1,0 +1,20 @@
+"""The resources one worker holds, opened in the app's lifespan and handed to routes and stages."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from citadel_proxy.config.models import ModelRouter
+from citadel_proxy.config.schema import Config
+from citadel_proxy.pipeline.table import PipelineTable
+from citadel_proxy.upstream.client import OllamaClient
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    config: Config
+    upstream: OllamaClient
+    models: ModelRouter
+    pipelines: PipelineTable
+    started_at: float = field(default_factory=time.time)

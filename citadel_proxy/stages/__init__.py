@@ -1,0 +1,1 @@
+"""Pipeline stages, one module each; `registry.STAGES` names them for the YAML files."""

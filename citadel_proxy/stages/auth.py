@@ -1,0 +1,45 @@
+"""The `auth` stage: who is calling, and may they use this pipeline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from citadel_proxy.auth.guard import identify, missing_key, require_scope
+from citadel_proxy.auth.keys import Scope
+from citadel_proxy.pipeline.stage import Handler, StageSettings, StageType
+from citadel_proxy.pipeline.types import Context, Reply
+
+if TYPE_CHECKING:
+    from citadel_proxy.auth.store import KeyStore
+    from citadel_proxy.services import Services
+
+
+class AuthSettings(StageSettings, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    # false: anonymous requests pass (rate_limit counts them per client IP); a key sent must still be valid.
+    required: bool = True
+    scope: Scope = "inference"
+
+
+@dataclass(frozen=True, slots=True)
+class AuthStage:
+    settings: AuthSettings
+    store: KeyStore
+
+    async def __call__(self, ctx: Context, call_next: Handler) -> Reply:
+        principal = await identify(self.store, ctx.headers)
+        if principal is None:
+            if self.settings.required:
+                raise missing_key()
+        elif self.settings.required:
+            require_scope(principal, self.settings.scope)
+        # Where keys are optional, a key lacking the scope is still named, so its own limits apply.
+        ctx.principal = principal
+        return await call_next(ctx)
+
+
+def build(settings: AuthSettings, services: Services) -> AuthStage:
+    return AuthStage(settings, services.key_store)
+
+
+STAGE = StageType(name="auth", settings=AuthSettings, build=build)

@@ -1,0 +1,179 @@
+"""The `metrics` stage: counts each request, its timings and tokens once it has ended, streamed or not.
+
+List it before `auth`, `rate_limit` and `cache` so that refusals and cache hits are counted too. Time to
+first token and tokens per second describe Ollama's work, so cache hits stay out of them and out of the
+token counters; they are counted as requests. Refusals by a rate limit are counted here, from the
+`RateLimited` error that passes through, so the rate_limit stage does not count them itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from citadel_proxy.errors import (
+    DeadlineExceeded,
+    GatewayError,
+    RateLimited,
+    UpstreamError,
+    UpstreamIncomplete,
+    UpstreamMalformed,
+    UpstreamUnavailable,
+)
+from citadel_proxy.observability.metrics import OTHER_MODEL, Metrics
+from citadel_proxy.pipeline.stage import Handler, StageSettings, StageType
+from citadel_proxy.pipeline.types import Context, Delta, Reply, TokenStream
+
+if TYPE_CHECKING:
+    from citadel_proxy.services import Services
+
+# Stages whose answers the metrics stage must see to count them.
+_COUNTED_STAGES = ("auth", "rate_limit", "cache")
+# Error codes that say the exchange with Ollama failed (an outcome carries only the code).
+_UPSTREAM_CODES = frozenset(
+    cls.code
+    for cls in (UpstreamError, UpstreamUnavailable, UpstreamMalformed, UpstreamIncomplete, DeadlineExceeded)
+)
+_CLIENT_CLOSED = 499
+
+
+class MetricsSettings(StageSettings, frozen=True):
+    pass
+
+
+def _check(_settings: MetricsSettings, stages: Sequence[str]) -> str | None:
+    position = stages.index("metrics")
+    late = [name for name in stages[:position] if name in _COUNTED_STAGES]
+    if late:
+        return f"list metrics before {', '.join(late)}, or the requests they answer are not counted"
+    return None
+
+
+class MetricsStage:
+    def __init__(self, metrics: Metrics, models: frozenset[str]) -> None:
+        self._metrics = metrics
+        self._models = models
+
+    async def __call__(self, ctx: Context, call_next: Handler) -> Reply:
+        try:
+            reply = await call_next(ctx)
+        except GatewayError as exc:
+            self.record(ctx, exc.status, exc)
+            raise
+        except asyncio.CancelledError:
+            self.record(ctx, _CLIENT_CLOSED, None)
+            raise
+        except BaseException:
+            self.record(ctx, 500, None)
+            raise
+        if reply.stream is None:
+            self.record(ctx, ctx.outcome.status, None, reply)
+            return reply
+        self._metrics.active_streams.inc()
+        reply.stream = MeteredStream(reply.stream, ctx, self)
+        return reply
+
+    def record(
+        self,
+        ctx: Context,
+        status: int,
+        error: GatewayError | None,
+        reply: Reply | None = None,
+        first_batch_at: float | None = None,
+        deltas: int = 0,
+    ) -> None:
+        """Count one finished request (called once per request, never per token)."""
+        m = self._metrics
+        now = time.perf_counter()
+        route = ctx.route
+        model = ctx.model if ctx.model in self._models else OTHER_MODEL
+        m.requests.labels(route, model, str(status)).inc()
+        m.request_duration.labels(route).observe(now - ctx.started)
+        if error is not None:
+            self._count_error(route, error.code, error)
+        elif ctx.outcome.error_code is not None:
+            self._count_error(route, ctx.outcome.error_code, None)
+        outcome = ctx.outcome
+        if outcome.cache_hit:
+            return
+        prompt, completion = outcome.prompt_tokens, outcome.completion_tokens
+        if reply is not None and reply.completion is not None and not (prompt or completion):
+            prompt, completion = reply.completion.prompt_tokens, reply.completion.completion_tokens
+        # A stream cut short never gets Ollama's count: the deltas forwarded are the best estimate left.
+        completion = completion or deltas
+        if prompt:
+            m.prompt_tokens.labels(route, model).inc(prompt)
+        if completion:
+            m.completion_tokens.labels(route, model).inc(completion)
+        first = outcome.first_token_at or first_batch_at
+        if first is None:
+            return
+        m.time_to_first_token.labels(route).observe(max(first - ctx.started, 0.0))
+        finished = outcome.finished_at or now
+        if completion > 1 and finished > first:
+            m.tokens_per_second.labels(route).observe((completion - 1) / (finished - first))
+
+    def _count_error(self, route: str, code: str, error: GatewayError | None) -> None:
+        if isinstance(error, RateLimited):
+            self._metrics.rate_limited.labels(route).inc()
+        elif isinstance(error, UpstreamError | DeadlineExceeded) or code in _UPSTREAM_CODES:
+            self._metrics.upstream_errors.labels(code).inc()
+
+    def stream_ended(self) -> None:
+        self._metrics.active_streams.dec()
+
+
+class MeteredStream:
+    """Passes batches through untouched, noting the first one and how many deltas went by."""
+
+    __slots__ = ("_closed", "_ctx", "_deltas", "_error", "_first_at", "_inner", "_stage")
+
+    def __init__(self, inner: TokenStream, ctx: Context, stage: MetricsStage) -> None:
+        self._inner = inner
+        self._ctx = ctx
+        self._stage = stage
+        self._deltas = 0
+        self._first_at: float | None = None
+        self._error: GatewayError | None = None
+        self._closed = False
+
+    async def read(self) -> list[Delta] | None:
+        # Work only after the inner read returned: a read cancelled while waiting loses nothing.
+        try:
+            batch = await self._inner.read()
+        except GatewayError as exc:
+            self._error = exc
+            raise
+        except Exception:
+            # Not CancelledError: a read cancelled by the chunking timer is no failure.
+            self._error = GatewayError("the stream failed")
+            raise
+        if batch:
+            if self._first_at is None:
+                self._first_at = time.perf_counter()
+            self._deltas += len(batch)
+        return batch
+
+    async def aclose(self) -> None:
+        try:
+            await self._inner.aclose()
+        finally:
+            if not self._closed:
+                self._closed = True
+                self._finish()
+
+    def _finish(self) -> None:
+        stage, error = self._stage, self._error
+        stage.stream_ended()
+        status = error.status if error is not None else self._ctx.outcome.status
+        stage.record(self._ctx, status, error, None, self._first_at, self._deltas)
+
+
+def _build(_settings: MetricsSettings, services: Services) -> MetricsStage:
+    # Resolved names only (what ctx.model holds): a label set bounded by the configuration.
+    return MetricsStage(services.metrics, frozenset(services.models.routes.values()))
+
+
+STAGE = StageType(name="metrics", settings=MetricsSettings, build=_build, check=_check)

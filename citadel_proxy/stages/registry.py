@@ -1,0 +1,11 @@
+"""Every stage a pipeline file may name. Adding a stage: write its module, then list its STAGE here."""
+
+from __future__ import annotations
+
+from citadel_proxy.pipeline.stage import StageType
+from citadel_proxy.stages import chunking
+
+
+def stage_types() -> dict[str, StageType]:
+    stages = [chunking.STAGE]
+    return {stage.name: stage for stage in stages}

@@ -1,0 +1,130 @@
+"""The one aiohttp session a worker keeps to Ollama, with retries and Ollama's errors translated."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import msgspec
+
+from citadel_proxy import errors
+from citadel_proxy.config.schema import OllamaService
+from citadel_proxy.upstream.wire import ErrorReply
+
+_JSON = {"Content-Type": "application/json"}
+_error_decoder = msgspec.json.Decoder(ErrorReply)
+_MAX_ERROR_BODY = 64 * 1024
+_RETRY_BASE_S = 0.05
+
+
+class OllamaClient:
+    """Owns the connection pool to Ollama. Created and closed by the app's lifespan."""
+
+    def __init__(self, service: OllamaService) -> None:
+        self.service = service
+        self._session: aiohttp.ClientSession | None = None
+
+    async def open(self) -> None:
+        connector = aiohttp.TCPConnector(
+            limit=self.service.max_connections, keepalive_timeout=75, ttl_dns_cache=300
+        )
+        # total=None: a generation may run for an hour; sock_read bounds Ollama's silence instead.
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self.service.connect_timeout_s, sock_read=self.service.timeout
+        )
+        self._session = aiohttp.ClientSession(
+            base_url=self.service.base_url,
+            connector=connector,
+            timeout=timeout,
+            skip_auto_headers=("User-Agent",),
+            auto_decompress=False,
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("OllamaClient used before open()")
+        return self._session
+
+    async def open_response(
+        self, method: str, path: str, body: bytes | None = None, *, total_s: float | None = None
+    ) -> aiohttp.ClientResponse:
+        """Send a request and return Ollama's 200 response unread; any other status raises.
+
+        Only failures to connect are retried: nothing has reached Ollama, so nothing can run twice.
+        """
+        attempts = self.service.max_retries + 1
+        kwargs: dict[str, Any] = {"data": body, "headers": _JSON if body is not None else None}
+        if total_s is not None:
+            kwargs["timeout"] = aiohttp.ClientTimeout(total=total_s)
+        for attempt in range(attempts):
+            try:
+                response = await self.session.request(method, path, **kwargs)
+                break
+            except aiohttp.ClientConnectorError as exc:
+                if attempt + 1 == attempts:
+                    raise errors.UpstreamUnavailable(
+                        f"cannot connect to Ollama at {self.service.base_url}: {exc.os_error or exc}"
+                    ) from None
+                await asyncio.sleep(_RETRY_BASE_S * 2**attempt)
+            except aiohttp.ServerDisconnectedError:
+                # A pooled keep-alive connection Ollama had closed: the request never reached it.
+                if attempt + 1 == attempts:
+                    raise errors.UpstreamUnavailable("Ollama closed the connection") from None
+            except TimeoutError:
+                raise errors.UpstreamError("Ollama did not answer in time", code="upstream_timeout") from None
+            except aiohttp.ClientError as exc:
+                raise errors.UpstreamError(f"request to Ollama failed: {exc}") from None
+        if response.status != 200:
+            raise await _status_error(response)
+        return response
+
+    async def fetch(
+        self, method: str, path: str, body: bytes | None = None, *, total_s: float | None = None
+    ) -> bytes:
+        """A whole (non-streamed) answer body."""
+        response = await self.open_response(method, path, body, total_s=total_s)
+        try:
+            return await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise errors.UpstreamIncomplete(f"Ollama's answer was cut off: {exc}") from None
+        finally:
+            response.release()
+
+
+async def _status_error(response: aiohttp.ClientResponse) -> errors.GatewayError:
+    try:
+        raw = await response.content.read(_MAX_ERROR_BODY)
+    except (aiohttp.ClientError, TimeoutError):
+        raw = b""
+    finally:
+        response.release()
+    message = _error_text(raw)
+    status = response.status
+    if status == 404:
+        return errors.ModelNotFound(message or "not found in Ollama")
+    if status == 400:
+        return errors.InvalidRequest(f"Ollama refused the request: {message}", code="upstream_bad_request")
+    if status == 403:
+        return errors.UpstreamError(
+            "Ollama refused the request (403): check its OLLAMA_ORIGINS and OLLAMA_HOST settings",
+            code="upstream_forbidden",
+        )
+    if status == 429:
+        return errors.RateLimited(f"Ollama is rate limiting: {message}", code="upstream_rate_limited")
+    if status == 503:
+        return errors.ServiceUnavailable(f"Ollama is busy: {message}", code="upstream_busy")
+    return errors.UpstreamError(f"Ollama failed ({status}): {message or 'no details'}")
+
+
+def _error_text(raw: bytes) -> str:
+    try:
+        return _error_decoder.decode(raw).error
+    except msgspec.DecodeError:
+        return raw.decode("utf-8", "replace").strip()[:500]

@@ -1,0 +1,149 @@
+"""Ollama's NDJSON stream as typed deltas: lines split across reads, long lines, errors, early EOF."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+import aiohttp
+import msgspec
+
+from citadel_proxy import errors
+from citadel_proxy.pipeline.types import Delta, Outcome
+from citadel_proxy.upstream.wire import ChatLine, GenerateLine
+
+Line = TypeVar("Line", ChatLine, GenerateLine)
+
+MAX_LINE_BYTES = 32 * 1024 * 1024
+_DRAIN_AFTER_DONE_S = 1.0
+
+
+class LineBlocks:
+    """Whole lines from a byte stream, as many as have arrived per call, without aiohttp's line limit."""
+
+    def __init__(self, content: aiohttp.StreamReader, max_line_bytes: int = MAX_LINE_BYTES) -> None:
+        self._content = content
+        self._carry = bytearray()
+        self._max = max_line_bytes
+
+    async def read(self) -> bytes | None:
+        """One or more complete lines, or None at EOF. Cancel-safe: state changes only after a read."""
+        while True:
+            data = await self._content.readany()
+            if not data:
+                if self._carry.strip():
+                    rest, self._carry = bytes(self._carry), bytearray()
+                    return rest
+                return None
+            end = data.rfind(b"\n")
+            if end < 0:
+                self._carry += data
+                if len(self._carry) > self._max:
+                    raise errors.UpstreamMalformed(f"Ollama sent a line longer than {self._max} bytes")
+                continue
+            if self._carry:
+                self._carry += data[: end + 1]
+                block, self._carry = bytes(self._carry), bytearray(data[end + 1 :])
+            else:
+                block, self._carry = data[: end + 1], bytearray(data[end + 1 :])
+            return block
+
+
+class UpstreamStream(Generic[Line]):
+    """The TokenStream of one Ollama answer: a batch of deltas per read, outcome recorded at `done`."""
+
+    def __init__(
+        self,
+        response: aiohttp.ClientResponse,
+        decoder: msgspec.json.Decoder[Line],
+        to_delta: Callable[[Line], Delta | None],
+        outcome: Outcome,
+    ) -> None:
+        self._response = response
+        self._blocks = LineBlocks(response.content)
+        self._decoder = decoder
+        self._to_delta = to_delta
+        self._outcome = outcome
+        self._done = False
+        self._failure: errors.GatewayError | None = None
+
+    async def read(self) -> list[Delta] | None:
+        while True:
+            if self._failure is not None:
+                raise self._failure
+            if self._done:
+                return None
+            try:
+                block = await self._blocks.read()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise errors.UpstreamIncomplete(f"Ollama's stream broke off: {exc!r}") from None
+            if block is None:
+                raise errors.UpstreamIncomplete("Ollama ended the stream before it was complete")
+            deltas = self._take(self._decode(block))
+            if deltas:
+                if self._outcome.first_token_at is None:
+                    self._outcome.first_token_at = time.perf_counter()
+                return deltas
+
+    def _decode(self, block: bytes) -> list[Line]:
+        try:
+            return self._decoder.decode_lines(block)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise errors.UpstreamMalformed(f"Ollama sent a line that is not valid: {exc}") from None
+
+    def _take(self, lines: list[Line]) -> list[Delta]:
+        deltas = []
+        to_delta = self._to_delta
+        for line in lines:
+            if line.error is not None:
+                # Deltas before the error still go out; the error is raised on the next read.
+                self._failure = errors.UpstreamError(f"Ollama failed mid-stream: {line.error}")
+                break
+            delta = to_delta(line)
+            if delta is not None:
+                deltas.append(delta)
+            if line.done:
+                self._finish(line)
+                break
+        return deltas
+
+    def _finish(self, line: Line) -> None:
+        self._done = True
+        outcome = self._outcome
+        outcome.finish_reason = line.done_reason or None
+        outcome.prompt_tokens = line.prompt_eval_count
+        outcome.completion_tokens = line.eval_count
+        outcome.finished_at = time.perf_counter()
+
+    async def aclose(self) -> None:
+        """Give the connection back: reusable when Ollama finished, closed (so it stops generating) if not."""
+        response = self._response
+        if self._done and not response.content.is_eof():
+            try:
+                async with asyncio.timeout(_DRAIN_AFTER_DONE_S):
+                    while await response.content.readany():
+                        pass
+            except (aiohttp.ClientError, TimeoutError):
+                response.close()
+        if not self._done:
+            response.close()
+        response.release()
+
+
+def chat_delta(line: ChatLine) -> Delta | None:
+    message = line.message
+    if message is None or not (message.content or message.thinking or message.tool_calls):
+        return None
+    return message
+
+
+def generate_delta(line: GenerateLine) -> Delta | None:
+    if not (line.response or line.thinking or line.tool_calls):
+        return None
+    return Delta(line.response, line.thinking, line.tool_calls)
+
+
+chat_line_decoder = msgspec.json.Decoder(ChatLine)
+generate_line_decoder = msgspec.json.Decoder(GenerateLine)

@@ -1,0 +1,67 @@
+"""The handler at the end of every pipeline: the call to Ollama itself."""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+
+from citadel_proxy import errors
+from citadel_proxy.pipeline.stage import Handler
+from citadel_proxy.pipeline.types import Completion, Context, Reply
+from citadel_proxy.upstream.client import OllamaClient
+from citadel_proxy.upstream.ndjson import (
+    UpstreamStream,
+    chat_delta,
+    chat_line_decoder,
+    generate_delta,
+    generate_line_decoder,
+)
+from citadel_proxy.upstream.wire import ChatLine, GenerateLine
+
+_encode = msgspec.json.Encoder().encode
+
+
+def upstream_handler(client: OllamaClient) -> Handler:
+    async def call_ollama(ctx: Context) -> Reply:
+        body = _encode(ctx.upstream)
+        if ctx.stream:
+            response = await client.open_response("POST", ctx.endpoint, body)
+            if ctx.endpoint == "/api/chat":
+                return Reply(stream=UpstreamStream(response, chat_line_decoder, chat_delta, ctx.outcome))
+            return Reply(stream=UpstreamStream(response, generate_line_decoder, generate_delta, ctx.outcome))
+        raw = await client.fetch("POST", ctx.endpoint, body)
+        return Reply(completion=_completion(ctx, raw))
+
+    return call_ollama
+
+
+def _completion(ctx: Context, raw: bytes) -> Completion:
+    try:
+        if ctx.endpoint == "/api/chat":
+            chat = chat_line_decoder.decode(raw)
+            line: ChatLine | GenerateLine = chat
+            message = chat.message
+            content = message.content if message else ""
+            thinking = message.thinking if message else ""
+            calls = (message.tool_calls if message else None) or []
+        else:
+            generated = generate_line_decoder.decode(raw)
+            line = generated
+            content, thinking, calls = generated.response, generated.thinking, generated.tool_calls or []
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise errors.UpstreamMalformed(f"Ollama's answer is not valid: {exc}") from None
+    if line.error is not None:
+        raise errors.UpstreamError(f"Ollama failed: {line.error}")
+    outcome = ctx.outcome
+    outcome.first_token_at = outcome.finished_at = time.perf_counter()
+    outcome.finish_reason = line.done_reason or None
+    outcome.prompt_tokens, outcome.completion_tokens = line.prompt_eval_count, line.eval_count
+    return Completion(
+        content=content,
+        thinking=thinking,
+        tool_calls=calls,
+        finish_reason=line.done_reason or None,
+        prompt_tokens=line.prompt_eval_count,
+        completion_tokens=line.eval_count,
+    )

@@ -1,0 +1,77 @@
+"""Ollama's native API as typed structs (see shared/ollama-protocol.md sections 1, 2 and 4)."""
+
+from __future__ import annotations
+
+import msgspec
+
+from citadel_proxy.pipeline.types import Delta, ToolCall
+
+
+class OllamaMessage(msgspec.Struct, frozen=True, omit_defaults=True):
+    role: str
+    content: str = ""
+    thinking: str = ""
+    images: list[str] | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_name: str | None = None
+    tool_call_id: str | None = None
+
+
+class OllamaOptions(msgspec.Struct, frozen=True, omit_defaults=True):
+    num_predict: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stop: list[str] | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+
+
+class OllamaChatRequest(msgspec.Struct, frozen=True, omit_defaults=True):
+    model: str
+    messages: list[OllamaMessage]
+    stream: bool = True
+    tools: msgspec.Raw | None = None
+    format: msgspec.Raw | None = None
+    options: OllamaOptions | None = None
+    think: bool | str | None = None
+
+
+class OllamaGenerateRequest(msgspec.Struct, frozen=True, omit_defaults=True):
+    model: str
+    prompt: str
+    suffix: str | None = None
+    images: list[str] | None = None
+    stream: bool = True
+    format: msgspec.Raw | None = None
+    options: OllamaOptions | None = None
+    think: bool | str | None = None
+
+
+class ChatLine(msgspec.Struct, frozen=True):
+    """One line of an /api/chat stream, or its whole non-stream answer. Zero fields are omitted by Ollama."""
+
+    # Decoded straight into a Delta (its `role` is ignored): no per-token conversion.
+    message: Delta | None = None
+    done: bool = False
+    done_reason: str = ""
+    prompt_eval_count: int = 0
+    eval_count: int = 0
+    error: str | None = None
+
+
+class GenerateLine(msgspec.Struct, frozen=True):
+    """One line of an /api/generate stream, or its whole non-stream answer."""
+
+    response: str = ""
+    thinking: str = ""
+    tool_calls: list[ToolCall] | None = None
+    done: bool = False
+    done_reason: str = ""
+    prompt_eval_count: int = 0
+    eval_count: int = 0
+    error: str | None = None
+
+
+class ErrorReply(msgspec.Struct, frozen=True):
+    error: str = ""
