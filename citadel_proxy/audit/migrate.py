@@ -50,7 +50,8 @@ def migrate(conninfo: str, schema: str, *, target: int | None = None) -> list[in
             " version integer PRIMARY KEY, name text NOT NULL, sha256 text NOT NULL,"
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
-        applied = dict(conn.execute("SELECT version, sha256 FROM schema_migrations").fetchall())
+        rows = conn.execute("SELECT version, sha256 FROM schema_migrations").fetchall()
+        applied: dict[int, str] = {int(v): str(s) for v, s in rows}
         done = []
         for migration in available():
             if target is not None and migration.version > target:

@@ -63,6 +63,26 @@ def new_id() -> str:
     return str(uuid.UUID(int=value))
 
 
+def _raw_hook(value: Any) -> Any:
+    if isinstance(value, msgspec.Raw):
+        # An empty Raw is an absent value (it would encode as nothing, which is not JSON).
+        return msgspec.json.decode(value) if len(value) else None
+    raise NotImplementedError(f"cannot record a {type(value).__name__}")
+
+
+def plain(value: Any) -> Any:
+    """JSON-ready builtins of a wire struct, without its null fields."""
+    return _drop_none(msgspec.to_builtins(value, enc_hook=_raw_hook))
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_none(item) for item in value]
+    return value
+
+
 @dataclass(slots=True)
 class Answer:
     """What came back, assembled from a stream's deltas or taken from a whole completion."""
@@ -107,7 +127,7 @@ def build_record(
     outcome = ctx.outcome
     now = time.perf_counter()
     first, finished = outcome.first_token_at, outcome.finished_at or now
-    body = msgspec.json.decode(msgspec.json.encode(ctx.body))
+    body = plain(ctx.body)
     return AuditRecord(
         id=record_id,
         time=started_at,
@@ -154,7 +174,7 @@ def _response_document(
 ) -> dict[str, Any] | None:
     document: dict[str, Any] = {}
     if answer is not None:
-        calls = msgspec.json.decode(msgspec.json.encode(answer.tool_calls)) if answer.tool_calls else None
+        calls = plain(answer.tool_calls) if answer.tool_calls else None
         document = {
             "content": policy.document("".join(answer.content)),
             "thinking": policy.document("".join(answer.thinking)) if any(answer.thinking) else None,
@@ -196,5 +216,5 @@ def _answer_messages(answer: Answer | None, policy: ContentPolicy) -> list[Audit
         return []
     text = "".join(answer.content)
     if not text and answer.tool_calls:
-        text = msgspec.json.encode(answer.tool_calls).decode()
+        text = msgspec.json.encode(plain(answer.tool_calls)).decode()
     return [_message("assistant", text, policy)]

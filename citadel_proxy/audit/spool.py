@@ -93,7 +93,7 @@ class Spool:
 
     def __init__(self, slot: Slot, *, prefix: str, segment_bytes: int) -> None:
         self.slot = slot
-        self._prefix = prefix
+        self.prefix = prefix
         self._segment_bytes = segment_bytes
         self._sealed = slot.segments(prefix)
         last = self._sealed[-1].stem.rsplit("-", 1)[1] if self._sealed else "0"
@@ -138,7 +138,7 @@ class Spool:
     def _write(self, data: bytes) -> None:
         if self._fd is None:
             self._seq += 1
-            path = self.slot.path / f"{self._prefix}-{self._seq:010d}.jsonl"
+            path = self.slot.path / f"{self.prefix}-{self._seq:010d}.jsonl"
             self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
             self._active_path = path
             _fsync_dir(self.slot.path)

@@ -6,22 +6,19 @@ import argparse
 import asyncio
 import contextlib
 import sys
-from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from citadel_proxy.auth.keys import SCOPES, KeyRecord, Scope, hash_key
 from citadel_proxy.auth.store import KeyStore, open_key_store
-from citadel_proxy.config.loader import ConfigError, load_config
+from citadel_proxy.asgi import config_path
+from citadel_proxy.config import ConfigError, load_config
 from citadel_proxy.errors import GatewayError
-
-DEFAULT_CONFIG = "conf/citadel.yaml"
-
 
 def register(subparsers: Any) -> None:
     keys = subparsers.add_parser("keys", help="create, list and revoke API keys")
-    keys.add_argument("--config", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
+    keys.add_argument("--config", help="config file (default: $CITADEL_CONFIG or conf/citadel.yaml)")
     actions = keys.add_subparsers(dest="keys_action", required=True)
 
     create = actions.add_parser("create", help="create a key and print it (the only time it is shown)")
@@ -52,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(hash_key(sys.stdin.readline().strip()).hex() + "\n")
         return 0
     try:
-        config = load_config(Path(args.config))
+        config = load_config(config_path(args.config))
         return asyncio.run(_run(args, config))
     except (ConfigError, GatewayError) as exc:
         sys.stderr.write(f"citadel-proxy keys: {exc}\n")

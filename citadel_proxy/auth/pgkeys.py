@@ -49,7 +49,7 @@ def _schema_sql() -> str:
 
 
 @asynccontextmanager
-async def _translated(action: str) -> AsyncIterator[None]:
+async def translated(action: str) -> AsyncIterator[None]:
     """Database trouble reaches clients as 503, never as a traceback."""
     try:
         yield
@@ -78,12 +78,12 @@ class PgKeys:
 
     async def migrate(self) -> None:
         sql = _schema_sql()
-        async with _translated("migrating"), self.pool.connection() as conn, conn.transaction():
+        async with translated("migrating"), self.pool.connection() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
             await conn.execute(sql)
 
     async def lookup(self, digest: bytes) -> Principal | None:
-        async with _translated("checking a key"), self.pool.connection() as conn:
+        async with translated("checking a key"), self.pool.connection() as conn:
             cur = await conn.cursor(row_factory=dict_row).execute(_LOOKUP, {"digest": digest})
             row = await cur.fetchone()
         if row is None or not same_digest(bytes(row["key_hash"]), digest):
@@ -103,7 +103,7 @@ class PgKeys:
         values = (record.name, record.digest, record.prefix, list(record.scopes))
         limits = (record.requests_per_minute, record.tokens_per_minute)
         try:
-            async with _translated("creating a key"), self.pool.connection() as conn, conn.transaction():
+            async with translated("creating a key"), self.pool.connection() as conn, conn.transaction():
                 cur = await conn.cursor(row_factory=dict_row).execute(sql, (*values, *limits))
                 row = await cur.fetchone()
                 await conn.execute("SELECT pg_notify(%s, 'created')", (CHANNEL,))
@@ -113,7 +113,7 @@ class PgKeys:
         return _record(row)
 
     async def list(self) -> list[KeyRecord]:
-        async with _translated("listing keys"), self.pool.connection() as conn:
+        async with translated("listing keys"), self.pool.connection() as conn:
             cur = await conn.cursor(row_factory=dict_row).execute(
                 f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_at, id"
             )
@@ -121,15 +121,16 @@ class PgKeys:
 
     async def revoke(self, name: str) -> bool:
         sql = "UPDATE api_keys SET revoked_at = now() WHERE name = %s AND revoked_at IS NULL"
-        async with _translated("revoking a key"), self.pool.connection() as conn, conn.transaction():
+        async with translated("revoking a key"), self.pool.connection() as conn, conn.transaction():
             cur = await conn.execute(sql, (name,))
             # NOTIFY is delivered at commit, so no worker hears of the revocation before it is visible.
             await conn.execute("SELECT pg_notify(%s, 'revoked')", (CHANNEL,))
-            return cur.rowcount > 0
+        revoked: bool = cur.rowcount > 0
+        return revoked
 
     async def has_admin(self) -> bool:
         sql = "SELECT EXISTS (SELECT 1 FROM api_keys WHERE revoked_at IS NULL AND 'admin' = ANY(scopes))"
-        async with _translated("looking for an admin key"), self.pool.connection() as conn:
+        async with translated("looking for an admin key"), self.pool.connection() as conn:
             cur = await conn.execute(sql)
             row = await cur.fetchone()
         return bool(row and row[0])

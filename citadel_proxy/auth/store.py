@@ -24,7 +24,7 @@ from citadel_proxy.auth.keys import (
     hash_key,
     looks_like_key,
 )
-from citadel_proxy.auth.pgkeys import PgKeys, listen
+from citadel_proxy.auth.pgkeys import PgKeys, listen, translated
 from citadel_proxy.config.schema import Database
 from citadel_proxy.errors import InvalidRequest
 from citadel_proxy.pipeline.types import Principal
@@ -156,8 +156,9 @@ async def _open_pool(database: Database, stack: contextlib.AsyncExitStack) -> As
         name="citadel-keys",
     )
     # wait: an unreachable database stops the start here, with a clear error, not at the first request.
-    await pool.open(wait=True, timeout=database.pool_timeout)
     stack.push_async_callback(pool.close)
+    async with translated("connecting"):
+        await pool.open(wait=True, timeout=database.pool_timeout)
     return pool
 
 

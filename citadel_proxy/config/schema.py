@@ -21,7 +21,7 @@ class Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     pass
 
 
-class Project(Section):
+class Project(Section, frozen=True):
     name: str = "citadel-proxy"
     environment: str = "production"
     version: str = ""
@@ -29,7 +29,7 @@ class Project(Section):
     debug: bool = False
 
 
-class Database(Section):
+class Database(Section, frozen=True):
     host: str = "127.0.0.1"
     port: Port = 5432
     database: str = "citadel"
@@ -57,7 +57,7 @@ class Database(Section):
         )
 
 
-class Redis(Section):
+class Redis(Section, frozen=True):
     host: str = "127.0.0.1"
     port: Port = 6379
     database: Annotated[int, Meta(ge=0)] = 0
@@ -68,7 +68,7 @@ class Redis(Section):
     key_prefix: str = "citadel:"
 
 
-class OllamaService(Section):
+class OllamaService(Section, frozen=True):
     host: str = "127.0.0.1"
     port: Port = 11434
     scheme: Literal["http", "https"] = "http"
@@ -84,19 +84,19 @@ class OllamaService(Section):
         return f"{self.scheme}://{host}:{self.port}"
 
 
-class ModelEntry(Section):
+class ModelEntry(Section, frozen=True):
     name: Annotated[str, Meta(min_length=1)]
     quantization: str = ""
     description: str = ""
     active: bool = True
 
 
-class Ollama(Section):
+class Ollama(Section, frozen=True):
     service: OllamaService = msgspec.field(default_factory=OllamaService)
     models: list[ModelEntry] = msgspec.field(default_factory=list)
 
 
-class Cors(Section):
+class Cors(Section, frozen=True):
     enabled: bool = False
     origins: list[str] = msgspec.field(default_factory=list)
     methods: list[str] = msgspec.field(default_factory=lambda: ["GET", "POST", "OPTIONS"])
@@ -111,7 +111,7 @@ class Cors(Section):
             )
 
 
-class Gateway(Section):
+class Gateway(Section, frozen=True):
     host: str = "0.0.0.0"
     port: Port = 8002
     workers: Annotated[int, Meta(ge=1, le=64)] = 1
@@ -126,24 +126,24 @@ class Gateway(Section):
     server: Literal["hypercorn"] = "hypercorn"
 
 
-class Paths(Section):
+class Paths(Section, frozen=True):
     pipelines: str = "../pipelines"
     data: str = "../var/data"
     logs: str = "../var/log"
     backups: str = "../var/backups"
 
 
-class Prometheus(Section):
+class Prometheus(Section, frozen=True):
     enabled: bool = True
     port: Port = 9090
 
 
-class HealthChecks(Section):
+class HealthChecks(Section, frozen=True):
     enabled: bool = True
     interval: Seconds = 30.0
 
 
-class Logging(Section):
+class Logging(Section, frozen=True):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     format: Literal["json", "text"] = "json"
     file: str | None = None
@@ -151,18 +151,18 @@ class Logging(Section):
     backup_count: Annotated[int, Meta(ge=0)] = 10
 
 
-class Monitoring(Section):
+class Monitoring(Section, frozen=True):
     prometheus: Prometheus = msgspec.field(default_factory=Prometheus)
     health_checks: HealthChecks = msgspec.field(default_factory=HealthChecks)
     logging: Logging = msgspec.field(default_factory=Logging)
 
 
-class ModelRouting(Section):
+class ModelRouting(Section, frozen=True):
     aliases: dict[str, str] = msgspec.field(default_factory=dict)
     valid_models: list[str] = msgspec.field(default_factory=list)
 
 
-class Config(Section):
+class Config(Section, frozen=True):
     project: Project = msgspec.field(default_factory=Project)
     database: Database | None = None
     redis: Redis | None = None

@@ -91,6 +91,13 @@ def _plain(node: Any, path: Path_, source: YamlSource, env: Any, line: int) -> A
         return items
     if isinstance(node, str):
         return _expand_env(str(node), path, source, env)
+    # ruamel's round-trip scalars are subclasses (ScalarFloat, ScalarInt) that strict conversion refuses.
+    if isinstance(node, bool):
+        return bool(node)
+    if isinstance(node, int):
+        return int(node)
+    if isinstance(node, float):
+        return float(node)
     return node
 
 

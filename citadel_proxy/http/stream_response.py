@@ -48,22 +48,14 @@ class StreamResponse:
         self._on_finish = on_finish
         self._headers_sent = False
         self._client_gone = False
+        self._stream: TokenStream | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         task = asyncio.current_task()
         assert task is not None
         watcher = asyncio.create_task(self._watch(receive, task))
-        stream: TokenStream | None = None
         try:
-            async with asyncio.timeout(self.ctx.pipeline.timeout_s) as deadline:
-                try:
-                    stream = await self._start(send)
-                    if stream is not None:
-                        await self._pump(stream, send)
-                except TimeoutError:
-                    if not deadline.expired():
-                        raise
-                    raise deadline_error(self.ctx) from None
+            await self._run(send)
         except errors.GatewayError as error:
             await self._fail(error, send)
         except asyncio.CancelledError:
@@ -73,10 +65,20 @@ class StreamResponse:
             self.ctx.outcome.status, self.ctx.outcome.error_code = CLIENT_CLOSED, "client_disconnected"
         finally:
             watcher.cancel()
-            if stream is not None:
-                await stream.aclose()
+            if self._stream is not None:
+                await self._stream.aclose()
             if self._on_finish is not None:
                 await self._on_finish(self.ctx)
+
+    async def _run(self, send: Send) -> None:
+        try:
+            async with asyncio.timeout(self.ctx.pipeline.timeout_s) as deadline:
+                self._stream = await self._start(send)
+                await self._pump(self._stream, send)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            raise deadline_error(self.ctx) from None
 
     async def _watch(self, receive: Receive, task: asyncio.Task[None]) -> None:
         while (await receive())["type"] != "http.disconnect":
@@ -84,7 +86,7 @@ class StreamResponse:
         self._client_gone = True
         task.cancel()
 
-    async def _start(self, send: Send) -> TokenStream | None:
+    async def _start(self, send: Send) -> TokenStream:
         """Run the pipeline; if Ollama is slow to answer, open the stream and keep it alive meanwhile."""
         work = asyncio.create_task(self._handler(self.ctx))
         reply: Reply | None = None

@@ -24,9 +24,20 @@ from citadel_proxy.upstream.wire import (
 )
 
 _JSON_FORMAT = msgspec.Raw(b'"json"')
-_THINK = {"none": False, "minimal": "low", "low": "low", "medium": "medium", "high": "high", "max": "max"}
+_THINK: dict[str, bool | str] = {
+    "none": False,
+    "minimal": "low",
+    "low": "low",
+    "medium": "medium",
+    "high": "high",
+    "max": "max",
+}
 _THINK |= {"xhigh": "max", "ultra": "max"}
-_DATA_IMAGE_PREFIXES = ("data:image/png;base64,", "data:image/jpeg;base64,", "data:image/jpg;base64,")
+_DATA_IMAGE_PREFIXES: tuple[str, ...] = (
+    "data:image/png;base64,",
+    "data:image/jpeg;base64,",
+    "data:image/jpg;base64,",
+)
 _DATA_IMAGE_PREFIXES += ("data:image/webp;base64,", "data:image/gif;base64,", "data:;base64,")
 
 
@@ -121,7 +132,7 @@ def _format(response_format: ResponseFormat | None) -> msgspec.Raw | None:
     if response_format.type == "json_object":
         return _JSON_FORMAT
     schema = response_format.json_schema.schema if response_format.json_schema else None
-    if schema is None:
+    if not schema:
         raise errors.InvalidRequest(
             "response_format json_schema needs json_schema.schema", param="response_format.json_schema"
         )

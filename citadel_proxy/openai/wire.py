@@ -47,18 +47,18 @@ class ChatMessage(msgspec.Struct, frozen=True):
 class FunctionDef(msgspec.Struct, frozen=True, omit_defaults=True):
     name: Annotated[str, Meta(min_length=1, max_length=64)]
     description: str | None = None
-    parameters: msgspec.Raw | None = None
+    parameters: msgspec.Raw = msgspec.Raw()
     strict: bool | None = None
 
 
-class Tool(msgspec.Struct, frozen=True, omit_defaults=True):
+class Tool(msgspec.Struct, frozen=True):
     function: FunctionDef
     type: Literal["function"] = "function"
 
 
 class JsonSchema(msgspec.Struct, frozen=True):
     name: str = "response"
-    schema: msgspec.Raw | None = None
+    schema: msgspec.Raw = msgspec.Raw()
     strict: bool | None = None
 
 
@@ -92,7 +92,8 @@ class ChatRequest(msgspec.Struct, frozen=True, kw_only=True):
     presence_penalty: Annotated[float, Meta(ge=-2, le=2)] | None = None
     response_format: ResponseFormat | None = None
     tools: list[Tool] | None = None
-    tool_choice: str | msgspec.Raw | None = None
+    # Accepted and ignored, as Ollama does: there is no way to force a tool.
+    tool_choice: msgspec.Raw = msgspec.Raw()
     n: int | None = None
     reasoning_effort: str | None = None
     user: str | None = None

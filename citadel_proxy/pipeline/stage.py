@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
@@ -14,7 +14,7 @@ from citadel_proxy.pipeline.types import Context, Reply
 if TYPE_CHECKING:
     from citadel_proxy.services import Services
 
-Handler = Callable[[Context], Awaitable[Reply]]
+Handler = Callable[[Context], Coroutine[Any, Any, Reply]]
 
 
 class Stage(Protocol):

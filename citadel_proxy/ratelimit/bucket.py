@@ -78,7 +78,7 @@ def drained(level: float, at_ms: float, now_ms: float, limit: int | None) -> flo
 
 @dataclass(slots=True)
 class Bucket:
-    """One identity's buckets in this process; `acquire` and `charge` mirror the Redis script line for line."""
+    """One identity's buckets in this process; `acquire` and `charge` mirror the Redis script."""
 
     requests: float = 0.0
     requests_at: float = 0.0

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from citadel_proxy.services import Services
 
 
-class ChunkingSettings(StageSettings):
+class ChunkingSettings(StageSettings, frozen=True):
     chunk_size: Annotated[int, Meta(ge=1, le=10_000)] = 1
     max_delay_ms: Annotated[float, Meta(ge=0)] | None = None
     # The specification's spelling of max_delay_ms, in seconds.

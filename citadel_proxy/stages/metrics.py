@@ -11,7 +11,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from prometheus_client import Counter, Histogram
 
 from citadel_proxy.errors import (
     DeadlineExceeded,
@@ -51,10 +54,32 @@ def _check(_settings: MetricsSettings, stages: Sequence[str]) -> str | None:
     return None
 
 
+@dataclass(slots=True)
+class _Series:
+    """The label children of one (route, model)."""
+
+    _by_status: Counter
+    _labels: tuple[str, str]
+    duration: Histogram
+    time_to_first_token: Histogram
+    tokens_per_second: Histogram
+    prompt_tokens: Counter
+    completion_tokens: Counter
+    _requests: dict[int, Counter] = field(default_factory=dict)
+
+    def requests(self, status: int) -> Counter:
+        child = self._requests.get(status)
+        if child is None:
+            child = self._requests[status] = self._by_status.labels(*self._labels, str(status))
+        return child
+
+
 class MetricsStage:
     def __init__(self, metrics: Metrics, models: frozenset[str]) -> None:
         self._metrics = metrics
         self._models = models
+        # Label children per (route, model), looked up once: labels() costs about 1 µs a call.
+        self._series: dict[tuple[str, str], _Series] = {}
 
     async def __call__(self, ctx: Context, call_next: Handler) -> Reply:
         try:
@@ -85,12 +110,12 @@ class MetricsStage:
         deltas: int = 0,
     ) -> None:
         """Count one finished request (called once per request, never per token)."""
-        m = self._metrics
         now = time.perf_counter()
         route = ctx.route
         model = ctx.model if ctx.model in self._models else OTHER_MODEL
-        m.requests.labels(route, model, str(status)).inc()
-        m.request_duration.labels(route).observe(now - ctx.started)
+        series = self._series.get((route, model)) or self._new_series(route, model)
+        series.requests(status).inc()
+        series.duration.observe(now - ctx.started)
         if error is not None:
             self._count_error(route, error.code, error)
         elif ctx.outcome.error_code is not None:
@@ -104,16 +129,29 @@ class MetricsStage:
         # A stream cut short never gets Ollama's count: the deltas forwarded are the best estimate left.
         completion = completion or deltas
         if prompt:
-            m.prompt_tokens.labels(route, model).inc(prompt)
+            series.prompt_tokens.inc(prompt)
         if completion:
-            m.completion_tokens.labels(route, model).inc(completion)
+            series.completion_tokens.inc(completion)
         first = outcome.first_token_at or first_batch_at
         if first is None:
             return
-        m.time_to_first_token.labels(route).observe(max(first - ctx.started, 0.0))
+        series.time_to_first_token.observe(max(first - ctx.started, 0.0))
         finished = outcome.finished_at or now
         if completion > 1 and finished > first:
-            m.tokens_per_second.labels(route).observe((completion - 1) / (finished - first))
+            series.tokens_per_second.observe((completion - 1) / (finished - first))
+
+    def _new_series(self, route: str, model: str) -> _Series:
+        m = self._metrics
+        self._series[route, model] = series = _Series(
+            _by_status=m.requests,
+            _labels=(route, model),
+            duration=m.request_duration.labels(route),
+            time_to_first_token=m.time_to_first_token.labels(route),
+            tokens_per_second=m.tokens_per_second.labels(route),
+            prompt_tokens=m.prompt_tokens.labels(route, model),
+            completion_tokens=m.completion_tokens.labels(route, model),
+        )
+        return series
 
     def _count_error(self, route: str, code: str, error: GatewayError | None) -> None:
         if isinstance(error, RateLimited):

@@ -63,8 +63,8 @@ class UpstreamStream(Generic[Line]):
     ) -> None:
         self._response = response
         self._blocks = LineBlocks(response.content)
-        self._decoder = decoder
-        self._to_delta = to_delta
+        self._decoder: msgspec.json.Decoder[Line] = decoder
+        self._to_delta: Callable[[Line], Delta | None] = to_delta
         self._outcome = outcome
         self._done = False
         self._failure: errors.GatewayError | None = None
@@ -89,9 +89,10 @@ class UpstreamStream(Generic[Line]):
 
     def _decode(self, block: bytes) -> list[Line]:
         try:
-            return self._decoder.decode_lines(block)
+            lines: list[Line] = self._decoder.decode_lines(block)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise errors.UpstreamMalformed(f"Ollama sent a line that is not valid: {exc}") from None
+        return lines
 
     def _take(self, lines: list[Line]) -> list[Delta]:
         deltas = []

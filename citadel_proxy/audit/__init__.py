@@ -1,0 +1,8 @@
+"""The audit trail: every exchange recorded in PostgreSQL, through a durable spool when it is down."""
+
+from citadel_proxy.audit.errors import AuditError
+from citadel_proxy.audit.records import AuditRecord, new_id
+from citadel_proxy.audit.service import AuditOptions, open_audit
+from citadel_proxy.audit.sink import AuditMetrics, AuditSink
+
+__all__ = ["AuditError", "AuditMetrics", "AuditOptions", "AuditRecord", "AuditSink", "new_id", "open_audit"]

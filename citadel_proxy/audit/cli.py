@@ -1,0 +1,81 @@
+"""Operator commands: `migrate`, `backup`, `restore FILE`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from citadel_proxy.audit.backup import backup, restore
+from citadel_proxy.audit.errors import AuditError
+from citadel_proxy.audit.migrate import migrate
+from citadel_proxy.config import ConfigError, load_config
+from citadel_proxy.config.schema import Database
+
+_CONFIG_HELP = "config file (default: $CITADEL_CONFIG or conf/citadel.yaml)"
+
+
+def register(subparsers: Any) -> None:
+    # default=SUPPRESS: never override a --config the main parser may have read already.
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = subparsers.add_parser(name, help=help_text)
+        parser.add_argument("--config", default=argparse.SUPPRESS, help=_CONFIG_HELP)
+        return parser
+
+    add("migrate", "apply the audit schema's missing migrations").set_defaults(func=_migrate)
+    dump = add("backup", "pg_dump the audit schema into paths.backups, with rotation and a manifest")
+    dump.add_argument("--keep-days", type=float, default=30.0, help="drop backups older than this")
+    dump.add_argument("--keep-count", type=int, default=30, help="keep at most this many backups")
+    dump.set_defaults(func=_backup)
+    load = add("restore", "restore a backup into the configured database (replaces the audit schema)")
+    load.add_argument("file", type=Path)
+    load.set_defaults(func=_restore)
+
+
+def _database(args: argparse.Namespace) -> tuple[Database, Path]:
+    from citadel_proxy.asgi import config_path
+
+    config = load_config(config_path(getattr(args, "config", None)))
+    if config.database is None:
+        raise AuditError("the config has no `database` section: the audit log is the spool, nothing to do")
+    return config.database, Path(config.paths.backups)
+
+
+def _guarded(action: Any) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            message = action(args)
+        except (AuditError, ConfigError) as exc:
+            sys.stderr.write(f"citadel-proxy {getattr(args, 'command', 'audit')}: {exc}\n")
+            return 1
+        sys.stdout.write(message + "\n")
+        return 0
+
+    return run
+
+
+@_guarded
+def _migrate(args: argparse.Namespace) -> str:
+    import psycopg
+
+    db, _ = _database(args)
+    try:
+        applied = migrate(db.conninfo(), db.db_schema)
+    except psycopg.Error as exc:
+        raise AuditError(f"migrations failed: {exc}") from exc
+    return f"applied migrations: {applied}" if applied else "the schema is up to date"
+
+
+@_guarded
+def _backup(args: argparse.Namespace) -> str:
+    db, directory = _database(args)
+    entry = backup(db, directory, keep_days=args.keep_days, keep_count=args.keep_count)
+    return f"{directory / entry.file}: {entry.bytes} bytes, sha256 {entry.sha256}"
+
+
+@_guarded
+def _restore(args: argparse.Namespace) -> str:
+    db, _ = _database(args)
+    restore(db, args.file)
+    return f"restored {args.file} into {db.database} (schema {db.db_schema})"

@@ -1,0 +1,108 @@
+"""Opening the audit trail at start: pool, migrations, spool and writer, closed by the app's exit stack."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+import psycopg
+from msgspec import Meta
+from psycopg_pool import AsyncConnectionPool
+
+from citadel_proxy.audit.errors import StoreUnavailable
+from citadel_proxy.audit.migrate import migrate
+from citadel_proxy.audit.queries import AuditQueries
+from citadel_proxy.audit.sink import AuditSink
+from citadel_proxy.audit.spool import Spool, claim_free_slot
+from citadel_proxy.audit.store import PostgresStore
+from citadel_proxy.config.schema import Config, Database
+
+log = logging.getLogger(__name__)
+
+
+class AuditOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Tuning of the writer and the spool; the defaults suit one gateway process."""
+
+    queue_size: Annotated[int, Meta(ge=1)] = 10_000
+    batch_size: Annotated[int, Meta(ge=1, le=10_000)] = 500
+    # The spool (or, without a database, the audit log) starts a new file past this size.
+    segment_bytes: Annotated[int, Meta(ge=1024)] = 64 * 1024 * 1024
+    retry_s: Annotated[float, Meta(gt=0)] = 2.0
+    write_timeout_s: Annotated[float, Meta(gt=0)] = 10.0
+    # Default: <paths.data>/audit
+    spool_dir: str | None = None
+
+
+async def open_audit(
+    config: Config, stack: contextlib.AsyncExitStack, options: AuditOptions | None = None
+) -> AuditSink:
+    """Start the audit trail; `stack` closes it (queue drained) and then its pool."""
+    options = options or AuditOptions()
+    root = Path(options.spool_dir or Path(config.paths.data) / "audit")
+    slot = await asyncio.to_thread(claim_free_slot, root)
+    db = config.database
+    spool = Spool(slot, prefix="audit" if db is None else "spool", segment_bytes=options.segment_bytes)
+    if db is None:
+        sink = AuditSink(
+            spool, None, batch_size=options.batch_size, queue_size=options.queue_size, retry_s=options.retry_s
+        )
+    else:
+        pool = await _open_pool(db, options, stack)
+        prepare = await _migrate_or_defer(db) if db.migrate_on_start else None
+        sink = AuditSink(
+            spool,
+            PostgresStore(pool, options.write_timeout_s),
+            batch_size=options.batch_size,
+            queue_size=options.queue_size,
+            retry_s=options.retry_s,
+            prepare=prepare,
+        )
+        sink.queries = AuditQueries(pool, options.write_timeout_s)
+    sink.start()
+    stack.push_async_callback(sink.close)
+    return sink
+
+
+async def _open_pool(
+    db: Database, options: AuditOptions, stack: contextlib.AsyncExitStack
+) -> AsyncConnectionPool:
+    pool = AsyncConnectionPool(
+        db.conninfo(),
+        min_size=1,
+        max_size=db.pool_size + db.max_overflow,
+        timeout=db.pool_timeout,
+        max_lifetime=db.pool_recycle,
+        kwargs={"autocommit": True, "connect_timeout": max(1, int(options.write_timeout_s))},
+        name="audit",
+        open=False,
+    )
+    # wait=False: the gateway starts (and spools) even while PostgreSQL is down.
+    await pool.open(wait=False)
+    stack.push_async_callback(pool.close)
+    return pool
+
+
+async def _migrate_or_defer(db: Database) -> _Deferred | None:
+    try:
+        await asyncio.to_thread(migrate, db.conninfo(), db.db_schema)
+    except psycopg.OperationalError as exc:
+        log.warning("audit migrations deferred until PostgreSQL is reachable: %s", exc)
+        return _Deferred(db)
+    return None
+
+
+class _Deferred:
+    """Migrations still to run, retried by the sink before it replays the spool."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def __call__(self) -> None:
+        try:
+            await asyncio.to_thread(migrate, self._db.conninfo(), self._db.db_schema)
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailable(f"migrations cannot run yet: {exc}") from exc

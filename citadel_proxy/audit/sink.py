@@ -1,0 +1,230 @@
+"""Where records go: a bounded queue and a batching writer to PostgreSQL, with the spool as fallback.
+
+    submit ──► queue (healthy, room left) ──► writer ──► PostgreSQL (one statement per batch)
+       │                                        │ fails
+       └──► spool (down, queue full, closing) ◄─┘        recovery: spool ──► PostgreSQL, in order
+
+Records go to the queue only while the database is healthy and the spool is empty, so spooled records
+are replayed before newer ones are written. With no database the spool is the audit log itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from citadel_proxy.audit.errors import AuditError, StoreRejected, StoreUnavailable
+from citadel_proxy.audit.records import AuditRecord
+from citadel_proxy.audit.spool import Spool, claim_orphans, quarantine, read_segment
+from citadel_proxy.audit.store import PostgresStore
+
+if TYPE_CHECKING:
+    from citadel_proxy.audit.queries import AuditQueries
+
+log = logging.getLogger(__name__)
+
+Prepare = Callable[[], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class AuditMetrics:
+    written: int = 0  # stored in PostgreSQL by the writer (or in the log, without a database)
+    spooled: int = 0  # appended to the spool, waiting for PostgreSQL
+    replayed: int = 0  # moved from the spool to PostgreSQL
+    rejected: int = 0  # refused by PostgreSQL for their content: kept in rejected.jsonl
+    lost: int = 0  # neither stored nor spooled (the disk failed): must stay 0
+
+
+class AuditSink:
+    """Takes records from the request path without ever waiting for the database."""
+
+    def __init__(
+        self,
+        spool: Spool,
+        store: PostgresStore | None,
+        *,
+        batch_size: int,
+        queue_size: int,
+        retry_s: float,
+        prepare: Prepare | None = None,
+    ) -> None:
+        self.metrics = AuditMetrics()
+        # Set by open_audit when there is a database: what the management routes read.
+        self.queries: AuditQueries | None = None
+        self._spool = spool
+        self._store = store
+        self._batch_size = batch_size
+        self._retry_s = retry_s
+        self._prepare = prepare
+        self._queue: asyncio.Queue[AuditRecord | None] = asyncio.Queue(queue_size)
+        self._healthy = store is not None and prepare is None and spool.is_empty()
+        self._closing = False
+        self._stop_seen = False
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[None]] = set()
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    def snapshot(self) -> dict[str, int]:
+        return asdict(self.metrics) | {"queue_depth": self.queue_depth}
+
+    def start(self) -> None:
+        if self._store is not None:
+            self._tasks = [asyncio.create_task(self._write_loop()), asyncio.create_task(self._recover_loop())]
+
+    async def submit(self, record: AuditRecord) -> None:
+        """Queue the record, or return once it is on disk; AuditError if neither was possible."""
+        waiter = self.offer(record)
+        if waiter is not None:
+            # shield: a client gone mid-write must not cancel the write itself.
+            await asyncio.shield(waiter)
+
+    def offer(self, record: AuditRecord) -> asyncio.Task[None] | None:
+        """Like submit, without waiting: for paths that cannot await (a cancelled request)."""
+        if self._healthy and not self._closing:
+            try:
+                self._queue.put_nowait(record)
+                return None
+            except asyncio.QueueFull:
+                pass
+        task = asyncio.create_task(self._spool_records([record]))
+        self._background.add(task)
+        task.add_done_callback(_retrieve)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    async def _spool_records(self, records: Sequence[AuditRecord]) -> None:
+        try:
+            await self._spool.append(records)
+        except OSError as exc:
+            self.metrics.lost += len(records)
+            log.error("audit records lost: neither PostgreSQL nor the spool could take them: %s", exc)
+            raise AuditError(f"the audit spool cannot be written: {exc}") from exc
+        if self._store is None:
+            self.metrics.written += len(records)
+        else:
+            self.metrics.spooled += len(records)
+            self._wake.set()
+
+    async def _write_loop(self) -> None:
+        while not self._stop_seen:
+            first = await self._queue.get()
+            batch = [] if first is None else [first]
+            self._stop_seen = first is None
+            batch += self._take(self._batch_size - len(batch))
+            if batch:
+                await self._write(batch)
+
+    def _take(self, limit: int | None) -> list[AuditRecord]:
+        taken: list[AuditRecord] = []
+        while (limit is None or len(taken) < limit) and not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is None:
+                self._stop_seen = True
+            else:
+                taken.append(item)
+        return taken
+
+    async def _write(self, batch: list[AuditRecord]) -> None:
+        if self._healthy:
+            try:
+                await self._insert(batch)
+                self.metrics.written += len(batch)
+                return
+            except StoreUnavailable as exc:
+                log.warning("audit database unavailable, spooling records: %s", exc)
+                self._healthy = False
+        # Everything still queued follows this batch to the spool, so order is kept.
+        batch += self._take(None)
+        # A failure was counted as lost and logged in _spool_records; the writer must keep running.
+        with contextlib.suppress(AuditError):
+            await self._spool_records(batch)
+
+    async def _insert(self, batch: Sequence[AuditRecord]) -> None:
+        assert self._store is not None
+        try:
+            await self._store.insert(batch)
+        except StoreRejected:
+            # One bad record must not block the others: find it by storing them one at a time.
+            for record in batch:
+                try:
+                    await self._store.insert([record])
+                except StoreRejected as exc:
+                    log.error("audit record %s refused by PostgreSQL, kept aside: %s", record.id, exc)
+                    lines = [msgspec.json.encode(record)]
+                    self.metrics.rejected += await asyncio.to_thread(quarantine, self._spool.slot.path, lines)
+
+    async def _recover_loop(self) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(self._retry_s):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self._recover()
+            except StoreUnavailable as exc:
+                log.info("audit database still unavailable: %s", exc)
+                await asyncio.sleep(self._retry_s)
+            except AuditError as exc:
+                log.error("audit recovery cannot proceed: %s", exc)
+                await asyncio.sleep(self._retry_s)
+
+    async def _recover(self) -> None:
+        if self._prepare is not None:
+            await self._prepare()
+            self._prepare = None
+        for path in await self._spool.seal():
+            await self._replay(path)
+            await self._spool.discard(path)
+        own = self._spool.slot.path
+        for slot in await asyncio.to_thread(claim_orphans, own.parent, own):
+            try:
+                for path in slot.segments(self._spool.prefix):
+                    await self._replay(path)
+                    await asyncio.to_thread(path.unlink)
+            finally:
+                slot.release()
+        # No await between the check and the switch: no record can slip into the spool in between.
+        if self._spool.is_empty():
+            self._healthy = True
+        else:
+            self._wake.set()
+
+    async def _replay(self, path: Path) -> None:
+        segment = await asyncio.to_thread(read_segment, path)
+        self.metrics.rejected += await asyncio.to_thread(quarantine, path.parent, segment.bad_lines)
+        records = segment.records
+        for start in range(0, len(records), self._batch_size):
+            chunk = records[start : start + self._batch_size]
+            await self._insert(chunk)
+            self.metrics.replayed += len(chunk)
+        log.info("replayed %d audit records from %s", len(records), path.name)
+
+    async def close(self) -> None:
+        """Drain the queue (to PostgreSQL, else the spool) and wait for every spool write."""
+        self._closing = True
+        if self._tasks:
+            await self._queue.put(None)
+            await self._tasks[0]
+            self._tasks[1].cancel()
+            await asyncio.gather(self._tasks[1], return_exceptions=True)
+        await asyncio.gather(*self._background, return_exceptions=True)
+        await self._spool.close()
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    # Failures were logged and counted in _spool_records; this only marks them as seen.
+    if not task.cancelled():
+        task.exception()

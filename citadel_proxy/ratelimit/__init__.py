@@ -1,0 +1,72 @@
+"""Requests and tokens per minute per identity: shared through Redis, or counted in-process without it."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Protocol
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from citadel_proxy.ratelimit.bucket import Decision, Limits, lowest
+from citadel_proxy.ratelimit.headers import rate_limit_headers
+from citadel_proxy.ratelimit.local import LocalLimiter
+from citadel_proxy.ratelimit.shared import RedisLimiter
+
+__all__ = [
+    "Decision",
+    "Limits",
+    "LocalLimiter",
+    "RateLimiter",
+    "RedisLimiter",
+    "lowest",
+    "open_rate_limiter",
+    "rate_limit_headers",
+]
+
+
+class RateLimiter(Protocol):
+    async def acquire(self, identity: str, limits: Limits) -> Decision:
+        """Admit and count one request, or refuse it; never raises because a backend is down."""
+        ...
+
+    async def charge(self, identity: str, limits: Limits, tokens: int) -> None: ...
+
+    def charge_soon(self, identity: str, limits: Limits, tokens: int) -> None:
+        """Like `charge`, for callers that must not await."""
+        ...
+
+    async def drain(self) -> None:
+        """Wait for the charges in flight."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+async def open_rate_limiter(config: Any, stack: contextlib.AsyncExitStack, client: Any = None) -> RateLimiter:
+    """A Redis limiter when `config.redis` is set (on `client`, or a client of its own), else in-process."""
+    limiter: RateLimiter
+    if config.redis is None:
+        limiter = LocalLimiter()
+    else:
+        if client is None:
+            client = _client(config.redis)
+            stack.push_async_callback(client.aclose)
+        limiter = RedisLimiter(client, config.redis.key_prefix)
+    stack.push_async_callback(limiter.aclose)
+    return limiter
+
+
+def _client(settings: Any) -> Redis:
+    return Redis(
+        host=settings.host,
+        port=settings.port,
+        db=settings.database,
+        password=settings.password,
+        max_connections=settings.max_connections,
+        socket_timeout=settings.socket_timeout,
+        socket_connect_timeout=settings.socket_connect_timeout,
+        # No retries: the limiter's circuit breaker decides what happens when Redis fails.
+        retry=Retry(NoBackoff(), 0),
+    )

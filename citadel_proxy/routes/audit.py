@@ -1,0 +1,91 @@
+"""Management reads of the audit trail: conversations (filtered, keyset pages), one conversation, stats.
+
+    GET /management/audit/conversations?model=&key=&since=&until=&limit=&cursor=
+    GET /management/audit/conversations/{id}
+    GET /management/audit/stats?since=&until=        (default: the last 24 hours)
+
+Admin only: list these among the management routes the auth guard protects.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from citadel_proxy.audit.queries import AuditQueries
+from citadel_proxy.audit.sink import AuditSink
+from citadel_proxy.errors import InvalidRequest, NotFound, ServiceUnavailable
+from citadel_proxy.http.responses import json_response
+
+_MAX_PAGE = 200
+_MAX_MESSAGES = 10_000
+
+
+def _queries(request: Request) -> AuditQueries:
+    sink: AuditSink | None = getattr(request.state.services, "audit", None)
+    queries = sink.queries if sink is not None else None
+    if queries is None:
+        raise ServiceUnavailable("no audit database is configured: the audit log is the spool on disk")
+    return queries
+
+
+def _time(request: Request, name: str) -> datetime | None:
+    raw = request.query_params.get(name)
+    if not raw:
+        return None
+    try:
+        value = msgspec.convert(raw, datetime)
+    except msgspec.ValidationError:
+        message = f"{name} must be an ISO 8601 time, e.g. 2026-01-31T12:00:00Z"
+        raise InvalidRequest(message, param=name) from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _limit(request: Request) -> int:
+    raw = request.query_params.get("limit", "50")
+    if not raw.isdigit() or not 1 <= int(raw) <= _MAX_PAGE:
+        raise InvalidRequest(f"limit must be an integer from 1 to {_MAX_PAGE}", param="limit")
+    return int(raw)
+
+
+async def list_conversations(request: Request) -> Response:
+    params = request.query_params
+    page = await _queries(request).conversations(
+        model=params.get("model") or None,
+        key=params.get("key") or None,
+        since=_time(request, "since"),
+        until=_time(request, "until"),
+        limit=_limit(request),
+        cursor=params.get("cursor") or None,
+    )
+    return json_response(page)
+
+
+async def get_conversation(request: Request) -> Response:
+    try:
+        conversation_id = uuid.UUID(request.path_params["id"])
+    except ValueError:
+        raise NotFound("no such conversation") from None
+    detail = await _queries(request).conversation(conversation_id, limit=_MAX_MESSAGES)
+    if detail is None:
+        raise NotFound("no such conversation")
+    return json_response(detail)
+
+
+async def stats(request: Request) -> Response:
+    until = _time(request, "until")
+    since = _time(request, "since") or (until or datetime.now(UTC)) - timedelta(days=1)
+    return json_response(await _queries(request).stats(since=since, until=until))
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        Route("/management/audit/conversations", list_conversations, methods=["GET"]),
+        Route("/management/audit/conversations/{id}", get_conversation, methods=["GET"]),
+        Route("/management/audit/stats", stats, methods=["GET"]),
+    ]

@@ -1,0 +1,169 @@
+"""The `audit` stage: records every exchange (who, what, which model, what came back, how long).
+
+Place it first in a pipeline so it also records requests that later stages refuse (auth, rate limit).
+The record is built when the exchange ends: after a whole completion, or when a stream ends, fails, or
+is closed early by a client that went away. Writing never makes the request wait for the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated
+
+from msgspec import Meta
+
+from citadel_proxy.audit.content import ContentMode, ContentPolicy
+from citadel_proxy.audit.errors import AuditError
+from citadel_proxy.audit.records import Answer, AuditRecord, Failure, build_record, new_id
+from citadel_proxy.errors import GatewayError, InvalidRequest, ServiceUnavailable
+from citadel_proxy.pipeline.stage import Handler, StageSettings, StageType
+from citadel_proxy.pipeline.types import Context, Delta, Reply, TokenStream
+
+if TYPE_CHECKING:
+    from citadel_proxy.audit.sink import AuditSink
+    from citadel_proxy.services import Services
+
+log = logging.getLogger(__name__)
+
+CONVERSATION_HEADER = "X-Conversation-ID"
+
+
+class AuditSettings(StageSettings, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    # full: content kept (up to max_message_bytes per message); hashed: sha256 only; none: metadata only.
+    content: ContentMode = "full"
+    max_message_bytes: Annotated[int, Meta(ge=0)] = 2 * 1024 * 1024
+
+
+def conversation_id(ctx: Context) -> str:
+    """The client's X-Conversation-ID (a UUID, normalised), or a new one."""
+    given = ctx.headers.get(CONVERSATION_HEADER)
+    if given is None or not given.strip():
+        return new_id()
+    try:
+        return str(uuid.UUID(given.strip()))
+    except ValueError:
+        raise InvalidRequest(
+            f"{CONVERSATION_HEADER} must be a UUID, as returned by this gateway", param=CONVERSATION_HEADER
+        ) from None
+
+
+class AuditStage:
+    def __init__(self, settings: AuditSettings, sink: AuditSink) -> None:
+        self._policy = ContentPolicy(settings.content, settings.max_message_bytes)
+        self._sink = sink
+
+    async def __call__(self, ctx: Context, call_next: Handler) -> Reply:
+        exchange = Exchange(ctx, self._sink, self._policy)
+        try:
+            ctx.conversation_id = conversation_id(ctx)
+            ctx.response_headers[CONVERSATION_HEADER] = ctx.conversation_id
+            reply = await call_next(ctx)
+        except GatewayError as exc:
+            await exchange.finish(None, Failure(exc.status, exc.code, exc.message))
+            raise
+        except asyncio.CancelledError:
+            # The client went away (or the deadline hit) before any answer: record without waiting.
+            exchange.finish_nowait(None, Failure(499, "client_closed", "the client closed the request"))
+            raise
+        except Exception as exc:
+            await exchange.finish(None, Failure(500, "internal_error", type(exc).__name__))
+            raise
+        if reply.stream is not None:
+            reply.stream = AuditedStream(reply.stream, exchange)
+        elif reply.completion is not None:
+            outcome = ctx.outcome
+            outcome.prompt_tokens = outcome.prompt_tokens or reply.completion.prompt_tokens
+            outcome.completion_tokens = outcome.completion_tokens or reply.completion.completion_tokens
+            await exchange.finish(Answer.of(reply.completion), None, required=True)
+        return reply
+
+
+class Exchange:
+    """One request being audited: its id and start, minted at entry; recorded exactly once."""
+
+    def __init__(self, ctx: Context, sink: AuditSink, policy: ContentPolicy) -> None:
+        self.ctx = ctx
+        self.id = new_id()
+        self.started_at = datetime.now(UTC)
+        self._sink = sink
+        self._policy = policy
+        self.recorded = False
+
+    def _build(self, answer: Answer | None, failure: Failure | None) -> AuditRecord:
+        self.recorded = True
+        return build_record(
+            self.ctx,
+            record_id=self.id,
+            started_at=self.started_at,
+            policy=self._policy,
+            answer=answer,
+            failure=failure,
+        )
+
+    async def finish(self, answer: Answer | None, failure: Failure | None, *, required: bool = False) -> None:
+        if self.recorded:
+            return
+        record = self._build(answer, failure)
+        try:
+            await self._sink.submit(record)
+        except AuditError as exc:
+            log.error("audit record %s could not be kept: %s", self.id, exc)
+            if required:
+                # Not yet answered: refuse rather than answer without a record.
+                raise ServiceUnavailable("the audit log cannot be written; try again later") from exc
+
+    def finish_nowait(self, answer: Answer | None, failure: Failure | None) -> None:
+        if not self.recorded:
+            self._sink.offer(self._build(answer, failure))
+
+
+class AuditedStream:
+    """Passes deltas through, assembling the answer; records the exchange when the stream ends."""
+
+    def __init__(self, inner: TokenStream, exchange: Exchange) -> None:
+        self._inner = inner
+        self._exchange = exchange
+        self._answer = Answer()
+        self._ended = False
+
+    async def read(self) -> list[Delta] | None:
+        if self._ended:
+            return None
+        try:
+            batch = await self._inner.read()
+        except GatewayError as exc:
+            self._ended = True
+            await self._exchange.finish(self._answer, Failure(exc.status, exc.code, exc.message))
+            raise
+        except asyncio.CancelledError:
+            raise  # a timer around read (chunking) cancels it with nothing lost: not an end
+        except Exception as exc:
+            self._ended = True
+            await self._exchange.finish(self._answer, Failure(500, "internal_error", type(exc).__name__))
+            raise
+        if batch is None:
+            # _ended first: if this read is cancelled while recording, the next read still ends.
+            self._ended = True
+            self._answer.finish_reason = self._exchange.ctx.outcome.finish_reason
+            await self._exchange.finish(self._answer, None)
+            return None
+        self._answer.add(batch)
+        return batch
+
+    async def aclose(self) -> None:
+        try:
+            await self._inner.aclose()
+        finally:
+            if not self._exchange.recorded:
+                failure = Failure(499, "client_closed", "the client closed the stream before its end")
+                self._exchange.finish_nowait(self._answer, failure)
+
+
+def build(settings: AuditSettings, services: Services) -> AuditStage:
+    return AuditStage(settings, services.audit)  # type: ignore[attr-defined]
+
+
+STAGE = StageType(name="audit", settings=AuditSettings, build=build)

@@ -1,0 +1,119 @@
+"""The `rate_limit` stage: requests and tokens per minute, per key (or per client IP without one)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated
+
+from msgspec import Meta
+
+from citadel_proxy.errors import RateLimited
+from citadel_proxy.pipeline.stage import Handler, StageSettings, StageType
+from citadel_proxy.pipeline.types import Context, Delta, Reply, TokenStream
+from citadel_proxy.ratelimit import Decision, Limits, lowest, rate_limit_headers
+
+if TYPE_CHECKING:
+    from citadel_proxy.ratelimit import RateLimiter
+    from citadel_proxy.services import Services
+
+
+class RateLimitSettings(StageSettings, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    # Per identity; a key's own limits apply too, and the lower of the two wins.
+    requests_per_minute: Annotated[int, Meta(ge=1)] | None = None
+    tokens_per_minute: Annotated[int, Meta(ge=1)] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitStage:
+    settings: RateLimitSettings
+    limiter: RateLimiter
+
+    async def __call__(self, ctx: Context, call_next: Handler) -> Reply:
+        principal = ctx.principal
+        limits = Limits(self.settings.requests_per_minute, self.settings.tokens_per_minute)
+        if principal is not None:
+            limits = Limits(
+                lowest(limits.requests_per_minute, principal.requests_per_minute),
+                lowest(limits.tokens_per_minute, principal.tokens_per_minute),
+            )
+        if limits.empty:
+            return await call_next(ctx)
+        identity = f"key:{principal.name}" if principal else f"ip:{ctx.client}"
+        decision = await self.limiter.acquire(identity, limits)
+        headers = rate_limit_headers(decision)
+        if not decision.allowed:
+            raise RateLimited(_refusal(decision), headers=headers)
+        ctx.response_headers.update(headers)
+        reply = await call_next(ctx)
+        if not limits.tokens_per_minute:
+            return reply
+
+        def charge(estimate: int = 0) -> None:
+            used = ctx.outcome.prompt_tokens + ctx.outcome.completion_tokens
+            if not used and reply.completion is not None:
+                used = reply.completion.prompt_tokens + reply.completion.completion_tokens
+            # Not awaited: the answer is not held back by a Redis round trip.
+            self.limiter.charge_soon(identity, limits, used or estimate)
+
+        if reply.stream is None:
+            charge()
+            return reply
+        return Reply(stream=ChargedStream(reply.stream, charge))
+
+
+@dataclass(slots=True)
+class ChargedStream:
+    """Charges the tokens once the stream ends, or is closed early (a client that leaves still pays).
+
+    `read` only does synchronous work after the inner read returned, so cancelling it loses nothing.
+    """
+
+    inner: TokenStream
+    charge: Callable[[int], None]
+    deltas: int = 0
+    settled: bool = False
+
+    async def read(self) -> list[Delta] | None:
+        batch = await self.inner.read()
+        if batch is None:
+            self._settle()
+        else:
+            self.deltas += len(batch)
+        return batch
+
+    async def aclose(self) -> None:
+        try:
+            await self.inner.aclose()
+        finally:
+            self._settle()
+
+    def _settle(self) -> None:
+        if not self.settled:
+            self.settled = True
+            # Ollama reports counts at the end; a stream cut short is charged a token per delta seen.
+            self.charge(self.deltas)
+
+
+def _refusal(decision: Decision) -> str:
+    requests, tokens = decision.requests, decision.tokens
+    if requests is not None and requests.remaining == 0:
+        what = f"{requests.limit} requests per minute"
+    elif tokens is not None:
+        what = f"{tokens.limit} tokens per minute"
+    else:
+        what = "the rate limit"
+    return f"Rate limit reached: {what}. Retry after {decision.retry_after_s:.1f} s."
+
+
+def check(settings: RateLimitSettings, names: Sequence[str]) -> str | None:
+    if "auth" in names and names.index("auth") > names.index("rate_limit"):
+        return "rate_limit must come after auth, so that it counts per key"
+    return None
+
+
+def build(settings: RateLimitSettings, services: Services) -> RateLimitStage:
+    return RateLimitStage(settings, services.rate_limiter)
+
+
+STAGE = StageType(name="rate_limit", settings=RateLimitSettings, build=build, check=check)

@@ -1,0 +1,105 @@
+"""A real gateway (hypercorn, in this process, on a loopback port) in front of a fake Ollama."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from hypercorn.asyncio import serve
+from hypercorn.config import Config as HypercornConfig
+
+from citadel_proxy.app import create_app
+from citadel_proxy.config import load_config
+from tests.fakes.ollama import FakeOllama
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Gateway:
+    url: str
+    fake: FakeOllama
+    config_path: Path
+
+
+def write_config(tmp_path: Path, ollama_port: int, pipelines: Path, extra_gateway: str = "") -> Path:
+    path = tmp_path / "citadel.yaml"
+    path.write_text(
+        f"""
+ollama:
+  service: {{host: 127.0.0.1, port: {ollama_port}, max_retries: 1, connect_timeout_s: 2}}
+  models:
+    - name: "phi3:latest"
+    - name: "qwen3:latest"
+    - name: "codellama:code"
+    - name: "configured-not-pulled:latest"
+model_routing:
+  aliases: {{phi3: "phi3:latest", coder: "codellama:code"}}
+gateway:
+  keepalive_s: 0.3
+  header_grace_ms: 100
+{extra_gateway}
+paths: {{pipelines: {pipelines}, data: {tmp_path}/data, logs: {tmp_path}/log, backups: {tmp_path}/backups}}
+"""
+    )
+    return path
+
+
+@contextlib.asynccontextmanager
+async def running_gateway(config_path: Path, fake: FakeOllama) -> AsyncIterator[Gateway]:
+    app = create_app(load_config(config_path))
+    port = free_port()
+    server = HypercornConfig()
+    server.bind = [f"127.0.0.1:{port}"]
+    server.accesslog = None
+    server.graceful_timeout = 1.0
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(app, server, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
+    for _ in range(200):
+        with contextlib.suppress(OSError):
+            _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            break
+        await asyncio.sleep(0.02)
+    try:
+        yield Gateway(f"http://127.0.0.1:{port}", fake, config_path)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeOllama]:
+    async with FakeOllama() as server:
+        yield server
+
+
+@pytest.fixture
+async def gateway(fake: FakeOllama, tmp_path: Path) -> AsyncIterator[Gateway]:
+    async with running_gateway(write_config(tmp_path, fake.port, REPO / "pipelines"), fake) as gw:
+        yield gw
+
+
+@pytest.fixture
+def custom_pipelines(tmp_path: Path) -> Path:
+    """A pipelines folder for tests that need short deadlines or odd settings."""
+    folder = tmp_path / "pipelines"
+    folder.mkdir()
+    (folder / "fast.yaml").write_text(
+        "format: chat\nroutes: [/v1/fast]\nagent: true\nstream_default: true\ntimeout: 1\n"
+        "stages:\n  - chunking: {chunk_size: 1}\n"
+    )
+    (folder / "fastplain.yaml").write_text("format: chat\nroutes: [/v1/fastplain]\ntimeout: 1\n")
+    return folder
