@@ -32,8 +32,20 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 # Servers the end-to-end tests drive for real (nginx, promtool). Installed from Debian when missing.
+# Each entry is command:debian-package; nothing is fetched when every command is already there.
+SYSTEM_DEPS := nginx:nginx promtool:prometheus openssl:openssl systemd-analyze:systemd
+
 system-deps:
-	@true
+	@missing=; for dep in $(SYSTEM_DEPS); do \
+		cmd=$${dep%%:*}; \
+		command -v $$cmd >/dev/null 2>&1 || test -x /usr/sbin/$$cmd || missing="$$missing $${dep#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "system-deps: installing$$missing from Debian"; \
+		sudo=; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+		apt="$$sudo env DEBIAN_FRONTEND=noninteractive apt-get -q"; \
+		$$apt update </dev/null && $$apt install -y --no-install-recommends $$missing </dev/null; \
+	fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -73,7 +73,8 @@ def test_json_schema_images_and_tool_history() -> None:
         ({"messages": [{"role": "assistant", "tool_calls": [
             {"function": {"name": "f", "arguments": "{oops"}}]}]},
          "messages[0].tool_calls[0].function.arguments"),
-        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}, "response_format.json_schema"),
+        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}},
+         "response_format.json_schema"),
     ],
 )  # fmt: skip
 def test_meaning_changing_requests_are_refused_with_the_field(fields: dict[str, object], param: str) -> None:
