@@ -13,12 +13,22 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute, Route
 
 from citadel_proxy import errors
+from citadel_proxy.auth.bootstrap import bootstrap_admin_key
+from citadel_proxy.auth.guard import admin_only
+from citadel_proxy.auth.store import open_key_store
 from citadel_proxy.config.models import ModelRouter
 from citadel_proxy.config.schema import Config
 from citadel_proxy.http.responses import on_gateway_error, on_http_error, on_unexpected
 from citadel_proxy.pipeline import table
 from citadel_proxy.pipeline.spec import PipelineSet, load_pipelines
-from citadel_proxy.routes import health, inference
+from citadel_proxy.observability.logs import configure_logging
+from citadel_proxy.observability.metrics import open_metrics
+from citadel_proxy.observability.request_id import RequestIdMiddleware
+from citadel_proxy.routes import health, inference, system
+from citadel_proxy.routes.metrics import metrics_endpoint
+from citadel_proxy.system.gpu import open_gpu_probe
+from citadel_proxy.system.resources import open_resource_sampler
+from citadel_proxy.ratelimit import open_rate_limiter
 from citadel_proxy.services import Services
 from citadel_proxy.stages.registry import stage_types
 from citadel_proxy.upstream.client import OllamaClient
@@ -34,6 +44,7 @@ def public_routes(pipelines: PipelineSet) -> list[BaseRoute]:
         Route("/health", health.health, methods=["GET"]),
         Route("/v1/models", health.list_models, methods=["GET"]),
         Route("/v1/agents/stream", inference.agent_stream, methods=["POST"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
     routes += [Route(path, inference.pipeline_route, methods=["POST"]) for path in sorted(pipelines.by_route)]
     return routes
@@ -41,7 +52,10 @@ def public_routes(pipelines: PipelineSet) -> list[BaseRoute]:
 
 def management_routes() -> list[BaseRoute]:
     """Everything here requires the `admin` scope, whatever the pipelines say."""
-    return []
+    return [
+        Route("/management/system/resources", admin_only(system.resources), methods=["GET"]),
+        Route("/management/system/storage-usage", admin_only(system.storage), methods=["GET"]),
+    ]
 
 
 def create_app(config: Config, pipelines: PipelineSet | None = None) -> Starlette:
@@ -50,6 +64,9 @@ def create_app(config: Config, pipelines: PipelineSet | None = None) -> Starlett
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, Services]]:
         async with contextlib.AsyncExitStack() as stack:
+            configure_logging(config.monitoring.logging, log_dir=config.paths.logs)
+            key_store = await open_key_store(config, stack)
+            await bootstrap_admin_key(config, key_store)
             upstream = OllamaClient(config.ollama.service)
             await upstream.open()
             stack.push_async_callback(upstream.close)
@@ -58,11 +75,16 @@ def create_app(config: Config, pipelines: PipelineSet | None = None) -> Starlett
                 upstream=upstream,
                 models=ModelRouter.from_config(config),
                 pipelines=table.PipelineTable(),
+                metrics=await open_metrics(config, stack),
+                resource_sampler=await open_resource_sampler(config, stack),
+                gpu_probe=await open_gpu_probe(config, stack),
+                key_store=key_store,
+                rate_limiter=await open_rate_limiter(config, stack),
             )
             services.pipelines.install(table.build(pipelines, services, upstream_handler(upstream)))
             yield {"services": services}
 
-    middleware = []
+    middleware = [Middleware(RequestIdMiddleware)]
     cors = config.gateway.cors
     if cors.enabled:
         middleware.append(

@@ -52,6 +52,10 @@ def parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="validate the config and every pipeline file")
     check.add_argument("--config", help="config file (default: $CITADEL_CONFIG or conf/citadel.yaml)")
     check.set_defaults(func=_check)
+
+    from citadel_proxy.auth import cli as keys_cli
+
+    keys_cli.register(commands)
     return root
 
 

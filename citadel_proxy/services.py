@@ -5,9 +5,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from citadel_proxy.auth.store import KeyStore
 from citadel_proxy.config.models import ModelRouter
 from citadel_proxy.config.schema import Config
+from citadel_proxy.observability.metrics import Metrics
 from citadel_proxy.pipeline.table import PipelineTable
+from citadel_proxy.ratelimit import RateLimiter
+from citadel_proxy.system.gpu import GpuProbe
+from citadel_proxy.system.resources import ResourceSampler
 from citadel_proxy.upstream.client import OllamaClient
 
 
@@ -17,4 +22,9 @@ class Services:
     upstream: OllamaClient
     models: ModelRouter
     pipelines: PipelineTable
+    metrics: Metrics
+    resource_sampler: ResourceSampler
+    gpu_probe: GpuProbe
+    key_store: KeyStore
+    rate_limiter: RateLimiter
     started_at: float = field(default_factory=time.time)

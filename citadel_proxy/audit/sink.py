@@ -81,6 +81,8 @@ class AuditSink:
     def start(self) -> None:
         if self._store is not None:
             self._tasks = [asyncio.create_task(self._write_loop()), asyncio.create_task(self._recover_loop())]
+            if not self._healthy:
+                self._wake.set()  # leftovers from a previous run, or migrations to retry: start now
 
     async def submit(self, record: AuditRecord) -> None:
         """Queue the record, or return once it is on disk; AuditError if neither was possible."""
@@ -214,6 +216,8 @@ class AuditSink:
 
     async def close(self) -> None:
         """Drain the queue (to PostgreSQL, else the spool) and wait for every spool write."""
+        if self._closing:
+            return
         self._closing = True
         if self._tasks:
             await self._queue.put(None)

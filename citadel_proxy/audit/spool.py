@@ -43,7 +43,9 @@ class Slot:
         return sorted(self.path.glob(f"{prefix}-*.jsonl"))
 
     def release(self) -> None:
-        os.close(self.lock_fd)
+        if self.lock_fd >= 0:
+            os.close(self.lock_fd)
+            self.lock_fd = -1
 
 
 def claim_free_slot(root: Path) -> Slot:

@@ -10,11 +10,12 @@ from typing import Any
 
 import msgspec
 
-from citadel_proxy.auth.keys import SCOPES, KeyRecord, Scope, hash_key
-from citadel_proxy.auth.store import KeyStore, open_key_store
 from citadel_proxy.asgi import config_path
+from citadel_proxy.auth.keys import SCOPES, KeyRecord, Scope, generate_key, hash_key, looks_like_key
+from citadel_proxy.auth.store import KeyStore, open_key_store
 from citadel_proxy.config import ConfigError, load_config
 from citadel_proxy.errors import GatewayError
+
 
 def register(subparsers: Any) -> None:
     keys = subparsers.add_parser("keys", help="create, list and revoke API keys")
@@ -39,15 +40,15 @@ def register(subparsers: Any) -> None:
     revoke.set_defaults(func=run)
 
     digest = actions.add_parser(
-        "hash", help="read a key on stdin, print its sha256 for the config's auth.keys"
+        "hash", help="print the sha256 of a key read on stdin, for the config's auth.keys"
     )
+    digest.add_argument("--new", action="store_true", help="generate a key; print it, then its sha256")
     digest.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.keys_action == "hash":
-        sys.stdout.write(hash_key(sys.stdin.readline().strip()).hex() + "\n")
-        return 0
+        return _hash(new=args.new)
     try:
         config = load_config(config_path(args.config))
         return asyncio.run(_run(args, config))
@@ -59,16 +60,32 @@ def run(args: argparse.Namespace) -> int:
 async def _run(args: argparse.Namespace, config: Any) -> int:
     async with contextlib.AsyncExitStack() as stack:
         store = await open_key_store(config, stack, listen_changes=False)
-        if args.keys_action == "create":
-            return await _create(store, args)
-        if args.keys_action == "list":
-            return _list(await store.list(), as_json=args.json)
-        if await store.revoke(args.name):
-            sys.stdout.write(f"revoked {args.name}\n")
-            return 0
-        sys.stderr.write(f"citadel-proxy keys: no live key named {args.name!r}\n")
+        result = await _act(store, args)
+    return result
+
+
+async def _act(store: KeyStore, args: argparse.Namespace) -> int:
+    if args.keys_action == "create":
+        return await _create(store, args)
+    if args.keys_action == "list":
+        return _list(await store.list(), as_json=args.json)
+    if await store.revoke(args.name):
+        sys.stdout.write(f"revoked {args.name}\n")
+        return 0
+    sys.stderr.write(f"citadel-proxy keys: no live key named {args.name!r}\n")
+    return 1
+
+
+def _hash(*, new: bool) -> int:
+    """Read from stdin rather than argv, so the key stays out of shell history and `ps`."""
+    key = generate_key() if new else sys.stdin.readline().strip()
+    if not looks_like_key(key):
+        sys.stderr.write("citadel-proxy keys: a key looks like cit_<43 characters>; use --new to make one\n")
         return 1
-    raise AssertionError("unreachable")  # the AsyncExitStack body always returns
+    if new:
+        sys.stdout.write(key + "\n")
+    sys.stdout.write(hash_key(key).hex() + "\n")
+    return 0
 
 
 async def _create(store: KeyStore, args: argparse.Namespace) -> int:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import Response
 
 from citadel_proxy.auth.keys import ADMIN
 from citadel_proxy.errors import AuthenticationFailed, PermissionDenied
 from citadel_proxy.pipeline.types import Principal
 
 if TYPE_CHECKING:
-    from starlette.requests import Request
-
     from citadel_proxy.auth.store import KeyStore
 
 
@@ -59,3 +61,14 @@ async def require_admin(request: Request, services: Any) -> Principal:
         raise missing_key()
     require_scope(principal, ADMIN)
     return principal
+
+
+def admin_only(endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """A management endpoint: the `admin` scope is required whatever the pipelines say."""
+
+    @functools.wraps(endpoint)
+    async def guarded(request: Request) -> Response:
+        await require_admin(request, request.state.services)
+        return await endpoint(request)
+
+    return guarded

@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
+from citadel_proxy.auth.config import AuthConfig
+
 Port = Annotated[int, Meta(ge=1, le=65535)]
 PositiveInt = Annotated[int, Meta(ge=1)]
 Seconds = Annotated[float, Meta(gt=0)]
@@ -171,6 +173,7 @@ class Config(Section, frozen=True):
     paths: Paths = msgspec.field(default_factory=Paths)
     monitoring: Monitoring = msgspec.field(default_factory=Monitoring)
     model_routing: ModelRouting = msgspec.field(default_factory=ModelRouting)
+    auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
 
     def resolved(self, base: Path) -> Config:
         """Relative paths are taken from the config file's folder, whatever the working directory."""

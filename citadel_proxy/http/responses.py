@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from citadel_proxy import errors
+from citadel_proxy.observability.logs import log_refusal
 
 _encode = msgspec.json.Encoder().encode
 _log = logging.getLogger("citadel_proxy.errors")
@@ -30,12 +31,22 @@ def error_response(error: errors.GatewayError) -> Response:
     )
 
 
-async def on_gateway_error(_request: Request, exc: Exception) -> Response:
+def _log_refusal(request: Request, error: errors.GatewayError) -> None:
+    state = request.scope.get("state", {})
+    if not state.get("access_logged"):
+        route = request.scope.get("route")
+        path = getattr(route, "path", request.url.path[:200])
+        client = request.client.host if request.client else ""
+        log_refusal(state.get("request_id", ""), path, client, error.status, error.code)
+
+
+async def on_gateway_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.GatewayError)
+    _log_refusal(request, exc)
     return error_response(exc)
 
 
-async def on_http_error(_request: Request, exc: Exception) -> Response:
+async def on_http_error(request: Request, exc: Exception) -> Response:
     """Starlette's own 404 and 405 answers, in OpenAI's error shape."""
     assert isinstance(exc, HTTPException)
     error: errors.GatewayError
@@ -46,6 +57,7 @@ async def on_http_error(_request: Request, exc: Exception) -> Response:
     else:
         error = errors.InvalidRequest(str(exc.detail))
         error.status = exc.status_code
+    _log_refusal(request, error)
     return error_response(error)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from starlette.types import Message, Receive, Scope, Send
 
@@ -38,7 +38,7 @@ class StreamResponse:
         *,
         keepalive_s: float,
         header_grace_s: float,
-        on_finish: Callable[[Context], Awaitable[None]] | None = None,
+        on_finish: Callable[[Context], None] | None = None,
     ) -> None:
         self.ctx = ctx
         self._handler = handler
@@ -68,7 +68,7 @@ class StreamResponse:
             if self._stream is not None:
                 await self._stream.aclose()
             if self._on_finish is not None:
-                await self._on_finish(self.ctx)
+                self._on_finish(self.ctx)
 
     async def _run(self, send: Send) -> None:
         try:

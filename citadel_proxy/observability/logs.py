@@ -78,6 +78,29 @@ def log_request(ctx: Context) -> None:
     _access.handle(_access.makeRecord(ACCESS_LOGGER, logging.INFO, "", 0, _encode(line).decode(), (), None))
 
 
+def log_refusal(request_id: str, route: str, client: str, status: int, error_code: str | None) -> None:
+    """The access line of a request refused before it had a context (bad body, unknown route, auth)."""
+    if not _access.isEnabledFor(logging.INFO):
+        return
+    line = AccessLine(
+        time=datetime.now(UTC),
+        request_id=request_id,
+        route=route,
+        model="",
+        status=status,
+        duration_ms=0.0,
+        ttft_ms=None,
+        prompt_tokens=0,
+        completion_tokens=0,
+        key=None,
+        client=client,
+        stream=False,
+        cache_hit=False,
+        error_code=error_code,
+    )
+    _access.handle(_access.makeRecord(ACCESS_LOGGER, logging.INFO, "", 0, _encode(line).decode(), (), None))
+
+
 class JsonFormatter(logging.Formatter):
     """Access lines pass through as built; any other record becomes one JSON object."""
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
-from citadel_proxy.pipeline.types import Context, Reply
+from citadel_proxy.pipeline.types import Context, Principal, Reply
 
 if TYPE_CHECKING:
     from citadel_proxy.services import Services
@@ -26,6 +26,12 @@ class Stage(Protocol):
     """
 
     async def __call__(self, ctx: Context, call_next: Handler) -> Reply: ...
+
+
+class Admission(Protocol):
+    """A stage that can refuse a request from its headers alone, before the route reads the body."""
+
+    async def admit(self, headers: Mapping[str, str]) -> Principal | None: ...
 
 
 class StageSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

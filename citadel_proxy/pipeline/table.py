@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from citadel_proxy.pipeline.spec import Pipeline, PipelineSet
-from citadel_proxy.pipeline.stage import Handler, chain
+from citadel_proxy.pipeline.stage import Admission, Handler, chain
 
 if TYPE_CHECKING:
     from citadel_proxy.services import Services
@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 class BuiltPipeline:
     spec: Pipeline
     handler: Handler
+    # Stages that check headers before the body is read (auth), in pipeline order.
+    admissions: tuple[Admission, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +37,8 @@ def build(pipelines: PipelineSet, services: Services, terminal: Handler) -> Buil
 
 def _build_one(pipeline: Pipeline, services: Services, terminal: Handler) -> BuiltPipeline:
     stages = [configured.type.build(configured.settings, services) for configured in pipeline.stages]
-    return BuiltPipeline(pipeline, chain(stages, terminal))
+    admissions = tuple(stage for stage in stages if isinstance(getattr(stage, "admit", None), Callable))
+    return BuiltPipeline(pipeline, chain(stages, terminal), admissions)  # type: ignore[arg-type]
 
 
 class PipelineTable:

@@ -51,6 +51,7 @@ async def check_upstream(services: Services) -> Check:
 async def health(request: Request) -> Response:
     services: Services = request.state.services
     checks = {"ollama": await check_upstream(services)}
+    services.metrics.set_upstream_up(checks["ollama"].status == "ok")
     # Without Ollama nothing can be answered: that makes the gateway unable to serve, not degraded.
     serving = checks["ollama"].status == "ok"
     status = "ok" if serving else "unavailable"

@@ -15,6 +15,7 @@ from citadel_proxy import errors
 from citadel_proxy.http.body import decode, read_body
 from citadel_proxy.http.responses import json_response
 from citadel_proxy.http.stream_response import CLIENT_CLOSED, StreamResponse, deadline_error
+from citadel_proxy.observability.logs import log_request
 from citadel_proxy.openai.responses import chat_completion, text_completion
 from citadel_proxy.openai.sse import ChatChunks, ChunkEncoder, TextChunks
 from citadel_proxy.openai.translate import chat_to_ollama, completion_to_ollama
@@ -53,8 +54,13 @@ async def agent_stream(request: Request) -> Response | ASGIApp:
 
 async def run(request: Request, services: Services, built: BuiltPipeline, route: str) -> Response | ASGIApp:
     gateway = services.config.gateway
+    principal = None
+    for admission in built.admissions:
+        principal = await admission.admit(request.headers) or principal
     body = await read_body(request, gateway.max_body_bytes)
     ctx = _context(request, services, built, route, body)
+    ctx.principal = principal
+    request.state.access_logged = True
     if ctx.stream:
         encoder: ChunkEncoder = (
             ChatChunks(ctx.model, int(time.time()))
@@ -67,8 +73,15 @@ async def run(request: Request, services: Services, built: BuiltPipeline, route:
             encoder,
             keepalive_s=gateway.keepalive_s,
             header_grace_s=gateway.header_grace_ms / 1000,
+            on_finish=log_request,
         )
-    completion = await _complete(request, ctx, built)
+    try:
+        completion = await _complete(request, ctx, built)
+    except errors.GatewayError as error:
+        ctx.outcome.status, ctx.outcome.error_code = error.status, error.code
+        raise
+    finally:
+        log_request(ctx)
     created = int(time.time())
     answer = (
         chat_completion(completion, ctx.model, created)

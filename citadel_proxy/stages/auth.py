@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from citadel_proxy.auth.guard import identify, missing_key, require_scope
 from citadel_proxy.auth.keys import Scope
 from citadel_proxy.pipeline.stage import Handler, StageSettings, StageType
-from citadel_proxy.pipeline.types import Context, Reply
+from citadel_proxy.pipeline.types import Context, Principal, Reply
 
 if TYPE_CHECKING:
     from citadel_proxy.auth.store import KeyStore
@@ -26,15 +27,20 @@ class AuthStage:
     settings: AuthSettings
     store: KeyStore
 
-    async def __call__(self, ctx: Context, call_next: Handler) -> Reply:
-        principal = await identify(self.store, ctx.headers)
+    async def admit(self, headers: Mapping[str, str]) -> Principal | None:
+        """Run by the route before it reads the body: a caller without a key learns and costs nothing."""
+        principal = await identify(self.store, headers)
         if principal is None:
             if self.settings.required:
                 raise missing_key()
         elif self.settings.required:
             require_scope(principal, self.settings.scope)
         # Where keys are optional, a key lacking the scope is still named, so its own limits apply.
-        ctx.principal = principal
+        return principal
+
+    async def __call__(self, ctx: Context, call_next: Handler) -> Reply:
+        if ctx.principal is None:
+            ctx.principal = await self.admit(ctx.headers)
         return await call_next(ctx)
 
 

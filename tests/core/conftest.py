@@ -14,10 +14,14 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config as HypercornConfig
 
 from citadel_proxy.app import create_app
+from citadel_proxy.auth.keys import generate_key, hash_key
 from citadel_proxy.config import load_config
 from tests.fakes.ollama import FakeOllama
 
 REPO = Path(__file__).resolve().parents[2]
+# A key with every scope, given to the gateway by its digest as an operator would.
+TEST_KEY = generate_key()
+AUTH = {"Authorization": f"Bearer {TEST_KEY}"}
 
 
 def free_port() -> int:
@@ -52,6 +56,9 @@ gateway:
   header_grace_ms: 100
 {extra_gateway}
 paths: {{pipelines: {pipelines}, data: {tmp_path}/data, logs: {tmp_path}/log, backups: {tmp_path}/backups}}
+auth:
+  keys:
+    - {{name: tester, sha256: {hash_key(TEST_KEY).hex()}, scopes: [inference, embeddings, admin]}}
 """
     )
     return path

@@ -9,7 +9,7 @@ import aiohttp
 import openai
 import pytest
 
-from tests.core.conftest import REPO, Gateway, free_port, running_gateway, write_config
+from tests.core.conftest import AUTH, TEST_KEY, REPO, Gateway, free_port, running_gateway, write_config
 from tests.fakes.ollama import Behavior, FakeOllama
 
 CHAT = {"model": "phi3", "messages": [{"role": "user", "content": "hi"}]}
@@ -17,7 +17,7 @@ CHAT = {"model": "phi3", "messages": [{"role": "user", "content": "hi"}]}
 
 async def call(gw: Gateway, method: str, path: str, **kwargs: object) -> tuple[int, dict[str, object], str]:
     async with (
-        aiohttp.ClientSession() as session,
+        aiohttp.ClientSession(headers=AUTH) as session,
         session.request(method, gw.url + path, **kwargs) as response,
     ):  # type: ignore[arg-type]
         text = await response.text()
@@ -64,7 +64,7 @@ async def test_route_method_and_size_errors(gateway: Gateway) -> None:
 
 
 async def test_sdk_raises_typed_errors(gateway: Gateway) -> None:
-    oai = openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key="x", max_retries=0)
+    oai = openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key=TEST_KEY, max_retries=0)
     with pytest.raises(openai.NotFoundError):
         await oai.chat.completions.create(model="llama9", messages=[{"role": "user", "content": "x"}])
     with pytest.raises(openai.BadRequestError):
@@ -97,7 +97,7 @@ async def test_ollama_errors_before_streaming(gateway: Gateway) -> None:
 
 
 async def stream_text(gw: Gateway, path: str, body: dict[str, object]) -> tuple[int, str]:
-    async with aiohttp.ClientSession() as session, session.post(gw.url + path, json=body) as response:
+    async with aiohttp.ClientSession(headers=AUTH) as session, session.post(gw.url + path, json=body) as response:
         return response.status, (await response.read()).decode()
 
 
@@ -113,7 +113,7 @@ async def test_error_in_the_middle_of_a_stream_becomes_an_sse_error_event(gatewa
 
 async def test_sdk_sees_a_mid_stream_error(gateway: Gateway) -> None:
     gateway.fake.next(Behavior.counted(5, error_after=2))
-    oai = openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key="x", max_retries=0)
+    oai = openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key=TEST_KEY, max_retries=0)
     stream = await oai.chat.completions.create(
         model="phi3", messages=[{"role": "user", "content": "x"}], stream=True
     )
@@ -137,7 +137,7 @@ async def test_upstream_unreachable_is_502_and_health_503(tmp_path: Path) -> Non
         assert (status, error["code"]) == (502, "upstream_unavailable")
         status, _ = await stream_text(gw, "/v1/voice/chat/completions", CHAT)
         assert status == 502
-        async with aiohttp.ClientSession() as session, session.get(gw.url + "/health") as response:
+        async with aiohttp.ClientSession(headers=AUTH) as session, session.get(gw.url + "/health") as response:
             assert response.status == 503 and (await response.json())["checks"]["ollama"]["status"] == "down"
 
 

@@ -8,7 +8,7 @@ import socket
 
 import aiohttp
 
-from tests.core.conftest import Gateway
+from tests.core.conftest import AUTH, TEST_KEY, Gateway
 from tests.fakes.ollama import Behavior
 
 CHAT = {"model": "phi3", "messages": [{"role": "user", "content": "hi"}]}
@@ -16,7 +16,7 @@ CHAT = {"model": "phi3", "messages": [{"role": "user", "content": "hi"}]}
 
 async def test_client_leaving_a_stream_closes_the_upstream_within_a_second(gateway: Gateway) -> None:
     gateway.fake.next(Behavior.counted(100, token_delay_s=0.05))
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers=AUTH) as session:
         response = await session.post(gateway.url + "/v1/voice/chat/completions", json=CHAT)
         await response.content.readuntil(b"\n\n")
         response.close()  # drop the connection mid-stream
@@ -27,7 +27,7 @@ async def test_client_leaving_a_stream_closes_the_upstream_within_a_second(gatew
 
 async def test_client_leaving_while_waiting_for_a_whole_answer_closes_the_upstream(gateway: Gateway) -> None:
     gateway.fake.next(Behavior.counted(3, first_token_delay_s=10))
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers=AUTH) as session:
         request = asyncio.create_task(session.post(gateway.url + "/v1/chat/completions", json=CHAT))
         record = (await gateway.fake.wait_streams(1))[-1]
         request.cancel()
@@ -36,7 +36,7 @@ async def test_client_leaving_while_waiting_for_a_whole_answer_closes_the_upstre
 
 async def test_client_leaving_while_the_model_loads_closes_the_upstream(gateway: Gateway) -> None:
     gateway.fake.next(Behavior.counted(3, first_token_delay_s=10))
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers=AUTH) as session:
         response = await session.post(gateway.url + "/v1/voice/chat/completions", json=CHAT)
         assert await response.content.readuntil(b"\n\n") == b": keep-alive\n\n"
         response.close()
@@ -57,6 +57,7 @@ async def test_a_client_that_does_not_read_stops_the_gateway_reading_ollama(gate
     body = json.dumps(CHAT).encode()
     request = (
         b"POST /v1/voice/chat/completions HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        b"Authorization: Bearer " + TEST_KEY.encode() + b"\r\n"
         b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
     )
     await loop.sock_sendall(sock, request)

@@ -10,12 +10,12 @@ import openai
 import pytest
 from multidict import CIMultiDictProxy
 
-from tests.core.conftest import Gateway
+from tests.core.conftest import AUTH, TEST_KEY, Gateway
 from tests.fakes.ollama import Behavior, counted_tokens
 
 
 def client(gw: Gateway) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=f"{gw.url}/v1", api_key="unused", max_retries=0)
+    return openai.AsyncOpenAI(base_url=f"{gw.url}/v1", api_key=TEST_KEY, max_retries=0)
 
 
 async def sse_events(response: aiohttp.ClientResponse) -> list[str]:
@@ -25,7 +25,7 @@ async def sse_events(response: aiohttp.ClientResponse) -> list[str]:
 
 
 async def post(gw: Gateway, path: str, body: dict[str, object], **kwargs: object) -> aiohttp.ClientResponse:
-    session = aiohttp.ClientSession()
+    session = aiohttp.ClientSession(headers=AUTH)
     try:
         response = await session.post(gw.url + path, json=body, **kwargs)  # type: ignore[arg-type]
         await response.read()
@@ -37,7 +37,7 @@ async def post(gw: Gateway, path: str, body: dict[str, object], **kwargs: object
 async def raw_events(
     gw: Gateway, path: str, body: dict[str, object]
 ) -> tuple[int, CIMultiDictProxy[str], list[str]]:
-    async with aiohttp.ClientSession() as session, session.post(gw.url + path, json=body) as response:
+    async with aiohttp.ClientSession(headers=AUTH) as session, session.post(gw.url + path, json=body) as response:
         return response.status, response.headers, await sse_events(response)
 
 
@@ -155,7 +155,7 @@ async def test_agents_stream_by_type_and_unknown_type(gateway: Gateway) -> None:
     status, _, events = await raw_events(gateway, "/v1/agents/stream?agent_type=voice", CHAT)
     assert status == 200 and len(events) == 3 + 2
     async with (
-        aiohttp.ClientSession() as session,
+        aiohttp.ClientSession(headers=AUTH) as session,
         session.post(gateway.url + "/v1/agents/stream?type=telepathy", json=CHAT) as bad,
     ):
         error = (await bad.json())["error"]
@@ -167,7 +167,7 @@ async def test_models_and_health(gateway: Gateway) -> None:
     oai = client(gateway)
     ids = [m.id async for m in oai.models.list()]
     assert "phi3" in ids and "phi3:latest" in ids
-    async with aiohttp.ClientSession() as session, session.get(gateway.url + "/health") as response:
+    async with aiohttp.ClientSession(headers=AUTH) as session, session.get(gateway.url + "/health") as response:
         body = await response.json()
         assert response.status == 200 and body["checks"]["ollama"]["status"] == "ok"
 
@@ -175,7 +175,7 @@ async def test_models_and_health(gateway: Gateway) -> None:
 async def test_keepalive_comments_while_the_model_loads(gateway: Gateway) -> None:
     gateway.fake.next(Behavior.counted(2, first_token_delay_s=1.2))
     async with (
-        aiohttp.ClientSession() as session,
+        aiohttp.ClientSession(headers=AUTH) as session,
         session.post(gateway.url + "/v1/voice/chat/completions", json=CHAT) as response,
     ):
         assert response.status == 200  # headers came long before the first token
@@ -200,7 +200,7 @@ async def test_client_host_and_origin_are_not_forwarded(gateway: Gateway) -> Non
     gateway.fake.next(Behavior.counted(2))
     headers = {"Origin": "https://evil.example", "Host": "api.example.com"}
     async with (
-        aiohttp.ClientSession() as session,
+        aiohttp.ClientSession(headers=AUTH) as session,
         session.post(gateway.url + "/v1/chat/completions", json=CHAT, headers=headers) as response,
     ):
         assert response.status == 200, await response.text()

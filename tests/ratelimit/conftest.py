@@ -1,0 +1,80 @@
+"""Redis clients on the shared test server, and a private redis-server that a test may kill."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import pytest
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+
+def redis_client(url: str) -> Redis:
+    # As open_rate_limiter builds it: no retries, the limiter's breaker decides.
+    return Redis.from_url(url, retry=Retry(NoBackoff(), 0), socket_connect_timeout=1, socket_timeout=1)
+
+
+@pytest.fixture
+async def redis_client_a(redis_url: str) -> AsyncIterator[Redis]:
+    client = redis_client(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def redis_client_b(redis_url: str) -> AsyncIterator[Redis]:
+    client = redis_client(redis_url)
+    yield client
+    await client.aclose()
+
+
+@dataclass
+class OwnRedis:
+    process: subprocess.Popen[bytes]
+    url: str
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(5)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def own_redis() -> Iterator[OwnRedis]:
+    """A redis-server of this test's own (never the machine's), so it can be killed mid-test."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed")
+    port = _free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    server = OwnRedis(process, f"redis://127.0.0.1:{port}/0")
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                server.kill()
+                pytest.fail("redis-server did not start")
+            time.sleep(0.02)
+    try:
+        yield server
+    finally:
+        if process.poll() is None:
+            server.kill()
