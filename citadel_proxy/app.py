@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,24 +14,28 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute, Route
 
 from citadel_proxy import errors
+from citadel_proxy.audit.metrics import export_audit_metrics
+from citadel_proxy.audit.service import open_audit
 from citadel_proxy.auth.bootstrap import bootstrap_admin_key
 from citadel_proxy.auth.guard import admin_only
 from citadel_proxy.auth.store import open_key_store
 from citadel_proxy.config.models import ModelRouter
 from citadel_proxy.config.schema import Config
 from citadel_proxy.http.responses import on_gateway_error, on_http_error, on_unexpected
-from citadel_proxy.pipeline import table
-from citadel_proxy.pipeline.spec import PipelineSet, load_pipelines
 from citadel_proxy.observability.logs import configure_logging
 from citadel_proxy.observability.metrics import open_metrics
 from citadel_proxy.observability.request_id import RequestIdMiddleware
+from citadel_proxy.pipeline import table
+from citadel_proxy.pipeline.spec import PipelineSet, load_pipelines
+from citadel_proxy.ratelimit import open_rate_limiter
+from citadel_proxy.reload import reload_on_sighup, reload_pipelines
+from citadel_proxy.routes import audit as audit_routes
 from citadel_proxy.routes import health, inference, system
 from citadel_proxy.routes.metrics import metrics_endpoint
-from citadel_proxy.system.gpu import open_gpu_probe
-from citadel_proxy.system.resources import open_resource_sampler
-from citadel_proxy.ratelimit import open_rate_limiter
 from citadel_proxy.services import Services
 from citadel_proxy.stages.registry import stage_types
+from citadel_proxy.system.gpu import open_gpu_probe
+from citadel_proxy.system.resources import open_resource_sampler
 from citadel_proxy.upstream.client import OllamaClient
 from citadel_proxy.upstream.terminal import upstream_handler
 
@@ -55,6 +60,13 @@ def management_routes() -> list[BaseRoute]:
     return [
         Route("/management/system/resources", admin_only(system.resources), methods=["GET"]),
         Route("/management/system/storage-usage", admin_only(system.storage), methods=["GET"]),
+        Route(
+            "/management/audit/conversations", admin_only(audit_routes.list_conversations), methods=["GET"]
+        ),
+        Route(
+            "/management/audit/conversations/{id}", admin_only(audit_routes.get_conversation), methods=["GET"]
+        ),
+        Route("/management/audit/stats", admin_only(audit_routes.stats), methods=["GET"]),
     ]
 
 
@@ -65,6 +77,8 @@ def create_app(config: Config, pipelines: PipelineSet | None = None) -> Starlett
     async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, Services]]:
         async with contextlib.AsyncExitStack() as stack:
             configure_logging(config.monitoring.logging, log_dir=config.paths.logs)
+            # Opened first so it closes last: its queue drains while everything else is still there.
+            audit = await open_audit(config, stack)
             key_store = await open_key_store(config, stack)
             await bootstrap_admin_key(config, key_store)
             upstream = OllamaClient(config.ollama.service)
@@ -80,8 +94,15 @@ def create_app(config: Config, pipelines: PipelineSet | None = None) -> Starlett
                 gpu_probe=await open_gpu_probe(config, stack),
                 key_store=key_store,
                 rate_limiter=await open_rate_limiter(config, stack),
+                audit=audit,
             )
-            services.pipelines.install(table.build(pipelines, services, upstream_handler(upstream)))
+            await export_audit_metrics(services.metrics.registry, audit, stack)
+            terminal = upstream_handler(upstream)
+            services.pipelines.install(table.build(pipelines, services, terminal))
+            reload = functools.partial(
+                reload_pipelines, services, functools.partial(load_pipeline_set, config), terminal
+            )
+            stack.enter_context(reload_on_sighup(reload))
             yield {"services": services}
 
     middleware = [Middleware(RequestIdMiddleware)]

@@ -56,6 +56,9 @@ def parser() -> argparse.ArgumentParser:
     from citadel_proxy.auth import cli as keys_cli
 
     keys_cli.register(commands)
+    from citadel_proxy.audit import cli as audit_cli
+
+    audit_cli.register(commands)
     return root
 
 

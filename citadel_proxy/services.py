@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from citadel_proxy.audit.sink import AuditSink
 from citadel_proxy.auth.store import KeyStore
 from citadel_proxy.config.models import ModelRouter
 from citadel_proxy.config.schema import Config
@@ -27,4 +28,5 @@ class Services:
     gpu_probe: GpuProbe
     key_store: KeyStore
     rate_limiter: RateLimiter
+    audit: AuditSink
     started_at: float = field(default_factory=time.time)

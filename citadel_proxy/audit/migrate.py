@@ -45,11 +45,13 @@ def migrate(conninfo: str, schema: str, *, target: int | None = None) -> list[in
         _enter_schema(conn, schema)
         # Two gateways starting at once must not both apply the same migration.
         conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (f"citadel-migrate:{schema}",))
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " version integer PRIMARY KEY, name text NOT NULL, sha256 text NOT NULL,"
-            " applied_at timestamptz NOT NULL DEFAULT now())"
-        )
+        # Created only when missing: an up-to-date schema needs no DDL privilege (a runtime role may start).
+        if conn.execute("SELECT to_regclass('schema_migrations')").fetchone() == (None,):
+            conn.execute(
+                "CREATE TABLE schema_migrations ("
+                " version integer PRIMARY KEY, name text NOT NULL, sha256 text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
         rows = conn.execute("SELECT version, sha256 FROM schema_migrations").fetchall()
         applied: dict[int, str] = {int(v): str(s) for v, s in rows}
         done = []

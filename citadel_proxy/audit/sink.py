@@ -75,6 +75,10 @@ class AuditSink:
     def queue_depth(self) -> int:
         return self._queue.qsize()
 
+    @property
+    def has_database(self) -> bool:
+        return self._store is not None
+
     def snapshot(self) -> dict[str, int]:
         return asdict(self.metrics) | {"queue_depth": self.queue_depth}
 

@@ -63,7 +63,9 @@ async def require_admin(request: Request, services: Any) -> Principal:
     return principal
 
 
-def admin_only(endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+def admin_only(
+    endpoint: Callable[[Request], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
     """A management endpoint: the `admin` scope is required whatever the pipelines say."""
 
     @functools.wraps(endpoint)

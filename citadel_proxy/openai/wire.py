@@ -35,7 +35,7 @@ class ToolCallIn(msgspec.Struct, frozen=True):
     type: str = "function"
 
 
-class ChatMessage(msgspec.Struct, frozen=True):
+class ChatMessage(msgspec.Struct, frozen=True, omit_defaults=True):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
@@ -56,7 +56,7 @@ class Tool(msgspec.Struct, frozen=True):
     type: Literal["function"] = "function"
 
 
-class JsonSchema(msgspec.Struct, frozen=True):
+class JsonSchema(msgspec.Struct, frozen=True, omit_defaults=True):
     name: str = "response"
     schema: msgspec.Raw = msgspec.Raw()
     strict: bool | None = None
@@ -77,7 +77,7 @@ TopP = Annotated[float, Meta(ge=0, le=1)]
 MaxTokens = Annotated[int, Meta(ge=1)]
 
 
-class ChatRequest(msgspec.Struct, frozen=True, kw_only=True):
+class ChatRequest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     model: Annotated[str, Meta(min_length=1)]
     messages: Annotated[list[ChatMessage], Meta(min_length=1)]
     stream: bool | None = None
@@ -99,7 +99,7 @@ class ChatRequest(msgspec.Struct, frozen=True, kw_only=True):
     user: str | None = None
 
 
-class CompletionRequest(msgspec.Struct, frozen=True, kw_only=True):
+class CompletionRequest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     model: Annotated[str, Meta(min_length=1)]
     prompt: str | list[str]
     suffix: str | None = None

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import Route
 
 from citadel_proxy.audit.queries import AuditQueries
 from citadel_proxy.audit.sink import AuditSink
@@ -83,7 +83,7 @@ async def stats(request: Request) -> Response:
     return json_response(await _queries(request).stats(since=since, until=until))
 
 
-def routes() -> list[BaseRoute]:
+def routes() -> list[Route]:
     return [
         Route("/management/audit/conversations", list_conversations, methods=["GET"]),
         Route("/management/audit/conversations/{id}", get_conversation, methods=["GET"]),

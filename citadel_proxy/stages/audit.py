@@ -163,7 +163,7 @@ class AuditedStream:
 
 
 def build(settings: AuditSettings, services: Services) -> AuditStage:
-    return AuditStage(settings, services.audit)  # type: ignore[attr-defined]
+    return AuditStage(settings, services.audit)
 
 
 STAGE = StageType(name="audit", settings=AuditSettings, build=build)
