@@ -10,13 +10,14 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.run import run
 
 from citadel_proxy.config.schema import Config
+from citadel_proxy.observability.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
+from citadel_proxy.supervisor import run_workers
 
 
 def hypercorn_config(config: Config, bind: str, workers: int) -> HypercornConfig:
     server = HypercornConfig()
     server.bind = [bind]
-    # One worker runs in this process (hypercorn's workers=0): no supervisor process, less memory.
-    server.workers = 0 if workers == 1 else workers
+    server.workers = workers
     server.worker_class = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     server.application_path = "citadel_proxy.asgi:from_environment()"
     server.graceful_timeout = 30.0
@@ -32,4 +33,14 @@ def serve(config: Config, config_file: Path, bind: str | None, workers: int | No
     # Workers import the app themselves, so they find the config through the environment.
     os.environ["CITADEL_CONFIG"] = str(config_file.resolve())
     address = bind or f"{config.gateway.host}:{config.gateway.port}"
-    return run(hypercorn_config(config, address, workers or config.gateway.workers))
+    count = workers or config.gateway.workers
+    server = hypercorn_config(config, address, count)
+    if count == 1:
+        # In this process: no supervisor, less memory; SIGTERM and SIGINT stop it gracefully.
+        server.workers = 0
+        return run(server)
+    # Spawned workers import prometheus_client afresh, after this variable is set.
+    metrics_dir = Path(config.paths.data) / "prometheus"
+    prepare_multiprocess_dir(metrics_dir)
+    os.environ[MULTIPROC_ENV] = str(metrics_dir)
+    return run_workers(server, count)

@@ -1,0 +1,92 @@
+"""SIGHUP re-reads the pipelines: streams in flight go on, new requests get the new settings."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.core.conftest import AUTH, REPO, free_port, write_config
+from tests.fakes.ollama import Behavior, FakeOllama
+
+CHAT = {"model": "phi3", "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.fixture(params=[1, 2], ids=["one-worker", "two-workers"])
+async def served(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[tuple[str, FakeOllama, Path, subprocess.Popen[bytes]]]:
+    pipelines = tmp_path / "pipelines"
+    shutil.copytree(REPO / "pipelines", pipelines)
+    async with FakeOllama(behavior=Behavior.counted(12, tokens_per_write=12)) as fake:
+        config = write_config(tmp_path, fake.port, pipelines)
+        port = free_port()
+        command = [sys.executable, "-m", "citadel_proxy", "serve", "--config", str(config)]
+        command += ["--bind", f"127.0.0.1:{port}", "--workers", str(request.param)]
+        log = (tmp_path / "gateway.log").open("wb")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("CITADEL_", "PROMETHEUS_"))}
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            async with aiohttp.ClientSession() as session:
+                for _ in range(150):
+                    try:
+                        async with session.get(url + "/v1/models"):
+                            break
+                    except aiohttp.ClientError:
+                        await asyncio.sleep(0.1)
+            yield url, fake, pipelines, process
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
+            log.close()
+
+
+async def gui_event_sizes(session: aiohttp.ClientSession, url: str) -> list[int]:
+    async with session.post(url + "/v1/gui/chat/completions", json=CHAT) as response:
+        text = (await response.read()).decode()
+    events = [json.loads(e[6:]) for e in text.split("\n\n") if e.startswith("data: {")]
+    return [
+        len(e["choices"][0]["delta"]["content"].split())
+        for e in events
+        if e["choices"][0]["delta"].get("content")
+    ]
+
+
+async def test_reload_keeps_streams_and_applies_new_settings(
+    served: tuple[str, FakeOllama, Path, subprocess.Popen[bytes]],
+) -> None:
+    url, fake, pipelines, process = served
+    gui = pipelines / "gui.yaml"
+    async with aiohttp.ClientSession(headers=AUTH) as session:
+        assert await gui_event_sizes(session, url) == [10, 2]
+        fake.next(Behavior.counted(30, token_delay_s=0.1))
+        long = await session.post(url + "/v1/gui/chat/completions", json=CHAT)
+        await long.content.readuntil(b"\n\n")
+        gui.write_text(gui.read_text().replace("chunk_size: 10", "chunk_size: 4"))
+        process.send_signal(signal.SIGHUP)
+        # Every worker reloads; a few requests make sure each worker answered at least once.
+        for _ in range(40):
+            if await gui_event_sizes(session, url) == [4, 4, 4]:
+                break
+            await asyncio.sleep(0.05)
+        sizes = {tuple(await gui_event_sizes(session, url)) for _ in range(6)}
+        assert sizes == {(4, 4, 4)}
+        # A broken file is refused whole: the pipelines in force stay.
+        gui.write_text("stages:\n  - chunking: {chunk_size: lots}\n")
+        process.send_signal(signal.SIGHUP)
+        await asyncio.sleep(0.5)
+        assert await gui_event_sizes(session, url) == [4, 4, 4]
+        rest = (await long.read()).decode()
+        long.release()
+    assert rest.endswith("data: [DONE]\n\n")
+    assert process.poll() is None
