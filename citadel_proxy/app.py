@@ -21,7 +21,9 @@ from citadel_proxy.auth.guard import admin_only
 from citadel_proxy.auth.store import open_key_store
 from citadel_proxy.config.models import ModelRouter
 from citadel_proxy.config.schema import Config
+from citadel_proxy.http.forwarded import ForwardedFor
 from citadel_proxy.http.responses import on_gateway_error, on_http_error, on_unexpected
+from citadel_proxy.management.pulls import open_pull_manager
 from citadel_proxy.observability.logs import configure_logging
 from citadel_proxy.observability.metrics import open_metrics
 from citadel_proxy.observability.request_id import RequestIdMiddleware
@@ -30,7 +32,7 @@ from citadel_proxy.pipeline.spec import PipelineSet, load_pipelines
 from citadel_proxy.ratelimit import open_rate_limiter
 from citadel_proxy.reload import reload_on_sighup, reload_pipelines
 from citadel_proxy.routes import audit as audit_routes
-from citadel_proxy.routes import health, inference, system
+from citadel_proxy.routes import health, inference, models, system
 from citadel_proxy.routes.metrics import metrics_endpoint
 from citadel_proxy.services import Services
 from citadel_proxy.stages.registry import stage_types
@@ -67,6 +69,14 @@ def management_routes() -> list[BaseRoute]:
             "/management/audit/conversations/{id}", admin_only(audit_routes.get_conversation), methods=["GET"]
         ),
         Route("/management/audit/stats", admin_only(audit_routes.stats), methods=["GET"]),
+        Route("/management/system/ollama-status", admin_only(models.status), methods=["GET"]),
+        Route("/management/models/list", admin_only(models.list_models), methods=["GET"]),
+        Route("/management/models/configured", admin_only(models.configured), methods=["GET"]),
+        Route("/management/models/running", admin_only(models.running), methods=["GET"]),
+        Route("/management/models/pull", admin_only(models.pull), methods=["POST"]),
+        Route("/management/models/delete", admin_only(models.delete), methods=["POST"]),
+        # {name:path}: names such as `namespace/model:tag` hold slashes.
+        Route("/management/models/{name:path}/info", admin_only(models.info), methods=["GET"]),
     ]
 
 
@@ -95,6 +105,7 @@ def create_app(config: Config, pipelines: PipelineSet | None = None) -> Starlett
                 key_store=key_store,
                 rate_limiter=await open_rate_limiter(config, stack),
                 audit=audit,
+                pulls=await open_pull_manager(upstream, stack),
             )
             await export_audit_metrics(services.metrics.registry, audit, stack)
             terminal = upstream_handler(upstream)
@@ -105,7 +116,10 @@ def create_app(config: Config, pipelines: PipelineSet | None = None) -> Starlett
             stack.enter_context(reload_on_sighup(reload))
             yield {"services": services}
 
-    middleware = [Middleware(RequestIdMiddleware)]
+    middleware = [
+        Middleware(ForwardedFor, trusted=config.gateway.trusted_proxies),
+        Middleware(RequestIdMiddleware),
+    ]
     cors = config.gateway.cors
     if cors.enabled:
         middleware.append(

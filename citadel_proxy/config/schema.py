@@ -126,6 +126,17 @@ class Gateway(Section, frozen=True):
     # A stream's headers wait this long for Ollama's first answer, so a fast error keeps its HTTP status.
     header_grace_ms: Annotated[int, Meta(ge=0, le=10_000)] = 1000
     server: Literal["hypercorn"] = "hypercorn"
+    # Peers allowed to name the client in X-Forwarded-For (the nginx in front); addresses or networks.
+    trusted_proxies: list[str] = msgspec.field(default_factory=lambda: ["127.0.0.1", "::1"])
+
+    def __post_init__(self) -> None:
+        import ipaddress
+
+        for entry in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"trusted_proxies: {entry!r} is not an address or network") from None
 
 
 class Paths(Section, frozen=True):
