@@ -38,7 +38,9 @@ class Gateway:
     config_path: Path
 
 
-def write_config(tmp_path: Path, ollama_port: int, pipelines: Path, extra_gateway: str = "") -> Path:
+def write_config(
+    tmp_path: Path, ollama_port: int, pipelines: Path, extra_gateway: str = "", extra: str = ""
+) -> Path:
     path = tmp_path / "citadel.yaml"
     path.write_text(
         f"""
@@ -59,6 +61,7 @@ paths: {{pipelines: {pipelines}, data: {tmp_path}/data, logs: {tmp_path}/log, ba
 auth:
   keys:
     - {{name: tester, sha256: {hash_key(TEST_KEY).hex()}, scopes: [inference, embeddings, admin]}}
+{extra}
 """
     )
     return path
