@@ -69,11 +69,16 @@ class Server:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.popen.poll() is not None:
-                raise BenchError(f"{self.name} exited ({self.popen.returncode}); see {self.log_path}")
+                raise BenchError(f"{self.name} exited ({self.popen.returncode}):\n{self.log_tail()}")
             if len(self.processes()) >= processes and _answers(self.port, path):
                 return
             time.sleep(0.1)
-        raise BenchError(f"{self.name} did not answer GET {path} on port {self.port}; see {self.log_path}")
+        raise BenchError(f"{self.name} did not answer GET {path} on port {self.port}:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The end of the process's output (the work folder is removed when the bench ends)."""
+        self.log.flush()
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def stop(self) -> None:
         if self.popen.poll() is None:

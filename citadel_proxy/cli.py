@@ -59,6 +59,9 @@ def parser() -> argparse.ArgumentParser:
     from citadel_proxy.audit import cli as audit_cli
 
     audit_cli.register(commands)
+    from citadel_proxy.health import cli as health_cli
+
+    health_cli.register(commands)
     return root
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 from pathlib import Path
 
@@ -24,7 +25,8 @@ def hypercorn_config(config: Config, bind: str, workers: int) -> HypercornConfig
     server.keep_alive_timeout = 75.0
     server.h11_max_incomplete_size = 64 * 1024
     server.accesslog = None
-    server.errorlog = "-"
+    # A Logger, not "-": records go through the root handler, as JSON like every other line.
+    server.errorlog = logging.getLogger("hypercorn.error")
     server.include_server_header = False
     return server
 

@@ -9,6 +9,7 @@ from citadel_proxy.audit.sink import AuditSink
 from citadel_proxy.auth.store import KeyStore
 from citadel_proxy.config.models import ModelRouter
 from citadel_proxy.config.schema import Config
+from citadel_proxy.management.pulls import PullManager
 from citadel_proxy.observability.metrics import Metrics
 from citadel_proxy.pipeline.table import PipelineTable
 from citadel_proxy.ratelimit import RateLimiter
@@ -29,4 +30,5 @@ class Services:
     key_store: KeyStore
     rate_limiter: RateLimiter
     audit: AuditSink
+    pulls: PullManager
     started_at: float = field(default_factory=time.time)
