@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any
 
 from citadel_proxy.config import ConfigError
 from citadel_proxy.pipeline import table
@@ -31,13 +32,13 @@ async def reload_pipelines(services: Services, load: Callable[[], PipelineSet], 
 
 
 @contextlib.contextmanager
-def reload_on_sighup(reload: Callable[[], object]) -> contextlib.AbstractContextManager[None]:  # type: ignore[misc]
+def reload_on_sighup(reload: Callable[[], Coroutine[Any, Any, object]]) -> Iterator[None]:
     """Call `reload` on SIGHUP while the block runs (only possible in the main thread's loop)."""
     loop = asyncio.get_running_loop()
     tasks: set[asyncio.Task[object]] = set()
 
     def on_signal() -> None:
-        task = loop.create_task(reload())  # type: ignore[arg-type]
+        task = loop.create_task(reload())
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 

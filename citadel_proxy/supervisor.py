@@ -38,7 +38,7 @@ def run_workers(config: HypercornConfig, workers: int) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     processes: list[BaseProcess] = []
     for _ in range(workers):
-        process = context.Process(
+        process: BaseProcess = context.Process(
             target=worker, kwargs={"config": config, "shutdown_event": shutdown, "sockets": sockets}
         )
         process.start()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import msgspec
 
@@ -28,6 +28,7 @@ class Stage(Protocol):
     async def __call__(self, ctx: Context, call_next: Handler) -> Reply: ...
 
 
+@runtime_checkable
 class Admission(Protocol):
     """A stage that can refuse a request from its headers alone, before the route reads the body."""
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -37,8 +37,8 @@ def build(pipelines: PipelineSet, services: Services, terminal: Handler) -> Buil
 
 def _build_one(pipeline: Pipeline, services: Services, terminal: Handler) -> BuiltPipeline:
     stages = [configured.type.build(configured.settings, services) for configured in pipeline.stages]
-    admissions = tuple(stage for stage in stages if isinstance(getattr(stage, "admit", None), Callable))
-    return BuiltPipeline(pipeline, chain(stages, terminal), admissions)  # type: ignore[arg-type]
+    admissions = tuple(stage for stage in stages if isinstance(stage, Admission))
+    return BuiltPipeline(pipeline, chain(stages, terminal), admissions)
 
 
 class PipelineTable:
