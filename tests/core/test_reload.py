@@ -75,7 +75,7 @@ async def test_reload_keeps_streams_and_applies_new_settings(
         gui.write_text(gui.read_text().replace("chunk_size: 10", "chunk_size: 4"))
         process.send_signal(signal.SIGHUP)
         # Every worker reloads; a few requests make sure each worker answered at least once.
-        for _ in range(40):
+        for _ in range(200):
             if await gui_event_sizes(session, url) == [4, 4, 4]:
                 break
             await asyncio.sleep(0.05)

@@ -1,0 +1,1 @@
+"""Ollama model management for the `/management/models/*` and ollama-status endpoints."""

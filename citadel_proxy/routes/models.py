@@ -1,0 +1,119 @@
+"""Model management endpoints (admin only; app.py wraps each with `admin_only`).
+
+GET  /management/models/list            Ollama's models, with whether each is configured, and aliases
+POST /management/models/pull            {"model": NAME} -> NDJSON progress (PullEvent lines)
+POST /management/models/delete          {"model": NAME}
+GET  /management/models/{name}/info     details, capabilities, context length
+GET  /management/models/configured      the YAML's models and aliases, with whether Ollama has them
+GET  /management/models/running         the models loaded in memory (Ollama's /api/ps)
+GET  /management/system/ollama-status   reachable, version, latency, loaded models (always 200)
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from citadel_proxy import errors
+from citadel_proxy.http.body import decode, read_body
+from citadel_proxy.http.responses import json_response
+from citadel_proxy.management import catalog, ollama, pulls
+from citadel_proxy.management.names import validate_name
+from citadel_proxy.management.status import ollama_status
+from citadel_proxy.management.wire import Deleted, LoadedList, ModelInfo, ModelRequest
+from citadel_proxy.services import Services
+
+_MAX_BODY = 64 * 1024
+_START_TIMEOUT_S = 30.0
+# Below nginx's 60 s read timeout on /management/ (nginx/citadel-proxy.conf).
+_HEARTBEAT_S = 15.0
+_NO_STORE = {"Cache-Control": "no-store"}
+_NDJSON_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+_request_decoder = msgspec.json.Decoder(ModelRequest)
+_encode = msgspec.json.Encoder().encode
+
+
+def _services(request: Request) -> Services:
+    services: Services = request.state.services
+    return services
+
+
+async def _model_from_body(request: Request) -> str:
+    body = decode(await read_body(request, _MAX_BODY), _request_decoder)
+    return validate_name(body.model)
+
+
+async def list_models(request: Request) -> Response:
+    services = _services(request)
+    models = await ollama.tags(services.upstream)
+    return json_response(catalog.installed(services.config, models), headers=_NO_STORE)
+
+
+async def configured(request: Request) -> Response:
+    services = _services(request)
+    try:
+        models = await ollama.tags(services.upstream)
+    except errors.GatewayError as exc:
+        # The YAML's part is worth having while Ollama is down; presence is then unknown (null).
+        return json_response(catalog.configured(services.config, None, exc.message), headers=_NO_STORE)
+    return json_response(catalog.configured(services.config, models, None), headers=_NO_STORE)
+
+
+async def running(request: Request) -> Response:
+    models = [ollama.loaded(m) for m in await ollama.running(_services(request).upstream)]
+    return json_response(LoadedList(models=models, count=len(models)), headers=_NO_STORE)
+
+
+async def info(request: Request) -> Response:
+    name = validate_name(request.path_params["name"], param="name")
+    reply = await ollama.show(_services(request).upstream, name)
+    architecture, context_length, parameter_count = ollama.model_facts(reply)
+    body = ModelInfo(
+        name=name,
+        architecture=architecture,
+        context_length=context_length,
+        parameter_count=parameter_count,
+        capabilities=reply.capabilities or [],
+        details=reply.details,
+        parameters=reply.parameters,
+        template=reply.template,
+        system=reply.system,
+        license=reply.license,
+        modified_at=reply.modified_at,
+        model_info=reply.model_info or {},
+    )
+    return json_response(body, headers=_NO_STORE)
+
+
+async def delete(request: Request) -> Response:
+    name = await _model_from_body(request)
+    await ollama.delete(_services(request).upstream, name)
+    return json_response(Deleted(model=name))
+
+
+async def pull(request: Request) -> Response:
+    """Starts the pull (or joins the one running) in the app's PullManager; this response only watches it,
+    so the pull goes on if the client leaves. Errors before Ollama accepts it keep their HTTP status."""
+    name = await _model_from_body(request)
+    job = _services(request).pulls.pull(name)
+    try:
+        await job.wait_started(_START_TIMEOUT_S)
+    except TimeoutError:
+        raise errors.DeadlineExceeded(
+            f"Ollama has not started pulling '{name}' after {_START_TIMEOUT_S:g} s; "
+            "the request to it stays open in the background"
+        ) from None
+    return StreamingResponse(_ndjson(job), media_type="application/x-ndjson", headers=_NDJSON_HEADERS)
+
+
+async def _ndjson(job: pulls.PullJob) -> AsyncIterator[bytes]:
+    async for event in pulls.events(job, _HEARTBEAT_S):
+        yield _encode(event) + b"\n"
+
+
+async def status(request: Request) -> Response:
+    report = await ollama_status(_services(request).upstream)
+    return json_response(report, headers=_NO_STORE)
