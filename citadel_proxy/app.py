@@ -17,10 +17,12 @@ from citadel_proxy import errors
 from citadel_proxy.audit.metrics import export_audit_metrics
 from citadel_proxy.audit.service import open_audit
 from citadel_proxy.auth.bootstrap import bootstrap_admin_key
-from citadel_proxy.auth.guard import admin_only
+from citadel_proxy.auth.guard import admin_only, any_key
 from citadel_proxy.auth.store import open_key_store
+from citadel_proxy.cache.service import open_cache
 from citadel_proxy.config.models import ModelRouter
 from citadel_proxy.config.schema import Config
+from citadel_proxy.embeddings.terminal import with_embeddings
 from citadel_proxy.http.forwarded import ForwardedFor
 from citadel_proxy.http.responses import on_gateway_error, on_http_error, on_unexpected
 from citadel_proxy.management.pulls import open_pull_manager
@@ -32,7 +34,7 @@ from citadel_proxy.pipeline.spec import PipelineSet, load_pipelines
 from citadel_proxy.ratelimit import open_rate_limiter
 from citadel_proxy.reload import reload_on_sighup, reload_pipelines
 from citadel_proxy.routes import audit as audit_routes
-from citadel_proxy.routes import health, inference, models, system
+from citadel_proxy.routes import embeddings, health, inference, models, system
 from citadel_proxy.routes.metrics import metrics_endpoint
 from citadel_proxy.services import Services
 from citadel_proxy.stages.registry import stage_types
@@ -49,11 +51,14 @@ def load_pipeline_set(config: Config) -> PipelineSet:
 def public_routes(pipelines: PipelineSet) -> list[BaseRoute]:
     routes: list[BaseRoute] = [
         Route("/health", health.health, methods=["GET"]),
-        Route("/v1/models", health.list_models, methods=["GET"]),
+        Route("/v1/models", any_key(health.list_models), methods=["GET"]),
         Route("/v1/agents/stream", inference.agent_stream, methods=["POST"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
-    routes += [Route(path, inference.pipeline_route, methods=["POST"]) for path in sorted(pipelines.by_route)]
+    for path in sorted(pipelines.by_route):
+        embedding = pipelines.by_route[path].format == "embeddings"
+        endpoint = embeddings.embeddings_route if embedding else inference.pipeline_route
+        routes.append(Route(path, endpoint, methods=["POST"]))
     return routes
 
 
@@ -94,21 +99,23 @@ def create_app(config: Config, pipelines: PipelineSet | None = None) -> Starlett
             upstream = OllamaClient(config.ollama.service)
             await upstream.open()
             stack.push_async_callback(upstream.close)
+            metrics = await open_metrics(config, stack)
             services = Services(
                 config=config,
                 upstream=upstream,
                 models=ModelRouter.from_config(config),
                 pipelines=table.PipelineTable(),
-                metrics=await open_metrics(config, stack),
+                metrics=metrics,
                 resource_sampler=await open_resource_sampler(config, stack),
                 gpu_probe=await open_gpu_probe(config, stack),
                 key_store=key_store,
                 rate_limiter=await open_rate_limiter(config, stack),
                 audit=audit,
                 pulls=await open_pull_manager(upstream, stack),
+                cache=await open_cache(config, stack, metrics.registry),
             )
             await export_audit_metrics(services.metrics.registry, audit, stack)
-            terminal = upstream_handler(upstream)
+            terminal = with_embeddings(upstream_handler(upstream), upstream)
             services.pipelines.install(table.build(pipelines, services, terminal))
             reload = functools.partial(
                 reload_pipelines, services, functools.partial(load_pipeline_set, config), terminal

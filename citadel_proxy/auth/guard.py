@@ -74,3 +74,17 @@ def admin_only(
         return await endpoint(request)
 
     return guarded
+
+
+def any_key(
+    endpoint: Callable[[Request], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
+    """A public endpoint that still wants a valid key (any scope), as OpenAI's /v1/models does."""
+
+    @functools.wraps(endpoint)
+    async def guarded(request: Request) -> Response:
+        if await identify(request.state.services.key_store, request.headers) is None:
+            raise missing_key()
+        return await endpoint(request)
+
+    return guarded

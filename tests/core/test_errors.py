@@ -157,3 +157,18 @@ async def test_deadlines(tmp_path: Path, custom_pipelines: Path) -> None:
         fake.next(Behavior.counted(2, first_token_delay_s=3))
         status, error, _ = await call(gw, "POST", "/v1/fastplain", json=CHAT)
         assert (status, error["code"]) == (504, "timeout")
+
+
+async def test_keys_are_checked_before_the_body_is_read(gateway: Gateway) -> None:
+    async with aiohttp.ClientSession() as session:
+        async with session.post(gateway.url + "/v1/chat/completions", data=b"{not json") as response:
+            assert response.status == 401 and response.headers["WWW-Authenticate"] == "Bearer"
+            assert (await response.json())["error"]["type"] == "authentication_error"
+        async with session.get(gateway.url + "/v1/models") as response:
+            assert response.status == 401
+        bad = {"Authorization": "Bearer cit_not-a-real-key"}
+        async with session.post(gateway.url + "/v1/voice/chat/completions", json=CHAT, headers=bad) as response:
+            assert response.status == 401
+        async with session.get(gateway.url + "/management/system/resources") as response:
+            assert response.status == 401
+    assert gateway.fake.count("/api/chat") == 0
