@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from citadel_proxy.audit.sink import AuditSink
 from citadel_proxy.auth.store import KeyStore
+from citadel_proxy.cache.service import Cache
 from citadel_proxy.config.models import ModelRouter
 from citadel_proxy.config.schema import Config
 from citadel_proxy.management.pulls import PullManager
@@ -31,4 +32,5 @@ class Services:
     rate_limiter: RateLimiter
     audit: AuditSink
     pulls: PullManager
+    cache: Cache
     started_at: float = field(default_factory=time.time)

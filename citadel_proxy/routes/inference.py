@@ -76,7 +76,7 @@ async def run(request: Request, services: Services, built: BuiltPipeline, route:
             on_finish=log_request,
         )
     try:
-        completion = await _complete(request, ctx, built)
+        completion = await complete(request, ctx, built)
     except errors.GatewayError as error:
         ctx.outcome.status, ctx.outcome.error_code = error.status, error.code
         raise
@@ -116,7 +116,7 @@ def _context(request: Request, services: Services, built: BuiltPipeline, route: 
     )  # fmt: skip
 
 
-async def _complete(request: Request, ctx: Context, built: BuiltPipeline) -> Completion:
+async def complete(request: Request, ctx: Context, built: BuiltPipeline) -> Completion:
     """Run a non-streaming pipeline under its deadline, dropping the upstream if the client leaves."""
     task = asyncio.current_task()
     assert task is not None

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from citadel_proxy.pipeline.stage import StageType
-from citadel_proxy.stages import audit, auth, chunking, metrics, rate_limit
+from citadel_proxy.stages import audit, auth, cache, chunking, metrics, rate_limit
 
 
 def stage_types() -> dict[str, StageType]:
-    stages = [audit.STAGE, metrics.STAGE, auth.STAGE, rate_limit.STAGE, chunking.STAGE]
+    stages = [audit.STAGE, metrics.STAGE, auth.STAGE, rate_limit.STAGE, chunking.STAGE, cache.STAGE]
     return {stage.name: stage for stage in stages}

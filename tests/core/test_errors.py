@@ -9,7 +9,7 @@ import aiohttp
 import openai
 import pytest
 
-from tests.core.conftest import AUTH, TEST_KEY, REPO, Gateway, free_port, running_gateway, write_config
+from tests.core.conftest import AUTH, REPO, TEST_KEY, Gateway, free_port, running_gateway, write_config
 from tests.fakes.ollama import Behavior, FakeOllama
 
 CHAT = {"model": "phi3", "messages": [{"role": "user", "content": "hi"}]}
@@ -97,7 +97,10 @@ async def test_ollama_errors_before_streaming(gateway: Gateway) -> None:
 
 
 async def stream_text(gw: Gateway, path: str, body: dict[str, object]) -> tuple[int, str]:
-    async with aiohttp.ClientSession(headers=AUTH) as session, session.post(gw.url + path, json=body) as response:
+    async with (
+        aiohttp.ClientSession(headers=AUTH) as session,
+        session.post(gw.url + path, json=body) as response,
+    ):
         return response.status, (await response.read()).decode()
 
 
@@ -137,7 +140,10 @@ async def test_upstream_unreachable_is_502_and_health_503(tmp_path: Path) -> Non
         assert (status, error["code"]) == (502, "upstream_unavailable")
         status, _ = await stream_text(gw, "/v1/voice/chat/completions", CHAT)
         assert status == 502
-        async with aiohttp.ClientSession(headers=AUTH) as session, session.get(gw.url + "/health") as response:
+        async with (
+            aiohttp.ClientSession(headers=AUTH) as session,
+            session.get(gw.url + "/health") as response,
+        ):
             assert response.status == 503 and (await response.json())["checks"]["ollama"]["status"] == "down"
 
 
@@ -167,7 +173,9 @@ async def test_keys_are_checked_before_the_body_is_read(gateway: Gateway) -> Non
         async with session.get(gateway.url + "/v1/models") as response:
             assert response.status == 401
         bad = {"Authorization": "Bearer cit_not-a-real-key"}
-        async with session.post(gateway.url + "/v1/voice/chat/completions", json=CHAT, headers=bad) as response:
+        async with session.post(
+            gateway.url + "/v1/voice/chat/completions", json=CHAT, headers=bad
+        ) as response:
             assert response.status == 401
         async with session.get(gateway.url + "/management/system/resources") as response:
             assert response.status == 401

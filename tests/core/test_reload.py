@@ -34,7 +34,7 @@ async def served(
         command += ["--bind", f"127.0.0.1:{port}", "--workers", str(request.param)]
         log = (tmp_path / "gateway.log").open("wb")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CITADEL_", "PROMETHEUS_"))}
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)  # noqa: ASYNC220
         url = f"http://127.0.0.1:{port}"
         try:
             async with aiohttp.ClientSession() as session:

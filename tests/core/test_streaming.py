@@ -37,7 +37,10 @@ async def post(gw: Gateway, path: str, body: dict[str, object], **kwargs: object
 async def raw_events(
     gw: Gateway, path: str, body: dict[str, object]
 ) -> tuple[int, CIMultiDictProxy[str], list[str]]:
-    async with aiohttp.ClientSession(headers=AUTH) as session, session.post(gw.url + path, json=body) as response:
+    async with (
+        aiohttp.ClientSession(headers=AUTH) as session,
+        session.post(gw.url + path, json=body) as response,
+    ):
         return response.status, response.headers, await sse_events(response)
 
 
@@ -167,7 +170,10 @@ async def test_models_and_health(gateway: Gateway) -> None:
     oai = client(gateway)
     ids = [m.id async for m in oai.models.list()]
     assert "phi3" in ids and "phi3:latest" in ids
-    async with aiohttp.ClientSession(headers=AUTH) as session, session.get(gateway.url + "/health") as response:
+    async with (
+        aiohttp.ClientSession(headers=AUTH) as session,
+        session.get(gateway.url + "/health") as response,
+    ):
         body = await response.json()
         assert response.status == 200 and body["checks"]["ollama"]["status"] == "ok"
 

@@ -1,0 +1,213 @@
+"""`python -m bench`: the gateway against direct and nginx baselines, interleaved round by round.
+
+python -m bench [--quick] [--scenarios chat,voice,slow] [--rounds 3] [--json PATH] [--profile 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench import report
+from bench.loadgen import LoadProcess
+from bench.measure import Sample, measure, settle
+from bench.procs import REPO, BenchError
+from bench.profile import find_py_spy, format_top, profile
+from bench.scenarios import FULL, QUICK, Budget, Scenario, Target, all_scenarios, job_for
+from bench.targets import route_exists, start_targets
+
+DEFAULT_JSON = REPO / "bench" / "results" / "latest.json"
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1 round of short runs (under a minute)")
+    parser.add_argument("--scenarios", help="comma-separated name prefixes, e.g. 'chat,voice c8,slow'")
+    parser.add_argument("--rounds", type=int, help="rounds (default 3, or 1 with --quick)")
+    parser.add_argument(
+        "--json", type=Path, default=DEFAULT_JSON, help=f"results file (default {DEFAULT_JSON})"
+    )
+    parser.add_argument(
+        "--profile",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="afterwards, py-spy the 1-worker gateway under voice c8 load this long",
+    )
+    return parser.parse_args(argv)
+
+
+def select(scenarios: list[Scenario], wanted: str | None) -> list[Scenario]:
+    if not wanted:
+        return scenarios
+    prefixes = [p.strip() for p in wanted.split(",") if p.strip()]
+    chosen = [s for s in scenarios if any(s.name.startswith(p) for p in prefixes)]
+    if not chosen:
+        raise BenchError(f"no scenario matches {wanted!r}; known: {', '.join(s.name for s in scenarios)}")
+    return chosen
+
+
+def warm_up(load: LoadProcess, targets: list[Target], scenarios: list[Scenario]) -> None:
+    """Open pools, fill caches and import lazily loaded code before anything is measured."""
+    budget = Budget(0.3, 2000, 0, 0)
+    for target in targets:
+        for scenario in scenarios:
+            if scenario.slow:
+                scenario = Scenario(scenario.name, scenario.kind, 8, tokens=2)
+            load.run(job_for(target, scenario, budget))
+
+
+def run_rounds(
+    load: LoadProcess, targets: list[Target], scenarios: list[Scenario], budget: Budget, rounds: int
+) -> list[Sample]:
+    samples: list[Sample] = []
+    for round_ in range(1, rounds + 1):
+        # Rotating the order as well keeps "who runs right after whom" from favouring one target.
+        shift = (round_ - 1) % len(targets)
+        order = targets[shift:] + targets[:shift]
+        for scenario in scenarios:
+            for target in order:
+                sample = measure(load, target, scenario, budget, round_)
+                samples.append(sample)
+                _progress(round_, rounds, sample)
+                settle(0.3 if scenario.slow else 0.05)
+    return samples
+
+
+def _progress(round_: int, rounds: int, s: Sample) -> None:
+    print(
+        f"  round {round_}/{rounds}  {s.scenario:14} {s.target:7} {s.rps:8.0f} req/s"
+        f"  ttft p50 {s.ttft_p50_ms:7.3f} ms  cpu {s.cpu_ms_per_request:7.3f} ms/req  errors {s.errors}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    budget = QUICK if args.quick else FULL
+    rounds = args.rounds or (1 if args.quick else 3)
+    scenarios = select(all_scenarios(budget), args.scenarios)
+    notes: list[str] = []
+    started = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="citadel-bench-")))
+        targets = start_targets(stack, workdir, any(s.slow for s in scenarios), notes)
+        load = LoadProcess()
+        stack.callback(load.close)
+        scenarios = _drop_missing_routes(scenarios, targets, notes)
+        warm_up(load, targets, scenarios)
+        samples = run_rounds(load, targets, scenarios, budget, rounds)
+        top = _profile(load, targets, workdir, args.profile, notes)
+    found = report.rows(samples, {s.name: s.concurrency for s in scenarios if s.slow})
+    checks = report.checks(found)
+    _print(found, checks, notes, top, rounds, time.monotonic() - started)
+    _write_json(args.json, argv, rounds, budget, samples, found, checks, notes, top)
+    return 0
+
+
+def _drop_missing_routes(
+    scenarios: list[Scenario], targets: list[Target], notes: list[str]
+) -> list[Scenario]:
+    embed = [s for s in scenarios if s.embeddings]
+    gateway = next(t for t in targets if t.gateway)
+    if embed and not route_exists(gateway.port, "/api/embeddings"):
+        notes.append("POST /api/embeddings answers 404: embeddings scenarios skipped")
+        return [s for s in scenarios if not s.embeddings]
+    return scenarios
+
+
+def _profile(
+    load: LoadProcess, targets: list[Target], workdir: Path, seconds: float, notes: list[str]
+) -> str:
+    if seconds <= 0:
+        return ""
+    py_spy = find_py_spy()
+    if py_spy is None:
+        notes.append("py-spy is not installed (pip install py-spy): no profile")
+        return ""
+    gateway = next(t for t in targets if t.name == report.GATEWAY_1W)
+    print(f"bench: py-spy on gw-1w under voice c8 for {seconds:g} s", file=sys.stderr, flush=True)
+    entries, samples = profile(py_spy, load, gateway, Scenario("voice c8", "voice", 8), seconds, workdir)
+    return format_top(entries, samples)
+
+
+def _print(
+    found: list[report.Row],
+    checks: list[report.Check],
+    notes: list[str],
+    top: str,
+    rounds: int,
+    elapsed_s: float,
+) -> None:
+    print(
+        f"\nCitadel proxy bench: medians of {rounds} interleaved round(s); times in ms; '+' = added vs direct"
+    )
+    print(f"{os.cpu_count()} CPUs, Python {platform.python_version()}, took {elapsed_s:.0f} s\n")
+    print(report.table(found))
+    print("\nTargets (issue 3):")
+    for check in checks:
+        print("  " + check.line())
+    for note in notes:
+        print(f"note: {note}")
+    if top:
+        print("\nTop functions by own time (py-spy, gw-1w, voice c8):\n" + top)
+
+
+def _write_json(
+    path: Path,
+    argv: list[str] | None,
+    rounds: int,
+    budget: Budget,
+    samples: list[Sample],
+    found: list[report.Row],
+    checks: list[report.Check],
+    notes: list[str],
+    top: str,
+) -> None:
+    document = {
+        "command": ["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)],
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "rounds": rounds,
+        "budget": budget.__dict__,
+        "rows": [row.__dict__ for row in found],
+        "checks": [{**check.__dict__, "verdict": check.verdict} for check in checks],
+        "samples": [sample.to_json() for sample in samples],
+        "notes": notes,
+        "profile": top,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_finite(document), indent=2, default=str) + "\n")
+    print(f"\nwrote {path}")
+
+
+def _finite(value: object) -> object:
+    """NaN (nothing measured) becomes null: JSON has no NaN."""
+    if isinstance(value, float):
+        return None if math.isnan(value) else value
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return value
+
+
+if __name__ == "__main__":
+    try:
+        raise SystemExit(main())
+    except BenchError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None

@@ -1,0 +1,308 @@
+"""A cheap HTTP/1.1 keep-alive load generator: raw asyncio protocols, run in a process of its own.
+
+Each of N connections sends its request back to back and parses just enough of each answer (status
+line, Content-Length or chunked framing) to find its end and the time of the first body bytes that
+carry a token: the first chunk for NDJSON/JSON, the first `"content":"` for SSE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import socket
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+
+# The request body may hold this marker; it is replaced by a number unique to each request.
+SEQUENCE = b"@SEQ@"
+_GRACE_S = 15.0  # in-flight answers may finish this long after the deadline, then count as errors
+
+
+@dataclass(frozen=True)
+class Job:
+    """One bounded run: min(max_requests, max_seconds) of `concurrency` connections in a loop."""
+
+    port: int
+    path: str
+    body: bytes
+    concurrency: int
+    max_requests: int
+    max_seconds: float
+    marker: bytes = b""  # b"" means any body bytes are the first token
+    host: str = "127.0.0.1"
+    one_per_connection: bool = False  # each connection sends one request (held-open streams)
+
+
+@dataclass
+class Result:
+    """Per-request times in seconds, in completion order, and what the run cost the generator."""
+
+    ttft: list[float] = field(default_factory=list)
+    total: list[float] = field(default_factory=list)
+    errors: int = 0
+    elapsed_s: float = 0.0
+    cpu_s: float = 0.0
+    statuses: dict[int, int] = field(default_factory=dict)
+    reconnects: int = 0
+
+
+def request_bytes(job: Job) -> bytes:
+    head = (
+        f"POST {job.path} HTTP/1.1\r\nHost: {job.host}:{job.port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(job.body)}\r\n\r\n"
+    )
+    return head.encode() + job.body
+
+
+class Run:
+    """Shared state of one run: counters, deadline and the times collected."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.template = request_bytes(job)
+        self.unique = SEQUENCE in job.body
+        self.result = Result()
+        self.sent = 0
+        self.seq = 0
+        self.deadline = 0.0
+        self.open = 0
+        self.finished = asyncio.get_running_loop().create_future()
+
+    def budget_left(self, first: bool) -> bool:
+        if self.sent >= self.job.max_requests or time.perf_counter() >= self.deadline:
+            return False
+        return first or not self.job.one_per_connection
+
+    def next_request(self, first: bool) -> bytes | None:
+        """The next request to send, or None when the run's request or time budget is spent."""
+        if not self.budget_left(first):
+            return None
+        self.sent += 1
+        if not self.unique:
+            return self.template
+        self.seq += 1
+        body = self.job.body.replace(SEQUENCE, b"%d-%d" % (time.time_ns(), self.seq))
+        return request_bytes(Job(**{**self.job.__dict__, "body": body}))
+
+    def reconnect(self) -> None:
+        """Replace a connection the server is closing (hypercorn closes one after 1000 requests)."""
+        self.open += 1
+        self.result.reconnects += 1
+        asyncio.get_running_loop().create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        loop = asyncio.get_running_loop()
+        connected = loop.create_future()
+        client = Client(self, connected)
+        try:
+            await loop.create_connection(lambda: client, self.job.host, self.job.port)
+        except OSError:
+            self.result.errors += 1
+            self.closed()
+            return
+        client.send()
+
+    def closed(self) -> None:
+        self.open -= 1
+        if self.open == 0 and not self.finished.done():
+            self.finished.set_result(None)
+
+
+class Client(asyncio.Protocol):
+    """One keep-alive connection with a small response parser (head, Content-Length, chunked)."""
+
+    def __init__(self, run: Run, connected: asyncio.Future[None]) -> None:
+        self.run, self.connected = run, connected
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.state = "idle"
+        self.remaining = 0
+        self.status = 0
+        self.start = self.first = 0.0
+        self.closing = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.connected.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.state != "idle":
+            self.run.result.errors += 1
+        self.transport, self.state = None, "idle"
+        self.run.closed()
+
+    def send(self, first: bool = False) -> None:
+        request = self.run.next_request(first)
+        if request is None or self.transport is None:
+            if self.transport is not None:
+                self.transport.close()
+            return
+        self.state, self.first = "head", 0.0
+        self.start = time.perf_counter()
+        self.transport.write(request)
+
+    def data_received(self, data: bytes) -> None:
+        now = time.perf_counter()
+        self.buffer += data
+        at = self.parse(now)
+        del self.buffer[:at]
+
+    def parse(self, now: float) -> int:
+        # One small state machine reads best in one place.
+        buf, at = self.buffer, 0
+        while self.state != "idle":
+            if self.state == "head":
+                end = buf.find(b"\r\n\r\n", at)
+                if end < 0:
+                    return at
+                self.head(bytes(buf[at:end]).lower())
+                at = end + 4
+                if self.state == "length" and self.remaining == 0:
+                    self.done(now)
+            elif self.state in ("length", "chunk"):
+                take = min(self.remaining, len(buf) - at)
+                if take == 0:
+                    return at
+                self.body(buf, at, at + take, now)
+                at += take
+                self.remaining -= take
+                if self.remaining == 0:
+                    if self.state == "length":
+                        self.done(now)
+                    else:
+                        self.state = "size"
+            else:  # "size" or "trailer"
+                end = buf.find(b"\r\n", at)
+                if end < 0:
+                    return at
+                line, at = buf[at:end], end + 2
+                if self.state == "trailer":
+                    if not line:
+                        self.done(now)
+                    continue
+                size = int(bytes(line).split(b";")[0], 16)
+                self.state, self.remaining = ("trailer", 0) if size == 0 else ("chunk", size + 2)
+        return at
+
+    def head(self, head: bytes) -> None:
+        self.status = int(head[9:12])
+        self.closing = b"\r\nconnection: close" in head
+        if b"\r\ntransfer-encoding: chunked" in head:
+            self.state = "size"
+            return
+        at = head.find(b"\r\ncontent-length:")
+        stop = head.find(b"\r\n", at + 2)
+        self.state = "length"
+        self.remaining = int(head[at + 17 : stop if stop >= 0 else len(head)]) if at >= 0 else 0
+
+    def body(self, buf: bytearray, start: int, stop: int, now: float) -> None:
+        if self.first:
+            return
+        marker = self.run.job.marker
+        if not marker or buf.find(marker, start, stop) >= 0:
+            self.first = now
+
+    def done(self, now: float) -> None:
+        result = self.run.result
+        result.statuses[self.status] = result.statuses.get(self.status, 0) + 1
+        if self.status == 200:
+            result.ttft.append((self.first or now) - self.start)
+            result.total.append(now - self.start)
+        else:
+            result.errors += 1
+        self.state = "idle"
+        if not self.closing:
+            self.send()
+        elif self.transport is not None:
+            self.transport.close()
+            if self.run.budget_left(first=False):
+                self.run.reconnect()
+
+
+async def run_job(job: Job) -> Result:
+    """Connect everything first (the clock starts after), then run until the budget is spent."""
+    loop = asyncio.get_running_loop()
+    run = Run(job)
+    clients: list[Client] = []
+    gate = asyncio.Semaphore(64)  # a burst of 500 connects would overflow the server's listen backlog
+
+    async def connect() -> None:
+        async with gate:
+            connected = loop.create_future()
+            client = Client(run, connected)
+            await loop.create_connection(lambda: client, job.host, job.port)
+            await connected
+            clients.append(client)
+
+    await asyncio.gather(*(connect() for _ in range(job.concurrency)))
+    run.open = len(clients)
+    cpu = time.process_time()
+    started = time.perf_counter()
+    run.deadline = started + job.max_seconds
+    for client in clients:
+        client.send(first=True)
+    try:
+        await asyncio.wait_for(asyncio.shield(run.finished), job.max_seconds + _GRACE_S)
+    except TimeoutError:
+        for client in clients:
+            if client.transport is not None:
+                client.transport.abort()
+        await run.finished
+    run.result.elapsed_s = time.perf_counter() - started
+    run.result.cpu_s = time.process_time() - cpu
+    return run.result
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def serve_jobs(conn: Connection) -> None:
+    """The generator process: run each Job received, send back its Result; None ends it."""
+    with asyncio.Runner(loop_factory=_new_loop) as runner:
+        while (job := conn.recv()) is not None:
+            conn.send(runner.run(run_job(job)))
+
+
+class LoadProcess:
+    """The generator in its own process, so its CPU never mixes with what is measured."""
+
+    def __init__(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=serve_jobs, args=(child,), daemon=True, name="bench-loadgen")
+        self.process.start()
+        child.close()
+
+    def submit(self, job: Job) -> None:
+        self.conn.send(job)
+
+    def poll(self, timeout_s: float) -> bool:
+        return self.conn.poll(timeout_s)
+
+    def result(self) -> Result:
+        result = self.conn.recv()
+        assert isinstance(result, Result)
+        return result
+
+    def run(self, job: Job) -> Result:
+        self.submit(job)
+        return self.result()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, BrokenPipeError):
+            self.conn.send(None)
+        self.process.join(5)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()

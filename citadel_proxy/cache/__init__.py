@@ -1,0 +1,1 @@
+"""Caches for embeddings and whole answers: backends (Redis or in-process), breaker, single flight, codecs."""

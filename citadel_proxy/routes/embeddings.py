@@ -1,0 +1,174 @@
+"""Embeddings routes (Ollama's /api/embed and /api/embeddings, OpenAI's /v1/embeddings), run by a pipeline.
+
+Which wire shape a route speaks follows from its path's ending, so a pipeline file may serve the shapes
+under other paths too (`/v1/team/embeddings` speaks OpenAI's).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from citadel_proxy import errors
+from citadel_proxy.config.models import ModelRouter
+from citadel_proxy.embeddings.job import EmbedJob
+from citadel_proxy.embeddings.wire import (
+    EmbedAnswer,
+    EmbedBody,
+    EmbeddingsAnswer,
+    EmbeddingsBody,
+    OpenAIEmbedding,
+    OpenAIEmbeddingList,
+    OpenAIEmbeddingsBody,
+    OpenAIUsage,
+)
+from citadel_proxy.http.body import decode, read_body
+from citadel_proxy.http.responses import json_response
+from citadel_proxy.observability.logs import log_request
+from citadel_proxy.pipeline.table import BuiltPipeline
+from citadel_proxy.pipeline.types import Context
+from citadel_proxy.routes.inference import complete
+from citadel_proxy.services import Services
+
+if TYPE_CHECKING:
+    from citadel_proxy.openai.wire import ChatRequest
+    from citadel_proxy.pipeline.types import Endpoint
+    from citadel_proxy.upstream.wire import OllamaChatRequest
+
+Parse = Callable[[bytes, ModelRouter], tuple[msgspec.Struct, EmbedJob]]
+Render = Callable[[Context, msgspec.Struct, EmbedJob], Any]
+
+_embed_decoder = msgspec.json.Decoder(EmbedBody)
+_embeddings_decoder = msgspec.json.Decoder(EmbeddingsBody)
+_openai_decoder = msgspec.json.Decoder(OpenAIEmbeddingsBody)
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    parse: Parse
+    render: Render
+
+
+async def embeddings_route(request: Request) -> Response:
+    """A route listed in a pipeline file of `format: embeddings`."""
+    services: Services = request.state.services
+    route: str = request.scope["route"].path
+    built = services.pipelines.current.by_route.get(route)
+    if built is None or built.spec.format != "embeddings":
+        raise errors.NotFound(f"no embeddings pipeline serves {route} since the last reload")
+    shape = shape_of(route)
+    principal = None
+    for admission in built.admissions:
+        principal = await admission.admit(request.headers) or principal
+    body = await read_body(request, services.config.gateway.max_body_bytes)
+    wire, job = shape.parse(body, services.models)
+    ctx = _context(request, built, route, wire, job)
+    ctx.principal = principal
+    request.state.access_logged = True
+    try:
+        await complete(request, ctx, built)
+    except errors.GatewayError as error:
+        ctx.outcome.status, ctx.outcome.error_code = error.status, error.code
+        raise
+    finally:
+        log_request(ctx)
+    return json_response(shape.render(ctx, wire, job), headers=ctx.response_headers)
+
+
+def _context(
+    request: Request, built: BuiltPipeline, route: str, wire: msgspec.Struct, job: EmbedJob
+) -> Context:
+    request_id = request.scope.get("state", {}).get("request_id") or os.urandom(12).hex()
+    client = request.client.host if request.client else ""
+    model_requested: str = getattr(wire, "model", "")
+    # Context's fields name the chat and completion types only; an embeddings context carries the
+    # client's body, the job as its upstream request, and the Ollama endpoint the job goes to.
+    return Context(
+        request_id, built.spec, route, client, request.headers,
+        cast("ChatRequest", wire), cast("Endpoint", job.endpoint), cast("OllamaChatRequest", job),
+        model_requested, job.model, False,
+    )  # fmt: skip
+
+
+def _parse_embed(body: bytes, models: ModelRouter) -> tuple[msgspec.Struct, EmbedJob]:
+    wire = decode(body, _embed_decoder)
+    given = wire.input
+    inputs = ([given] if given else []) if isinstance(given, str) or given is None else list(given)
+    job = EmbedJob(
+        "/api/embed", models.resolve(wire.model), inputs, wire.truncate, wire.dimensions, wire.options,
+        wire.keep_alive,
+    )  # fmt: skip
+    return wire, job
+
+
+def _parse_embeddings(body: bytes, models: ModelRouter) -> tuple[msgspec.Struct, EmbedJob]:
+    wire = decode(body, _embeddings_decoder)
+    inputs = [wire.prompt] if wire.prompt else []
+    job = EmbedJob(
+        "/api/embeddings",
+        models.resolve(wire.model),
+        inputs,
+        options=wire.options,
+        keep_alive=wire.keep_alive,
+    )
+    return wire, job
+
+
+def _parse_openai(body: bytes, models: ModelRouter) -> tuple[msgspec.Struct, EmbedJob]:
+    wire = decode(body, _openai_decoder)
+    inputs = [wire.input] if isinstance(wire.input, str) else list(wire.input)
+    if not inputs:
+        raise errors.InvalidRequest("input: give a string or a non-empty list of strings", param="input")
+    job = EmbedJob("/api/embed", models.resolve(wire.model), inputs, dimensions=wire.dimensions)
+    return wire, job
+
+
+def _render_embed(ctx: Context, _wire: msgspec.Struct, job: EmbedJob) -> EmbedAnswer:
+    vectors = job.results()
+    return EmbedAnswer(
+        model=ctx.model,
+        embeddings=[vector.floats() for vector in vectors],
+        total_duration=int((time.perf_counter() - ctx.started) * 1e9),
+        prompt_eval_count=sum(vector.tokens for vector in vectors),
+    )
+
+
+def _render_embeddings(_ctx: Context, _wire: msgspec.Struct, job: EmbedJob) -> EmbeddingsAnswer:
+    vectors = job.results()
+    return EmbeddingsAnswer(vectors[0].floats() if vectors else [])
+
+
+def _render_openai(ctx: Context, wire: msgspec.Struct, job: EmbedJob) -> OpenAIEmbeddingList:
+    as_base64 = cast(OpenAIEmbeddingsBody, wire).encoding_format == "base64"
+    vectors = job.results()
+    data = [
+        OpenAIEmbedding(
+            embedding=base64.b64encode(vector.packed).decode() if as_base64 else vector.floats(), index=index
+        )
+        for index, vector in enumerate(vectors)
+    ]
+    tokens = sum(vector.tokens for vector in vectors)
+    return OpenAIEmbeddingList(data=data, model=ctx.model, usage=OpenAIUsage(tokens, tokens))
+
+
+_SHAPES = {
+    "/api/embeddings": Shape(_parse_embeddings, _render_embeddings),
+    "/api/embed": Shape(_parse_embed, _render_embed),
+    "/embeddings": Shape(_parse_openai, _render_openai),
+}
+
+
+def shape_of(route: str) -> Shape:
+    """By the path's ending: `/api/embeddings`, `/api/embed`, anything else is OpenAI's shape."""
+    for ending, shape in _SHAPES.items():
+        if route.endswith(ending):
+            return shape
+    return _SHAPES["/embeddings"]

@@ -1,0 +1,70 @@
+"""Keeps `make bench` from rotting: the load generator against the bench's fake Ollama, and the report."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+import pytest
+
+from bench import report
+from bench.fake_ollama import Answers, Connection, Settings
+from bench.loadgen import Job, LoadProcess, run_job
+from bench.measure import Sample
+from bench.nginx import nginx_conf
+from bench.scenarios import QUICK, all_scenarios
+
+CHAT = b'{"model":"phi3:latest","messages":[{"role":"user","content":"hi"}],"options":{"num_predict":8}'
+
+
+@pytest.fixture
+async def fake_port() -> AsyncIterator[int]:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: Connection(Answers(), Settings(tokens=8)), "127.0.0.1", 0)
+    async with server:
+        yield server.sockets[0].getsockname()[1]
+
+
+@pytest.mark.parametrize("stream", [b"true", b"false"])
+async def test_load_generator_counts_every_answer(fake_port: int, stream: bytes) -> None:
+    body = CHAT + b',"stream":' + stream + b"}"
+    result = await run_job(Job(fake_port, "/api/chat", body, concurrency=4, max_requests=20, max_seconds=5.0))
+
+    assert (len(result.total), result.errors, result.statuses) == (20, 0, {200: 20})
+    assert all(0 < first <= total for first, total in zip(result.ttft, result.total, strict=True))
+
+
+async def test_load_process_runs_a_job_in_its_own_process(fake_port: int) -> None:
+    load = LoadProcess()
+    try:
+        job = Job(fake_port, "/api/chat", CHAT + b"}", concurrency=2, max_requests=10, max_seconds=5.0)
+        result = await asyncio.to_thread(load.run, job)
+    finally:
+        await asyncio.to_thread(load.close)
+
+    assert len(result.total) == 10
+    assert result.errors == 0
+
+
+def test_report_adds_against_direct_and_checks_targets(tmp_path: object) -> None:
+    times = {"ttft_p50_ms": 0.2, "ttft_p99_ms": 0.5, "total_p50_ms": 0.2, "total_p99_ms": 0.5}
+    memory = {"rss_idle_mib": 20.0, "rss_peak_mib": 20.0, "worker_rss_peak_mib": 20.0}
+    direct = Sample(
+        scenario="chat c1", target="direct", round=1, requests=100, errors=0, elapsed_s=1.0, rps=1000.0,
+        cpu_ms_per_request=0.02, cpu_us_per_token=None, loadgen_cpu_ms_per_request=0.01,
+        statuses={200: 100}, **times, **memory,
+    )  # fmt: skip
+    gateway = replace(direct, target="gw-1w", rps=500.0, ttft_p50_ms=0.7, cpu_ms_per_request=0.4)
+
+    rows = report.rows([direct, gateway], {})
+    text = report.table(rows)
+    checks = {c.goal: c.verdict for c in report.checks(rows)}
+
+    assert rows[1].added_ttft_p50_ms == pytest.approx(0.5)
+    assert rows[1].rps_ratio == pytest.approx(0.5)
+    assert "gw-1w" in text
+    assert checks["CPU per non-streaming chat"] == "PASS"
+    assert checks["non-streaming chats/s, one worker"] == "MISS"
+    assert len(all_scenarios(QUICK)) > 10
+    assert "proxy_buffering off" in nginx_conf(tmp_path, {8080: 11434})  # type: ignore[arg-type]
