@@ -42,6 +42,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         metavar="SECONDS",
         help="afterwards, py-spy the 1-worker gateway under voice c8 load this long",
     )
+    parser.add_argument(
+        "--profile-scenario",
+        default="voice c8",
+        metavar="NAME",
+        help="the load profiled with --profile, e.g. 'chat c8' (default 'voice c8')",
+    )
     return parser.parse_args(argv)
 
 
@@ -106,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         scenarios = _drop_missing_routes(scenarios, targets, notes)
         warm_up(load, targets, scenarios)
         samples = run_rounds(load, targets, scenarios, budget, rounds)
-        top = _profile(load, targets, workdir, args.profile, notes)
+        top = _profile(load, targets, workdir, args.profile, args.profile_scenario, notes)
     found = report.rows(samples, {s.name: s.concurrency for s in scenarios if s.slow})
     checks = report.checks(found)
     _print(found, checks, notes, top, rounds, time.monotonic() - started)
@@ -126,7 +132,7 @@ def _drop_missing_routes(
 
 
 def _profile(
-    load: LoadProcess, targets: list[Target], workdir: Path, seconds: float, notes: list[str]
+    load: LoadProcess, targets: list[Target], workdir: Path, seconds: float, name: str, notes: list[str]
 ) -> str:
     if seconds <= 0:
         return ""
@@ -135,8 +141,9 @@ def _profile(
         notes.append("py-spy is not installed (pip install py-spy): no profile")
         return ""
     gateway = next(t for t in targets if t.name == report.GATEWAY_1W)
-    print(f"bench: py-spy on gw-1w under voice c8 for {seconds:g} s", file=sys.stderr, flush=True)
-    entries, samples = profile(py_spy, load, gateway, Scenario("voice c8", "voice", 8), seconds, workdir)
+    kind, concurrency = name.split()[0], int(name.split()[1].lstrip("c"))
+    print(f"bench: py-spy on gw-1w under {name} for {seconds:g} s", file=sys.stderr, flush=True)
+    entries, samples = profile(py_spy, load, gateway, Scenario(name, kind, concurrency), seconds, workdir)
     return format_top(entries, samples)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -42,6 +43,18 @@ from citadel_proxy.system.gpu import open_gpu_probe
 from citadel_proxy.system.resources import open_resource_sampler
 from citadel_proxy.upstream.client import OllamaClient
 from citadel_proxy.upstream.terminal import upstream_handler
+
+# Allocations between young-generation collections (CPython's default is 700).
+_GC_YOUNG_THRESHOLD = 20_000
+
+
+def tune_garbage_collector() -> None:
+    """Everything loaded at start (modules, config, clients) lives as long as the worker: moving it out
+    of the collector's sight, and collecting the young generation less often, removes the ~40 ms full
+    collections that otherwise stall every request in flight about once a second under load."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(_GC_YOUNG_THRESHOLD, 20, 20)
 
 
 def load_pipeline_set(config: Config) -> PipelineSet:
@@ -121,6 +134,7 @@ def create_app(config: Config, pipelines: PipelineSet | None = None) -> Starlett
                 reload_pipelines, services, functools.partial(load_pipeline_set, config), terminal
             )
             stack.enter_context(reload_on_sighup(reload))
+            tune_garbage_collector()
             yield {"services": services}
 
     middleware = [

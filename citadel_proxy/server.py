@@ -1,28 +1,67 @@
-"""Starting hypercorn programmatically, with uvloop when it is installed."""
+"""Starting the gateway: hypercorn (the default) or uvicorn, one process or several workers."""
 
 from __future__ import annotations
 
 import importlib.util
 import logging
 import os
+import socket
 from pathlib import Path
+from typing import Any
 
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.run import run
 
 from citadel_proxy.config.schema import Config
 from citadel_proxy.observability.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
-from citadel_proxy.supervisor import run_workers
+from citadel_proxy.supervisor import run_workers, watch_shutdown
+
+APP_FACTORY = "citadel_proxy.asgi:from_environment"
+GRACEFUL_S = 30.0
+KEEP_ALIVE_S = 75.0
 
 
-def hypercorn_config(config: Config, bind: str, workers: int) -> HypercornConfig:
+def serve(config: Config, config_file: Path, bind: str | None, workers: int | None) -> int:
+    # Workers import the app themselves, so they find the config through the environment.
+    os.environ["CITADEL_CONFIG"] = str(config_file.resolve())
+    address = bind or f"{config.gateway.host}:{config.gateway.port}"
+    count = workers or config.gateway.workers
+    if count > 1:
+        # Spawned workers import prometheus_client afresh, after this variable is set.
+        metrics_dir = Path(config.paths.data) / "prometheus"
+        prepare_multiprocess_dir(metrics_dir)
+        os.environ[MULTIPROC_ENV] = str(metrics_dir)
+    if config.gateway.server == "uvicorn":
+        return _serve_uvicorn(address, count)
+    return _serve_hypercorn(address, count)
+
+
+def _serve_hypercorn(address: str, count: int) -> int:
+    from hypercorn.run import run
+
+    server = hypercorn_config(address)
+    if count == 1:
+        # In this process (hypercorn's workers=0): no supervisor, less memory.
+        server.workers = 0
+        return run(server)
+    server.workers = count
+    sockets = server.create_sockets()
+    try:
+        worker = _hypercorn_worker(server)
+        return run_workers(worker, {"config": server, "sockets": sockets}, count, GRACEFUL_S)
+    finally:
+        for sock in [*sockets.secure_sockets, *sockets.insecure_sockets]:
+            sock.close()
+
+
+def hypercorn_config(bind: str) -> HypercornConfig:
     server = HypercornConfig()
     server.bind = [bind]
-    server.workers = workers
     server.worker_class = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
-    server.application_path = "citadel_proxy.asgi:from_environment()"
-    server.graceful_timeout = 30.0
-    server.keep_alive_timeout = 75.0
+    server.application_path = f"{APP_FACTORY}()"
+    server.graceful_timeout = GRACEFUL_S
+    server.keep_alive_timeout = KEEP_ALIVE_S
+    # By default hypercorn closes a keep-alive connection after 1000 requests; nginx would reconnect.
+    server.keep_alive_max_requests = 1_000_000
     server.h11_max_incomplete_size = 64 * 1024
     server.accesslog = None
     # A Logger, not "-": records go through the root handler, as JSON like every other line.
@@ -31,18 +70,57 @@ def hypercorn_config(config: Config, bind: str, workers: int) -> HypercornConfig
     return server
 
 
-def serve(config: Config, config_file: Path, bind: str | None, workers: int | None) -> int:
-    # Workers import the app themselves, so they find the config through the environment.
-    os.environ["CITADEL_CONFIG"] = str(config_file.resolve())
-    address = bind or f"{config.gateway.host}:{config.gateway.port}"
-    count = workers or config.gateway.workers
-    server = hypercorn_config(config, address, count)
-    if count == 1:
-        # In this process: no supervisor, less memory; SIGTERM and SIGINT stop it gracefully.
-        server.workers = 0
-        return run(server)
-    # Spawned workers import prometheus_client afresh, after this variable is set.
-    metrics_dir = Path(config.paths.data) / "prometheus"
-    prepare_multiprocess_dir(metrics_dir)
-    os.environ[MULTIPROC_ENV] = str(metrics_dir)
-    return run_workers(server, count)
+def _hypercorn_worker(server: HypercornConfig) -> Any:
+    if server.worker_class == "uvloop":
+        from hypercorn.asyncio.run import uvloop_worker
+
+        return uvloop_worker
+    from hypercorn.asyncio.run import asyncio_worker
+
+    return asyncio_worker
+
+
+def _serve_uvicorn(address: str, count: int) -> int:
+    host, _, port = address.rpartition(":")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host.strip("[]"), int(port)))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    try:
+        if count == 1:
+            uvicorn_worker(sock)
+            return 0
+        return run_workers(uvicorn_worker, {"sock": sock}, count, GRACEFUL_S)
+    finally:
+        sock.close()
+
+
+def uvicorn_worker(sock: socket.socket, shutdown_event: Any = None) -> None:
+    import uvicorn
+
+    has_uvloop = importlib.util.find_spec("uvloop") is not None
+    has_httptools = importlib.util.find_spec("httptools") is not None
+    server = uvicorn.Server(
+        uvicorn.Config(
+            APP_FACTORY,
+            factory=True,
+            loop="uvloop" if has_uvloop else "asyncio",
+            http="httptools" if has_httptools else "h11",
+            lifespan="on",
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            timeout_keep_alive=int(KEEP_ALIVE_S),
+            timeout_graceful_shutdown=int(GRACEFUL_S),
+            ws="none",
+        )
+    )
+    if shutdown_event is not None:
+
+        def stop() -> None:
+            server.should_exit = True
+
+        watch_shutdown(shutdown_event, stop)
+    server.run(sockets=[sock])

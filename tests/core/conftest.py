@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import uvicorn
 from hypercorn.asyncio import serve
 from hypercorn.config import Config as HypercornConfig
+from starlette.types import ASGIApp
 
 from citadel_proxy.app import create_app
 from citadel_proxy.auth.keys import generate_key, hash_key
@@ -68,15 +70,16 @@ auth:
 
 
 @contextlib.asynccontextmanager
-async def running_gateway(config_path: Path, fake: FakeOllama) -> AsyncIterator[Gateway]:
+async def running_gateway(
+    config_path: Path, fake: FakeOllama, server: str = "hypercorn"
+) -> AsyncIterator[Gateway]:
     app = create_app(load_config(config_path))
     port = free_port()
-    server = HypercornConfig()
-    server.bind = [f"127.0.0.1:{port}"]
-    server.accesslog = None
-    server.graceful_timeout = 1.0
     stop = asyncio.Event()
-    task = asyncio.create_task(serve(app, server, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
+    if server == "uvicorn":
+        task = asyncio.create_task(_uvicorn(app, port, stop))
+    else:
+        task = asyncio.create_task(_hypercorn(app, port, stop))
     for _ in range(200):
         with contextlib.suppress(OSError):
             _reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -90,15 +93,36 @@ async def running_gateway(config_path: Path, fake: FakeOllama) -> AsyncIterator[
         await asyncio.wait_for(task, 10)
 
 
+async def _hypercorn(app: ASGIApp, port: int, stop: asyncio.Event) -> None:
+    server = HypercornConfig()
+    server.bind = [f"127.0.0.1:{port}"]
+    server.accesslog = None
+    server.graceful_timeout = 1.0
+    await serve(app, server, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+
+
+async def _uvicorn(app: ASGIApp, port: int, stop: asyncio.Event) -> None:
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", log_config=None, access_log=False,
+                       http="httptools", timeout_graceful_shutdown=1)
+    )  # fmt: skip
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    serving = asyncio.create_task(server.serve())
+    await stop.wait()
+    server.should_exit = True
+    await serving
+
+
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeOllama]:
     async with FakeOllama() as server:
         yield server
 
 
-@pytest.fixture
-async def gateway(fake: FakeOllama, tmp_path: Path) -> AsyncIterator[Gateway]:
-    async with running_gateway(write_config(tmp_path, fake.port, REPO / "pipelines"), fake) as gw:
+@pytest.fixture(params=["hypercorn", "uvicorn"])
+async def gateway(fake: FakeOllama, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Gateway]:
+    config = write_config(tmp_path, fake.port, REPO / "pipelines")
+    async with running_gateway(config, fake, server=request.param) as gw:
         yield gw
 
 

@@ -21,17 +21,21 @@ from tests.fakes.ollama import Behavior, FakeOllama
 CHAT = {"model": "phi3", "messages": [{"role": "user", "content": "hi"}]}
 
 
-@pytest.fixture(params=[1, 2], ids=["one-worker", "two-workers"])
+@pytest.fixture(
+    params=[("hypercorn", 1), ("hypercorn", 2), ("uvicorn", 1), ("uvicorn", 2)],
+    ids=["hypercorn-1", "hypercorn-2", "uvicorn-1", "uvicorn-2"],
+)
 async def served(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[tuple[str, FakeOllama, Path, subprocess.Popen[bytes]]]:
     pipelines = tmp_path / "pipelines"
     shutil.copytree(REPO / "pipelines", pipelines)
     async with FakeOllama(behavior=Behavior.counted(12, tokens_per_write=12)) as fake:
-        config = write_config(tmp_path, fake.port, pipelines)
+        server, workers = request.param
+        config = write_config(tmp_path, fake.port, pipelines, extra_gateway=f"  server: {server}")
         port = free_port()
         command = [sys.executable, "-m", "citadel_proxy", "serve", "--config", str(config)]
-        command += ["--bind", f"127.0.0.1:{port}", "--workers", str(request.param)]
+        command += ["--bind", f"127.0.0.1:{port}", "--workers", str(workers)]
         log = (tmp_path / "gateway.log").open("wb")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CITADEL_", "PROMETHEUS_"))}
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)  # noqa: ASYNC220
