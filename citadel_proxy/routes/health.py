@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Awaitable
 
 import msgspec
+import psycopg
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 
 from citadel_proxy import errors
+from citadel_proxy.config.schema import Database
+from citadel_proxy.config.schema import Redis as RedisSettings
 from citadel_proxy.http.responses import json_response
 from citadel_proxy.services import Services
 
@@ -48,14 +55,65 @@ async def check_upstream(services: Services) -> Check:
     return Check("ok", latency_ms=round((time.perf_counter() - started) * 1000, 2))
 
 
+async def check_database(database: Database) -> Check:
+    started = time.perf_counter()
+    try:
+        async with await psycopg.AsyncConnection.connect(
+            database.conninfo(), connect_timeout=int(_PROBE_TIMEOUT_S), autocommit=True
+        ) as conn:
+            await conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        return Check("down", detail=f"PostgreSQL: {str(exc).strip()[:200]}")
+    return Check("ok", latency_ms=round((time.perf_counter() - started) * 1000, 2))
+
+
+async def check_redis(settings: RedisSettings) -> Check:
+    started = time.perf_counter()
+    client = Redis(
+        host=settings.host,
+        port=settings.port,
+        db=settings.database,
+        password=settings.password,
+        socket_timeout=_PROBE_TIMEOUT_S,
+        socket_connect_timeout=_PROBE_TIMEOUT_S,
+    )
+    try:
+        await client.ping()
+    except RedisError as exc:
+        return Check("down", detail=f"Redis: {exc}"[:200])
+    finally:
+        await client.aclose()
+    return Check("ok", latency_ms=round((time.perf_counter() - started) * 1000, 2))
+
+
+def check_audit(services: Services) -> Check:
+    counts = services.audit.snapshot()
+    waiting = max(0, counts["spooled"] - counts["replayed"] - counts["rejected"])
+    if counts["lost"]:
+        return Check("down", detail=f"{counts['lost']} audit records could not be stored or spooled")
+    if services.audit.has_database and waiting:
+        return Check("degraded", detail=f"{waiting} records wait in the spool for PostgreSQL")
+    return Check("ok", detail=f"queue {counts['queue_depth']}")
+
+
 async def health(request: Request) -> Response:
     services: Services = request.state.services
-    checks = {"ollama": await check_upstream(services)}
+    config = services.config
+    probes: dict[str, Awaitable[Check]] = {"ollama": check_upstream(services)}
+    if config.database is not None:
+        probes["database"] = check_database(config.database)
+    if config.redis is not None:
+        probes["redis"] = check_redis(config.redis)
+    results = await asyncio.gather(*probes.values())
+    checks = dict(zip(probes, results, strict=True))
+    checks["audit"] = check_audit(services)
     services.metrics.set_upstream_up(checks["ollama"].status == "ok")
-    # Without Ollama nothing can be answered: that makes the gateway unable to serve, not degraded.
-    serving = checks["ollama"].status == "ok"
-    status = "ok" if serving else "unavailable"
-    return json_response(Health(status, checks), status=200 if serving else 503)
+    # Without Ollama nothing can be answered: the gateway cannot serve. Without PostgreSQL or Redis it
+    # still serves (audit spools to disk, limits and cache fall back in process): degraded.
+    if checks["ollama"].status != "ok":
+        return json_response(Health("unavailable", checks), status=503)
+    degraded = any(check.status != "ok" for check in checks.values())
+    return json_response(Health("degraded" if degraded else "ok", checks))
 
 
 async def list_models(request: Request) -> Response:
