@@ -33,6 +33,7 @@ from citadel_proxy.observability.request_id import RequestIdMiddleware
 from citadel_proxy.pipeline import table
 from citadel_proxy.pipeline.spec import PipelineSet, load_pipelines
 from citadel_proxy.ratelimit import open_rate_limiter
+from citadel_proxy.redis_client import open_redis
 from citadel_proxy.reload import reload_on_sighup, reload_pipelines
 from citadel_proxy.routes import audit as audit_routes
 from citadel_proxy.routes import embeddings, health, inference, models, system
@@ -113,6 +114,7 @@ def create_app(config: Config, pipelines: PipelineSet | None = None) -> Starlett
             await upstream.open()
             stack.push_async_callback(upstream.close)
             metrics = await open_metrics(config, stack)
+            redis = await open_redis(config, stack)
             services = Services(
                 config=config,
                 upstream=upstream,
@@ -122,10 +124,10 @@ def create_app(config: Config, pipelines: PipelineSet | None = None) -> Starlett
                 resource_sampler=await open_resource_sampler(config, stack),
                 gpu_probe=await open_gpu_probe(config, stack),
                 key_store=key_store,
-                rate_limiter=await open_rate_limiter(config, stack),
+                rate_limiter=await open_rate_limiter(config, stack, client=redis),
                 audit=audit,
                 pulls=await open_pull_manager(upstream, stack),
-                cache=await open_cache(config, stack, metrics.registry),
+                cache=await open_cache(config, stack, metrics.registry, client=redis),
             )
             await export_audit_metrics(services.metrics.registry, audit, stack)
             terminal = with_embeddings(upstream_handler(upstream), upstream)

@@ -5,34 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from citadel_proxy.cache.backend import CacheError
-from citadel_proxy.config.schema import Redis as RedisSettings
-
-
-def redis_client(settings: RedisSettings) -> Redis:
-    """A client with its own connection pool of `max_connections`."""
-    return Redis(
-        host=settings.host,
-        port=settings.port,
-        db=settings.database,
-        password=settings.password,
-        max_connections=settings.max_connections,
-        socket_timeout=settings.socket_timeout,
-        socket_connect_timeout=settings.socket_connect_timeout,
-        # No retries: the circuit breaker decides what happens when Redis fails.
-        retry=Retry(NoBackoff(), 0),
-    )
 
 
 class RedisBackend:
-    def __init__(self, client: Any, prefix: str) -> None:
+    def __init__(self, client: Any, prefix: str, *, owns_client: bool = True) -> None:
         self._client = client
         self._prefix = prefix
+        self._owns_client = owns_client
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         try:
@@ -56,4 +38,5 @@ class RedisBackend:
             raise CacheError(f"Redis store failed: {exc or type(exc).__name__}") from None
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._owns_client:
+            await self._client.aclose()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
@@ -13,8 +14,9 @@ from citadel_proxy.cache.breaker import Breaker
 from citadel_proxy.cache.flight import SingleFlight
 from citadel_proxy.cache.keys import Key
 from citadel_proxy.cache.memory import MemoryBackend
-from citadel_proxy.cache.redis_backend import RedisBackend, redis_client
+from citadel_proxy.cache.redis_backend import RedisBackend
 from citadel_proxy.config.schema import Config
+from citadel_proxy.redis_client import redis_client
 
 # Without Redis, each worker keeps at most this much in its own LRU.
 MEMORY_MAX_BYTES = 256 * 1024 * 1024
@@ -95,12 +97,21 @@ class CacheSpace:
         self.stored_bytes.inc(sum(len(value) for _key, value in items))
 
 
-async def open_cache(config: Config, stack: contextlib.AsyncExitStack, registry: CollectorRegistry) -> Cache:
+async def open_cache(
+    config: Config, stack: contextlib.AsyncExitStack, registry: CollectorRegistry, client: Any = None
+) -> Cache:
     """Redis (behind a circuit breaker) when `config.redis` is set, else an in-process LRU."""
     backend: CacheBackend
     if config.redis is None:
         backend = MemoryBackend(MEMORY_MAX_BYTES)
     else:
-        backend = Breaker(RedisBackend(redis_client(config.redis), config.redis.key_prefix))
+        shared = client is not None
+        backend = Breaker(
+            RedisBackend(
+                client if shared else redis_client(config.redis),
+                config.redis.key_prefix,
+                owns_client=not shared,
+            )
+        )
     stack.push_async_callback(backend.aclose)
     return Cache(backend, SingleFlight(), CacheMetrics(registry))

@@ -5,14 +5,11 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Protocol
 
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-
 from citadel_proxy.ratelimit.bucket import Decision, Limits, lowest
 from citadel_proxy.ratelimit.headers import rate_limit_headers
 from citadel_proxy.ratelimit.local import LocalLimiter
 from citadel_proxy.ratelimit.shared import RedisLimiter
+from citadel_proxy.redis_client import redis_client
 
 __all__ = [
     "Decision",
@@ -51,22 +48,8 @@ async def open_rate_limiter(config: Any, stack: contextlib.AsyncExitStack, clien
         limiter = LocalLimiter()
     else:
         if client is None:
-            client = _client(config.redis)
+            client = redis_client(config.redis)
             stack.push_async_callback(client.aclose)
         limiter = RedisLimiter(client, config.redis.key_prefix)
     stack.push_async_callback(limiter.aclose)
     return limiter
-
-
-def _client(settings: Any) -> Redis:
-    return Redis(
-        host=settings.host,
-        port=settings.port,
-        db=settings.database,
-        password=settings.password,
-        max_connections=settings.max_connections,
-        socket_timeout=settings.socket_timeout,
-        socket_connect_timeout=settings.socket_connect_timeout,
-        # No retries: the limiter's circuit breaker decides what happens when Redis fails.
-        retry=Retry(NoBackoff(), 0),
-    )

@@ -8,7 +8,6 @@ from collections.abc import Awaitable
 
 import msgspec
 import psycopg
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
@@ -17,6 +16,7 @@ from citadel_proxy import errors
 from citadel_proxy.config.schema import Database
 from citadel_proxy.config.schema import Redis as RedisSettings
 from citadel_proxy.http.responses import json_response
+from citadel_proxy.redis_client import redis_client
 from citadel_proxy.services import Services
 
 _PROBE_TIMEOUT_S = 3.0
@@ -69,14 +69,7 @@ async def check_database(database: Database) -> Check:
 
 async def check_redis(settings: RedisSettings) -> Check:
     started = time.perf_counter()
-    client = Redis(
-        host=settings.host,
-        port=settings.port,
-        db=settings.database,
-        password=settings.password,
-        socket_timeout=_PROBE_TIMEOUT_S,
-        socket_connect_timeout=_PROBE_TIMEOUT_S,
-    )
+    client = redis_client(settings, timeout_s=_PROBE_TIMEOUT_S)
     try:
         await client.ping()
     except RedisError as exc:
