@@ -12,6 +12,7 @@
     ├── MethodNotAllowed              405 method_not_allowed
     ├── PayloadTooLarge               413 payload_too_large
     ├── RateLimited                   429 rate_limit_exceeded (Retry-After)
+    ├── ClientClosedRequest           499 client_disconnected (nginx's code; nobody is left to read it)
     ├── UpstreamError                 502 upstream_error (Ollama failed or said something we cannot use)
     │   ├── UpstreamUnavailable       502 upstream_unavailable (could not connect)
     │   ├── UpstreamMalformed         502 upstream_malformed
@@ -131,6 +132,12 @@ class RateLimited(GatewayError):
     status = 429
     type = "rate_limit_error"
     code = "rate_limit_exceeded"
+
+
+class ClientClosedRequest(GatewayError):
+    status = 499
+    type = "api_error"
+    code = "client_disconnected"
 
 
 class UpstreamError(GatewayError):

@@ -134,7 +134,7 @@ async def complete(request: Request, ctx: Context, built: BuiltPipeline) -> Comp
             raise
         task.uncancel()
         ctx.outcome.status, ctx.outcome.error_code = CLIENT_CLOSED, "client_disconnected"
-        raise errors.GatewayError("client closed the request", code="client_disconnected") from None
+        raise errors.ClientClosedRequest("the client closed the connection before the answer") from None
     finally:
         watcher.cancel()
     if reply.completion is None:
