@@ -1,1 +1,1 @@
-"""Fake upstream servers the tests run against (see tests/fakes/ollama.py)."""
+"""Fake upstream servers the tests run against (see tests/fakes/ollama/)."""
