@@ -1,6 +1,11 @@
 """`python -m bench`: the gateway against direct and nginx baselines, interleaved round by round.
 
 python -m bench [--quick] [--scenarios chat,voice,slow] [--rounds 3] [--json PATH] [--profile 10]
+
+Targets: direct (the fake Ollama), nginx, gw-1w/gw-2w (hypercorn), uv-1w/uv-2w (uvicorn), all with the
+bare pipelines (chunking and cache only), and gw-full (hypercorn, the repository's pipelines with every
+stage: auth, rate limit in Redis, audit to PostgreSQL, metrics, cache). 2-worker targets run only the
+c32 scenarios and the held-open streams; gw-full runs chat, voice and embeddings (bench/targets.py).
 """
 
 from __future__ import annotations
@@ -28,7 +33,12 @@ DEFAULT_JSON = REPO / "bench" / "results" / "latest.json"
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__.splitlines()[0],
+        epilog=__doc__.split("\n\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--quick", action="store_true", help="1 round of short runs (under a minute)")
     parser.add_argument("--scenarios", help="comma-separated name prefixes, e.g. 'chat,voice c8,slow'")
     parser.add_argument("--rounds", type=int, help="rounds (default 3, or 1 with --quick)")
@@ -65,7 +75,7 @@ def warm_up(load: LoadProcess, targets: list[Target], scenarios: list[Scenario])
     """Open pools, fill caches and import lazily loaded code before anything is measured."""
     budget = Budget(0.3, 2000, 0, 0)
     for target in targets:
-        for scenario in scenarios:
+        for scenario in filter(target.runs, scenarios):
             if scenario.slow:
                 scenario = Scenario(scenario.name, scenario.kind, 8, tokens=2)
             load.run(job_for(target, scenario, budget))
@@ -80,7 +90,7 @@ def run_rounds(
         shift = (round_ - 1) % len(targets)
         order = targets[shift:] + targets[:shift]
         for scenario in scenarios:
-            for target in order:
+            for target in (t for t in order if t.runs(scenario)):
                 sample = measure(load, target, scenario, budget, round_)
                 samples.append(sample)
                 _progress(round_, rounds, sample)
@@ -106,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="citadel-bench-")))
-        targets = start_targets(stack, workdir, any(s.slow for s in scenarios), notes)
+        targets = start_targets(stack, workdir, scenarios, notes)
         load = LoadProcess()
         stack.callback(load.close)
         scenarios = _drop_missing_routes(scenarios, targets, notes)
@@ -114,7 +124,11 @@ def main(argv: list[str] | None = None) -> int:
         samples = run_rounds(load, targets, scenarios, budget, rounds)
         top = _profile(load, targets, workdir, args.profile, args.profile_scenario, notes)
     found = report.rows(samples, {s.name: s.concurrency for s in scenarios if s.slow})
-    checks = report.checks(found)
+    checks = {
+        report.GATEWAY_1W: report.checks(found),
+        report.UVICORN_1W: report.checks(found, report.UVICORN_1W, report.UVICORN_2W),
+        report.FULL: [report.full_check(found)],
+    }
     _print(found, checks, notes, top, rounds, time.monotonic() - started)
     _write_json(args.json, argv, rounds, budget, samples, found, checks, notes, top)
     return 0
@@ -125,8 +139,8 @@ def _drop_missing_routes(
 ) -> list[Scenario]:
     embed = [s for s in scenarios if s.embeddings]
     gateway = next(t for t in targets if t.gateway)
-    if embed and not route_exists(gateway.port, "/api/embeddings"):
-        notes.append("POST /api/embeddings answers 404: embeddings scenarios skipped")
+    if embed and not route_exists(gateway.port, "/api/embed"):
+        notes.append("POST /api/embed answers 404: embeddings scenarios skipped")
         return [s for s in scenarios if not s.embeddings]
     return scenarios
 
@@ -149,7 +163,7 @@ def _profile(
 
 def _print(
     found: list[report.Row],
-    checks: list[report.Check],
+    checks: dict[str, list[report.Check]],
     notes: list[str],
     top: str,
     rounds: int,
@@ -160,9 +174,16 @@ def _print(
     )
     print(f"{os.cpu_count()} CPUs, Python {platform.python_version()}, took {elapsed_s:.0f} s\n")
     print(report.table(found))
-    print("\nTargets (issue 3):")
-    for check in checks:
-        print("  " + check.line())
+    for name, listed in checks.items():
+        print(f"\nTargets (issue 3) on {name}:")
+        for check in listed:
+            print("  " + check.line())
+    ratios = report.full_ratios(found)
+    if ratios:
+        print("  gw-full / gw-1w CPU per request: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
+    if lines := report.embeddings(found):
+        print("\nEmbeddings /api/embed, hit vs miss (total ms, req/s, CPU ms/req):")
+        print("\n".join("  " + line for line in lines))
     for note in notes:
         print(f"note: {note}")
     if top:
@@ -176,7 +197,7 @@ def _write_json(
     budget: Budget,
     samples: list[Sample],
     found: list[report.Row],
-    checks: list[report.Check],
+    checks: dict[str, list[report.Check]],
     notes: list[str],
     top: str,
 ) -> None:
@@ -191,7 +212,11 @@ def _write_json(
         "rounds": rounds,
         "budget": budget.__dict__,
         "rows": [row.__dict__ for row in found],
-        "checks": [{**check.__dict__, "verdict": check.verdict} for check in checks],
+        "checks": {
+            name: [{**check.__dict__, "verdict": check.verdict} for check in listed]
+            for name, listed in checks.items()
+        },
+        "full_cpu_ratios": report.full_ratios(found),
         "samples": [sample.to_json() for sample in samples],
         "notes": notes,
         "profile": top,

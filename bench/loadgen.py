@@ -33,6 +33,7 @@ class Job:
     marker: bytes = b""  # b"" means any body bytes are the first token
     host: str = "127.0.0.1"
     one_per_connection: bool = False  # each connection sends one request (held-open streams)
+    headers: bytes = b""  # extra header lines, each ending in CRLF (Authorization)
 
 
 @dataclass
@@ -51,9 +52,9 @@ class Result:
 def request_bytes(job: Job) -> bytes:
     head = (
         f"POST {job.path} HTTP/1.1\r\nHost: {job.host}:{job.port}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(job.body)}\r\n\r\n"
+        f"Content-Length: {len(job.body)}\r\n"
     )
-    return head.encode() + job.body
+    return head.encode() + job.headers + b"\r\n" + job.body
 
 
 class Run:

@@ -10,13 +10,17 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
 REPO = Path(__file__).resolve().parent.parent
 _MIB = 1024 * 1024
+# Rate limits of the full pipelines: counted (the work is measured) but never reached.
+UNLIMITED_PER_MINUTE = 100_000_000
 
 
 class BenchError(RuntimeError):
@@ -114,48 +118,95 @@ def start_fake(name: str, workdir: Path, tokens: int, token_delay_ms: float) -> 
     return server
 
 
-def bare_pipelines(workdir: Path, keep: tuple[str, ...] = ("chunking",)) -> Path:
-    """The repository's pipelines with only the `keep` stages: the bare path every stage is added to."""
+def bare_pipelines(workdir: Path, keep: tuple[str, ...] = ("chunking", "cache")) -> Path:
+    """The repository's pipelines with only the `keep` stages: the bare path every stage is added to.
+
+    `cache` stays so embeddings hits and misses mean something; chats without temperature 0 or a seed
+    pass it by (only deterministic answers are cached).
+    """
+    return _rewrite_pipelines(workdir / "pipelines", lambda spec: _keep_stages(spec, keep))
+
+
+def full_pipelines(workdir: Path) -> Path:
+    """The repository's pipelines as they are, with rate limits so high that none is ever refused."""
+    return _rewrite_pipelines(workdir / "pipelines-full", _raise_limits)
+
+
+def _rewrite_pipelines(folder: Path, change: Callable[[Any], None]) -> Path:
     from ruamel.yaml import YAML  # the gateway's own YAML library; imported only when a bench runs
 
     yaml = YAML()
-    folder = workdir / "pipelines"
     folder.mkdir(exist_ok=True)
     for source in sorted((REPO / "pipelines").glob("*.yaml")):
         spec = yaml.load(source)
-        stages = spec.get("stages") or []
-        spec["stages"] = [s for s in stages if (s if isinstance(s, str) else next(iter(s))) in keep]
+        change(spec)
         with (folder / source.name).open("w") as out:
             yaml.dump(spec, out)
     return folder
 
 
-def gateway_config(workdir: Path, name: str, ollama_port: int, max_connections: int) -> Path:
+def _stage_name(stage: Any) -> str:
+    return stage if isinstance(stage, str) else next(iter(stage))
+
+
+def _keep_stages(spec: Any, keep: tuple[str, ...]) -> None:
+    spec["stages"] = [s for s in spec.get("stages") or [] if _stage_name(s) in keep]
+
+
+def _raise_limits(spec: Any) -> None:
+    for stage in spec.get("stages") or []:
+        if _stage_name(stage) == "rate_limit" and not isinstance(stage, str):
+            settings = stage["rate_limit"]
+            for key in ("requests_per_minute", "tokens_per_minute"):
+                if key in settings:
+                    settings[key] = UNLIMITED_PER_MINUTE
+
+
+@dataclass(frozen=True)
+class GatewaySpec:
+    """One gateway under test: its server, workers, pipelines and any extra config sections (YAML)."""
+
+    name: str
+    server: str = "hypercorn"
+    workers: int = 1
+    pipelines: str = "pipelines"  # a folder under the work folder
+    extra: str = ""  # top-level YAML lines: database, redis, auth
+    only: tuple[str, ...] = ()  # scenario name prefixes it runs; () runs them all
+
+    def runs(self, scenario: str) -> bool:
+        return not self.only or scenario.startswith(self.only)
+
+    @property
+    def processes(self) -> int:
+        """One worker serves in-process; several run under a supervisor as its children."""
+        return 1 if self.workers == 1 else self.workers + 1
+
+
+def gateway_config(
+    workdir: Path, spec: GatewaySpec, name: str, ollama_port: int, max_connections: int
+) -> Path:
     state = workdir / name
-    pipelines = workdir / "pipelines"
-    if not pipelines.exists():
-        bare_pipelines(workdir)
+    pipelines = workdir / spec.pipelines
     path = workdir / f"{name}.yaml"
     path.write_text(
         f"ollama:\n  service: {{host: 127.0.0.1, port: {ollama_port}, max_connections: {max_connections}}}\n"
         '  models: [{name: "phi3:latest"}]\n'
         'model_routing: {aliases: {phi3: "phi3:latest"}}\n'
+        f"gateway: {{server: {spec.server}}}\n"
         f"paths: {{pipelines: {pipelines}, data: {state / 'data'}, logs: {state / 'log'},"
         f" backups: {state / 'backups'}}}\n"
-        "monitoring: {logging: {level: WARNING}}\n"
+        "monitoring: {logging: {level: WARNING}}\n" + spec.extra
     )
     return path
 
 
 def start_gateway(
-    name: str, workdir: Path, ollama_port: int, workers: int, max_connections: int = 256
+    spec: GatewaySpec, workdir: Path, ollama_port: int, suffix: str = "", max_connections: int = 256
 ) -> Server:
-    """`citadel-proxy serve` exactly as production runs it (hypercorn; 1 worker runs in-process)."""
+    """`citadel-proxy serve` exactly as production runs it, started; wait_ready(spec.processes) follows."""
+    name = spec.name + suffix
     port = free_port()
-    config = gateway_config(workdir, name, ollama_port, max_connections)
+    config = gateway_config(workdir, spec, name, ollama_port, max_connections)
     binary = Path(sys.executable).with_name("citadel-proxy")
     argv = [str(binary), "serve", "--config", str(config), "--bind", f"127.0.0.1:{port}"]
-    server = Server(name, [*argv, "--workers", str(workers)], port, workdir / f"{name}.log")
-    # With 2 workers hypercorn runs a supervisor and the workers as its children.
-    server.wait_ready("/health", processes=1 if workers == 1 else workers + 1)
-    return server
+    return Server(name, [*argv, "--workers", str(spec.workers)], port, workdir / f"{name}.log")

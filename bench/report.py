@@ -11,6 +11,12 @@ from bench.measure import Sample
 
 DIRECT = "direct"
 GATEWAY_1W = "gw-1w"
+GATEWAY_2W = "gw-2w"
+UVICORN_1W = "uv-1w"
+UVICORN_2W = "uv-2w"
+FULL = "gw-full"
+# Every stage on (auth, rate limit in Redis, audit to PostgreSQL, metrics) costs at most this times bare.
+FULL_CPU_RATIO = 2.0
 _KIB_PER_MIB = 1024
 
 
@@ -27,6 +33,8 @@ class Row:
     rps_ratio: float
     ttft_p50_ms: float
     ttft_p99_ms: float
+    total_p50_ms: float
+    total_p99_ms: float
     added_ttft_p50_ms: float
     added_ttft_p99_ms: float
     added_total_p50_ms: float
@@ -76,6 +84,8 @@ def _row(group: list[Sample], direct: dict[tuple[str, int], Sample], streams: in
         rps_ratio=_median(ratio(s) for s in group),
         ttft_p50_ms=_median(s.ttft_p50_ms for s in group),
         ttft_p99_ms=_median(s.ttft_p99_ms for s in group),
+        total_p50_ms=_median(s.total_p50_ms for s in group),
+        total_p99_ms=_median(s.total_p99_ms for s in group),
         added_ttft_p50_ms=added("ttft_p50_ms"),
         added_ttft_p99_ms=added("ttft_p99_ms"),
         added_total_p50_ms=added("total_p50_ms"),
@@ -151,35 +161,72 @@ class Check:
         return f"{goal} (target {sign} {self.limit:g}; {self.where})"
 
 
-def checks(found: list[Row]) -> list[Check]:
-    """The issue's targets, taken on one worker, at the least favourable concurrency unless noted."""
+def checks(found: list[Row], one: str = GATEWAY_1W, two: str = GATEWAY_2W) -> list[Check]:
+    """The issue's targets on server `one` (one worker; `two` for RSS per worker), worst concurrency."""
 
-    def pick(prefix: str, target: str = GATEWAY_1W) -> list[Row]:
+    def pick(prefix: str, target: str = one) -> list[Row]:
         return [r for r in found if r.target == target and r.scenario.startswith(prefix)]
 
-    def largest(values: Iterable[float | None]) -> float | None:
-        # The worst case for a cost, the best case for a rate.
-        kept = [v for v in values if v is not None and not math.isnan(v)]
-        return max(kept) if kept else None
-
     c1 = pick("voice c1") + pick("stream c1")
-    slow = pick("slow") + pick("slow", "gw-2w")
-    worst_c = "gw-1w, worst of c1/c8/c32"
+    slow = pick("slow") + pick("slow", two)
+    worst_c = f"{one}, worst of c1/c8/c32"
     return [
-        Check("CPU per non-streaming chat", largest(r.cpu_ms_per_request for r in pick("chat ")),
+        Check("CPU per non-streaming chat", _largest(r.cpu_ms_per_request for r in pick("chat ")),
               0.5, False, "ms", worst_c),
-        Check("CPU per forwarded token, voice", largest(r.cpu_us_per_token for r in pick("voice ")),
+        Check("CPU per forwarded token, voice", _largest(r.cpu_us_per_token for r in pick("voice ")),
               20, False, "us", worst_c),
-        Check("added TTFT p50 at c1", largest(r.added_ttft_p50_ms for r in c1),
-              1, False, "ms", "gw-1w, worst of voice/stream"),
-        Check("added TTFT p99 at c1", largest(r.added_ttft_p99_ms for r in c1),
-              3, False, "ms", "gw-1w, worst of voice/stream"),
-        Check("non-streaming chats/s, one worker", largest(r.rps for r in pick("chat ")),
-              1500, True, "req/s", "gw-1w, best of c1/c8/c32"),
-        Check("64-token streams/s", largest(r.rps for r in pick("stream ")),
-              400, True, "req/s", "gw-1w /v1/chat/completions, best of c1/c8/c32"),
-        Check("RSS per open idle stream", largest(r.kib_per_stream for r in pick("slow")),
-              20, False, "KiB", "gw-1w, worst round"),
-        Check("peak RSS per worker at held-open streams", largest(r.worker_rss_peak_mib for r in slow),
-              120, False, "MiB", "largest worker of gw-1w and gw-2w"),
+        Check("added TTFT p50 at c1", _largest(r.added_ttft_p50_ms for r in c1),
+              1, False, "ms", f"{one}, worst of voice/stream"),
+        Check("added TTFT p99 at c1", _largest(r.added_ttft_p99_ms for r in c1),
+              3, False, "ms", f"{one}, worst of voice/stream"),
+        Check("non-streaming chats/s, one worker", _largest(r.rps for r in pick("chat ")),
+              1500, True, "req/s", f"{one}, best of c1/c8/c32"),
+        Check("64-token streams/s", _largest(r.rps for r in pick("stream ")),
+              400, True, "req/s", f"{one} /v1/chat/completions, best of c1/c8/c32"),
+        Check("RSS per open idle stream", _largest(r.kib_per_stream for r in pick("slow")),
+              20, False, "KiB", f"{one}, worst round"),
+        Check("peak RSS per worker at held-open streams", _largest(r.worker_rss_peak_mib for r in slow),
+              120, False, "MiB", f"largest worker of {one} and {two}"),
     ]  # fmt: skip
+
+
+def _largest(values: Iterable[float | None]) -> float | None:
+    # The worst case for a cost, the best case for a rate.
+    kept = [v for v in values if v is not None and not math.isnan(v)]
+    return max(kept) if kept else None
+
+
+def full_ratios(found: list[Row], bare: str = GATEWAY_1W) -> dict[str, float]:
+    """CPU per request of the full pipelines over the bare ones, per scenario both ran."""
+    cpu = {(r.scenario, r.target): r.cpu_ms_per_request for r in found}
+    return {
+        r.scenario: r.cpu_ms_per_request / cpu[(r.scenario, bare)]
+        for r in found
+        if r.target == FULL and cpu.get((r.scenario, bare))
+    }
+
+
+def full_check(found: list[Row], bare: str = GATEWAY_1W) -> Check:
+    """Stages cost what they must: gw-full / gw-1w CPU per request, worst of chat and voice."""
+    ratios = full_ratios(found, bare)
+    worst = _largest(v for name, v in ratios.items() if not name.startswith("embed"))
+    return Check("CPU per request, all stages / bare", worst, FULL_CPU_RATIO, False, "x",
+                 f"{FULL} / {bare}, worst of chat/voice c1/c8/c32")  # fmt: skip
+
+
+def embeddings(found: list[Row]) -> list[str]:
+    """Embeddings hit and miss side by side, per target: total p50/p99, req/s and CPU per request."""
+    hits = {r.target: r for r in found if r.scenario.startswith("embed-hit")}
+    misses = {r.target: r for r in found if r.scenario.startswith("embed-miss")}
+    head = f"{'target':8} {'hit p50':>8} {'hit p99':>8} {'miss p50':>8} {'miss p99':>8}"
+    lines = [f"{head} {'hit req/s':>9} {'miss req/s':>10} {'hit cpu':>8} {'miss cpu':>8}"]
+    for target, hit in hits.items():
+        miss = misses.get(target)
+        if miss is None:
+            continue
+        lines.append(
+            f"{target:8} {hit.total_p50_ms:8.3f} {hit.total_p99_ms:8.3f} {miss.total_p50_ms:8.3f}"
+            f" {miss.total_p99_ms:8.3f} {hit.rps:9.0f} {miss.rps:10.0f}"
+            f" {hit.cpu_ms_per_request:8.3f} {miss.cpu_ms_per_request:8.3f}"
+        )
+    return lines if len(lines) > 1 else []

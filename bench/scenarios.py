@@ -17,8 +17,8 @@ _GATEWAY_PATHS = {
     "voice": "/v1/voice/chat/completions",
     "gui": "/v1/gui/chat/completions",
     "slow": "/v1/voice/chat/completions",
-    "embed-hit": "/api/embeddings",
-    "embed-miss": "/api/embeddings",
+    "embed-hit": "/api/embed",
+    "embed-miss": "/api/embed",
 }
 
 
@@ -52,7 +52,7 @@ class Budget:
     slow_tokens: int
 
 
-FULL = Budget(max_seconds=1.5, max_requests=6000, slow_streams=500, slow_tokens=30)
+FULL = Budget(max_seconds=1.0, max_requests=6000, slow_streams=500, slow_tokens=30)
 QUICK = Budget(max_seconds=0.4, max_requests=1500, slow_streams=500, slow_tokens=10)
 
 
@@ -75,9 +75,14 @@ class Target:
     port: int
     slow_server: Server
     slow_port: int
+    headers: bytes = b""  # sent with every request (the full gateway's Authorization)
+    only: tuple[str, ...] = ()  # scenario name prefixes this target runs; () runs them all
 
     def endpoint(self, scenario: Scenario) -> tuple[Server, int]:
         return (self.slow_server, self.slow_port) if scenario.slow else (self.server, self.port)
+
+    def runs(self, scenario: Scenario) -> bool:
+        return not self.only or scenario.name.startswith(self.only)
 
 
 def job_for(target: Target, scenario: Scenario, budget: Budget) -> Job:
@@ -85,8 +90,13 @@ def job_for(target: Target, scenario: Scenario, budget: Budget) -> Job:
     path, body, marker = (_gateway if target.gateway else _ollama)(scenario)
     if scenario.slow:
         count = scenario.concurrency
-        return Job(port, path, body, count, count, 60.0, marker, one_per_connection=True)
-    return Job(port, path, body, scenario.concurrency, budget.max_requests, budget.max_seconds, marker)
+        return Job(
+            port, path, body, count, count, 60.0, marker, one_per_connection=True, headers=target.headers
+        )
+    return Job(
+        port, path, body, scenario.concurrency, budget.max_requests, budget.max_seconds, marker,
+        headers=target.headers,
+    )  # fmt: skip
 
 
 def _dumps(value: object) -> bytes:

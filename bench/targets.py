@@ -7,13 +7,25 @@ import http.client
 import sys
 from pathlib import Path
 
+from bench.full import prepare
 from bench.nginx import find_nginx, start_nginx
-from bench.procs import Server, start_fake, start_gateway
-from bench.scenarios import TOKENS, Target
+from bench.procs import GatewaySpec, Server, bare_pipelines, full_pipelines, start_fake, start_gateway
+from bench.scenarios import TOKENS, Scenario, Target
 
 SLOW_TOKEN_DELAY_MS = 100.0
 # Held-open streams need one upstream connection each; the production default (256) would queue them.
 SLOW_MAX_CONNECTIONS = 1024
+# Two workers only matter where there is enough concurrency to share, so they run the c32 scenarios
+# (and the held-open streams, for peak RSS per worker): this keeps the full run under six minutes.
+TWO_WORKERS = ("chat c32", "stream c32", "voice c32", "gui c32", "slow")
+# The full pipelines are compared with the bare gw-1w on non-streaming chat, voice and embeddings.
+FULL = ("chat ", "voice ", "embed")
+GATEWAYS = (
+    GatewaySpec("gw-1w"),
+    GatewaySpec("gw-2w", workers=2, only=TWO_WORKERS),
+    GatewaySpec("uv-1w", server="uvicorn"),
+    GatewaySpec("uv-2w", server="uvicorn", workers=2, only=TWO_WORKERS),
+)
 
 
 def _start(stack: contextlib.ExitStack, server: Server) -> Server:
@@ -21,8 +33,11 @@ def _start(stack: contextlib.ExitStack, server: Server) -> Server:
     return server
 
 
-def start_targets(stack: contextlib.ExitStack, workdir: Path, slow: bool, notes: list[str]) -> list[Target]:
-    """direct, nginx (when installed), gw-1w, gw-2w; each with a fast and (if asked) a slow fake behind."""
+def start_targets(
+    stack: contextlib.ExitStack, workdir: Path, scenarios: list[Scenario], notes: list[str]
+) -> list[Target]:
+    """direct, nginx (when installed), the GATEWAYS and gw-full; each with a fast and a slow fake behind."""
+    slow = any(s.slow for s in scenarios)
     _log("starting fake Ollama" + (" x2" if slow else ""))
     fast = _start(stack, start_fake("fake", workdir, TOKENS, 0.0))
     late = _start(stack, start_fake("fake-slow", workdir, TOKENS, SLOW_TOKEN_DELAY_MS)) if slow else fast
@@ -34,15 +49,27 @@ def start_targets(stack: contextlib.ExitStack, workdir: Path, slow: bool, notes:
         _log("starting nginx")
         nginx, (port, slow_port) = start_nginx(binary, workdir, [fast.port, late.port])
         targets.append(Target("nginx", False, _start(stack, nginx), port, nginx, slow_port))
-    for workers in (1, 2):
-        name = f"gw-{workers}w"
-        _log(f"starting {name}")
-        gateway = _start(stack, start_gateway(name, workdir, fast.port, workers))
+    bare_pipelines(workdir)
+    specs = list(GATEWAYS)
+    headers = b""
+    if any(s.name.startswith(FULL) for s in scenarios) and (full := prepare(stack, notes)) is not None:
+        full_pipelines(workdir)
+        specs.append(GatewaySpec("gw-full", pipelines="pipelines-full", extra=full.extra, only=FULL))
+        headers = full.headers
+    _log("starting " + ", ".join(spec.name for spec in specs))
+    # All at once: their imports overlap instead of queueing one after another.
+    started = []
+    for spec in specs:
+        gateway = _start(stack, start_gateway(spec, workdir, fast.port))
         held = gateway
-        if slow:
-            held = start_gateway(f"{name}-slow", workdir, late.port, workers, SLOW_MAX_CONNECTIONS)
-            _start(stack, held)
-        targets.append(Target(name, True, gateway, gateway.port, held, held.port))
+        if any(s.slow and spec.runs(s.name) for s in scenarios):
+            held = _start(stack, start_gateway(spec, workdir, late.port, "-slow", SLOW_MAX_CONNECTIONS))
+        started.append((spec, gateway, held))
+    for spec, gateway, held in started:
+        for server in (gateway,) if held is gateway else (gateway, held):
+            server.wait_ready("/health", timeout_s=90.0, processes=spec.processes)
+        extra = headers if spec.extra else b""
+        targets.append(Target(spec.name, True, gateway, gateway.port, held, held.port, extra, spec.only))
     return targets
 
 

@@ -5,15 +5,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
+from ruamel.yaml import YAML
 
 from bench import report
 from bench.fake_ollama import Answers, Connection, Settings
-from bench.loadgen import Job, LoadProcess, run_job
+from bench.loadgen import Job, LoadProcess, request_bytes, run_job
 from bench.measure import Sample
 from bench.nginx import nginx_conf
-from bench.scenarios import QUICK, all_scenarios
+from bench.procs import UNLIMITED_PER_MINUTE, bare_pipelines, full_pipelines
+from bench.scenarios import QUICK, Scenario, Target, all_scenarios, job_for
+from bench.targets import FULL, TWO_WORKERS
 
 CHAT = b'{"model":"phi3:latest","messages":[{"role":"user","content":"hi"}],"options":{"num_predict":8}'
 
@@ -47,7 +51,7 @@ async def test_load_process_runs_a_job_in_its_own_process(fake_port: int) -> Non
     assert result.errors == 0
 
 
-def test_report_adds_against_direct_and_checks_targets(tmp_path: object) -> None:
+def test_report_adds_against_direct_and_checks_targets(tmp_path: Path) -> None:
     times = {"ttft_p50_ms": 0.2, "ttft_p99_ms": 0.5, "total_p50_ms": 0.2, "total_p99_ms": 0.5}
     memory = {"rss_idle_mib": 20.0, "rss_peak_mib": 20.0, "worker_rss_peak_mib": 20.0}
     direct = Sample(
@@ -57,7 +61,9 @@ def test_report_adds_against_direct_and_checks_targets(tmp_path: object) -> None
     )  # fmt: skip
     gateway = replace(direct, target="gw-1w", rps=500.0, ttft_p50_ms=0.7, cpu_ms_per_request=0.4)
 
-    rows = report.rows([direct, gateway], {})
+    full = replace(gateway, target="gw-full", cpu_ms_per_request=1.0)
+
+    rows = report.rows([direct, gateway, full], {})
     text = report.table(rows)
     checks = {c.goal: c.verdict for c in report.checks(rows)}
 
@@ -66,5 +72,33 @@ def test_report_adds_against_direct_and_checks_targets(tmp_path: object) -> None
     assert "gw-1w" in text
     assert checks["CPU per non-streaming chat"] == "PASS"
     assert checks["non-streaming chats/s, one worker"] == "MISS"
+    assert report.full_ratios(rows) == {"chat c1": pytest.approx(2.5)}
+    assert report.full_check(rows).verdict == "MISS"
+    assert {c.verdict for c in report.checks(rows, report.UVICORN_1W, report.UVICORN_2W)} == {"N/A"}
     assert len(all_scenarios(QUICK)) > 10
-    assert "proxy_buffering off" in nginx_conf(tmp_path, {8080: 11434})  # type: ignore[arg-type]
+    assert "proxy_buffering off" in nginx_conf(tmp_path, {8080: 11434})
+
+
+def test_pipelines_bare_keep_cache_and_full_never_refuse(tmp_path: Path) -> None:
+    yaml = YAML()
+    embeddings = yaml.load(bare_pipelines(tmp_path) / "embeddings.yaml")
+    full = yaml.load(full_pipelines(tmp_path) / "chat.yaml")
+    limits = next(s["rate_limit"] for s in full["stages"] if isinstance(s, dict) and "rate_limit" in s)
+
+    assert embeddings["stages"] == [{"cache": {"ttl": 3600, "prefix": "embeddings:"}}]
+    assert limits["requests_per_minute"] == limits["tokens_per_minute"] == UNLIMITED_PER_MINUTE
+    assert "audit" in [next(iter(s)) if isinstance(s, dict) else s for s in full["stages"]]
+
+
+def test_targets_pick_their_scenarios_and_send_their_headers() -> None:
+    scenarios = {s.name: s for s in all_scenarios(QUICK)}
+    auth = b"Authorization: Bearer cit_x\r\n"
+    target = Target("gw-full", True, None, 1, None, 1, auth, FULL)  # type: ignore[arg-type]
+    two = Target("gw-2w", True, None, 1, None, 1, b"", TWO_WORKERS)  # type: ignore[arg-type]
+    request = request_bytes(job_for(target, scenarios["embed-miss c8"], QUICK))
+
+    assert [n for n, s in scenarios.items() if two.runs(s)] == [*TWO_WORKERS[:4], "slow x500"]
+    assert target.runs(scenarios["chat c1"]) and not target.runs(scenarios["stream c1"])
+    assert request.startswith(b"POST /api/embed HTTP/1.1\r\n")
+    assert auth + b"\r\n{" in request
+    assert Scenario("embed-hit c8", "embed-hit", 8).embeddings

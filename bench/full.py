@@ -1,0 +1,79 @@
+"""What the `gw-full` target needs beside the gateway: a fresh PostgreSQL schema, a Redis prefix, a key.
+
+Both are removed when the bench ends (DROP SCHEMA ... CASCADE; the keys under the prefix deleted).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import redis
+
+PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test sslmode=disable connect_timeout=3"
+REDIS = ("127.0.0.1", 6379)
+
+
+@dataclass(frozen=True)
+class Full:
+    """The config sections of the full gateway and the header its requests carry."""
+
+    extra: str  # top-level YAML: database, redis, auth
+    headers: bytes  # header lines, each ending in CRLF
+
+
+def prepare(stack: contextlib.ExitStack, notes: list[str]) -> Full | None:
+    """None (with a note) when PostgreSQL or Redis cannot be reached."""
+    import psycopg
+    import redis
+
+    from citadel_proxy.auth.keys import generate_key, hash_key
+
+    schema = f"citadel_bench_{secrets.token_hex(6)}"
+    prefix = f"citadel-bench:{secrets.token_hex(6)}:"
+    try:
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            conn.execute(f'CREATE SCHEMA "{schema}"')
+        stack.callback(_drop_schema, schema)
+        client = redis.Redis(*REDIS, socket_connect_timeout=3)
+        client.ping()
+        stack.callback(_delete_keys, client, prefix)
+    except (psycopg.Error, redis.RedisError) as exc:
+        notes.append(f"gw-full skipped: PostgreSQL or Redis is not reachable ({exc})")
+        return None
+    key = generate_key()
+    sections = {
+        "database": {
+            "host": "127.0.0.1",
+            "port": 5432,
+            "database": "test",
+            "user": "postgres",
+            "ssl_mode": "disable",
+            "schema": schema,
+        },
+        "redis": {"host": REDIS[0], "port": REDIS[1], "key_prefix": prefix},
+        "auth": {
+            "keys": [{"name": "bench", "sha256": hash_key(key).hex(), "scopes": ["inference", "embeddings"]}]
+        },
+    }
+    # JSON is YAML: one line per section, no quoting to get wrong.
+    extra = "".join(f"{name}: {json.dumps(value)}\n" for name, value in sections.items())
+    return Full(extra, f"Authorization: Bearer {key}\r\n".encode())
+
+
+def _drop_schema(schema: str) -> None:
+    import psycopg
+
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def _delete_keys(client: redis.Redis, prefix: str) -> None:
+    keys = list(client.scan_iter(match=prefix + "*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
