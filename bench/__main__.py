@@ -58,6 +58,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         metavar="NAME",
         help="the load profiled with --profile, e.g. 'chat c8' (default 'voice c8')",
     )
+    parser.add_argument(
+        "--profile-target",
+        default=report.GATEWAY_1W,
+        metavar="NAME",
+        help="the target profiled (default gw-1w)",
+    )
     return parser.parse_args(argv)
 
 
@@ -122,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
         scenarios = _drop_missing_routes(scenarios, targets, notes)
         warm_up(load, targets, scenarios)
         samples = run_rounds(load, targets, scenarios, budget, rounds)
-        top = _profile(load, targets, workdir, args.profile, args.profile_scenario, notes)
+        top = _profile(
+            load, targets, workdir, args.profile, args.profile_scenario, args.profile_target, notes
+        )
     found = report.rows(samples, {s.name: s.concurrency for s in scenarios if s.slow})
     checks = {
         report.GATEWAY_1W: report.checks(found),
@@ -146,7 +154,13 @@ def _drop_missing_routes(
 
 
 def _profile(
-    load: LoadProcess, targets: list[Target], workdir: Path, seconds: float, name: str, notes: list[str]
+    load: LoadProcess,
+    targets: list[Target],
+    workdir: Path,
+    seconds: float,
+    name: str,
+    target_name: str,
+    notes: list[str],
 ) -> str:
     if seconds <= 0:
         return ""
@@ -154,9 +168,9 @@ def _profile(
     if py_spy is None:
         notes.append("py-spy is not installed (pip install py-spy): no profile")
         return ""
-    gateway = next(t for t in targets if t.name == report.GATEWAY_1W)
+    gateway = next(t for t in targets if t.name == target_name)
     kind, concurrency = name.split()[0], int(name.split()[1].lstrip("c"))
-    print(f"bench: py-spy on gw-1w under {name} for {seconds:g} s", file=sys.stderr, flush=True)
+    print(f"bench: py-spy on {target_name} under {name} for {seconds:g} s", file=sys.stderr, flush=True)
     entries, samples = profile(py_spy, load, gateway, Scenario(name, kind, concurrency), seconds, workdir)
     return format_top(entries, samples)
 

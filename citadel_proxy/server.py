@@ -1,4 +1,4 @@
-"""Starting the gateway: hypercorn (the default) or uvicorn, one process or several workers."""
+"""Starting the gateway: uvicorn (the default) or hypercorn, one process or several workers."""
 
 from __future__ import annotations
 

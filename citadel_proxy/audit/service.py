@@ -33,6 +33,9 @@ class AuditOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     segment_bytes: Annotated[int, Meta(ge=1024)] = 64 * 1024 * 1024
     retry_s: Annotated[float, Meta(gt=0)] = 2.0
     write_timeout_s: Annotated[float, Meta(gt=0)] = 10.0
+    # How long the writer waits for more records before a batch that is not full (memory only, never
+    # the response path).
+    linger_s: Annotated[float, Meta(ge=0, le=1)] = 0.05
     # Default: <paths.data>/audit
     spool_dir: str | None = None
 
@@ -60,6 +63,7 @@ async def open_audit(
             queue_size=options.queue_size,
             retry_s=options.retry_s,
             prepare=prepare,
+            linger_s=options.linger_s,
         )
         sink.queries = AuditQueries(pool, options.write_timeout_s)
     sink.start()

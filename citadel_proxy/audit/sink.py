@@ -54,6 +54,7 @@ class AuditSink:
         queue_size: int,
         retry_s: float,
         prepare: Prepare | None = None,
+        linger_s: float = 0.0,
     ) -> None:
         self.metrics = AuditMetrics()
         # Set by open_audit when there is a database: what the management routes read.
@@ -61,6 +62,7 @@ class AuditSink:
         self._spool = spool
         self._store = store
         self._batch_size = batch_size
+        self._linger_s = linger_s
         self._retry_s = retry_s
         self._prepare = prepare
         self._queue: asyncio.Queue[AuditRecord | None] = asyncio.Queue(queue_size)
@@ -127,6 +129,9 @@ class AuditSink:
             first = await self._queue.get()
             batch = [] if first is None else [first]
             self._stop_seen = first is None
+            if not self._stop_seen and self._linger_s and self._queue.qsize() < self._batch_size:
+                # At low load each record would cost a round trip of its own: let a few more arrive.
+                await asyncio.sleep(self._linger_s)
             batch += self._take(self._batch_size - len(batch))
             if batch:
                 await self._write(batch)

@@ -111,9 +111,11 @@ class StreamResponse:
         encode = self._encoder.encode
         read = stream.read
         while (batch := await read()) is not None:
-            data = encode(batch)
+            # Let go of the last tokens and event before waiting again: an idle stream holds neither.
+            data, batch = encode(batch), None
             if data:
                 await send({"type": "http.response.body", "body": data, "more_body": True})
+            data = b""
         trailer = self._encoder.trailer(self.ctx.outcome, self.ctx.include_usage)
         await send({"type": "http.response.body", "body": trailer, "more_body": False})
 

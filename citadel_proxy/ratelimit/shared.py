@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +22,8 @@ from citadel_proxy.ratelimit.local import LocalLimiter
 log = logging.getLogger(__name__)
 
 # The same arithmetic as bucket.Bucket; Redis' own clock, so instances with skewed clocks agree.
-# KEYS[1]: the identity's hash. ARGV: "acquire" | "charge", rpm, tpm (0: no limit), tokens to charge.
+# KEYS[1]: the identity's hash. ARGV: "acquire" | "charge", rpm, tpm (0: no limit), tokens to charge
+# (an acquire carries the tokens its identity still owed, so most requests cost one round trip).
 SCRIPT = """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + tonumber(clock[2]) / 1000
@@ -36,14 +38,12 @@ local function drained(level, at, limit)
 end
 
 local r = drained(s[1], s[2], rpm)
-local t = drained(s[3], s[4], tpm)
+local t = drained(s[3], s[4], tpm) + cost
 local allowed, retry = 1, 0
 if ARGV[1] == 'acquire' then
   if rpm > 0 and r + 1 > rpm then allowed = 0; retry = (r + 1 - rpm) * 60000 / rpm end
   if tpm > 0 and t >= tpm then allowed = 0; retry = math.max(retry, (t - tpm + 1) * 60000 / tpm) end
   if allowed == 1 and rpm > 0 then r = r + 1 end
-else
-  t = t + cost
 end
 
 local empty_in = 0
@@ -68,9 +68,13 @@ class RedisLimiter:
     # Far above a healthy round trip, far below a request's patience.
     call_timeout_s: float = 0.25
     cooldown_s: float = 5.0
+    # Tokens charged with charge_soon wait this long for the identity's next acquire to carry them.
+    flush_after_s: float = 0.2
     _script: Any = None
+    _owed: dict[str, tuple[Limits, int]] = field(default_factory=dict)
     _open_until: float = 0.0
     _pending: set[asyncio.Task[None]] = field(default_factory=set)
+    _timers: set[asyncio.Task[None]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         # register_script runs EVALSHA, loading the script only if Redis does not know it yet.
@@ -79,8 +83,12 @@ class RedisLimiter:
     async def acquire(self, identity: str, limits: Limits) -> Decision:
         if limits.empty:
             return decision(limits, True, 0, 0, 0, "none")
-        raw = await self._run(identity, "acquire", limits, 0)
+        owed = self._owed.pop(identity, None)
+        cost = owed[1] if owed is not None and limits.tokens_per_minute else 0
+        raw = await self._run(identity, "acquire", limits, cost)
         if raw is None:
+            if owed is not None:
+                self.fallback.charge_now(identity, *owed)
             return self.fallback.acquire_now(identity, limits)
         allowed, requests, tokens, retry_ms = raw
         return decision(limits, allowed == 1, float(requests), float(tokens), float(retry_ms), "redis")
@@ -92,12 +100,37 @@ class RedisLimiter:
             self.fallback.charge_now(identity, limits, tokens)
 
     def charge_soon(self, identity: str, limits: Limits, tokens: int) -> None:
-        """Charge without waiting (from code that must not await, such as a stream's read)."""
-        task = asyncio.get_running_loop().create_task(self.charge(identity, limits, tokens))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        """Charge without waiting (from code that must not await, such as a stream's read).
+
+        The tokens ride on the identity's next acquire when one comes within `flush_after_s`, else a
+        charge of their own is sent: a busy key costs one Redis round trip per request, not two.
+        """
+        if tokens <= 0 or not limits.tokens_per_minute:
+            return
+        owed = self._owed.get(identity)
+        self._owed[identity] = (limits, tokens + (owed[1] if owed is not None else 0))
+        if owed is None:
+            self._track(self._flush_later(identity), self._timers)
+
+    def _track(self, work: Coroutine[Any, Any, None], tasks: set[asyncio.Task[None]]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    async def _flush_later(self, identity: str) -> None:
+        await asyncio.sleep(self.flush_after_s)
+        await self._flush(identity)
+
+    async def _flush(self, identity: str) -> None:
+        owed = self._owed.pop(identity, None)
+        if owed is not None:
+            await self.charge(identity, *owed)
 
     async def drain(self) -> None:
+        for timer in list(self._timers):
+            timer.cancel()
+        for identity in list(self._owed):
+            self._track(self._flush(identity), self._pending)
         while self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
 

@@ -16,6 +16,12 @@ _JSON = {"Content-Type": "application/json"}
 _error_decoder = msgspec.json.Decoder(ErrorReply)
 _MAX_ERROR_BODY = 64 * 1024
 _RETRY_BASE_S = 0.05
+# What aiohttp buffers per response before it stops reading the socket (it pauses at twice this). A
+# streamed answer is read as it arrives, so a small buffer only matters for a client that reads slower
+# than Ollama writes: it bounds the memory that client costs (32 KiB instead of aiohttp's 128 KiB).
+# Whole answers (fetch) are read at once and keep aiohttp's default, which costs fewer pauses.
+_STREAM_BUFSIZE = 16 * 1024
+_WHOLE_BUFSIZE = 64 * 1024
 
 
 class OllamaClient:
@@ -53,14 +59,24 @@ class OllamaClient:
         return self._session
 
     async def open_response(
-        self, method: str, path: str, body: bytes | None = None, *, total_s: float | None = None
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        *,
+        total_s: float | None = None,
+        read_bufsize: int = _STREAM_BUFSIZE,
     ) -> aiohttp.ClientResponse:
         """Send a request and return Ollama's 200 response unread; any other status raises.
 
         Only failures to connect are retried: nothing has reached Ollama, so nothing can run twice.
         """
         attempts = self.service.max_retries + 1
-        kwargs: dict[str, Any] = {"data": body, "headers": _JSON if body is not None else None}
+        kwargs: dict[str, Any] = {
+            "data": body,
+            "headers": _JSON if body is not None else None,
+            "read_bufsize": read_bufsize,
+        }
         if total_s is not None:
             kwargs["timeout"] = aiohttp.ClientTimeout(total=total_s)
         for attempt in range(attempts):
@@ -89,7 +105,7 @@ class OllamaClient:
         self, method: str, path: str, body: bytes | None = None, *, total_s: float | None = None
     ) -> bytes:
         """A whole (non-streamed) answer body."""
-        response = await self.open_response(method, path, body, total_s=total_s)
+        response = await self.open_response(method, path, body, total_s=total_s, read_bufsize=_WHOLE_BUFSIZE)
         try:
             return await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
