@@ -2,10 +2,10 @@
 
 python -m bench [--quick] [--scenarios chat,voice,slow] [--rounds 3] [--json PATH] [--profile 10]
 
-Targets: direct (the fake Ollama), nginx, gw-1w/gw-2w (hypercorn), uv-1w/uv-2w (uvicorn), all with the
-bare pipelines (chunking and cache only), and gw-full (hypercorn, the repository's pipelines with every
-stage: auth, rate limit in Redis, audit to PostgreSQL, metrics, cache). 2-worker targets run only the
-c32 scenarios and the held-open streams; gw-full runs chat, voice and embeddings (bench/targets.py).
+Targets: direct (the fake Ollama), nginx, uv-1w/uv-2w (uvicorn, the default), hc-1w/hc-2w (hypercorn),
+all with the bare pipelines (chunking and cache only), and uv-full (uvicorn, the repository's pipelines
+with every stage: auth, rate limit in Redis, audit to PostgreSQL, metrics, cache). 2-worker targets run only the
+c32 scenarios and the held-open streams; uv-full runs chat, voice and embeddings (bench/targets.py).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--profile-target",
         default=report.GATEWAY_1W,
         metavar="NAME",
-        help="the target profiled (default gw-1w)",
+        help="the target profiled (default hc-1w)",
     )
     return parser.parse_args(argv)
 
@@ -172,7 +172,7 @@ def _profile(
     kind, concurrency = name.split()[0], int(name.split()[1].lstrip("c"))
     print(f"bench: py-spy on {target_name} under {name} for {seconds:g} s", file=sys.stderr, flush=True)
     entries, samples = profile(py_spy, load, gateway, Scenario(name, kind, concurrency), seconds, workdir)
-    return format_top(entries, samples)
+    return f"(py-spy, {target_name}, {name})\n" + format_top(entries, samples)
 
 
 def _print(
@@ -194,14 +194,16 @@ def _print(
             print("  " + check.line())
     ratios = report.full_ratios(found)
     if ratios:
-        print("  gw-full / gw-1w CPU per request: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
+        print("  uv-full / uv-1w CPU per request: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
     if lines := report.embeddings(found):
         print("\nEmbeddings /api/embed, hit vs miss (total ms, req/s, CPU ms/req):")
         print("\n".join("  " + line for line in lines))
     for note in notes:
         print(f"note: {note}")
     if top:
-        print("\nTop functions by own time (py-spy, gw-1w, voice c8):\n" + top)
+        print(
+            f"\nTop functions by own time (py-spy, {args.profile_target}, {args.profile_scenario}):\n" + top
+        )
 
 
 def _write_json(

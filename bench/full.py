@@ -1,4 +1,4 @@
-"""What the `gw-full` target needs beside the gateway: a fresh PostgreSQL schema, a Redis prefix, a key.
+"""What the `uv-full` target needs beside the gateway: a fresh PostgreSQL schema, a Redis prefix, a key.
 
 Both are removed when the bench ends (DROP SCHEMA ... CASCADE; the keys under the prefix deleted).
 """
@@ -43,7 +43,7 @@ def prepare(stack: contextlib.ExitStack, notes: list[str]) -> Full | None:
         client.ping()
         stack.callback(_delete_keys, client, prefix)
     except (psycopg.Error, redis.RedisError) as exc:
-        notes.append(f"gw-full skipped: PostgreSQL or Redis is not reachable ({exc})")
+        notes.append(f"uv-full skipped: PostgreSQL or Redis is not reachable ({exc})")
         return None
     key = generate_key()
     sections = {

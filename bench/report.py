@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from bench.measure import Sample
 
 DIRECT = "direct"
-GATEWAY_1W = "gw-1w"
-GATEWAY_2W = "gw-2w"
+GATEWAY_1W = "hc-1w"
+GATEWAY_2W = "hc-2w"
 UVICORN_1W = "uv-1w"
 UVICORN_2W = "uv-2w"
-FULL = "gw-full"
+FULL = "uv-full"
 # Every stage on (auth, rate limit in Redis, audit to PostgreSQL, metrics) costs at most this times bare.
 FULL_CPU_RATIO = 2.0
 _KIB_PER_MIB = 1024
@@ -196,7 +196,7 @@ def _largest(values: Iterable[float | None]) -> float | None:
     return max(kept) if kept else None
 
 
-def full_ratios(found: list[Row], bare: str = GATEWAY_1W) -> dict[str, float]:
+def full_ratios(found: list[Row], bare: str = UVICORN_1W) -> dict[str, float]:
     """CPU per request of the full pipelines over the bare ones, per scenario both ran."""
     cpu = {(r.scenario, r.target): r.cpu_ms_per_request for r in found}
     return {
@@ -206,8 +206,8 @@ def full_ratios(found: list[Row], bare: str = GATEWAY_1W) -> dict[str, float]:
     }
 
 
-def full_check(found: list[Row], bare: str = GATEWAY_1W) -> Check:
-    """Stages cost what they must: gw-full / gw-1w CPU per request, worst of chat and voice."""
+def full_check(found: list[Row], bare: str = UVICORN_1W) -> Check:
+    """Stages cost what they must: uv-full / hc-1w CPU per request, worst of chat and voice."""
     ratios = full_ratios(found, bare)
     worst = _largest(v for name, v in ratios.items() if not name.startswith("embed"))
     return Check("CPU per request, all stages / bare", worst, FULL_CPU_RATIO, False, "x",

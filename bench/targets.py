@@ -18,11 +18,11 @@ SLOW_MAX_CONNECTIONS = 1024
 # Two workers only matter where there is enough concurrency to share, so they run the c32 scenarios
 # (and the held-open streams, for peak RSS per worker): this keeps the full run under six minutes.
 TWO_WORKERS = ("chat c32", "stream c32", "voice c32", "gui c32", "slow")
-# The full pipelines are compared with the bare gw-1w on non-streaming chat, voice and embeddings.
+# The full pipelines are compared with the bare uv-1w on non-streaming chat, voice and embeddings.
 FULL = ("chat ", "voice ", "embed")
 GATEWAYS = (
-    GatewaySpec("gw-1w"),
-    GatewaySpec("gw-2w", workers=2, only=TWO_WORKERS),
+    GatewaySpec("hc-1w"),
+    GatewaySpec("hc-2w", workers=2, only=TWO_WORKERS),
     GatewaySpec("uv-1w", server="uvicorn"),
     GatewaySpec("uv-2w", server="uvicorn", workers=2, only=TWO_WORKERS),
 )
@@ -36,7 +36,7 @@ def _start(stack: contextlib.ExitStack, server: Server) -> Server:
 def start_targets(
     stack: contextlib.ExitStack, workdir: Path, scenarios: list[Scenario], notes: list[str]
 ) -> list[Target]:
-    """direct, nginx (when installed), the GATEWAYS and gw-full; each with a fast and a slow fake behind."""
+    """direct, nginx (when installed), the GATEWAYS and uv-full; each with a fast and a slow fake behind."""
     slow = any(s.slow for s in scenarios)
     _log("starting fake Ollama" + (" x2" if slow else ""))
     fast = _start(stack, start_fake("fake", workdir, TOKENS, 0.0))
@@ -54,7 +54,9 @@ def start_targets(
     headers = b""
     if any(s.name.startswith(FULL) for s in scenarios) and (full := prepare(stack, notes)) is not None:
         full_pipelines(workdir)
-        specs.append(GatewaySpec("gw-full", pipelines="pipelines-full", extra=full.extra, only=FULL))
+        specs.append(
+            GatewaySpec("uv-full", server="uvicorn", pipelines="pipelines-full", extra=full.extra, only=FULL)
+        )
         headers = full.headers
     _log("starting " + ", ".join(spec.name for spec in specs))
     # All at once: their imports overlap instead of queueing one after another.

@@ -59,9 +59,9 @@ def test_report_adds_against_direct_and_checks_targets(tmp_path: Path) -> None:
         cpu_ms_per_request=0.02, cpu_us_per_token=None, loadgen_cpu_ms_per_request=0.01,
         statuses={200: 100}, **times, **memory,
     )  # fmt: skip
-    gateway = replace(direct, target="gw-1w", rps=500.0, ttft_p50_ms=0.7, cpu_ms_per_request=0.4)
+    gateway = replace(direct, target="hc-1w", rps=500.0, ttft_p50_ms=0.7, cpu_ms_per_request=0.4)
 
-    full = replace(gateway, target="gw-full", cpu_ms_per_request=1.0)
+    full = replace(gateway, target="uv-full", cpu_ms_per_request=1.0)
 
     rows = report.rows([direct, gateway, full], {})
     text = report.table(rows)
@@ -69,11 +69,11 @@ def test_report_adds_against_direct_and_checks_targets(tmp_path: Path) -> None:
 
     assert rows[1].added_ttft_p50_ms == pytest.approx(0.5)
     assert rows[1].rps_ratio == pytest.approx(0.5)
-    assert "gw-1w" in text
+    assert "hc-1w" in text
     assert checks["CPU per non-streaming chat"] == "PASS"
     assert checks["non-streaming chats/s, one worker"] == "MISS"
-    assert report.full_ratios(rows) == {"chat c1": pytest.approx(2.5)}
-    assert report.full_check(rows).verdict == "MISS"
+    assert report.full_ratios(rows, bare="hc-1w") == {"chat c1": pytest.approx(2.5)}
+    assert report.full_check(rows, bare="hc-1w").verdict == "MISS"
     assert {c.verdict for c in report.checks(rows, report.UVICORN_1W, report.UVICORN_2W)} == {"N/A"}
     assert len(all_scenarios(QUICK)) > 10
     assert "proxy_buffering off" in nginx_conf(tmp_path, {8080: 11434})
@@ -93,8 +93,8 @@ def test_pipelines_bare_keep_cache_and_full_never_refuse(tmp_path: Path) -> None
 def test_targets_pick_their_scenarios_and_send_their_headers() -> None:
     scenarios = {s.name: s for s in all_scenarios(QUICK)}
     auth = b"Authorization: Bearer cit_x\r\n"
-    target = Target("gw-full", True, None, 1, None, 1, auth, FULL)  # type: ignore[arg-type]
-    two = Target("gw-2w", True, None, 1, None, 1, b"", TWO_WORKERS)  # type: ignore[arg-type]
+    target = Target("uv-full", True, None, 1, None, 1, auth, FULL)  # type: ignore[arg-type]
+    two = Target("hc-2w", True, None, 1, None, 1, b"", TWO_WORKERS)  # type: ignore[arg-type]
     request = request_bytes(job_for(target, scenarios["embed-miss c8"], QUICK))
 
     assert [n for n, s in scenarios.items() if two.runs(s)] == [*TWO_WORKERS[:4], "slow x500"]
