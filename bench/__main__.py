@@ -4,8 +4,8 @@ python -m bench [--quick] [--scenarios chat,voice,slow] [--rounds 3] [--json PAT
 
 Targets: direct (the fake Ollama), nginx, uv-1w/uv-2w (uvicorn, the default), hc-1w/hc-2w (hypercorn),
 all with the bare pipelines (chunking and cache only), and uv-full (uvicorn, the repository's pipelines
-with every stage: auth, rate limit in Redis, audit to PostgreSQL, metrics, cache). 2-worker targets run only the
-c32 scenarios and the held-open streams; uv-full runs chat, voice and embeddings (bench/targets.py).
+with every stage: auth, rate limit in Redis, audit to PostgreSQL, metrics, cache). 2-worker targets run
+only the c32 scenarios and the held-open streams; uv-full runs chat, voice and embeddings (bench/targets.py).
 """
 
 from __future__ import annotations
@@ -201,9 +201,7 @@ def _print(
     for note in notes:
         print(f"note: {note}")
     if top:
-        print(
-            f"\nTop functions by own time (py-spy, {args.profile_target}, {args.profile_scenario}):\n" + top
-        )
+        print("\nTop functions by own time:\n" + top)
 
 
 def _write_json(
