@@ -26,7 +26,6 @@ _SSE_HEADERS = [
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 ]
-CLIENT_CLOSED = 499
 
 
 class StreamResponse:
@@ -62,7 +61,7 @@ class StreamResponse:
             if not self._client_gone:
                 raise
             task.uncancel()
-            self.ctx.outcome.status, self.ctx.outcome.error_code = CLIENT_CLOSED, "client_disconnected"
+            self.ctx.outcome.client_gone()
         finally:
             watcher.cancel()
             if self._stream is not None:

@@ -58,6 +58,10 @@ class TokenStream(Protocol):
     async def aclose(self) -> None: ...
 
 
+# nginx's status for a client that closed the connection before the answer.
+CLIENT_CLOSED_STATUS = 499
+
+
 @dataclass(slots=True)
 class Outcome:
     """How the exchange ended; filled in as the answer arrives, read by stages after completion."""
@@ -70,6 +74,10 @@ class Outcome:
     status: int = 200
     error_code: str | None = None
     cache_hit: bool = False
+
+    def client_gone(self) -> None:
+        """The client left before the answer was complete (nginx's 499)."""
+        self.status, self.error_code = CLIENT_CLOSED_STATUS, "client_disconnected"
 
 
 @dataclass(slots=True, frozen=True)

@@ -14,15 +14,16 @@ from starlette.types import ASGIApp
 from citadel_proxy import errors
 from citadel_proxy.http.body import decode, read_body
 from citadel_proxy.http.responses import json_response
-from citadel_proxy.http.stream_response import CLIENT_CLOSED, StreamResponse, deadline_error
+from citadel_proxy.http.stream_response import StreamResponse, deadline_error
 from citadel_proxy.observability.logs import log_request
 from citadel_proxy.openai.responses import chat_completion, text_completion
 from citadel_proxy.openai.sse import ChatChunks, ChunkEncoder, TextChunks
 from citadel_proxy.openai.translate import chat_to_ollama, completion_to_ollama
 from citadel_proxy.openai.wire import ChatRequest, CompletionRequest
 from citadel_proxy.pipeline.table import BuiltPipeline
-from citadel_proxy.pipeline.types import Completion, Context
+from citadel_proxy.pipeline.types import Completion, Context, Endpoint
 from citadel_proxy.services import Services
+from citadel_proxy.upstream.wire import OllamaChatRequest, OllamaGenerateRequest
 
 _chat_decoder = msgspec.json.Decoder(ChatRequest)
 _completion_decoder = msgspec.json.Decoder(CompletionRequest)
@@ -95,24 +96,20 @@ def _context(request: Request, services: Services, built: BuiltPipeline, route: 
     pipeline = built.spec
     request_id = request.scope.get("state", {}).get("request_id") or os.urandom(12).hex()
     client = request.client.host if request.client else ""
-    if pipeline.format == "chat":
-        chat = decode(body, _chat_decoder)
-        model = services.models.resolve(chat.model)
-        stream = chat.stream if chat.stream is not None else pipeline.stream_default
-        upstream_chat = chat_to_ollama(chat, model, stream)
-        usage = bool(chat.stream_options and chat.stream_options.include_usage)
-        return Context(
-            request_id, pipeline, route, client, request.headers, chat, "/api/chat", upstream_chat,
-            chat.model, model, stream, usage,
-        )  # fmt: skip
-    completion = decode(body, _completion_decoder)
-    model = services.models.resolve(completion.model)
-    stream = completion.stream if completion.stream is not None else pipeline.stream_default
-    upstream_gen = completion_to_ollama(completion, model, stream)
-    usage = bool(completion.stream_options and completion.stream_options.include_usage)
+    wire: ChatRequest | CompletionRequest
+    upstream: OllamaChatRequest | OllamaGenerateRequest
+    wire = decode(body, _chat_decoder) if pipeline.format == "chat" else decode(body, _completion_decoder)
+    model = services.models.resolve(wire.model)
+    stream = wire.stream if wire.stream is not None else pipeline.stream_default
+    if isinstance(wire, ChatRequest):
+        endpoint: Endpoint = "/api/chat"
+        upstream = chat_to_ollama(wire, model, stream)
+    else:
+        endpoint, upstream = "/api/generate", completion_to_ollama(wire, model, stream)
+    usage = bool(wire.stream_options and wire.stream_options.include_usage)
     return Context(
-        request_id, pipeline, route, client, request.headers, completion, "/api/generate", upstream_gen,
-        completion.model, model, stream, usage,
+        request_id, pipeline, route, client, request.headers, wire, endpoint, upstream,
+        wire.model, model, stream, usage,
     )  # fmt: skip
 
 
@@ -133,7 +130,7 @@ async def complete(request: Request, ctx: Context, built: BuiltPipeline) -> Comp
         if not gone.is_set():
             raise
         task.uncancel()
-        ctx.outcome.status, ctx.outcome.error_code = CLIENT_CLOSED, "client_disconnected"
+        ctx.outcome.client_gone()
         raise errors.ClientClosedRequest("the client closed the connection before the answer") from None
     finally:
         watcher.cancel()

@@ -27,7 +27,7 @@ from citadel_proxy.errors import (
 )
 from citadel_proxy.observability.metrics import OTHER_MODEL, Metrics
 from citadel_proxy.pipeline.stage import Handler, StageSettings, StageType
-from citadel_proxy.pipeline.types import Context, Delta, Reply, TokenStream
+from citadel_proxy.pipeline.types import CLIENT_CLOSED_STATUS, Context, Delta, Reply, TokenStream
 
 if TYPE_CHECKING:
     from citadel_proxy.services import Services
@@ -39,7 +39,6 @@ _UPSTREAM_CODES = frozenset(
     cls.code
     for cls in (UpstreamError, UpstreamUnavailable, UpstreamMalformed, UpstreamIncomplete, DeadlineExceeded)
 )
-_CLIENT_CLOSED = 499
 
 
 class MetricsSettings(StageSettings, frozen=True):
@@ -88,7 +87,7 @@ class MetricsStage:
             self.record(ctx, exc.status, exc)
             raise
         except asyncio.CancelledError:
-            self.record(ctx, _CLIENT_CLOSED, None)
+            self.record(ctx, CLIENT_CLOSED_STATUS, None)
             raise
         except BaseException:
             self.record(ctx, 500, None)
