@@ -6,6 +6,7 @@ import importlib.util
 import logging
 import os
 import socket
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,10 @@ def serve(config: Config, config_file: Path, bind: str | None, workers: int | No
         metrics_dir = Path(config.paths.data) / "prometheus"
         prepare_multiprocess_dir(metrics_dir)
         os.environ[MULTIPROC_ENV] = str(metrics_dir)
+    # The app configures JSON logging in each worker; this one line is for the person who started it.
+    sys.stderr.write(
+        f"citadel-proxy: serving on http://{address} ({config.gateway.server}, {count} worker(s))\n"
+    )
     if config.gateway.server == "uvicorn":
         return _serve_uvicorn(address, count)
     return _serve_hypercorn(address, count)
