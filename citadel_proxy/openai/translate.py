@@ -12,7 +12,7 @@ from citadel_proxy.openai.wire import (
     ContentPart,
     ImagePart,
     ResponseFormat,
-    Stop,
+    SamplingRequest,
     ToolCallIn,
 )
 from citadel_proxy.pipeline.types import ToolCall, ToolFunction
@@ -51,15 +51,7 @@ def chat_to_ollama(req: ChatRequest, model: str, stream: bool) -> OllamaChatRequ
         stream=stream,
         tools=msgspec.Raw(msgspec.json.encode(req.tools)) if req.tools else None,
         format=_format(req.response_format),
-        options=_options(
-            req.max_completion_tokens or req.max_tokens,
-            req.temperature,
-            req.top_p,
-            req.seed,
-            req.stop,
-            req.frequency_penalty,
-            req.presence_penalty,
-        ),
+        options=_options(req, req.max_completion_tokens or req.max_tokens),
         think=_think(req.reasoning_effort),
     )
 
@@ -82,15 +74,7 @@ def completion_to_ollama(req: CompletionRequest, model: str, stream: bool) -> Ol
         prompt=prompt,
         suffix=req.suffix or None,
         stream=stream,
-        options=_options(
-            req.max_tokens,
-            req.temperature,
-            req.top_p,
-            req.seed,
-            req.stop,
-            req.frequency_penalty,
-            req.presence_penalty,
-        ),
+        options=_options(req, req.max_tokens),
     )
 
 
@@ -99,26 +83,17 @@ def _refuse_n(n: int | None) -> None:
         raise errors.UnsupportedParameter("only n=1 is supported", param="n")
 
 
-def _options(
-    max_tokens: int | None,
-    temperature: float | None,
-    top_p: float | None,
-    seed: int | None,
-    stop: Stop,
-    frequency_penalty: float | None,
-    presence_penalty: float | None,
-) -> OllamaOptions | None:
+def _options(req: SamplingRequest, max_tokens: int | None) -> OllamaOptions | None:
     # Left-out values stay unset, so the model's own Modelfile defaults apply (Ollama's /v1 forces 1.0).
-    if isinstance(stop, str):
-        stop = [stop]
+    stop = [req.stop] if isinstance(req.stop, str) else req.stop
     options = OllamaOptions(
         num_predict=max_tokens,
-        temperature=temperature,
-        top_p=top_p,
-        seed=seed,
+        temperature=req.temperature,
+        top_p=req.top_p,
+        seed=req.seed,
         stop=stop or None,
-        frequency_penalty=frequency_penalty,
-        presence_penalty=presence_penalty,
+        frequency_penalty=req.frequency_penalty,
+        presence_penalty=req.presence_penalty,
     )
     return None if options == _NO_OPTIONS else options
 

@@ -75,45 +75,39 @@ Stop = str | list[str] | None
 Temperature = Annotated[float, Meta(ge=0, le=2)]
 TopP = Annotated[float, Meta(ge=0, le=1)]
 MaxTokens = Annotated[int, Meta(ge=1)]
+Penalty = Annotated[float, Meta(ge=-2, le=2)]
 
 
-class ChatRequest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+class SamplingRequest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What chat and (legacy) completion requests share: the model, streaming and sampling."""
+
     model: Annotated[str, Meta(min_length=1)]
-    messages: Annotated[list[ChatMessage], Meta(min_length=1)]
     stream: bool | None = None
     stream_options: StreamOptions | None = None
     max_tokens: MaxTokens | None = None
-    max_completion_tokens: MaxTokens | None = None
     temperature: Temperature | None = None
     top_p: TopP | None = None
     stop: Stop = None
     seed: int | None = None
-    frequency_penalty: Annotated[float, Meta(ge=-2, le=2)] | None = None
-    presence_penalty: Annotated[float, Meta(ge=-2, le=2)] | None = None
+    frequency_penalty: Penalty | None = None
+    presence_penalty: Penalty | None = None
+    n: int | None = None
+    user: str | None = None
+
+
+class ChatRequest(SamplingRequest, frozen=True, kw_only=True, omit_defaults=True):
+    messages: Annotated[list[ChatMessage], Meta(min_length=1)]
+    max_completion_tokens: MaxTokens | None = None
     response_format: ResponseFormat | None = None
     tools: list[Tool] | None = None
     # Accepted and ignored, as Ollama does: there is no way to force a tool.
     tool_choice: msgspec.Raw = msgspec.Raw()
-    n: int | None = None
     reasoning_effort: str | None = None
-    user: str | None = None
 
 
-class CompletionRequest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    model: Annotated[str, Meta(min_length=1)]
+class CompletionRequest(SamplingRequest, frozen=True, kw_only=True, omit_defaults=True):
     prompt: str | list[str]
     suffix: str | None = None
-    stream: bool | None = None
-    stream_options: StreamOptions | None = None
-    max_tokens: MaxTokens | None = None
-    temperature: Temperature | None = None
-    top_p: TopP | None = None
-    stop: Stop = None
-    seed: int | None = None
-    frequency_penalty: Annotated[float, Meta(ge=-2, le=2)] | None = None
-    presence_penalty: Annotated[float, Meta(ge=-2, le=2)] | None = None
-    n: int | None = None
     best_of: int | None = None
     echo: bool | None = None
     logprobs: int | None = None
-    user: str | None = None

@@ -41,8 +41,18 @@ class Gateway:
 
 
 def write_config(
-    tmp_path: Path, ollama_port: int, pipelines: Path, extra_gateway: str = "", extra: str = ""
+    tmp_path: Path,
+    ollama_port: int,
+    pipelines: Path,
+    extra_gateway: str = "",
+    extra: str = "",
+    extra_keys: str = "",
 ) -> Path:
+    """A gateway config in front of the fake: its models, the TEST_KEY (every scope), and what is given.
+
+    `extra_gateway` goes under `gateway:`, `extra` at the top level, `extra_keys` (YAML list items) under
+    `auth.keys`.
+    """
     path = tmp_path / "citadel.yaml"
     path.write_text(
         f"""
@@ -63,6 +73,7 @@ paths: {{pipelines: {pipelines}, data: {tmp_path}/data, logs: {tmp_path}/log, ba
 auth:
   keys:
     - {{name: tester, sha256: {hash_key(TEST_KEY).hex()}, scopes: [inference, embeddings, admin]}}
+{extra_keys}
 {extra}
 """
     )

@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 
 from citadel_proxy.auth.keys import generate_key, hash_key
-from tests.core.conftest import AUTH, REPO, TEST_KEY, Gateway, running_gateway
+from tests.core.conftest import AUTH, REPO, Gateway, running_gateway, write_config
 from tests.fakes.ollama import FakeOllama
 
 INFERENCE_KEY = generate_key()
@@ -20,31 +20,9 @@ PULL_STEP_S = 0.05
 
 
 def write_management_config(tmp_path: Path, ollama_port: int) -> Path:
-    """Models and aliases as in the core tests, the admin key AUTH and a key with only `inference`."""
-    path = tmp_path / "citadel.yaml"
-    path.write_text(
-        f"""
-ollama:
-  service: {{host: 127.0.0.1, port: {ollama_port}, max_retries: 1, connect_timeout_s: 2}}
-  models:
-    - name: "phi3:latest"
-    - name: "qwen3:latest"
-    - name: "codellama:code"
-    - name: "configured-not-pulled:latest"
-model_routing:
-  aliases: {{phi3: "phi3:latest", coder: "codellama:code"}}
-paths:
-  pipelines: {REPO / "pipelines"}
-  data: {tmp_path}/data
-  logs: {tmp_path}/log
-  backups: {tmp_path}/backups
-auth:
-  keys:
-    - {{name: tester, sha256: {hash_key(TEST_KEY).hex()}, scopes: [inference, embeddings, admin]}}
-    - {{name: reader, sha256: {hash_key(INFERENCE_KEY).hex()}, scopes: [inference]}}
-"""
-    )
-    return path
+    """The core tests' config, plus a key with only the `inference` scope."""
+    reader = f"    - {{name: reader, sha256: {hash_key(INFERENCE_KEY).hex()}, scopes: [inference]}}"
+    return write_config(tmp_path, ollama_port, REPO / "pipelines", extra_keys=reader)
 
 
 @pytest.fixture
