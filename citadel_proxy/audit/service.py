@@ -6,15 +6,13 @@ import asyncio
 import contextlib
 import logging
 from pathlib import Path
-from typing import Annotated
 
-import msgspec
 import psycopg
-from msgspec import Meta
 from psycopg_pool import AsyncConnectionPool
 
 from citadel_proxy.audit.errors import StoreUnavailable
 from citadel_proxy.audit.migrate import migrate
+from citadel_proxy.audit.options import AuditOptions
 from citadel_proxy.audit.queries import AuditQueries
 from citadel_proxy.audit.sink import AuditSink
 from citadel_proxy.audit.spool import Spool, claim_free_slot
@@ -24,27 +22,11 @@ from citadel_proxy.config.schema import Config, Database
 log = logging.getLogger(__name__)
 
 
-class AuditOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Tuning of the writer and the spool; the defaults suit one gateway process."""
-
-    queue_size: Annotated[int, Meta(ge=1)] = 10_000
-    batch_size: Annotated[int, Meta(ge=1, le=10_000)] = 500
-    # The spool (or, without a database, the audit log) starts a new file past this size.
-    segment_bytes: Annotated[int, Meta(ge=1024)] = 64 * 1024 * 1024
-    retry_s: Annotated[float, Meta(gt=0)] = 2.0
-    write_timeout_s: Annotated[float, Meta(gt=0)] = 10.0
-    # How long the writer waits for more records before a batch that is not full (memory only, never
-    # the response path).
-    linger_s: Annotated[float, Meta(ge=0, le=1)] = 0.05
-    # Default: <paths.data>/audit
-    spool_dir: str | None = None
-
-
 async def open_audit(
     config: Config, stack: contextlib.AsyncExitStack, options: AuditOptions | None = None
 ) -> AuditSink:
     """Start the audit trail; `stack` closes it (queue drained) and then its pool."""
-    options = options or AuditOptions()
+    options = options or config.audit
     root = Path(options.spool_dir or Path(config.paths.data) / "audit")
     slot = await asyncio.to_thread(claim_free_slot, root)
     db = config.database
@@ -64,6 +46,7 @@ async def open_audit(
             retry_s=options.retry_s,
             prepare=prepare,
             linger_s=options.linger_s,
+            spool_first=options.durability == "spool",
         )
         sink.queries = AuditQueries(pool, options.write_timeout_s)
     sink.start()

@@ -55,6 +55,7 @@ class AuditSink:
         retry_s: float,
         prepare: Prepare | None = None,
         linger_s: float = 0.0,
+        spool_first: bool = False,
     ) -> None:
         self.metrics = AuditMetrics()
         # Set by open_audit when there is a database: what the management routes read.
@@ -63,6 +64,7 @@ class AuditSink:
         self._store = store
         self._batch_size = batch_size
         self._linger_s = linger_s
+        self._spool_first = spool_first and store is not None
         self._retry_s = retry_s
         self._prepare = prepare
         self._queue: asyncio.Queue[AuditRecord | None] = asyncio.Queue(queue_size)
@@ -99,7 +101,7 @@ class AuditSink:
 
     def offer(self, record: AuditRecord) -> asyncio.Task[None] | None:
         """Like submit, without waiting: for paths that cannot await (a cancelled request)."""
-        if self._healthy and not self._closing:
+        if self._healthy and not self._closing and not self._spool_first:
             try:
                 self._queue.put_nowait(record)
                 return None
@@ -114,6 +116,8 @@ class AuditSink:
     async def _spool_records(self, records: Sequence[AuditRecord]) -> None:
         try:
             await self._spool.append(records)
+            if self._spool_first:
+                self._wake.set()  # the recovery loop is the writer in this mode
         except OSError as exc:
             self.metrics.lost += len(records)
             log.error("audit records lost: neither PostgreSQL nor the spool could take them: %s", exc)
@@ -183,6 +187,8 @@ class AuditSink:
             except TimeoutError:
                 pass
             self._wake.clear()
+            if self._spool_first and self._linger_s:
+                await asyncio.sleep(self._linger_s)  # let a burst gather in one segment
             try:
                 await self._recover()
             except StoreUnavailable as exc:
@@ -234,6 +240,11 @@ class AuditSink:
             self._tasks[1].cancel()
             await asyncio.gather(self._tasks[1], return_exceptions=True)
         await asyncio.gather(*self._background, return_exceptions=True)
+        if self._spool_first:
+            # One last move to PostgreSQL; whatever it cannot take stays spooled for the next start.
+            with contextlib.suppress(AuditError, TimeoutError):
+                async with asyncio.timeout(self._retry_s * 5):
+                    await self._recover()
         await self._spool.close()
 
 

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
+from citadel_proxy.audit.options import AuditOptions
 from citadel_proxy.auth.config import AuthConfig
 
 Port = Annotated[int, Meta(ge=1, le=65535)]
@@ -187,6 +188,7 @@ class Config(Section, frozen=True):
     monitoring: Monitoring = msgspec.field(default_factory=Monitoring)
     model_routing: ModelRouting = msgspec.field(default_factory=ModelRouting)
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
+    audit: AuditOptions = msgspec.field(default_factory=AuditOptions)
 
     def resolved(self, base: Path) -> Config:
         """Relative paths are taken from the config file's folder, whatever the working directory."""
