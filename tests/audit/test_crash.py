@@ -26,13 +26,19 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def spool_in_child(config: Config, spool: Path, count: int, tmp_path: Path) -> list[str]:
+async def spool_in_child(
+    config: Config, spool: Path, count: int, tmp_path: Path, durability: str = "queue"
+) -> list[str]:
+    """Records submitted by a child process, which is then SIGKILLed. With the default durability the
+    child's database is unreachable, so every record went to the spool."""
     assert config.database is not None
-    unreachable = msgspec.structs.replace(config.database, port=closed_port())
+    if durability == "queue":
+        unreachable = msgspec.structs.replace(config.database, port=closed_port())
+        config = msgspec.structs.replace(config, database=unreachable)
     config_file = tmp_path / "child-config.json"
-    config_file.write_bytes(msgspec.json.encode(msgspec.structs.replace(config, database=unreachable)))
+    config_file.write_bytes(msgspec.json.encode(config))
     child = await asyncio.create_subprocess_exec(
-        sys.executable, str(SCRIPT), str(config_file), str(spool), str(count),
+        sys.executable, str(SCRIPT), str(config_file), str(spool), str(count), durability,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
         env=os.environ | {"PYTHONPATH": REPO},
     )  # fmt: skip

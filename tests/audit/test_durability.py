@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import os
-import signal
-import sys
 from pathlib import Path
-
-import msgspec
 
 from citadel_proxy.audit.options import AuditOptions
 from citadel_proxy.audit.service import open_audit
 from citadel_proxy.config.schema import Config
 from tests.audit.conftest import fetch, record, wait_for
-
-SCRIPT = Path(__file__).with_name("durable_writer.py")
-REPO = str(Path(__file__).resolve().parents[2])
+from tests.audit.test_crash import spool_in_child
 
 
 async def test_spool_first_records_reach_postgresql_without_a_restart(
@@ -34,21 +26,8 @@ async def test_spool_first_records_reach_postgresql_without_a_restart(
 
 async def test_sigkill_right_after_submit_with_a_healthy_database(migrated: Config, tmp_path: Path) -> None:
     spool = tmp_path / "spool"
-    config_file = tmp_path / "child-config.json"
-    config_file.write_bytes(msgspec.json.encode(migrated))
-    child = await asyncio.create_subprocess_exec(
-        sys.executable, str(SCRIPT), str(config_file), str(spool), "200",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-        env=os.environ | {"PYTHONPATH": REPO},
-    )  # fmt: skip
-    assert child.stdout is not None
-    ids = []
-    async with asyncio.timeout(60):
-        while (line := (await child.stdout.readline()).decode().strip()) != "submitted":
-            assert line, "the child died before submitting everything"
-            ids.append(line)
-    child.send_signal(signal.SIGKILL)  # some records are in PostgreSQL already, the rest only spooled
-    assert await child.wait() == -signal.SIGKILL
+    # Some records are in PostgreSQL when the child dies, the rest only spooled: none may be lost.
+    ids = await spool_in_child(migrated, spool, 200, tmp_path, durability="spool")
     async with contextlib.AsyncExitStack() as stack:
         sink = await open_audit(migrated, stack, AuditOptions(spool_dir=str(spool), retry_s=0.1))
         await wait_for(lambda: fetch(migrated, "SELECT count(*) FROM audit_requests") == [(200,)])
