@@ -61,6 +61,19 @@ class Disk(msgspec.Struct, frozen=True, kw_only=True):
     free_bytes: int
     percent: float
 
+    @classmethod
+    def of(cls, mountpoint: str, device: str, fstype: str, usage: Any) -> Disk:
+        """From psutil's disk_usage() of that mount."""
+        return cls(
+            mountpoint=mountpoint,
+            device=device,
+            fstype=fstype,
+            total_bytes=usage.total,
+            used_bytes=usage.used,
+            free_bytes=usage.free,
+            percent=usage.percent,
+        )
+
 
 class SkippedMount(msgspec.Struct, frozen=True, kw_only=True):
     mountpoint: str
@@ -264,20 +277,8 @@ def _disks() -> tuple[list[Disk], list[SkippedMount]]:
             skipped.append(_skip(part, exc.strerror or str(exc)))
             continue
         if usage.total:
-            disks.append(_disk(part, usage))
+            disks.append(Disk.of(part.mountpoint, part.device, part.fstype, usage))
     return disks, skipped
-
-
-def _disk(part: Any, usage: Any) -> Disk:
-    return Disk(
-        mountpoint=part.mountpoint,
-        device=part.device,
-        fstype=part.fstype,
-        total_bytes=usage.total,
-        used_bytes=usage.used,
-        free_bytes=usage.free,
-        percent=usage.percent,
-    )
 
 
 def _skip(part: Any, reason: str) -> SkippedMount:

@@ -12,6 +12,7 @@ import msgspec
 import psutil
 
 from citadel_proxy.config.schema import Config
+from citadel_proxy.system.resources import Disk
 
 # Bounds one request's walk: an accidental `/` as a directory must not keep a thread busy for hours.
 MAX_ENTRIES = 2_000_000
@@ -27,16 +28,6 @@ class StoragePaths(msgspec.Struct, frozen=True, kw_only=True):
     backups: str
 
 
-class Filesystem(msgspec.Struct, frozen=True, kw_only=True):
-    mountpoint: str
-    device: str
-    fstype: str
-    total_bytes: int
-    used_bytes: int
-    free_bytes: int
-    percent: float
-
-
 class DirectoryUsage(msgspec.Struct, frozen=True, kw_only=True):
     path: str
     status: Literal["ok", "missing", "not_a_directory", "unreadable"]
@@ -48,7 +39,7 @@ class DirectoryUsage(msgspec.Struct, frozen=True, kw_only=True):
     # Entries that could not be read (permission denied) or vanished during the walk.
     skipped: int = 0
     truncated: bool = False
-    filesystem: Filesystem | None = None
+    filesystem: Disk | None = None
 
 
 class StorageUsage(msgspec.Struct, frozen=True, kw_only=True):
@@ -174,21 +165,15 @@ def _count(entry: os.DirEntry[str], tally: _Tally, pending: list[str], linked: s
     tally.size_bytes += stat.st_size
 
 
-def _filesystem(path: str, mounts: Sequence[Any]) -> Filesystem | None:
+def _filesystem(path: str, mounts: Sequence[Any]) -> Disk | None:
     try:
         usage = psutil.disk_usage(path)
     except OSError:
         return None
     mount = _mount_of(path, mounts)
-    return Filesystem(
-        mountpoint=mount.mountpoint if mount else "/",
-        device=mount.device if mount else "",
-        fstype=mount.fstype if mount else "",
-        total_bytes=usage.total,
-        used_bytes=usage.used,
-        free_bytes=usage.free,
-        percent=usage.percent,
-    )
+    if mount is None:
+        return Disk.of("/", "", "", usage)
+    return Disk.of(mount.mountpoint, mount.device, mount.fstype, usage)
 
 
 def _mount_of(path: str, mounts: Sequence[Any]) -> Any:
