@@ -40,6 +40,8 @@ class Settings(NamedTuple):
     tokens: int = 64
     token_delay_s: float = 0.0
     first_token_delay_s: float = 0.0
+    # Models named paced* send one line per write, this far apart: tokens as a live model delivers them.
+    paced_delay_s: float = 0.002
 
 
 class Answers:
@@ -241,23 +243,23 @@ class Connection(asyncio.Protocol):
         n = int(predict.group(1)) if predict and int(predict.group(1)) > 0 else self.settings.tokens
         stream = _STREAM_FALSE.search(body) is None
         s = self.settings
-        if not s.token_delay_s and not s.first_token_delay_s:
+        delay = s.paced_delay_s if model.startswith(b"paced") else s.token_delay_s
+        if not delay and not s.first_token_delay_s:
             self.transport.write(
                 self.answers.stream(path, model, n) if stream else self.answers.complete(path, model, n)
             )
             return
         self.busy = True
         if not stream:
-            delay = s.first_token_delay_s + s.token_delay_s * n
-            self.later(delay, self.finish, self.answers.complete(path, model, n))
+            self.later(s.first_token_delay_s + delay * n, self.finish, self.answers.complete(path, model, n))
             return
         lines = self.answers.lines(path, model, n)
-        self.later(s.first_token_delay_s or s.token_delay_s, self.tick, lines, 0)
+        self.later(s.first_token_delay_s or delay, self.tick, lines, 0, delay)
 
     def later(self, delay: float, callback: Callable[..., None], *args: object) -> None:
         self.timer = asyncio.get_running_loop().call_later(delay, callback, *args)
 
-    def tick(self, lines: list[bytes], index: int) -> None:
+    def tick(self, lines: list[bytes], index: int, delay: float) -> None:
         if self.transport is None:
             return
         out = chunk(lines[index])
@@ -265,7 +267,7 @@ class Connection(asyncio.Protocol):
             out = stream_head(self.answers.date) + out
         if index + 1 < len(lines):
             self.transport.write(out)
-            self.later(self.settings.token_delay_s, self.tick, lines, index + 1)
+            self.later(delay, self.tick, lines, index + 1, delay)
         else:
             self.finish(out + b"0\r\n\r\n")
 

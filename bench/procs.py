@@ -190,8 +190,8 @@ def gateway_config(
     path = workdir / f"{name}.yaml"
     path.write_text(
         f"ollama:\n  service: {{host: 127.0.0.1, port: {ollama_port}, max_connections: {max_connections}}}\n"
-        '  models: [{name: "phi3:latest"}]\n'
-        'model_routing: {aliases: {phi3: "phi3:latest"}}\n'
+        '  models: [{name: "phi3:latest"}, {name: "paced:latest"}]\n'
+        'model_routing: {aliases: {phi3: "phi3:latest", paced: "paced:latest"}}\n'
         f"gateway: {{server: {spec.server}}}\n"
         f"paths: {{pipelines: {pipelines}, data: {state / 'data'}, logs: {state / 'log'},"
         f" backups: {state / 'backups'}}}\n"

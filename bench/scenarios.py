@@ -17,6 +17,7 @@ _GATEWAY_PATHS = {
     "voice": "/v1/voice/chat/completions",
     "gui": "/v1/gui/chat/completions",
     "slow": "/v1/voice/chat/completions",
+    "paced": "/v1/voice/chat/completions",
     "embed-hit": "/api/embed",
     "embed-miss": "/api/embed",
 }
@@ -31,7 +32,7 @@ class Scenario:
 
     @property
     def streams(self) -> bool:
-        return self.kind in ("stream", "voice", "gui", "slow")
+        return self.kind in ("stream", "voice", "gui", "slow", "paced")
 
     @property
     def slow(self) -> bool:
@@ -60,6 +61,8 @@ def all_scenarios(budget: Budget) -> list[Scenario]:
     found = [Scenario(f"chat c{c}", "chat", c) for c in (1, 8, 32)]
     for kind in ("stream", "voice", "gui"):
         found += [Scenario(f"{kind} c{c}", kind, c) for c in (1, 8, 32)]
+    # Tokens 2 ms apart, one per write: what each forwarded event costs when a live model delivers them.
+    found.append(Scenario("voice paced c16", "paced", 16))
     found.append(Scenario(f"slow x{budget.slow_streams}", "slow", budget.slow_streams, budget.slow_tokens))
     found += [Scenario("embed-hit c8", "embed-hit", 8), Scenario("embed-miss c8", "embed-miss", 8)]
     return found
@@ -112,7 +115,8 @@ def _gateway(scenario: Scenario) -> tuple[str, bytes, bytes]:
     path = _GATEWAY_PATHS[scenario.kind]
     if scenario.embeddings:
         return path, _dumps({"model": "phi3", "input": _embed_input(scenario)}), b""
-    body: dict[str, object] = {"model": "phi3", "messages": _MESSAGES, "max_tokens": scenario.tokens}
+    model = "paced" if scenario.kind == "paced" else "phi3"
+    body: dict[str, object] = {"model": model, "messages": _MESSAGES, "max_tokens": scenario.tokens}
     body["stream"] = scenario.streams
     return path, _dumps(body), SSE_TOKEN if scenario.streams else b""
 
@@ -121,7 +125,7 @@ def _ollama(scenario: Scenario) -> tuple[str, bytes, bytes]:
     if scenario.embeddings:
         return "/api/embed", _dumps({"model": "phi3:latest", "input": _embed_input(scenario)}), b""
     body = {
-        "model": "phi3:latest",
+        "model": "paced:latest" if scenario.kind == "paced" else "phi3:latest",
         "messages": _MESSAGES,
         "stream": scenario.streams,
         "options": {"num_predict": scenario.tokens},
