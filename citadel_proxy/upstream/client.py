@@ -10,6 +10,8 @@ import msgspec
 
 from citadel_proxy import errors
 from citadel_proxy.config.schema import OllamaService
+from citadel_proxy.upstream.lean import LeanError, LeanPool
+from citadel_proxy.upstream.ndjson import Answer
 from citadel_proxy.upstream.wire import ErrorReply
 
 _JSON = {"Content-Type": "application/json"}
@@ -30,6 +32,7 @@ class OllamaClient:
     def __init__(self, service: OllamaService) -> None:
         self.service = service
         self._session: aiohttp.ClientSession | None = None
+        self._lean: LeanPool | None = None
 
     async def open(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -46,11 +49,49 @@ class OllamaClient:
             skip_auto_headers=("User-Agent",),
             auto_decompress=False,
         )
+        if self.service.scheme == "http":
+            self._lean = LeanPool(
+                self.service.host,
+                self.service.port,
+                limit=self.service.max_connections,
+                connect_timeout_s=self.service.connect_timeout_s,
+                read_timeout_s=self.service.timeout,
+            )
 
     async def close(self) -> None:
+        if self._lean is not None:
+            await self._lean.close()
+            self._lean = None
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+    async def stream(self, path: str, body: bytes) -> Answer:
+        """Ollama's streamed answer to a POST, status 200, unread (other statuses raise).
+
+        Streams go through the lean client (less memory and CPU per token); only connect failures are
+        retried, since then nothing has reached Ollama.
+        """
+        if self._lean is None:
+            return await self.open_response("POST", path, body, read_bufsize=_STREAM_BUFSIZE)
+        attempts = self.service.max_retries + 1
+        for attempt in range(attempts):
+            try:
+                response = await self._lean.post(path, body)
+                break
+            except (OSError, TimeoutError) as exc:
+                if attempt + 1 == attempts:
+                    raise errors.UpstreamUnavailable(
+                        f"cannot connect to Ollama at {self.service.base_url}: {exc or type(exc).__name__}"
+                    ) from None
+                await asyncio.sleep(_RETRY_BASE_S * 2**attempt)
+            except LeanError as exc:
+                raise errors.UpstreamError(
+                    f"request to Ollama failed: {exc}", code="upstream_error"
+                ) from None
+        if response.status != 200:
+            raise await _status_error(response)
+        return response
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -114,10 +155,10 @@ class OllamaClient:
             response.release()
 
 
-async def _status_error(response: aiohttp.ClientResponse) -> errors.GatewayError:
+async def _status_error(response: Answer) -> errors.GatewayError:
     try:
         raw = await response.content.read(_MAX_ERROR_BODY)
-    except (aiohttp.ClientError, TimeoutError):
+    except (aiohttp.ClientError, LeanError, TimeoutError):
         raw = b""
     finally:
         response.release()

@@ -5,25 +5,35 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import aiohttp
 import msgspec
 
 from citadel_proxy import errors
 from citadel_proxy.pipeline.types import Delta, Outcome
+from citadel_proxy.upstream.lean import LeanError, LeanResponse
 from citadel_proxy.upstream.wire import ChatLine, GenerateLine
+
+# An answer from either client: aiohttp's response or the lean one (the same few methods).
+Answer = aiohttp.ClientResponse | LeanResponse
 
 Line = TypeVar("Line", ChatLine, GenerateLine)
 
 MAX_LINE_BYTES = 32 * 1024 * 1024
+
+
+class ByteSource(Protocol):
+    async def readany(self) -> bytes: ...
+
+
 _DRAIN_AFTER_DONE_S = 1.0
 
 
 class LineBlocks:
     """Whole lines from a byte stream, as many as have arrived per call, without aiohttp's line limit."""
 
-    def __init__(self, content: aiohttp.StreamReader, max_line_bytes: int = MAX_LINE_BYTES) -> None:
+    def __init__(self, content: ByteSource, max_line_bytes: int = MAX_LINE_BYTES) -> None:
         self._content = content
         self._carry = bytearray()
         self._max = max_line_bytes
@@ -56,7 +66,7 @@ class UpstreamStream(Generic[Line]):
 
     def __init__(
         self,
-        response: aiohttp.ClientResponse,
+        response: Answer,
         decoder: msgspec.json.Decoder[Line],
         to_delta: Callable[[Line], Delta | None],
         outcome: Outcome,
@@ -77,7 +87,7 @@ class UpstreamStream(Generic[Line]):
                 return None
             try:
                 block = await self._blocks.read()
-            except (aiohttp.ClientError, TimeoutError) as exc:
+            except (aiohttp.ClientError, LeanError, TimeoutError) as exc:
                 raise errors.UpstreamIncomplete(f"Ollama's stream broke off: {exc!r}") from None
             if block is None:
                 raise errors.UpstreamIncomplete("Ollama ended the stream before it was complete")
@@ -126,7 +136,7 @@ class UpstreamStream(Generic[Line]):
                 async with asyncio.timeout(_DRAIN_AFTER_DONE_S):
                     while await response.content.readany():
                         pass
-            except (aiohttp.ClientError, TimeoutError):
+            except (aiohttp.ClientError, LeanError, TimeoutError):
                 response.close()
         if not self._done:
             response.close()

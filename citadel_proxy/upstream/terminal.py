@@ -26,7 +26,7 @@ def upstream_handler(client: OllamaClient) -> Handler:
     async def call_ollama(ctx: Context) -> Reply:
         body = _encode(ctx.upstream)
         if ctx.stream:
-            response = await client.open_response("POST", ctx.endpoint, body)
+            response = await client.stream(ctx.endpoint, body)
             if ctx.endpoint == "/api/chat":
                 return Reply(stream=UpstreamStream(response, chat_line_decoder, chat_delta, ctx.outcome))
             return Reply(stream=UpstreamStream(response, generate_line_decoder, generate_delta, ctx.outcome))

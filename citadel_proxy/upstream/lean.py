@@ -1,0 +1,268 @@
+"""A small HTTP/1.1 client for Ollama's streamed answers: one C parser (httptools) and one buffer per
+stream, where aiohttp keeps about 10 KiB of response, parser and reader objects and several wake-ups per
+token. Only POSTs of a JSON body to one host, keep-alive connections reused, reading paused when the
+reader falls behind (so a slow client stops the reads from Ollama). Everything else stays on aiohttp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import cast
+
+import httptools
+
+_HIGH_WATER = 64 * 1024
+
+
+class LeanError(Exception):
+    """The connection failed or broke. `stale`: closed before a single byte came back, as a pooled
+    keep-alive connection that Ollama had already closed is: the request never reached it."""
+
+    def __init__(self, message: str, *, stale: bool = False) -> None:
+        super().__init__(message)
+        self.stale = stale
+
+
+class LeanResponse(asyncio.Protocol):
+    """One connection and the answer being read on it (the `content` aiohttp callers expect is itself)."""
+
+    def __init__(self, pool: LeanPool) -> None:
+        self._pool = pool
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpResponseParser(self)
+        self._buffer = bytearray()
+        self._waiter: asyncio.Future[None] | None = None
+        self._head: asyncio.Future[None] = self._loop.create_future()
+        self._timer: asyncio.TimerHandle | None = None
+        self._paused = False
+        self._eof = False
+        self._error: LeanError | None = None
+        self._closed = False
+        self._got_bytes = False
+        self.status = 0
+        self.content = self
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not derive from asyncio.Transport, but offer the same methods.
+        self._transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._got_bytes = True
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(f"Ollama sent an answer that is not HTTP: {exc}")
+            return
+        if len(self._buffer) > _HIGH_WATER and not self._paused and self._transport is not None:
+            self._paused = True
+            self._transport.pause_reading()
+        self._rearm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        if not self._eof:
+            self._fail(f"Ollama closed the connection: {exc or 'end of stream'}", stale=not self._got_bytes)
+
+    # httptools callbacks
+
+    def on_headers_complete(self) -> None:
+        self.status = self._parser.get_status_code()
+        if not self._head.done():
+            self._head.set_result(None)
+
+    def on_body(self, body: bytes) -> None:
+        self._buffer += body
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        self._eof = True
+        self._cancel_timer()
+        self._wake()
+
+    # what UpstreamStream and the error mapping read
+
+    async def readany(self) -> bytes:
+        """What has arrived (b"" at the end). Cancel-safe: a cancelled wait loses nothing."""
+        while not self._buffer:
+            if self._eof:
+                return b""
+            if self._error is not None:
+                raise self._error
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        if self._paused and self._transport is not None:
+            self._paused = False
+            self._transport.resume_reading()
+        return data
+
+    async def read(self, limit: int) -> bytes:
+        """Up to `limit` bytes of the whole answer (error bodies)."""
+        out = bytearray()
+        while len(out) < limit and (chunk := await self.readany()):
+            out += chunk
+        return bytes(out[:limit])
+
+    def is_eof(self) -> bool:
+        return self._eof and not self._buffer
+
+    def close(self) -> None:
+        """Drop the connection: Ollama sees the client leave and stops generating."""
+        self._cancel_timer()
+        if self._transport is not None and not self._closed:
+            self._closed = True
+            self._transport.close()
+        self._pool.forget(self)
+
+    def release(self) -> None:
+        """Back to the pool when the answer was read to its end on a keep-alive connection, else closed."""
+        if self._eof and not self._buffer and not self._closed and self._parser.should_keep_alive():
+            self._pool.give_back(self)
+        else:
+            self.close()
+
+    # internals used by the pool
+
+    async def send(self, request: bytes) -> None:
+        """Write the request and wait for the status line and headers (bounded by the silence timer)."""
+        assert self._transport is not None
+        self._transport.write(request)
+        self._rearm()
+        await self._head
+
+    def reset(self) -> None:
+        """Ready for the next request on this connection."""
+        self._parser = httptools.HttpResponseParser(self)
+        self._head = self._loop.create_future()
+        self._eof = False
+        self._error = None
+        self._got_bytes = False
+        self.status = 0
+
+    @property
+    def usable(self) -> bool:
+        return not self._closed and self._transport is not None and not self._transport.is_closing()
+
+    def _fail(self, message: str, *, stale: bool = False) -> None:
+        if self._error is None:
+            self._error = LeanError(message, stale=stale)
+        self._cancel_timer()
+        if not self._head.done():
+            self._head.set_exception(self._error)
+            # Marked as seen: an idle pooled connection that dies has nobody awaiting its head.
+            self._head.exception()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _rearm(self) -> None:
+        # The longest silence allowed from Ollama: one timer, moved on every arrival.
+        silence = self._pool.read_timeout_s
+        if silence is None or self._eof:
+            return
+        self._cancel_timer()
+        self._timer = self._loop.call_later(silence, self._silent)
+
+    def _silent(self) -> None:
+        self._timer = None
+        self._fail(f"Ollama sent nothing for {self._pool.read_timeout_s:g} s")
+        if self._transport is not None:
+            self._transport.close()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+class LeanPool:
+    """Keep-alive connections to one Ollama, at most `limit` busy at once."""
+
+    def __init__(
+        self, host: str, port: int, *, limit: int, connect_timeout_s: float, read_timeout_s: float | None
+    ) -> None:
+        self._host, self._port = host, port
+        self._head = f"Host: {host}:{port}\r\nContent-Type: application/json\r\n".encode()
+        self._idle: list[LeanResponse] = []
+        self._busy: set[LeanResponse] = set()
+        self._slots = asyncio.Semaphore(limit)
+        self._connect_timeout_s = connect_timeout_s
+        self.read_timeout_s = read_timeout_s
+
+    async def post(self, path: str, body: bytes) -> LeanResponse:
+        """Send the request; returns once Ollama's status line and headers are in.
+
+        A pooled connection found stale is retried once on a new one. Other failures raise LeanError,
+        or OSError / TimeoutError from connecting.
+        """
+        request = b"POST %s HTTP/1.1\r\n%sContent-Length: %d\r\n\r\n%s" % (
+            path.encode(),
+            self._head,
+            len(body),
+            body,
+        )
+        try:
+            return await self._attempt(request, reuse=True)
+        except LeanError as exc:
+            if not exc.stale:
+                raise
+        return await self._attempt(request, reuse=False)
+
+    async def _attempt(self, request: bytes, *, reuse: bool) -> LeanResponse:
+        await self._slots.acquire()
+        try:
+            response = (self._take_idle() if reuse else None) or await self._connect()
+        except BaseException:
+            self._slots.release()
+            raise
+        # From here the slot is the response's: close() or give_back() returns it.
+        self._busy.add(response)
+        try:
+            await response.send(request)
+        except BaseException:
+            response.close()
+            raise
+        return response
+
+    def give_back(self, response: LeanResponse) -> None:
+        if response in self._busy:
+            self._busy.discard(response)
+            self._slots.release()
+            response.reset()
+            self._idle.append(response)
+
+    def forget(self, response: LeanResponse) -> None:
+        if response in self._busy:
+            self._busy.discard(response)
+            self._slots.release()
+        with contextlib.suppress(ValueError):
+            self._idle.remove(response)
+
+    async def close(self) -> None:
+        for response in [*self._idle, *self._busy]:
+            response.close()
+        self._idle.clear()
+
+    def _take_idle(self) -> LeanResponse | None:
+        while self._idle:
+            response = self._idle.pop()
+            if response.usable:
+                return response
+        return None
+
+    async def _connect(self) -> LeanResponse:
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(self._connect_timeout_s):
+            _, protocol = await loop.create_connection(lambda: LeanResponse(self), self._host, self._port)
+        return protocol
