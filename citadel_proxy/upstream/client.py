@@ -156,6 +156,7 @@ class OllamaClient:
 
 
 async def _status_error(response: Answer) -> errors.GatewayError:
+    status = response.status  # before release(): a pooled lean response is reset for its next use
     try:
         raw = await response.content.read(_MAX_ERROR_BODY)
     except (aiohttp.ClientError, LeanError, TimeoutError):
@@ -163,7 +164,6 @@ async def _status_error(response: Answer) -> errors.GatewayError:
     finally:
         response.release()
     message = _error_text(raw)
-    status = response.status
     if status == 404:
         return errors.ModelNotFound(message or "not found in Ollama")
     if status == 400:

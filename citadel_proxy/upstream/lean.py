@@ -13,6 +13,8 @@ from typing import cast
 import httptools
 
 _HIGH_WATER = 64 * 1024
+# Idle keep-alive connections kept for reuse; more are closed (each holds a socket on both sides).
+_MAX_IDLE = 64
 
 
 class LeanError(Exception):
@@ -41,6 +43,7 @@ class LeanResponse(asyncio.Protocol):
         self._error: LeanError | None = None
         self._closed = False
         self._got_bytes = False
+        self._keep_alive = False
         self.status = 0
         self.content = self
 
@@ -71,6 +74,8 @@ class LeanResponse(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.status = self._parser.get_status_code()
+        # Read now: httptools forgets it once the message is complete.
+        self._keep_alive = self._parser.should_keep_alive()
         if not self._head.done():
             self._head.set_result(None)
 
@@ -124,7 +129,7 @@ class LeanResponse(asyncio.Protocol):
 
     def release(self) -> None:
         """Back to the pool when the answer was read to its end on a keep-alive connection, else closed."""
-        if self._eof and not self._buffer and not self._closed and self._parser.should_keep_alive():
+        if self._eof and not self._buffer and not self._closed and self._keep_alive:
             self._pool.give_back(self)
         else:
             self.close()
@@ -145,6 +150,7 @@ class LeanResponse(asyncio.Protocol):
         self._eof = False
         self._error = None
         self._got_bytes = False
+        self._keep_alive = False
         self.status = 0
 
     @property
@@ -236,11 +242,15 @@ class LeanPool:
         return response
 
     def give_back(self, response: LeanResponse) -> None:
-        if response in self._busy:
-            self._busy.discard(response)
-            self._slots.release()
-            response.reset()
-            self._idle.append(response)
+        if response not in self._busy:
+            return
+        if len(self._idle) >= _MAX_IDLE:
+            response.close()
+            return
+        self._busy.discard(response)
+        self._slots.release()
+        response.reset()
+        self._idle.append(response)
 
     def forget(self, response: LeanResponse) -> None:
         if response in self._busy:

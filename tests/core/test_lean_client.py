@@ -1,0 +1,83 @@
+"""The lean upstream client: keep-alive reuse, and a stale pooled connection retried once."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from citadel_proxy.upstream.lean import LeanError, LeanPool
+from tests.fakes.ollama import Behavior, FakeOllama
+
+BODY = b'{"model":"phi3","messages":[{"role":"user","content":"x"}]}'
+ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nContent-Length: 2\r\n\r\n{}"
+
+
+async def read_all(pool: LeanPool) -> tuple[int, bytes, object]:
+    response = await pool.post("/api/chat", BODY)
+    data = b""
+    while chunk := await response.readany():
+        data += chunk
+    status = response.status
+    response.release()
+    return status, data, response
+
+
+async def test_connections_are_reused_and_errors_keep_their_status() -> None:
+    async with FakeOllama(behavior=Behavior.counted(3)) as fake:
+        pool = LeanPool("127.0.0.1", fake.port, limit=4, connect_timeout_s=2, read_timeout_s=10)
+        try:
+            first = await read_all(pool)
+            second = await read_all(pool)
+            assert first[0] == second[0] == 200 and b'"done":true' in second[1]
+            assert first[2] is second[2]  # the same pooled connection
+            missing = await pool.post("/api/chat", BODY.replace(b"phi3", b"llama9"))
+            assert missing.status == 404 and b"not found" in await missing.read(1000)
+            missing.release()
+        finally:
+            await pool.close()
+
+
+async def test_a_pooled_connection_closed_by_the_server_is_retried_once() -> None:
+    served = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal served
+        connection_requests = 0
+        while await reader.readuntil(b"\r\n\r\n"):
+            await reader.readexactly(len(BODY))
+            connection_requests += 1
+            if connection_requests == 2:
+                writer.close()  # an idle timeout that struck just as the request went out
+                return
+            served += 1
+            writer.write(ANSWER)
+            await writer.drain()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    pool = LeanPool("127.0.0.1", port, limit=4, connect_timeout_s=2, read_timeout_s=5)
+    try:
+        assert (await read_all(pool))[:2] == (200, b"{}")
+        assert (await read_all(pool))[:2] == (200, b"{}")  # first try on the stale one, then a new one
+        assert served == 2
+    finally:
+        await pool.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_silence_beyond_the_read_timeout_fails_the_request() -> None:
+    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(5)
+
+    server = await asyncio.start_server(mute, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    pool = LeanPool("127.0.0.1", port, limit=4, connect_timeout_s=2, read_timeout_s=0.2)
+    try:
+        with pytest.raises(LeanError, match="sent nothing"):
+            await pool.post("/api/chat", BODY)
+    finally:
+        await pool.close()
+        server.close()
+        await server.wait_closed()
