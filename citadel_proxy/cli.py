@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 
-from citadel_proxy.asgi import config_path
-from citadel_proxy.config import ConfigError, load_config
+# Imports of the application are inside the commands: `serve` must be able to shield itself from
+# SIGHUP before the (slow) imports start, and the other commands load only what they use.
 
 
 def _serve(args: argparse.Namespace) -> int:
     from citadel_proxy.app import load_pipeline_set
+    from citadel_proxy.asgi import config_path
+    from citadel_proxy.config import ConfigError, load_config
     from citadel_proxy.server import serve
 
     path = config_path(args.config)
@@ -26,6 +29,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     from citadel_proxy.app import load_pipeline_set
+    from citadel_proxy.asgi import config_path
+    from citadel_proxy.config import ConfigError, load_config
 
     path = config_path(args.config)
     try:
@@ -66,7 +71,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["serve"]:
+        # systemd's ExecReload may come while we start: until the app installs its reload handler, a
+        # SIGHUP must not end the process (its default action).
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    args = parser().parse_args(words)
     result: int = args.func(args)
     return result
 

@@ -52,3 +52,5 @@ def reload_on_sighup(reload: Callable[[], Coroutine[Any, Any, object]]) -> Itera
         yield
     finally:
         loop.remove_signal_handler(signal.SIGHUP)
+        # Not back to the default action, which would end the process mid-shutdown.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)

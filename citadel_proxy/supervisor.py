@@ -26,28 +26,17 @@ WorkerTarget = Callable[..., Any]
 def run_workers(target: WorkerTarget, kwargs: dict[str, Any], workers: int, graceful_s: float) -> int:
     context = get_context("spawn")
     shutdown = context.Event()
-    # Workers inherit an ignored SIGINT: a Ctrl-C reaches the parent, which stops them in order.
+    # Inherited by the workers: a Ctrl-C reaches the parent, which stops them in order, and a SIGHUP
+    # that arrives before a worker's app has installed its reload handler cannot kill it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     processes: list[BaseProcess] = []
     for _ in range(workers):
         process: BaseProcess = context.Process(target=target, kwargs={**kwargs, "shutdown_event": shutdown})
         process.start()
         processes.append(process)
-
-    def stop(*_: object) -> None:
-        shutdown.set()
-
-    def forward_reload(*_: object) -> None:
-        for process in processes:
-            if process.pid is not None and process.is_alive():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(process.pid, signal.SIGHUP)
-
-    for name in ("SIGINT", "SIGTERM"):
-        signal.signal(getattr(signal, name), stop)
-    signal.signal(signal.SIGHUP, forward_reload)
-    # A worker that dies takes the others down: systemd restarts the whole service cleanly.
-    wait([process.sentinel for process in processes])
+    _supervise(processes)
+    # A worker that died takes the others down: systemd restarts the whole service cleanly.
     shutdown.set()
     for process in processes:
         process.join(graceful_s + _STRAGGLER_GRACE_S)
@@ -55,6 +44,47 @@ def run_workers(target: WorkerTarget, kwargs: dict[str, Any], workers: int, grac
             process.terminate()
             process.join()
     return max((abs(process.exitcode or 0) for process in processes), default=0)
+
+
+def _supervise(processes: list[BaseProcess]) -> None:
+    """Forward SIGHUP until a stop signal comes or a worker ends.
+
+    The handlers only note the signal and wake the loop through a pipe: doing the work inside a
+    handler could re-enter a lock the main flow holds (multiprocessing's Event.set) and deadlock.
+    """
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_write, False)
+    received: list[int] = []
+
+    def note(signum: int, _frame: object) -> None:
+        received.append(signum)
+        with contextlib.suppress(BlockingIOError):
+            os.write(wake_write, b"!")
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, note)
+    sentinels = [process.sentinel for process in processes]
+    try:
+        while True:
+            ready = wait([*sentinels, wake_read])
+            if wake_read in ready:
+                os.read(wake_read, 1024)
+            while received:
+                if received.pop(0) != signal.SIGHUP:
+                    return
+                _forward_reload(processes)
+            if any(sentinel in ready for sentinel in sentinels):
+                return
+    finally:
+        os.close(wake_read)
+        os.close(wake_write)
+
+
+def _forward_reload(processes: list[BaseProcess]) -> None:
+    for process in processes:
+        if process.pid is not None and process.is_alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGHUP)
 
 
 def watch_shutdown(shutdown_event: Event, stop: Callable[[], None]) -> None:

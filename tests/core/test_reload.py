@@ -94,3 +94,37 @@ async def test_reload_keeps_streams_and_applies_new_settings(
         long.release()
     assert rest.endswith("data: [DONE]\n\n")
     assert process.poll() is None
+
+
+@pytest.mark.parametrize("server", ["uvicorn", "hypercorn"])
+async def test_sighup_while_workers_start_kills_none_and_sigterm_stops_all(
+    server: str, tmp_path: Path
+) -> None:
+    async with FakeOllama(behavior=Behavior.counted(3)) as fake:
+        config = write_config(tmp_path, fake.port, REPO / "pipelines", extra_gateway=f"  server: {server}")
+        port = free_port()
+        command = [sys.executable, "-m", "citadel_proxy", "serve", "--config", str(config)]
+        command += ["--bind", f"127.0.0.1:{port}", "--workers", "2"]
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("CITADEL_", "PROMETHEUS_"))}
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: ASYNC220
+        try:
+            await asyncio.sleep(0.3)  # the workers are importing: their apps have no reload handler yet
+            for _ in range(3):
+                process.send_signal(signal.SIGHUP)
+                await asyncio.sleep(0.2)
+            url = f"http://127.0.0.1:{port}"
+            async with aiohttp.ClientSession(headers=AUTH) as session:
+                for _ in range(150):
+                    try:
+                        async with session.get(url + "/v1/models") as response:
+                            if response.status == 200:
+                                break
+                    except aiohttp.ClientError:
+                        pass
+                    await asyncio.sleep(0.1)
+                sizes = {tuple(await gui_event_sizes(session, url)) for _ in range(8)}
+            assert sizes == {(3,)}
+            assert process.poll() is None
+        finally:
+            process.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(process.wait, 20) == 0
