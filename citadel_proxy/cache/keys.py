@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 
 from citadel_proxy.pipeline.types import Context
+from citadel_proxy.upstream.wire import OllamaChatRequest, OllamaGenerateRequest
 
 # Bumped when what a key covers (or an entry's layout) changes, so old entries are simply never found.
 KEY_VERSION = 1
@@ -43,5 +44,8 @@ def embedding_key(
 
 def response_key(prefix: str, ctx: Context) -> Key:
     """The request as sent to Ollama (resolved model, messages, options), whether streamed or not."""
-    upstream = msgspec.structs.replace(ctx.upstream, stream=False)
+    sent = ctx.upstream
+    if not isinstance(sent, OllamaChatRequest | OllamaGenerateRequest):
+        raise TypeError("the response cache serves chat and completion pipelines only")
+    upstream = msgspec.structs.replace(sent, stream=False)
     return Key.of(prefix, [ctx.endpoint, upstream])

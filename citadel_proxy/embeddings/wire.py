@@ -45,6 +45,10 @@ class OpenAIEmbeddingsBody(msgspec.Struct, frozen=True, kw_only=True):
     user: str | None = None
 
 
+# Any of the three request shapes, as a pipeline context carries it.
+EmbeddingsRequest = EmbedBody | EmbeddingsBody | OpenAIEmbeddingsBody
+
+
 class EmbedAnswer(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     model: str
     embeddings: list[list[float]]

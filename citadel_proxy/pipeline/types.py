@@ -11,6 +11,8 @@ import msgspec
 if TYPE_CHECKING:
     from starlette.datastructures import Headers
 
+    from citadel_proxy.embeddings.job import EmbedJob
+    from citadel_proxy.embeddings.wire import EmbeddingsRequest
     from citadel_proxy.openai.wire import ChatRequest, CompletionRequest
     from citadel_proxy.pipeline.spec import Pipeline
     from citadel_proxy.upstream.wire import OllamaChatRequest, OllamaGenerateRequest
@@ -90,7 +92,7 @@ class Principal:
     tokens_per_minute: int | None = None
 
 
-Endpoint = Literal["/api/chat", "/api/generate"]
+Endpoint = Literal["/api/chat", "/api/generate", "/api/embed", "/api/embeddings"]
 
 
 @dataclass(slots=True)
@@ -102,9 +104,10 @@ class Context:
     route: str
     client: str
     headers: Headers
-    body: ChatRequest | CompletionRequest
+    # The client's request as decoded, and what goes to Ollama (an embeddings job fills in from a cache).
+    body: ChatRequest | CompletionRequest | EmbeddingsRequest
     endpoint: Endpoint
-    upstream: OllamaChatRequest | OllamaGenerateRequest
+    upstream: OllamaChatRequest | OllamaGenerateRequest | EmbedJob
     model_requested: str
     model: str
     stream: bool

@@ -11,7 +11,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from starlette.requests import Request
@@ -25,6 +25,7 @@ from citadel_proxy.embeddings.wire import (
     EmbedBody,
     EmbeddingsAnswer,
     EmbeddingsBody,
+    EmbeddingsRequest,
     OpenAIEmbedding,
     OpenAIEmbeddingList,
     OpenAIEmbeddingsBody,
@@ -39,12 +40,10 @@ from citadel_proxy.routes.inference import complete
 from citadel_proxy.services import Services
 
 if TYPE_CHECKING:
-    from citadel_proxy.openai.wire import ChatRequest
-    from citadel_proxy.pipeline.types import Endpoint
-    from citadel_proxy.upstream.wire import OllamaChatRequest
+    pass
 
-Parse = Callable[[bytes, ModelRouter], tuple[msgspec.Struct, EmbedJob]]
-Render = Callable[[Context, msgspec.Struct, EmbedJob], Any]
+Parse = Callable[[bytes, ModelRouter], tuple[EmbeddingsRequest, EmbedJob]]
+Render = Callable[[Context, EmbeddingsRequest, EmbedJob], Any]
 
 _embed_decoder = msgspec.json.Decoder(EmbedBody)
 _embeddings_decoder = msgspec.json.Decoder(EmbeddingsBody)
@@ -84,21 +83,19 @@ async def embeddings_route(request: Request) -> Response:
 
 
 def _context(
-    request: Request, built: BuiltPipeline, route: str, wire: msgspec.Struct, job: EmbedJob
+    request: Request, built: BuiltPipeline, route: str, wire: EmbeddingsRequest, job: EmbedJob
 ) -> Context:
     request_id = request.scope.get("state", {}).get("request_id") or os.urandom(12).hex()
     client = request.client.host if request.client else ""
     model_requested: str = getattr(wire, "model", "")
-    # Context's fields name the chat and completion types only; an embeddings context carries the
-    # client's body, the job as its upstream request, and the Ollama endpoint the job goes to.
     return Context(
         request_id, built.spec, route, client, request.headers,
-        cast("ChatRequest", wire), cast("Endpoint", job.endpoint), cast("OllamaChatRequest", job),
+        wire, job.endpoint, job,
         model_requested, job.model, False,
     )  # fmt: skip
 
 
-def _parse_embed(body: bytes, models: ModelRouter) -> tuple[msgspec.Struct, EmbedJob]:
+def _parse_embed(body: bytes, models: ModelRouter) -> tuple[EmbeddingsRequest, EmbedJob]:
     wire = decode(body, _embed_decoder)
     given = wire.input
     inputs = ([given] if given else []) if isinstance(given, str) or given is None else list(given)
@@ -109,7 +106,7 @@ def _parse_embed(body: bytes, models: ModelRouter) -> tuple[msgspec.Struct, Embe
     return wire, job
 
 
-def _parse_embeddings(body: bytes, models: ModelRouter) -> tuple[msgspec.Struct, EmbedJob]:
+def _parse_embeddings(body: bytes, models: ModelRouter) -> tuple[EmbeddingsRequest, EmbedJob]:
     wire = decode(body, _embeddings_decoder)
     inputs = [wire.prompt] if wire.prompt else []
     job = EmbedJob(
@@ -122,7 +119,7 @@ def _parse_embeddings(body: bytes, models: ModelRouter) -> tuple[msgspec.Struct,
     return wire, job
 
 
-def _parse_openai(body: bytes, models: ModelRouter) -> tuple[msgspec.Struct, EmbedJob]:
+def _parse_openai(body: bytes, models: ModelRouter) -> tuple[EmbeddingsRequest, EmbedJob]:
     wire = decode(body, _openai_decoder)
     inputs = [wire.input] if isinstance(wire.input, str) else list(wire.input)
     if not inputs:
@@ -131,7 +128,7 @@ def _parse_openai(body: bytes, models: ModelRouter) -> tuple[msgspec.Struct, Emb
     return wire, job
 
 
-def _render_embed(ctx: Context, _wire: msgspec.Struct, job: EmbedJob) -> EmbedAnswer:
+def _render_embed(ctx: Context, _wire: EmbeddingsRequest, job: EmbedJob) -> EmbedAnswer:
     vectors = job.results()
     return EmbedAnswer(
         model=ctx.model,
@@ -141,13 +138,13 @@ def _render_embed(ctx: Context, _wire: msgspec.Struct, job: EmbedJob) -> EmbedAn
     )
 
 
-def _render_embeddings(_ctx: Context, _wire: msgspec.Struct, job: EmbedJob) -> EmbeddingsAnswer:
+def _render_embeddings(_ctx: Context, _wire: EmbeddingsRequest, job: EmbedJob) -> EmbeddingsAnswer:
     vectors = job.results()
     return EmbeddingsAnswer(vectors[0].floats() if vectors else [])
 
 
-def _render_openai(ctx: Context, wire: msgspec.Struct, job: EmbedJob) -> OpenAIEmbeddingList:
-    as_base64 = cast(OpenAIEmbeddingsBody, wire).encoding_format == "base64"
+def _render_openai(ctx: Context, wire: EmbeddingsRequest, job: EmbedJob) -> OpenAIEmbeddingList:
+    as_base64 = isinstance(wire, OpenAIEmbeddingsBody) and wire.encoding_format == "base64"
     vectors = job.results()
     data = [
         OpenAIEmbedding(
