@@ -16,6 +16,7 @@ import msgspec
 import psutil
 
 from citadel_proxy.config.schema import Config
+from citadel_proxy.health.probes import ProbeFailed, probe_database, probe_redis
 
 Status = Literal["ok", "warn", "down", "skipped"]
 # Above this a resource is reported as a warning: a full disk stops model pulls and logging.
@@ -110,48 +111,25 @@ async def models(session: aiohttp.ClientSession, base: str, key: str | None) -> 
 
 
 async def database(config: Config) -> Check:
-    if config.database is None:
+    db = config.database
+    if db is None:
         return Check(status="skipped", detail="not configured")
-    import psycopg
-
-    started = time.perf_counter()
     try:
-        async with asyncio.timeout(_CONNECT_TIMEOUT_S * 2):
-            conn = await psycopg.AsyncConnection.connect(
-                config.database.conninfo(), connect_timeout=int(_CONNECT_TIMEOUT_S)
-            )
-            async with conn:
-                await conn.execute("SELECT 1")
-    except (psycopg.Error, OSError, TimeoutError) as exc:
-        return Check(status="down", detail=f"PostgreSQL: {str(exc).strip() or type(exc).__name__}")
-    target = f"{config.database.host}:{config.database.port}/{config.database.database}"
-    return Check(status="ok", detail=f"SELECT 1 on {target}", latency_ms=_ms(started))
+        latency = await probe_database(db, _CONNECT_TIMEOUT_S)
+    except ProbeFailed as exc:
+        return Check(status="down", detail=str(exc))
+    return Check(status="ok", detail=f"SELECT 1 on {db.host}:{db.port}/{db.database}", latency_ms=latency)
 
 
 async def redis(config: Config) -> Check:
     settings = config.redis
     if settings is None:
         return Check(status="skipped", detail="not configured")
-    from redis.asyncio import Redis
-    from redis.exceptions import RedisError
-
-    client = Redis(
-        host=settings.host,
-        port=settings.port,
-        db=settings.database,
-        password=settings.password,
-        socket_timeout=settings.socket_timeout,
-        socket_connect_timeout=settings.socket_connect_timeout,
-    )
-    started = time.perf_counter()
     try:
-        async with asyncio.timeout(_CONNECT_TIMEOUT_S * 2):
-            await client.ping()
-    except (RedisError, OSError, TimeoutError) as exc:
-        return Check(status="down", detail=f"Redis at {settings.host}:{settings.port}: {exc}")
-    finally:
-        await client.aclose()
-    return Check(status="ok", detail=f"PING on {settings.host}:{settings.port}", latency_ms=_ms(started))
+        latency = await probe_redis(settings, _CONNECT_TIMEOUT_S)
+    except ProbeFailed as exc:
+        return Check(status="down", detail=str(exc))
+    return Check(status="ok", detail=f"PING on {settings.host}:{settings.port}", latency_ms=latency)
 
 
 def _resources(paths: list[str]) -> Check:

@@ -6,7 +6,7 @@ import time
 
 from citadel_proxy import errors
 from citadel_proxy.management import ollama
-from citadel_proxy.management.wire import OllamaStatus
+from citadel_proxy.management.wire import LoadedModel, OllamaStatus
 from citadel_proxy.upstream.client import OllamaClient
 
 # A status probe answers quickly or reports Ollama as unreachable; monitoring polls it.
@@ -28,22 +28,17 @@ async def ollama_status(client: OllamaClient) -> OllamaStatus:
             error=exc.message,
         )
     latency_ms = round((time.perf_counter() - started) * 1000, 2)
+    loaded: list[LoadedModel] = []
+    error = None
     try:
-        running = await ollama.running(client, STATUS_TIMEOUT_S)
+        loaded = [ollama.loaded(m) for m in await ollama.running(client, STATUS_TIMEOUT_S)]
     except errors.GatewayError as exc:
-        return OllamaStatus(
-            reachable=True,
-            base_url=base_url,
-            version=version,
-            latency_ms=latency_ms,
-            loaded_models=[],
-            error=f"cannot list the loaded models: {exc.message}",
-        )
+        error = f"cannot list the loaded models: {exc.message}"
     return OllamaStatus(
         reachable=True,
         base_url=base_url,
         version=version,
         latency_ms=latency_ms,
-        loaded_models=[ollama.loaded(m) for m in running],
-        error=None,
+        loaded_models=loaded,
+        error=error,
     )

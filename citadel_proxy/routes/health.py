@@ -7,16 +7,14 @@ import time
 from collections.abc import Awaitable
 
 import msgspec
-import psycopg
-from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 
 from citadel_proxy import errors
 from citadel_proxy.config.schema import Database
 from citadel_proxy.config.schema import Redis as RedisSettings
+from citadel_proxy.health.probes import ProbeFailed, probe_database, probe_redis
 from citadel_proxy.http.responses import json_response
-from citadel_proxy.redis_client import redis_client
 from citadel_proxy.services import Services
 
 _PROBE_TIMEOUT_S = 3.0
@@ -56,27 +54,17 @@ async def check_upstream(services: Services) -> Check:
 
 
 async def check_database(database: Database) -> Check:
-    started = time.perf_counter()
     try:
-        async with await psycopg.AsyncConnection.connect(
-            database.conninfo(), connect_timeout=int(_PROBE_TIMEOUT_S), autocommit=True
-        ) as conn:
-            await conn.execute("SELECT 1")
-    except psycopg.Error as exc:
-        return Check("down", detail=f"PostgreSQL: {str(exc).strip()[:200]}")
-    return Check("ok", latency_ms=round((time.perf_counter() - started) * 1000, 2))
+        return Check("ok", latency_ms=await probe_database(database, _PROBE_TIMEOUT_S))
+    except ProbeFailed as exc:
+        return Check("down", detail=str(exc))
 
 
 async def check_redis(settings: RedisSettings) -> Check:
-    started = time.perf_counter()
-    client = redis_client(settings, timeout_s=_PROBE_TIMEOUT_S)
     try:
-        await client.ping()
-    except RedisError as exc:
-        return Check("down", detail=f"Redis: {exc}"[:200])
-    finally:
-        await client.aclose()
-    return Check("ok", latency_ms=round((time.perf_counter() - started) * 1000, 2))
+        return Check("ok", latency_ms=await probe_redis(settings, _PROBE_TIMEOUT_S))
+    except ProbeFailed as exc:
+        return Check("down", detail=str(exc))
 
 
 def check_audit(services: Services) -> Check:

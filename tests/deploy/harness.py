@@ -48,13 +48,6 @@ def require_tool(name: str, package: str) -> str:
     return found
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 @dataclass(frozen=True)
 class Certificate:
     cert: Path

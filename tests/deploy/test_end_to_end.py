@@ -21,12 +21,12 @@ import pytest
 
 from citadel_proxy.auth.keys import generate_key, hash_key
 from citadel_proxy.config.schema import Gateway
+from tests.core.conftest import free_port
 from tests.deploy.harness import (
     NGINX_SITE,
     REPO,
     Certificate,
     NginxLayout,
-    free_port,
     nginx_command,
     running,
     venv_script,
