@@ -11,7 +11,7 @@ from typing import Any
 
 from citadel_proxy.auth.keys import generate_key, looks_like_key
 from citadel_proxy.auth.store import KeyStore
-from citadel_proxy.errors import ServiceUnavailable
+from citadel_proxy.errors import InvalidRequest, ServiceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,9 @@ async def bootstrap_admin_key(config: Any, store: KeyStore) -> Path | None:
     """Create an admin key if there is none; returns the file holding it, or None when one existed.
 
     Workers of one gateway start together: an exclusive lock on a file in the data directory lets one
-    of them create the key while the others wait and then find it.
+    of them create the key while the others wait and then find it. Gateways on other hosts that share
+    the database have their own data directories: when one of them registers its key first, ours is
+    refused as a duplicate, our never-valid key file is removed, and this start goes on with theirs.
     """
     data = Path(config.paths.data)
     await asyncio.to_thread(data.mkdir, parents=True, exist_ok=True, mode=0o700)
@@ -33,17 +35,25 @@ async def bootstrap_admin_key(config: Any, store: KeyStore) -> Path | None:
         if await store.has_admin():
             return None
         path = data / ADMIN_KEY_FILE
-        key = await asyncio.to_thread(_write_new_or_read, path)
-        await store.create(ADMIN_KEY_NAME, ["admin"], key=key)
+        key, written = await asyncio.to_thread(_write_new_or_read, path)
+        try:
+            await store.create(ADMIN_KEY_NAME, ["admin"], key=key)
+        except InvalidRequest:
+            if not await store.has_admin():
+                raise
+            if written:
+                await asyncio.to_thread(path.unlink, missing_ok=True)
+            log.warning("another gateway sharing the database created the first admin key first")
+            return None
     finally:
         os.close(lock_fd)  # closing the descriptor releases the lock
     log.warning("created the first admin API key; it is in %s (readable by this user only)", path)
     return path
 
 
-def _write_new_or_read(path: Path) -> str:
-    """A fresh key written to a new 0600 file; or, if a previous start wrote the file but did not get to
-    store the key's digest, that same key, so the operator's copy stays the valid one."""
+def _write_new_or_read(path: Path) -> tuple[str, bool]:
+    """A fresh key written to a new 0600 file (True); or, if a previous start wrote the file but did not
+    get to store the key's digest, that same key (False), so the operator's copy stays the valid one."""
     key = generate_key()
     try:
         # O_EXCL with the mode given at creation: the file is never readable by others, not even briefly.
@@ -54,7 +64,7 @@ def _write_new_or_read(path: Path) -> str:
             raise ServiceUnavailable(
                 f"{path} exists but no admin key is registered; move it away to create a new one"
             ) from None
-        return existing
+        return existing, False
     with os.fdopen(fd, "w") as out:
         out.write(key + "\n")
-    return key
+    return key, True

@@ -15,7 +15,7 @@ import pytest
 from citadel_proxy.auth.bootstrap import bootstrap_admin_key
 from citadel_proxy.auth.filekeys import KEYS_FILE
 from citadel_proxy.auth.store import open_key_store
-from citadel_proxy.config.schema import Database
+from citadel_proxy.config.schema import AuthConfig, Config, Database, Paths
 from tests.auth.conftest import MakeConfig
 
 
@@ -89,3 +89,23 @@ async def test_a_key_file_left_by_an_interrupted_start_is_adopted(
     again = await bootstrap_admin_key(config, store)
     assert again == path
     assert await store.authenticate(path.read_text().strip()) is not None
+
+
+async def test_gateways_on_other_hosts_sharing_the_database_start_together(
+    tmp_path: Path, database: Database, stack: contextlib.AsyncExitStack
+) -> None:
+    """Each host has its own data directory, so the file lock does not order them: the database does."""
+    configs = [
+        Config(paths=Paths(data=str(tmp_path / f"host{n}")), database=database, auth=AuthConfig())
+        for n in range(4)
+    ]
+    stores = [await open_key_store(config, stack, listen_changes=False) for config in configs]
+    paths = await asyncio.gather(*(bootstrap_admin_key(c, s) for c, s in zip(configs, stores, strict=True)))
+    [path] = [p for p in paths if p is not None]
+    [record] = await stores[0].list()
+    assert record.name == "admin"
+    assert await stores[0].authenticate(path.read_text().strip()) is not None
+    # No host is left holding a key file that was never registered.
+    assert [c for c in configs if (Path(c.paths.data) / "admin.key").exists()] == [
+        c for c, p in zip(configs, paths, strict=True) if p is not None
+    ]
