@@ -124,7 +124,7 @@ def create_app(config: Config, pipelines: PipelineSet | None = None) -> Starlett
                 resource_sampler=await open_resource_sampler(config, stack),
                 gpu_probe=await open_gpu_probe(config, stack),
                 key_store=key_store,
-                rate_limiter=await open_rate_limiter(config, stack, client=redis),
+                rate_limiter=await open_rate_limiter(config, stack),
                 audit=audit,
                 pulls=await open_pull_manager(upstream, stack),
                 cache=await open_cache(config, stack, metrics.registry, client=redis),

@@ -1,4 +1,5 @@
-"""The worker's one Redis client (a connection pool), shared by the rate limiter and the cache."""
+"""The worker's redis-py client (a connection pool) for the cache; the rate limiter, on every request's
+path, has a pipelined connection of its own (redis_lean)."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from citadel_proxy.ratelimit.bucket import Decision, Limits, lowest
 from citadel_proxy.ratelimit.headers import rate_limit_headers
 from citadel_proxy.ratelimit.local import LocalLimiter
 from citadel_proxy.ratelimit.shared import RedisLimiter
-from citadel_proxy.redis_client import redis_client
+from citadel_proxy.redis_lean import LeanRedis
 
 __all__ = [
     "Decision",
@@ -41,15 +41,14 @@ class RateLimiter(Protocol):
     async def aclose(self) -> None: ...
 
 
-async def open_rate_limiter(config: Any, stack: contextlib.AsyncExitStack, client: Any = None) -> RateLimiter:
-    """A Redis limiter when `config.redis` is set (on `client`, or a client of its own), else in-process."""
+async def open_rate_limiter(config: Any, stack: contextlib.AsyncExitStack) -> RateLimiter:
+    """A Redis limiter when `config.redis` is set (on a pipelined connection of its own), else in-process."""
     limiter: RateLimiter
     if config.redis is None:
         limiter = LocalLimiter()
     else:
-        if client is None:
-            client = redis_client(config.redis)
-            stack.push_async_callback(client.aclose)
+        client = LeanRedis.from_settings(config.redis)
+        stack.push_async_callback(client.aclose)
         limiter = RedisLimiter(client, config.redis.key_prefix)
     stack.push_async_callback(limiter.aclose)
     return limiter

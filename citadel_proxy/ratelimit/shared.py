@@ -62,7 +62,7 @@ return {allowed, tostring(r), tostring(t), tostring(retry)}
 
 @dataclass(slots=True)
 class RedisLimiter:
-    client: Any  # redis.asyncio.Redis
+    client: Any  # LeanRedis in the gateway; redis-py's client works too (anything with register_script)
     prefix: str
     fallback: LocalLimiter = field(default_factory=LocalLimiter)
     # Far above a healthy round trip, far below a request's patience.

@@ -8,13 +8,12 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from redis.asyncio import Redis
-
 from citadel_proxy.ratelimit import Limits, RedisLimiter
+from tests.ratelimit.conftest import redis_client
 
 
 async def main(url: str, prefix: str, identity: str, rpm: int, attempts: int) -> None:
-    client = Redis.from_url(url)
+    client = redis_client(url)
     try:
         limiter = RedisLimiter(client, prefix, call_timeout_s=5)
         sys.stdin.readline()  # start together: the test releases both processes at once

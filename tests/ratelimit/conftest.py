@@ -10,25 +10,26 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import pytest
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+
+from citadel_proxy.redis_lean import LeanRedis
 
 
-def redis_client(url: str) -> Redis:
-    # As open_rate_limiter builds it: no retries, the limiter's breaker decides.
-    return Redis.from_url(url, retry=Retry(NoBackoff(), 0), socket_connect_timeout=1, socket_timeout=1)
+def redis_client(url: str) -> LeanRedis:
+    """The client open_rate_limiter builds, for redis://host:port/db."""
+    address, _, database = url.removeprefix("redis://").partition("/")
+    host, _, port = address.rpartition(":")
+    return LeanRedis(host, int(port), database=int(database or 0), connect_timeout_s=1, stall_after_s=1)
 
 
 @pytest.fixture
-async def redis_client_a(redis_url: str) -> AsyncIterator[Redis]:
+async def redis_client_a(redis_url: str) -> AsyncIterator[LeanRedis]:
     client = redis_client(redis_url)
     yield client
     await client.aclose()
 
 
 @pytest.fixture
-async def redis_client_b(redis_url: str) -> AsyncIterator[Redis]:
+async def redis_client_b(redis_url: str) -> AsyncIterator[LeanRedis]:
     client = redis_client(redis_url)
     yield client
     await client.aclose()
@@ -50,15 +51,14 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture
-def own_redis() -> Iterator[OwnRedis]:
-    """A redis-server of this test's own (never the machine's), so it can be killed mid-test."""
+def start_redis(*options: str) -> OwnRedis:
+    """A redis-server of the caller's own (never the machine's), so it can be killed mid-test."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("redis-server is not installed")
     port = _free_port()
     process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", *options],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -67,14 +67,19 @@ def own_redis() -> Iterator[OwnRedis]:
     while True:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
+            return server
         except OSError:
             if time.monotonic() > deadline or process.poll() is not None:
                 server.kill()
                 pytest.fail("redis-server did not start")
             time.sleep(0.02)
+
+
+@pytest.fixture
+def own_redis() -> Iterator[OwnRedis]:
+    server = start_redis()
     try:
         yield server
     finally:
-        if process.poll() is None:
+        if server.process.poll() is None:
             server.kill()

@@ -11,12 +11,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from redis.asyncio import Redis
 
 from citadel_proxy.config.schema import Config
 from citadel_proxy.config.schema import Redis as RedisSettings
 from citadel_proxy.ratelimit import LocalLimiter, RateLimiter, RedisLimiter, open_rate_limiter
 from citadel_proxy.ratelimit.bucket import Limits
+from citadel_proxy.redis_lean import LeanRedis
 from tests.ratelimit.conftest import OwnRedis, redis_client
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,7 +58,7 @@ async def test_tokens_are_charged_after_the_exchange(limiter: RateLimiter) -> No
 
 
 async def test_two_clients_share_one_limit(
-    redis_client_a: Redis, redis_client_b: Redis, redis_prefix: str
+    redis_client_a: LeanRedis, redis_client_b: LeanRedis, redis_prefix: str
 ) -> None:
     a, b = RedisLimiter(redis_client_a, redis_prefix), RedisLimiter(redis_client_b, redis_prefix)
     limits = Limits(requests_per_minute=10)
@@ -137,4 +137,4 @@ async def test_open_rate_limiter(redis_url: str) -> None:
         shared = await open_rate_limiter(config, stack)
         assert isinstance(shared, RedisLimiter)
         assert (await shared.acquire("key:open", Limits(1))).backend == "redis"
-        await shared.client.delete("citadel-test:open:rl:key:open")
+        await shared.client.execute("DEL", "citadel-test:open:rl:key:open")
