@@ -1,4 +1,5 @@
-"""`create_app(config)`: the Starlette application, its routes and the lifespan that owns every resource."""
+"""`create_app(config)`: the ASGI application (http.front before Starlette), its routes and the lifespan
+that owns every resource."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp
 
 from citadel_proxy import errors
 from citadel_proxy.audit.metrics import export_audit_metrics
@@ -24,12 +25,12 @@ from citadel_proxy.cache.service import open_cache
 from citadel_proxy.config.models import ModelRouter
 from citadel_proxy.config.schema import Config
 from citadel_proxy.embeddings.terminal import with_embeddings
-from citadel_proxy.http.forwarded import ForwardedFor
+from citadel_proxy.http.forwarded import TrustedProxies
+from citadel_proxy.http.front import Endpoint, Front
 from citadel_proxy.http.responses import on_gateway_error, on_http_error, on_unexpected
 from citadel_proxy.management.pulls import open_pull_manager
 from citadel_proxy.observability.logs import configure_logging
 from citadel_proxy.observability.metrics import open_metrics
-from citadel_proxy.observability.request_id import RequestIdMiddleware
 from citadel_proxy.pipeline import table
 from citadel_proxy.pipeline.spec import PipelineSet, load_pipelines
 from citadel_proxy.ratelimit import open_rate_limiter
@@ -99,7 +100,17 @@ def management_routes() -> list[BaseRoute]:
     ]
 
 
-def create_app(config: Config, pipelines: PipelineSet | None = None) -> Starlette:
+def fast_routes(pipelines: PipelineSet) -> dict[str, Endpoint]:
+    """The inference routes, served by http.front without Starlette's router (also listed in
+    public_routes, so other methods on them get Starlette's 405)."""
+    fast: dict[str, Endpoint] = {"/v1/agents/stream": inference.agent_stream}
+    for path, spec in pipelines.by_route.items():
+        if spec.format != "embeddings":
+            fast[path] = inference.pipeline_route
+    return fast
+
+
+def create_app(config: Config, pipelines: PipelineSet | None = None) -> ASGIApp:
     pipelines = pipelines if pipelines is not None else load_pipeline_set(config)
 
     @contextlib.asynccontextmanager
@@ -139,24 +150,8 @@ def create_app(config: Config, pipelines: PipelineSet | None = None) -> Starlett
             tune_garbage_collector()
             yield {"services": services}
 
-    middleware = [
-        Middleware(ForwardedFor, trusted=config.gateway.trusted_proxies),
-        Middleware(RequestIdMiddleware),
-    ]
-    cors = config.gateway.cors
-    if cors.enabled:
-        middleware.append(
-            Middleware(
-                CORSMiddleware,
-                allow_origins=cors.origins,
-                allow_methods=cors.methods,
-                allow_headers=cors.headers,
-                allow_credentials=cors.allow_credentials,
-            )
-        )
-    return Starlette(
+    routed = Starlette(
         routes=public_routes(pipelines) + management_routes(),
-        middleware=middleware,
         lifespan=lifespan,
         exception_handlers={
             errors.GatewayError: on_gateway_error,
@@ -164,3 +159,14 @@ def create_app(config: Config, pipelines: PipelineSet | None = None) -> Starlett
             Exception: on_unexpected,
         },
     )
+    cors = config.gateway.cors
+    wrap = None
+    if cors.enabled:
+        wrap = functools.partial(
+            CORSMiddleware,
+            allow_origins=cors.origins,
+            allow_methods=cors.methods,
+            allow_headers=cors.headers,
+            allow_credentials=cors.allow_credentials,
+        )
+    return Front(routed, TrustedProxies(config.gateway.trusted_proxies), fast_routes(pipelines), wrap)

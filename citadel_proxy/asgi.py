@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from citadel_proxy.app import create_app
 from citadel_proxy.config import load_config
@@ -17,5 +17,5 @@ def config_path(explicit: str | None = None) -> Path:
     return Path(explicit or os.environ.get("CITADEL_CONFIG") or DEFAULT_CONFIG)
 
 
-def from_environment() -> Starlette:
+def from_environment() -> ASGIApp:
     return create_app(load_config(config_path()))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -18,9 +18,8 @@ def networks(entries: Sequence[str]) -> tuple[Network, ...]:
     return tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
 
 
-class ForwardedFor:
-    def __init__(self, app: ASGIApp, trusted: Sequence[str]) -> None:
-        self.app = app
+class TrustedProxies:
+    def __init__(self, trusted: Sequence[str]) -> None:
         self._trusted = networks(trusted)
 
     def _is_trusted(self, host: str) -> bool:
@@ -30,11 +29,11 @@ class ForwardedFor:
             return False
         return any(address in network for network in self._trusted)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def apply(self, scope: Scope) -> None:
+        """Sets `client` (and `scheme`) from X-Forwarded-For/-Proto when the peer is a trusted proxy."""
         client = scope.get("client")
-        if scope["type"] == "http" and client and self._trusted and self._is_trusted(client[0]):
+        if self._trusted and client and self._is_trusted(client[0]):
             self._rewrite(scope, client)
-        await self.app(scope, receive, send)
 
     def _rewrite(self, scope: Scope, client: tuple[str, int]) -> None:
         forwarded = proto = None

@@ -32,7 +32,7 @@ _completion_decoder = msgspec.json.Decoder(CompletionRequest)
 async def pipeline_route(request: Request) -> Response | ASGIApp:
     """A route listed in a pipeline file (`routes:`)."""
     services: Services = request.state.services
-    route = request.scope["route"].path
+    route = request.scope["path"]  # http.front serves exact paths only
     built = services.pipelines.current.by_route.get(route)
     if built is None:
         raise errors.NotFound(f"no pipeline serves {route} since the last reload")
@@ -107,10 +107,12 @@ def _context(request: Request, services: Services, built: BuiltPipeline, route: 
     else:
         endpoint, upstream = "/api/generate", completion_to_ollama(wire, model, stream)
     usage = bool(wire.stream_options and wire.stream_options.include_usage)
-    return Context(
+    ctx = Context(
         request_id, pipeline, route, client, request.headers, wire, endpoint, upstream,
         wire.model, model, stream, usage,
     )  # fmt: skip
+    ctx.response_headers["X-Request-ID"] = request_id  # no middleware adds it on http.front's short way
+    return ctx
 
 
 async def complete(request: Request, ctx: Context, built: BuiltPipeline) -> Completion:

@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-from starlette.types import Message, Receive, Scope, Send
+from typing import Any
 
-from citadel_proxy.http.forwarded import ForwardedFor
+from citadel_proxy.http.forwarded import TrustedProxies
 
 
 async def seen_client(peer: str, forwarded: str | None, trusted: list[str]) -> str:
-    seen: dict[str, str] = {}
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        seen["client"] = scope["client"][0]
-
     headers = [(b"x-forwarded-for", forwarded.encode())] if forwarded else []
-    scope = {"type": "http", "client": (peer, 5000), "headers": headers}
-
-    async def receive() -> Message:
-        return {"type": "http.disconnect"}
-
-    async def send(message: Message) -> None:
-        pass
-
-    await ForwardedFor(app, trusted)(scope, receive, send)
-    return seen["client"]
+    scope: dict[str, Any] = {"type": "http", "client": (peer, 5000), "headers": headers}
+    TrustedProxies(trusted).apply(scope)
+    return str(scope["client"][0])
 
 
 async def test_trusted_proxy_names_the_client() -> None:

@@ -1,4 +1,8 @@
-"""The request id middleware: a client's id kept when well formed, a new one otherwise, always returned."""
+"""Request ids (http.front): a client's id kept when well formed, a new one otherwise, always returned.
+
+Here through the way in that Starlette serves; the inference routes' short way is covered end to end in
+tests/core/test_request_ids.py.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, StreamingResponse
 from starlette.routing import Route
 
-from citadel_proxy.observability.request_id import RequestIdMiddleware
+from citadel_proxy.http.forwarded import TrustedProxies
+from citadel_proxy.http.front import Front
 
 MINTED = re.compile(r"[0-9a-f]{24}")
 
@@ -31,7 +36,7 @@ async def stream(request: Request) -> StreamingResponse:
 @pytest.fixture
 async def client() -> httpx.AsyncClient:
     app = Starlette(routes=[Route("/echo", echo), Route("/stream", stream)])
-    transport = httpx.ASGITransport(app=RequestIdMiddleware(app))
+    transport = httpx.ASGITransport(app=Front(app, TrustedProxies([]), {}))
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         yield client
 
