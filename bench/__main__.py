@@ -16,6 +16,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -131,6 +132,11 @@ def main(argv: list[str] | None = None) -> int:
         top = _profile(
             load, targets, workdir, args.profile, args.profile_scenario, args.profile_target, notes
         )
+        if top:
+            # The raw stacks stay beside the results, for questions the top-15 table does not answer.
+            raw = args.json.with_name(args.json.stem + "-profile.txt")
+            shutil.copyfile(workdir / "profile.txt", raw)
+            notes.append(f"py-spy's raw stacks: {raw}")
     found = report.rows(samples, {s.name: s.concurrency for s in scenarios if s.slow})
     checks = {
         report.GATEWAY_1W: report.checks(found),

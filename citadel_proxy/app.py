@@ -43,6 +43,7 @@ from citadel_proxy.services import Services
 from citadel_proxy.stages.registry import stage_types
 from citadel_proxy.system.gpu import open_gpu_probe
 from citadel_proxy.system.resources import open_resource_sampler
+from citadel_proxy.timeouts import TimeoutSweeper
 from citadel_proxy.upstream.client import OllamaClient
 from citadel_proxy.upstream.terminal import upstream_handler
 
@@ -139,7 +140,9 @@ def create_app(config: Config, pipelines: PipelineSet | None = None) -> ASGIApp:
                 audit=audit,
                 pulls=await open_pull_manager(upstream, stack),
                 cache=await open_cache(config, stack, metrics.registry, client=redis),
+                deadlines=TimeoutSweeper(),
             )
+            stack.callback(services.deadlines.close)
             await export_audit_metrics(services.metrics.registry, audit, stack)
             terminal = with_embeddings(upstream_handler(upstream), upstream)
             services.pipelines.install(table.build(pipelines, services, terminal))
@@ -159,14 +162,15 @@ def create_app(config: Config, pipelines: PipelineSet | None = None) -> ASGIApp:
             Exception: on_unexpected,
         },
     )
+    front = Front(routed, TrustedProxies(config.gateway.trusted_proxies), fast_routes(pipelines))
     cors = config.gateway.cors
-    wrap = None
-    if cors.enabled:
-        wrap = functools.partial(
-            CORSMiddleware,
-            allow_origins=cors.origins,
-            allow_methods=cors.methods,
-            allow_headers=cors.headers,
-            allow_credentials=cors.allow_credentials,
-        )
-    return Front(routed, TrustedProxies(config.gateway.trusted_proxies), fast_routes(pipelines), wrap)
+    if not cors.enabled:
+        return front
+    # Outermost, so both ways in answer browsers alike (preflights are answered here, before any route).
+    return CORSMiddleware(
+        front,
+        allow_origins=cors.origins,
+        allow_methods=cors.methods,
+        allow_headers=cors.headers,
+        allow_credentials=cors.allow_credentials,
+    )

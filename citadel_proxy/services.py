@@ -16,6 +16,7 @@ from citadel_proxy.pipeline.table import PipelineTable
 from citadel_proxy.ratelimit import RateLimiter
 from citadel_proxy.system.gpu import GpuProbe
 from citadel_proxy.system.resources import ResourceSampler
+from citadel_proxy.timeouts import TimeoutSweeper
 from citadel_proxy.upstream.client import OllamaClient
 
 
@@ -33,4 +34,5 @@ class Services:
     audit: AuditSink
     pulls: PullManager
     cache: Cache
+    deadlines: TimeoutSweeper  # the open streams' pipeline deadlines
     started_at: float = field(default_factory=time.time)

@@ -32,19 +32,10 @@ _INTERNAL = "internal error; the gateway log has the details"
 
 
 class Front:
-    """`wrap` (CORS, when enabled) goes around both ways in, so browsers see the same answers on each."""
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        proxies: TrustedProxies,
-        fast: Mapping[str, Endpoint],
-        wrap: Callable[[ASGIApp], ASGIApp] | None = None,
-    ) -> None:
+    def __init__(self, app: ASGIApp, proxies: TrustedProxies, fast: Mapping[str, Endpoint]) -> None:
+        self._app = app
         self._proxies = proxies
         self._fast = dict(fast)
-        self._app = app if wrap is None else wrap(app)
-        self._fast_app: ASGIApp = self._serve_fast if wrap is None else wrap(self._serve_fast)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -53,25 +44,25 @@ class Front:
         self._proxies.apply(scope)
         request_id = request_id_from(scope["headers"])
         scope.setdefault("state", {})["request_id"] = request_id
-        if scope["method"] == "POST" and scope["path"] in self._fast:
-            await self._fast_app(scope, receive, send)
-        else:
+        endpoint = self._fast.get(scope["path"]) if scope["method"] == "POST" else None
+        if endpoint is None:
             await self._app(scope, receive, _with_request_id(send, request_id))
-
-    async def _serve_fast(self, scope: Scope, receive: Receive, send: Send) -> None:
-        endpoint = self._fast[scope["path"]]
-        request = Request(scope, receive)
-        try:
-            response = await endpoint(request)
-        except errors.GatewayError as error:
-            response = refusal(request, error)
-        except Exception as exc:
-            # A bug of ours: the traceback goes to the log, never to the client.
-            _log.error("unhandled error", exc_info=exc)
-            response = refusal(
-                request, errors.GatewayError("internal error; the gateway log has the details")
-            )
+            return
+        # Served in this frame, not a helper's: a held stream keeps every frame on its path alive.
+        response = await _respond(endpoint, Request(scope, receive))
         await response(scope, receive, send)
+
+
+async def _respond(endpoint: Endpoint, request: Request) -> Response | ASGIApp:
+    """The endpoint's response, or the error answer it raised (the request is let go of once it returns)."""
+    try:
+        return await endpoint(request)
+    except errors.GatewayError as error:
+        return refusal(request, error)
+    except Exception as exc:
+        # A bug of ours: the traceback goes to the log, never to the client.
+        _log.error("unhandled error", exc_info=exc)
+        return refusal(request, errors.GatewayError(_INTERNAL))
 
 
 def _with_request_id(send: Send, request_id: str) -> Send:

@@ -8,7 +8,6 @@ so the upstream request is closed and Ollama stops generating.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
@@ -19,6 +18,7 @@ from citadel_proxy.openai.sse import KEEPALIVE, ChunkEncoder
 from citadel_proxy.pipeline.replay import CompletionStream
 from citadel_proxy.pipeline.stage import Handler
 from citadel_proxy.pipeline.types import Context, Reply, TokenStream
+from citadel_proxy.timeouts import TimeoutSweeper
 
 _log = logging.getLogger("citadel_proxy.stream")
 _SSE_HEADERS = [
@@ -29,12 +29,35 @@ _SSE_HEADERS = [
 
 
 class StreamResponse:
+    """The pipeline's deadline is held by `deadlines` (one sweep for every open stream, not a timer each):
+    when it passes, the task is cancelled and the cancellation turned into the deadline's error."""
+
+    __slots__ = (
+        "_client_gone",
+        "_deadline",
+        "_deadlines",
+        "_encoder",
+        "_expired",
+        "_grace_at",
+        "_grace_s",
+        "_handler",
+        "_headers_sent",
+        "_keepalive",
+        "_keepalive_s",
+        "_on_finish",
+        "_send",
+        "_stream",
+        "_task",
+        "ctx",
+    )  # fmt: skip
+
     def __init__(
         self,
         ctx: Context,
         handler: Handler,
         encoder: ChunkEncoder,
         *,
+        deadlines: TimeoutSweeper,
         keepalive_s: float,
         header_grace_s: float,
         on_finish: Callable[[Context], None] | None = None,
@@ -45,23 +68,54 @@ class StreamResponse:
         self._keepalive_s = keepalive_s
         self._grace_s = header_grace_s
         self._on_finish = on_finish
+        self._deadlines = deadlines
         self._headers_sent = False
         self._client_gone = False
         self._stream: TokenStream | None = None
+        self._task: asyncio.Task[object] | None = None
+        self._deadline = 0.0
+        self._expired = False
+        self._grace_at: float | None = None
+        self._send: Send | None = None
+        self._keepalive: asyncio.Task[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         task = asyncio.current_task()
         assert task is not None
+        self._task = task
         watcher = asyncio.create_task(self._watch(receive, task))
+        # Cancellations already asked of the task are someone else's (as asyncio.timeout counts them).
+        cancelling = task.cancelling()
+        self._deadline = asyncio.get_running_loop().time() + self.ctx.pipeline.timeout_s
+        self._deadlines.watch(self)
         try:
-            await self._run(send)
+            try:
+                stream = self._stream = await self._start(send)
+                if not self._headers_sent:
+                    await self._send_headers(send)
+                # The pump runs in this frame rather than a helper's: every frame on a held stream's path
+                # stays alive as long as the stream.
+                encode, read = self._encoder.encode, stream.read
+                while (batch := await read()) is not None:
+                    # Let go of the last tokens and event before waiting again: an idle stream holds neither.
+                    data, batch = encode(batch), None
+                    if data:
+                        await send({"type": "http.response.body", "body": data, "more_body": True})
+                    data = b""
+                trailer = self._encoder.trailer(self.ctx.outcome, self.ctx.include_usage)
+                await send({"type": "http.response.body", "body": trailer, "more_body": False})
+            finally:
+                self._deadlines.unwatch(self)
         except errors.GatewayError as error:
             await self._fail(error, send)
         except asyncio.CancelledError:
-            if not self._client_gone:
+            if self._client_gone:
+                task.uncancel()
+                self.ctx.outcome.client_gone()
+            elif self._expired and task.uncancel() <= cancelling:
+                await self._fail(deadline_error(self.ctx), send)
+            else:
                 raise
-            task.uncancel()
-            self.ctx.outcome.client_gone()
         finally:
             watcher.cancel()
             if self._stream is not None:
@@ -69,15 +123,23 @@ class StreamResponse:
             if self._on_finish is not None:
                 self._on_finish(self.ctx)
 
-    async def _run(self, send: Send) -> None:
-        try:
-            async with asyncio.timeout(self.ctx.pipeline.timeout_s) as deadline:
-                self._stream = await self._start(send)
-                await self._pump(self._stream, send)
-        except TimeoutError:
-            if not deadline.expired():
-                raise
-            raise deadline_error(self.ctx) from None
+    # timeouts.Watched: the pipeline's deadline, and the header grace while Ollama has not answered
+
+    def due(self, now: float) -> bool:
+        grace_at = self._grace_at
+        return now >= self._deadline or (grace_at is not None and now >= grace_at)
+
+    def expire(self) -> None:
+        if asyncio.get_running_loop().time() < self._deadline:
+            # The header grace passed: keep the client's connection alive until Ollama answers.
+            if self._send is not None and self._keepalive is None:
+                self._keepalive = asyncio.create_task(self._keep_alive(self._send))
+            self._grace_at = None
+            self._deadlines.watch(self)  # the deadline still holds
+            return
+        if self._task is not None and not self._client_gone:
+            self._expired = True
+            self._task.cancel()
 
     async def _watch(self, receive: Receive, task: asyncio.Task[None]) -> None:
         while (await receive())["type"] != "http.disconnect":
@@ -86,44 +148,47 @@ class StreamResponse:
         task.cancel()
 
     async def _start(self, send: Send) -> TokenStream:
-        """Run the pipeline; if Ollama is slow to answer, open the stream and keep it alive meanwhile."""
-        work = asyncio.create_task(self._handler(self.ctx))
-        reply: Reply | None = None
-        try:
-            done, _ = await asyncio.wait((work,), timeout=self._grace_s)
-            while not done:
-                if not self._headers_sent:
-                    await self._send_headers(send)
-                await send({"type": "http.response.body", "body": KEEPALIVE, "more_body": True})
-                done, _ = await asyncio.wait((work,), timeout=self._keepalive_s)
-            reply = work.result()
-        finally:
-            if reply is None:
-                work.cancel()
-                with contextlib.suppress(BaseException):
-                    await _close_when_done(work)
-        return _stream_of(reply, self.ctx)
+        """Run the pipeline in this task until Ollama answers. If that takes longer than the header grace,
+        a helper task opens the stream and keeps it alive meanwhile (Ollama may be loading a model).
 
-    async def _pump(self, stream: TokenStream, send: Send) -> None:
-        if not self._headers_sent:
-            await self._send_headers(send)
-        encode = self._encoder.encode
-        read = stream.read
-        while (batch := await read()) is not None:
-            # Let go of the last tokens and event before waiting again: an idle stream holds neither.
-            data, batch = encode(batch), None
-            if data:
-                await send({"type": "http.response.body", "body": data, "more_body": True})
-            data = b""
-        trailer = self._encoder.trailer(self.ctx.outcome, self.ctx.include_usage)
-        await send({"type": "http.response.body", "body": trailer, "more_body": False})
+        Usually Ollama answers first, and no task, timer or wait set is made for the wait.
+        """
+        if self._grace_s <= 0:
+            self._keepalive = asyncio.create_task(self._keep_alive(send))
+        else:
+            self._send, self._grace_at = send, asyncio.get_running_loop().time() + self._grace_s
+        try:
+            # Kept before any other await: if this task is cancelled from here on, the finally of
+            # __call__ closes the upstream answer.
+            self._stream = _stream_of(await self._handler(self.ctx), self.ctx)
+        finally:
+            self._grace_at, self._send = None, None
+            await self._stop_keep_alive()
+        return self._stream
+
+    async def _keep_alive(self, send: Send) -> None:
+        await self._send_headers(send)
+        while True:
+            await send({"type": "http.response.body", "body": KEEPALIVE, "more_body": True})
+            await asyncio.sleep(self._keepalive_s)
+
+    async def _stop_keep_alive(self) -> None:
+        keepalive, self._keepalive = self._keepalive, None
+        if keepalive is None:
+            return
+        keepalive.cancel()
+        # wait() rather than awaiting the task: a cancellation of this task must not be taken for its.
+        await asyncio.wait((keepalive,))
+        if not keepalive.cancelled() and keepalive.exception() is not None:
+            _log.debug("keep-alive stopped: %r", keepalive.exception())
 
     async def _send_headers(self, send: Send) -> None:
         headers = _SSE_HEADERS + [
             (k.lower().encode(), v.encode()) for k, v in self.ctx.response_headers.items()
         ]
-        self._headers_sent = True
         await send({"type": "http.response.start", "status": 200, "headers": headers})
+        # After the send: a keep-alive helper cancelled while waiting to write has sent nothing.
+        self._headers_sent = True
 
     async def _fail(self, error: errors.GatewayError, send: Send) -> None:
         self.ctx.outcome.status, self.ctx.outcome.error_code = error.status, error.code
@@ -158,10 +223,3 @@ def _stream_of(reply: Reply, ctx: Context) -> TokenStream:
     outcome.finish_reason = completion.finish_reason
     outcome.prompt_tokens, outcome.completion_tokens = completion.prompt_tokens, completion.completion_tokens
     return CompletionStream(completion)
-
-
-async def _close_when_done(work: asyncio.Task[Reply]) -> None:
-    # The pipeline may have produced a reply just as we were cancelled: its upstream must not leak.
-    reply = await work
-    if reply.stream is not None:
-        await reply.stream.aclose()

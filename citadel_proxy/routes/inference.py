@@ -72,6 +72,7 @@ async def run(request: Request, services: Services, built: BuiltPipeline, route:
             ctx,
             built.handler,
             encoder,
+            deadlines=services.deadlines,
             keepalive_s=gateway.keepalive_s,
             header_grace_s=gateway.header_grace_ms / 1000,
             on_finish=log_request,

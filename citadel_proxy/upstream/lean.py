@@ -12,6 +12,8 @@ from typing import cast
 
 import httptools
 
+from citadel_proxy.timeouts import TimeoutSweeper
+
 _HIGH_WATER = 64 * 1024
 # Idle keep-alive connections kept for reuse; more are closed (each holds a socket on both sides).
 _MAX_IDLE = 64
@@ -27,7 +29,29 @@ class LeanError(Exception):
 
 
 class LeanResponse(asyncio.Protocol):
-    """One connection and the answer being read on it (the `content` aiohttp callers expect is itself)."""
+    """One connection and the answer being read on it (the `content` aiohttp callers expect is itself).
+
+    Ollama's silence is timed by the pool's sweeper from `_heard_at`, moved on every arrival.
+    """
+
+    __slots__ = (
+        "_buffer",
+        "_closed",
+        "_eof",
+        "_error",
+        "_got_bytes",
+        "_head",
+        "_heard_at",
+        "_keep_alive",
+        "_loop",
+        "_parser",
+        "_paused",
+        "_pool",
+        "_transport",
+        "_waiter",
+        "content",
+        "status",
+    )  # fmt: skip
 
     def __init__(self, pool: LeanPool) -> None:
         self._pool = pool
@@ -37,7 +61,7 @@ class LeanResponse(asyncio.Protocol):
         self._buffer = bytearray()
         self._waiter: asyncio.Future[None] | None = None
         self._head: asyncio.Future[None] = self._loop.create_future()
-        self._timer: asyncio.TimerHandle | None = None
+        self._heard_at = 0.0
         self._paused = False
         self._eof = False
         self._error: LeanError | None = None
@@ -63,7 +87,7 @@ class LeanResponse(asyncio.Protocol):
         if len(self._buffer) > _HIGH_WATER and not self._paused and self._transport is not None:
             self._paused = True
             self._transport.pause_reading()
-        self._rearm()
+        self._heard_at = self._loop.time()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
@@ -85,7 +109,7 @@ class LeanResponse(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self._eof = True
-        self._cancel_timer()
+        self._pool.sweeper.unwatch(self)
         self._wake()
 
     # what UpstreamStream and the error mapping read
@@ -106,6 +130,7 @@ class LeanResponse(asyncio.Protocol):
         self._buffer.clear()
         if self._paused and self._transport is not None:
             self._paused = False
+            self._heard_at = self._loop.time()  # silence is counted again from now
             self._transport.resume_reading()
         return data
 
@@ -121,7 +146,7 @@ class LeanResponse(asyncio.Protocol):
 
     def close(self) -> None:
         """Drop the connection: Ollama sees the client leave and stops generating."""
-        self._cancel_timer()
+        self._pool.sweeper.unwatch(self)
         if self._transport is not None and not self._closed:
             self._closed = True
             self._transport.close()
@@ -140,7 +165,9 @@ class LeanResponse(asyncio.Protocol):
         """Write the request and wait for the status line and headers (bounded by the silence timer)."""
         assert self._transport is not None
         self._transport.write(request)
-        self._rearm()
+        self._heard_at = self._loop.time()
+        if self._pool.read_timeout_s is not None:
+            self._pool.sweeper.watch(self)
         await self._head
 
     def reset(self) -> None:
@@ -160,7 +187,7 @@ class LeanResponse(asyncio.Protocol):
     def _fail(self, message: str, *, stale: bool = False) -> None:
         if self._error is None:
             self._error = LeanError(message, stale=stale)
-        self._cancel_timer()
+        self._pool.sweeper.unwatch(self)
         if not self._head.done():
             self._head.set_exception(self._error)
             # Marked as seen: an idle pooled connection that dies has nobody awaiting its head.
@@ -172,24 +199,16 @@ class LeanResponse(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def _rearm(self) -> None:
-        # The longest silence allowed from Ollama: one timer, moved on every arrival.
-        silence = self._pool.read_timeout_s
-        if silence is None or self._eof:
-            return
-        self._cancel_timer()
-        self._timer = self._loop.call_later(silence, self._silent)
+    # timeouts.Watched: Ollama's silence (a paused read is our reader's slowness, not Ollama's)
 
-    def _silent(self) -> None:
-        self._timer = None
+    def due(self, now: float) -> bool:
+        silence = self._pool.read_timeout_s
+        return silence is not None and not self._paused and now - self._heard_at > silence
+
+    def expire(self) -> None:
         self._fail(f"Ollama sent nothing for {self._pool.read_timeout_s:g} s")
         if self._transport is not None:
             self._transport.close()
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
 
 
 class LeanPool:
@@ -205,6 +224,7 @@ class LeanPool:
         self._slots = asyncio.Semaphore(limit)
         self._connect_timeout_s = connect_timeout_s
         self.read_timeout_s = read_timeout_s
+        self.sweeper = TimeoutSweeper()
 
     async def post(self, path: str, body: bytes) -> LeanResponse:
         """Send the request; returns once Ollama's status line and headers are in.
@@ -263,6 +283,7 @@ class LeanPool:
         for response in [*self._idle, *self._busy]:
             response.close()
         self._idle.clear()
+        self.sweeper.close()
 
     def _take_idle(self) -> LeanResponse | None:
         while self._idle:

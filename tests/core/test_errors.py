@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -163,6 +164,22 @@ async def test_deadlines(tmp_path: Path, custom_pipelines: Path) -> None:
         fake.next(Behavior.counted(2, first_token_delay_s=3))
         status, error, _ = await call(gw, "POST", "/v1/fastplain", json=CHAT)
         assert (status, error["code"]) == (504, "timeout")
+
+
+async def test_deadline_while_the_model_loads_ends_the_kept_alive_stream(
+    tmp_path: Path, custom_pipelines: Path
+) -> None:
+    async with (
+        FakeOllama() as fake,
+        running_gateway(write_config(tmp_path, fake.port, custom_pipelines), fake) as gw,
+    ):
+        fake.next(Behavior.counted(2, first_token_delay_s=5))  # /v1/fast's deadline is 1 s
+        status, text = await stream_text(gw, "/v1/fast", CHAT)
+        assert status == 200 and text.startswith(": keep-alive\n\n")
+        events = [e for e in text.split("\n\n") if e.startswith("data: ")]
+        assert len(events) == 1 and json.loads(events[0][len("data: ") :])["error"]["code"] == "timeout"
+        record = (await fake.wait_streams(1))[-1]
+        await asyncio.wait_for(record.disconnect_event.wait(), timeout=1.0)  # Ollama was let go
 
 
 async def test_keys_are_checked_before_the_body_is_read(gateway: Gateway) -> None:

@@ -81,3 +81,31 @@ async def test_silence_beyond_the_read_timeout_fails_the_request() -> None:
         await pool.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_a_reader_that_falls_behind_is_not_taken_for_a_silent_ollama() -> None:
+    """Reading pauses while the reader is behind (the client is slow); that pause is not Ollama's silence."""
+    lines = b"".join(b'{"message":{"content":"%d"},"done":false}\n' % i for i in range(20_000))
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nContent-Length: %d\r\n\r\n" % len(lines)
+
+    async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(head + lines)
+        await writer.drain()
+        await asyncio.sleep(5)
+
+    server = await asyncio.start_server(flood, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    pool = LeanPool("127.0.0.1", port, limit=4, connect_timeout_s=2, read_timeout_s=0.2)
+    try:
+        response = await pool.post("/api/chat", BODY)
+        await asyncio.sleep(0.6)  # a slow client: three silence limits without reading
+        data = b""
+        while chunk := await response.readany():
+            data += chunk
+        assert data == lines
+        response.release()
+    finally:
+        await pool.close()
+        server.close()
+        await server.wait_closed()

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import aiohttp
 import openai
 import pytest
 from multidict import CIMultiDictProxy
 
-from tests.core.conftest import AUTH, TEST_KEY, Gateway
-from tests.fakes.ollama import Behavior, counted_tokens
+from tests.core.conftest import AUTH, REPO, TEST_KEY, Gateway, running_gateway, write_config
+from tests.fakes.ollama import Behavior, FakeOllama, counted_tokens
 
 
 def client(gw: Gateway) -> openai.AsyncOpenAI:
@@ -189,6 +190,20 @@ async def test_keepalive_comments_while_the_model_loads(gateway: Gateway) -> Non
         assert first == b": keep-alive\n\n"
         rest = (await response.read()).decode()
     assert rest.count(": keep-alive") >= 1 and rest.endswith("data: [DONE]\n\n")
+
+
+async def test_header_grace_zero_opens_every_stream_at_once(fake: FakeOllama, tmp_path: Path) -> None:
+    config = write_config(tmp_path, fake.port, REPO / "pipelines")
+    config.write_text(config.read_text().replace("header_grace_ms: 100", "header_grace_ms: 0"))
+    async with (
+        running_gateway(config, fake) as gw,
+        aiohttp.ClientSession(headers=AUTH) as session,
+        session.post(gw.url + "/v1/voice/chat/completions", json=CHAT) as response,
+    ):
+        assert response.status == 200
+        text = (await response.read()).decode()
+    assert text.startswith(": keep-alive\n\n") and text.endswith("data: [DONE]\n\n")
+    assert text.count('"content"') >= 1
 
 
 async def test_split_lines_and_a_one_megabyte_line(gateway: Gateway) -> None:

@@ -1,0 +1,51 @@
+"""The timeout sweeper: due items fire once, others never, and it sleeps when nothing is watched."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from citadel_proxy.timeouts import TimeoutSweeper
+
+
+class Item:
+    def __init__(self, at: float, *, broken: bool = False) -> None:
+        self.at = at
+        self.fired = 0
+        self.broken = broken
+
+    def due(self, now: float) -> bool:
+        return now >= self.at
+
+    def expire(self) -> None:
+        self.fired += 1
+        if self.broken:
+            raise RuntimeError("a bug in one item")
+
+
+async def test_due_items_fire_once_and_the_rest_wait(caplog: pytest.LogCaptureFixture) -> None:
+    loop = asyncio.get_running_loop()
+    sweeper = TimeoutSweeper(period_s=0.01)
+    soon, broken, later, dropped = (
+        Item(loop.time() + 0.02),
+        Item(loop.time() + 0.02, broken=True),
+        Item(loop.time() + 60),
+        Item(loop.time()),
+    )
+    for item in (soon, broken, later, dropped):
+        sweeper.watch(item)
+    sweeper.unwatch(dropped)
+    with caplog.at_level(logging.ERROR):
+        await asyncio.sleep(0.1)
+    assert (soon.fired, broken.fired, later.fired, dropped.fired) == (1, 1, 0, 0)
+    assert "a timeout failed to fire" in caplog.text  # logged, and the others still fired
+    sweeper.unwatch(later)
+    await asyncio.sleep(0.03)
+    assert sweeper._timer is None  # nothing watched: no more wake-ups
+    again = Item(loop.time())
+    sweeper.watch(again)  # and it wakes up again for the next one
+    await asyncio.sleep(0.05)
+    assert again.fired == 1
+    sweeper.close()
