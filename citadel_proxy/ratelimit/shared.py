@@ -71,10 +71,12 @@ class RedisLimiter:
     # Tokens charged with charge_soon wait this long for the identity's next acquire to carry them.
     flush_after_s: float = 0.2
     _script: Any = None
-    _owed: dict[str, tuple[Limits, int]] = field(default_factory=dict)
+    # identity -> (limits, tokens owed, when the oldest of them was owed: the loop's clock)
+    _owed: dict[str, tuple[Limits, int, float]] = field(default_factory=dict)
     _open_until: float = 0.0
     _pending: set[asyncio.Task[None]] = field(default_factory=set)
-    _timers: set[asyncio.Task[None]] = field(default_factory=set)
+    # One timer for all owed charges (not a task and a timer per request).
+    _flusher: asyncio.TimerHandle | None = None
 
     def __post_init__(self) -> None:
         # register_script runs EVALSHA, loading the script only if Redis does not know it yet.
@@ -88,7 +90,7 @@ class RedisLimiter:
         raw = await self._run(identity, "acquire", limits, cost)
         if raw is None:
             if owed is not None:
-                self.fallback.charge_now(identity, *owed)
+                self.fallback.charge_now(identity, owed[0], owed[1])
             return self.fallback.acquire_now(identity, limits)
         allowed, requests, tokens, retry_ms = raw
         return decision(limits, allowed == 1, float(requests), float(tokens), float(retry_ms), "redis")
@@ -108,29 +110,44 @@ class RedisLimiter:
         if tokens <= 0 or not limits.tokens_per_minute:
             return
         owed = self._owed.get(identity)
-        self._owed[identity] = (limits, tokens + (owed[1] if owed is not None else 0))
-        if owed is None:
-            self._track(self._flush_later(identity), self._timers)
+        if owed is not None:
+            self._owed[identity] = (limits, owed[1] + tokens, owed[2])
+            return
+        loop = asyncio.get_running_loop()
+        self._owed[identity] = (limits, tokens, loop.time())
+        if self._flusher is None:
+            self._flusher = loop.call_later(self.flush_after_s, self._flush_due)
 
-    def _track(self, work: Coroutine[Any, Any, None], tasks: set[asyncio.Task[None]]) -> None:
+    def _flush_due(self) -> None:
+        """Send the charges no acquire carried within flush_after_s; wait again for the others."""
+        self._flusher = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        oldest = None
+        for identity, (_, _, since) in list(self._owed.items()):
+            if now - since >= self.flush_after_s:
+                self._track(self._flush(identity))
+            elif oldest is None or since < oldest:
+                oldest = since
+        if oldest is not None:
+            self._flusher = loop.call_later(oldest + self.flush_after_s - now, self._flush_due)
+
+    def _track(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-
-    async def _flush_later(self, identity: str) -> None:
-        await asyncio.sleep(self.flush_after_s)
-        await self._flush(identity)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
     async def _flush(self, identity: str) -> None:
         owed = self._owed.pop(identity, None)
         if owed is not None:
-            await self.charge(identity, *owed)
+            await self.charge(identity, owed[0], owed[1])
 
     async def drain(self) -> None:
-        for timer in list(self._timers):
-            timer.cancel()
+        if self._flusher is not None:
+            self._flusher.cancel()
+            self._flusher = None
         for identity in list(self._owed):
-            self._track(self._flush(identity), self._pending)
+            self._track(self._flush(identity))
         while self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
 
