@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -60,7 +59,9 @@ def new_id() -> str:
     rand = int.from_bytes(os.urandom(10), "big")
     value = (ms & (1 << 48) - 1) << 80 | 0x7 << 76 | (rand >> 64 & 0xFFF) << 64
     value |= 0b10 << 62 | rand & (1 << 62) - 1
-    return str(uuid.UUID(int=value))
+    # What str(uuid.UUID(int=value)) gives, without building the UUID (two ids per audited request).
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _raw_hook(value: Any) -> Any:
