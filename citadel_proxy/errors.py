@@ -170,6 +170,11 @@ class DeadlineExceeded(GatewayError):
     code = "timeout"
 
 
+def internal_error() -> GatewayError:
+    """What a client is told of a bug of ours: the traceback goes to the log, never to the client."""
+    return GatewayError("internal error; the gateway log has the details")
+
+
 def sse_error_event(error: GatewayError) -> bytes:
     """The SSE form of an error, for failures after a stream's headers went out."""
     return b"data: " + error.to_json() + b"\n\n"

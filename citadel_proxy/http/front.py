@@ -28,7 +28,6 @@ from citadel_proxy.observability.request_id import HEADER, request_id_from
 Endpoint = Callable[[Request], Awaitable[Response | ASGIApp]]
 
 _log = logging.getLogger("citadel_proxy.errors")
-_INTERNAL = "internal error; the gateway log has the details"
 
 
 class Front:
@@ -62,7 +61,7 @@ async def _respond(endpoint: Endpoint, request: Request) -> Response | ASGIApp:
     except Exception as exc:
         # A bug of ours: the traceback goes to the log, never to the client.
         _log.error("unhandled error", exc_info=exc)
-        return refusal(request, errors.GatewayError(_INTERNAL))
+        return refusal(request, errors.internal_error())
 
 
 def _with_request_id(send: Send, request_id: str) -> Send:

@@ -72,4 +72,4 @@ async def on_http_error(request: Request, exc: Exception) -> Response:
 async def on_unexpected(_request: Request, exc: Exception) -> Response:
     # A bug of ours: the traceback goes to the log, never to the client.
     _log.error("unhandled error", exc_info=exc)
-    return error_response(errors.GatewayError("internal error; the gateway log has the details"))
+    return error_response(errors.internal_error())

@@ -108,6 +108,11 @@ class StreamResponse:
                 self._deadlines.unwatch(self)
         except errors.GatewayError as error:
             await self._fail(error, send)
+        except Exception as exc:
+            # A bug of ours: the client gets an error in OpenAI's shape (JSON, or an SSE error event once
+            # the stream is open), the traceback goes to the log.
+            _log.error("unhandled error in a stream", exc_info=exc)
+            await self._fail(errors.internal_error(), send)
         except asyncio.CancelledError:
             if self._client_gone:
                 task.uncancel()

@@ -5,6 +5,7 @@ The inference routes skip Starlette's router; these tests hold them to what the 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from pathlib import Path
@@ -13,7 +14,7 @@ import httpx
 import pytest
 
 from tests.core.conftest import AUTH, REPO, TEST_KEY, Gateway, running_gateway, write_config
-from tests.fakes.ollama import FakeOllama
+from tests.fakes.ollama import Behavior, FakeOllama
 
 CHAT = {"model": "phi3", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -119,3 +120,25 @@ async def test_cors_and_forwarded_client_on_both_ways_in(
     [line] = [line for line in access_lines(caplog) if line["stream"]]
     assert line["client"] == "203.0.113.7"  # believed: the peer is a trusted proxy
     assert TEST_KEY not in caplog.text
+
+
+async def test_a_bug_while_streaming_is_an_sse_error_event_and_ollama_is_let_go(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from citadel_proxy.openai import sse
+
+    def broken(self: object, batch: object) -> bytes:
+        raise RuntimeError("a bug in the encoder")
+
+    gateway.fake.next(Behavior.counted(20, token_delay_s=0.05))
+    monkeypatch.setattr(sse.ChatChunks, "encode", broken)
+    with caplog.at_level(logging.ERROR, logger="citadel_proxy.stream"):
+        async with httpx.AsyncClient(base_url=gateway.url, headers=AUTH) as client:
+            answer = await client.post("/v1/voice/chat/completions", json=CHAT)
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/event-stream")
+    [event] = [line for line in answer.text.split("\n\n") if line.startswith("data: ")]
+    error = json.loads(event[len("data: ") :])["error"]
+    assert error["message"].startswith("internal error") and "a bug" not in answer.text
+    assert "a bug in the encoder" in caplog.text
+    record = (await gateway.fake.wait_streams(1))[-1]
+    await asyncio.wait_for(record.disconnect_event.wait(), timeout=1.0)  # not left generating
