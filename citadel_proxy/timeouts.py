@@ -56,5 +56,7 @@ class TimeoutSweeper:
                 item.expire()
             except Exception:  # one item's bug must not stop the others' timeouts
                 _log.exception("a timeout failed to fire")
-        # Idle when nothing is watched: no wake-ups for a gateway without open streams.
-        self._timer = loop.call_later(self._period_s, self._sweep) if self._watched else None
+        # Idle when nothing is watched: no wake-ups for a gateway without open streams. An item that
+        # watched itself again from expire() has already started the next sweep.
+        if self._watched and self._timer is None:
+            self._timer = loop.call_later(self._period_s, self._sweep)

@@ -49,3 +49,33 @@ async def test_due_items_fire_once_and_the_rest_wait(caplog: pytest.LogCaptureFi
     await asyncio.sleep(0.05)
     assert again.fired == 1
     sweeper.close()
+
+
+async def test_an_item_that_watches_itself_again_keeps_one_sweep_running() -> None:
+    """As a stream does when its header grace passes: its deadline is still watched afterwards."""
+    loop = asyncio.get_running_loop()
+    sweeper = TimeoutSweeper(period_s=0.01)
+    sweeps = 0
+    sweep = sweeper._sweep
+
+    def counted() -> None:
+        nonlocal sweeps
+        sweeps += 1
+        sweep()
+
+    sweeper._sweep = counted  # type: ignore[method-assign]
+
+    class Again(Item):
+        def expire(self) -> None:
+            super().expire()
+            if self.fired < 5:
+                self.at = loop.time()
+                sweeper.watch(self)
+
+    sweeper.watch(Item(loop.time() + 60))  # keeps the sweeps going
+    item = Again(loop.time())
+    sweeper.watch(item)
+    await asyncio.sleep(0.2)
+    assert item.fired == 5
+    assert sweeps <= 25  # one sweep chain at 0.01 s over 0.2 s, not one more per re-watch
+    sweeper.close()
