@@ -120,7 +120,7 @@ def uvicorn_worker(sock: socket.socket, shutdown_event: Any = None) -> None:
             log_config=None,
             access_log=False,
             server_header=False,
-            # Our ForwardedFor trusts only gateway.trusted_proxies; uvicorn's would trust 127.0.0.1 too.
+            # http.front trusts only gateway.trusted_proxies; uvicorn's would trust 127.0.0.1 too.
             proxy_headers=False,
             timeout_keep_alive=int(KEEP_ALIVE_S),
             timeout_graceful_shutdown=int(GRACEFUL_S),
