@@ -65,7 +65,7 @@ async def _embed(client: OllamaClient, job: EmbedJob, texts: list[str]) -> list[
         options=job.options,
         keep_alive=job.keep_alive,
     )
-    raw = await client.fetch("POST", "/api/embed", _encode(request))
+    raw = await client.post("/api/embed", _encode(request))
     answer = _decode(_embed_decoder, raw)
     if len(answer.embeddings) != len(texts) or not all(answer.embeddings):
         raise errors.UpstreamMalformed(
@@ -77,7 +77,7 @@ async def _embed(client: OllamaClient, job: EmbedJob, texts: list[str]) -> list[
 
 async def _embeddings(client: OllamaClient, job: EmbedJob, text: str) -> Vector:
     request = UpstreamEmbeddings(model=job.model, prompt=text, options=job.options, keep_alive=job.keep_alive)
-    raw = await client.fetch("POST", "/api/embeddings", _encode(request))
+    raw = await client.post("/api/embeddings", _encode(request))
     answer = _decode(_embeddings_decoder, raw)
     if text and not answer.embedding:
         raise errors.UpstreamMalformed("Ollama answered an empty embedding")

@@ -10,7 +10,7 @@ import msgspec
 
 from citadel_proxy import errors
 from citadel_proxy.config.schema import OllamaService
-from citadel_proxy.upstream.lean import LeanError, LeanPool
+from citadel_proxy.upstream.lean import LeanError, LeanPool, LeanResponse
 from citadel_proxy.upstream.ndjson import Answer
 from citadel_proxy.upstream.wire import ErrorReply
 
@@ -74,10 +74,26 @@ class OllamaClient:
         """
         if self._lean is None:
             return await self.open_response("POST", path, body, read_bufsize=_STREAM_BUFSIZE)
+        return await self._lean_post(self._lean, path, body)
+
+    async def post(self, path: str, body: bytes) -> bytes:
+        """A whole answer to a POST (chat, generate and embeddings without streaming), read on the lean
+        client like streams: aiohttp's request machinery was most of the CPU such a request cost."""
+        if self._lean is None:
+            return await self.fetch("POST", path, body)
+        response = await self._lean_post(self._lean, path, body)
+        try:
+            return await response.read_all()
+        except LeanError as exc:
+            raise errors.UpstreamIncomplete(f"Ollama's answer was cut off: {exc}") from None
+        finally:
+            response.release()
+
+    async def _lean_post(self, lean: LeanPool, path: str, body: bytes) -> LeanResponse:
         attempts = self.service.max_retries + 1
         for attempt in range(attempts):
             try:
-                response = await self._lean.post(path, body)
+                response = await lean.post(path, body)
                 break
             except (OSError, TimeoutError) as exc:
                 if attempt + 1 == attempts:
@@ -86,9 +102,8 @@ class OllamaClient:
                     ) from None
                 await asyncio.sleep(_RETRY_BASE_S * 2**attempt)
             except LeanError as exc:
-                raise errors.UpstreamError(
-                    f"request to Ollama failed: {exc}", code="upstream_error"
-                ) from None
+                code = "upstream_timeout" if exc.silent else "upstream_error"
+                raise errors.UpstreamError(f"request to Ollama failed: {exc}", code=code) from None
         if response.status != 200:
             raise await _status_error(response)
         return response

@@ -21,11 +21,13 @@ _MAX_IDLE = 64
 
 class LeanError(Exception):
     """The connection failed or broke. `stale`: closed before a single byte came back, as a pooled
-    keep-alive connection that Ollama had already closed is: the request never reached it."""
+    keep-alive connection that Ollama had already closed is: the request never reached it. `silent`:
+    Ollama sent nothing for longer than the read timeout."""
 
-    def __init__(self, message: str, *, stale: bool = False) -> None:
+    def __init__(self, message: str, *, stale: bool = False, silent: bool = False) -> None:
         super().__init__(message)
         self.stale = stale
+        self.silent = silent
 
 
 class LeanResponse(asyncio.Protocol):
@@ -134,6 +136,16 @@ class LeanResponse(asyncio.Protocol):
             self._transport.resume_reading()
         return data
 
+    async def read_all(self) -> bytes:
+        """The whole answer (a non-streamed one usually arrives in one piece)."""
+        first = await self.readany()
+        if not first:
+            return b""
+        rest = bytearray()
+        while chunk := await self.readany():
+            rest += chunk
+        return first + rest if rest else first
+
     async def read(self, limit: int) -> bytes:
         """Up to `limit` bytes of the whole answer (error bodies)."""
         out = bytearray()
@@ -184,9 +196,9 @@ class LeanResponse(asyncio.Protocol):
     def usable(self) -> bool:
         return not self._closed and self._transport is not None and not self._transport.is_closing()
 
-    def _fail(self, message: str, *, stale: bool = False) -> None:
+    def _fail(self, message: str, *, stale: bool = False, silent: bool = False) -> None:
         if self._error is None:
-            self._error = LeanError(message, stale=stale)
+            self._error = LeanError(message, stale=stale, silent=silent)
         self._pool.sweeper.unwatch(self)
         if not self._head.done():
             self._head.set_exception(self._error)
@@ -206,7 +218,7 @@ class LeanResponse(asyncio.Protocol):
         return silence is not None and not self._paused and now - self._heard_at > silence
 
     def expire(self) -> None:
-        self._fail(f"Ollama sent nothing for {self._pool.read_timeout_s:g} s")
+        self._fail(f"Ollama sent nothing for {self._pool.read_timeout_s:g} s", silent=True)
         if self._transport is not None:
             self._transport.close()
 

@@ -30,7 +30,7 @@ def upstream_handler(client: OllamaClient) -> Handler:
             if ctx.endpoint == "/api/chat":
                 return Reply(stream=UpstreamStream(response, chat_line_decoder, chat_delta, ctx.outcome))
             return Reply(stream=UpstreamStream(response, generate_line_decoder, generate_delta, ctx.outcome))
-        raw = await client.fetch("POST", ctx.endpoint, body)
+        raw = await client.post(ctx.endpoint, body)
         return Reply(completion=_completion(ctx, raw))
 
     return call_ollama

@@ -182,6 +182,21 @@ async def test_deadline_while_the_model_loads_ends_the_kept_alive_stream(
         await asyncio.wait_for(record.disconnect_event.wait(), timeout=1.0)  # Ollama was let go
 
 
+async def test_ollama_silent_past_its_timeout_is_upstream_timeout(fake: FakeOllama, tmp_path: Path) -> None:
+    config = write_config(tmp_path, fake.port, REPO / "pipelines")
+    config.write_text(
+        config.read_text().replace("connect_timeout_s: 2}", "connect_timeout_s: 2, timeout: 0.3}")
+    )
+    async with running_gateway(config, fake) as gw:
+        fake.next(Behavior.counted(2, first_token_delay_s=3))
+        status, error, _ = await call(gw, "POST", "/v1/chat/completions", json=CHAT)
+        assert (status, error["code"]) == (502, "upstream_timeout")
+        fake.next(Behavior.counted(2, first_token_delay_s=3))
+        status, text = await stream_text(gw, "/v1/chat/completions", {**CHAT, "stream": True})
+        [event] = [e for e in text.split("\n\n") if e.startswith("data: ")]
+        assert status == 200 and json.loads(event[len("data: ") :])["error"]["code"] == "upstream_timeout"
+
+
 async def test_keys_are_checked_before_the_body_is_read(gateway: Gateway) -> None:
     async with aiohttp.ClientSession() as session:
         async with session.post(gateway.url + "/v1/chat/completions", data=b"{not json") as response:
