@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import hashlib
-import time
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -24,6 +23,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from citadel_proxy.config.schema import Redis as RedisSettings
+from citadel_proxy.timeouts import TimeoutSweeper
 
 Arg = str | bytes | int | float
 
@@ -35,8 +35,14 @@ def _pack(args: tuple[Arg, ...]) -> bytes:
 
 
 class _Connection(asyncio.Protocol):
-    def __init__(self) -> None:
+    """Replies are due within `reply_timeout_s` of their command: past that, the sweeper fails every
+    waiting caller with TimeoutError and closes the connection (Redis stalled; the next call reconnects).
+    One sweep for all commands, instead of a timer around each one."""
+
+    def __init__(self, reply_timeout_s: float, sweeper: TimeoutSweeper) -> None:
         self._loop = asyncio.get_running_loop()
+        self._reply_timeout_s = reply_timeout_s
+        self._sweeper = sweeper
         self._transport: asyncio.Transport | None = None
         self._reader = hiredis.Reader()
         # Callers in the order their commands went out, each with the time it was sent.
@@ -64,7 +70,9 @@ class _Connection(asyncio.Protocol):
                 self._lost(RedisConnectionError("Redis sent a reply nobody asked for"))
                 return
             waiter, _ = self._waiting.popleft()
-            if waiter.done():  # its caller gave up (deadline, cancelled request): the reply is dropped
+            if not self._waiting:
+                self._sweeper.unwatch(self)
+            if waiter.done():  # its caller gave up (cancelled request): the reply is dropped
                 continue
             if isinstance(reply, hiredis.ReplyError):
                 waiter.set_exception(ResponseError(str(reply)))
@@ -78,7 +86,9 @@ class _Connection(asyncio.Protocol):
         if self.closed or self._transport is None:
             raise RedisConnectionError("the connection to Redis is closed")
         waiter = self._loop.create_future()
-        self._waiting.append((waiter, time.monotonic()))
+        if not self._waiting:
+            self._sweeper.watch(self)
+        self._waiting.append((waiter, self._loop.time()))
         self._unsent.append(packed)
         if len(self._unsent) == 1:
             self._loop.call_soon(self._flush)
@@ -89,15 +99,20 @@ class _Connection(asyncio.Protocol):
         if not self.closed and self._transport is not None:
             self._transport.write(unsent[0] if len(unsent) == 1 else b"".join(unsent))
 
-    def stalled(self, limit_s: float) -> bool:
-        """True when the oldest unanswered command is older than `limit_s`: Redis stopped answering."""
-        return bool(self._waiting) and time.monotonic() - self._waiting[0][1] > limit_s
+    # timeouts.Watched: the oldest unanswered command
+
+    def due(self, now: float) -> bool:
+        return bool(self._waiting) and now - self._waiting[0][1] > self._reply_timeout_s
+
+    def expire(self) -> None:
+        self._lost(TimeoutError(f"Redis did not answer within {self._reply_timeout_s:g} s"))
 
     def close(self) -> None:
         self._lost(RedisConnectionError("the connection to Redis was closed"))
 
     def _lost(self, error: Exception) -> None:
         self.closed = True
+        self._sweeper.unwatch(self)
         if self._transport is not None:
             self._transport.close()
         while self._waiting:
@@ -124,8 +139,9 @@ class LeanScript:
 
 
 class LeanRedis:
-    """Connects on first use and again after the connection is lost or stalls (no reply for
-    `stall_after_s`); a command issued while connecting waits for that one connection."""
+    """Connects on first use and again after the connection is lost or stalls; a command issued while
+    connecting waits for that one connection. A reply later than `reply_timeout_s` (give or take the
+    sweep's 50 ms) fails its caller with TimeoutError."""
 
     def __init__(
         self,
@@ -135,24 +151,25 @@ class LeanRedis:
         database: int = 0,
         password: str | None = None,
         connect_timeout_s: float = 5.0,
-        stall_after_s: float = 5.0,
+        reply_timeout_s: float = 5.0,
     ) -> None:
         self._host, self._port = host, port
         self._database, self._password = database, password
         self._connect_timeout_s = connect_timeout_s
-        self._stall_after_s = stall_after_s
+        self._reply_timeout_s = reply_timeout_s
+        self._sweeper = TimeoutSweeper(period_s=0.05)
         self._conn: _Connection | None = None
         self._lock = asyncio.Lock()
 
     @classmethod
-    def from_settings(cls, settings: RedisSettings) -> LeanRedis:
+    def from_settings(cls, settings: RedisSettings, *, reply_timeout_s: float) -> LeanRedis:
         return cls(
             settings.host,
             settings.port,
             database=settings.database,
             password=settings.password,
             connect_timeout_s=settings.socket_connect_timeout,
-            stall_after_s=settings.socket_timeout,
+            reply_timeout_s=reply_timeout_s,
         )
 
     def register_script(self, source: str) -> LeanScript:
@@ -161,7 +178,7 @@ class LeanRedis:
 
     async def execute(self, *args: Arg) -> Any:
         conn = self._conn
-        if conn is None or conn.closed or conn.stalled(self._stall_after_s):
+        if conn is None or conn.closed:
             conn = await self._connection()
         return await conn.send(_pack(args))
 
@@ -169,18 +186,19 @@ class LeanRedis:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        self._sweeper.close()
 
     async def _connection(self) -> _Connection:
         async with self._lock:
             conn = self._conn
-            if conn is not None and not conn.closed and not conn.stalled(self._stall_after_s):
+            if conn is not None and not conn.closed:
                 return conn  # another caller connected while this one waited
-            if conn is not None:
-                conn.close()
-                self._conn = None
+            self._conn = None
             loop = asyncio.get_running_loop()
             async with asyncio.timeout(self._connect_timeout_s):
-                _, conn = await loop.create_connection(_Connection, self._host, self._port)
+                _, conn = await loop.create_connection(
+                    lambda: _Connection(self._reply_timeout_s, self._sweeper), self._host, self._port
+                )
                 # Pipelined: both replies come back in one round trip.
                 hello = []
                 if self._password is not None:

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 from citadel_proxy.ratelimit.bucket import Decision, Limits, lowest
 from citadel_proxy.ratelimit.headers import rate_limit_headers
 from citadel_proxy.ratelimit.local import LocalLimiter
-from citadel_proxy.ratelimit.shared import RedisLimiter
+from citadel_proxy.ratelimit.shared import CALL_TIMEOUT_S, RedisLimiter
 from citadel_proxy.redis_lean import LeanRedis
 
 __all__ = [
@@ -47,7 +47,7 @@ async def open_rate_limiter(config: Any, stack: contextlib.AsyncExitStack) -> Ra
     if config.redis is None:
         limiter = LocalLimiter()
     else:
-        client = LeanRedis.from_settings(config.redis)
+        client = LeanRedis.from_settings(config.redis, reply_timeout_s=CALL_TIMEOUT_S)
         stack.push_async_callback(client.aclose)
         limiter = RedisLimiter(client, config.redis.key_prefix)
     stack.push_async_callback(limiter.aclose)

@@ -21,6 +21,9 @@ from citadel_proxy.ratelimit.local import LocalLimiter
 
 log = logging.getLogger(__name__)
 
+# How long a check may wait for Redis: far above a healthy round trip, far below a request's patience.
+CALL_TIMEOUT_S = 0.25
+
 # The same arithmetic as bucket.Bucket; Redis' own clock, so instances with skewed clocks agree.
 # KEYS[1]: the identity's hash. ARGV: "acquire" | "charge", rpm, tpm (0: no limit), tokens to charge
 # (an acquire carries the tokens its identity still owed, so most requests cost one round trip).
@@ -62,11 +65,12 @@ return {allowed, tostring(r), tostring(t), tostring(retry)}
 
 @dataclass(slots=True)
 class RedisLimiter:
-    client: Any  # LeanRedis in the gateway; redis-py's client works too (anything with register_script)
+    # LeanRedis in the gateway; redis-py's client works too (anything with register_script). The client
+    # bounds each call (LeanRedis: reply_timeout_s=CALL_TIMEOUT_S; redis-py: socket_timeout).
+    client: Any
     prefix: str
     fallback: LocalLimiter = field(default_factory=LocalLimiter)
-    # Far above a healthy round trip, far below a request's patience.
-    call_timeout_s: float = 0.25
+    call_timeout_s: float = CALL_TIMEOUT_S
     cooldown_s: float = 5.0
     # Tokens charged with charge_soon wait this long for the identity's next acquire to carry them.
     flush_after_s: float = 0.2
@@ -168,8 +172,7 @@ class RedisLimiter:
             self._open_until = now + self.call_timeout_s
         args = [op, limits.requests_per_minute or 0, limits.tokens_per_minute or 0, tokens]
         try:
-            async with asyncio.timeout(self.call_timeout_s):
-                result = await self._script(keys=[f"{self.prefix}rl:{identity}"], args=args)
+            result = await self._script(keys=[f"{self.prefix}rl:{identity}"], args=args)
         except (RedisError, OSError, TimeoutError) as exc:
             self._trip(exc, probing)
             return None

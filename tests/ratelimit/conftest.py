@@ -18,7 +18,7 @@ def redis_client(url: str) -> LeanRedis:
     """The client open_rate_limiter builds, for redis://host:port/db."""
     address, _, database = url.removeprefix("redis://").partition("/")
     host, _, port = address.rpartition(":")
-    return LeanRedis(host, int(port), database=int(database or 0), connect_timeout_s=1, stall_after_s=1)
+    return LeanRedis(host, int(port), database=int(database or 0), connect_timeout_s=1, reply_timeout_s=1)
 
 
 @pytest.fixture

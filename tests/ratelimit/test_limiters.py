@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import subprocess
 import sys
 import time
@@ -138,3 +139,20 @@ async def test_open_rate_limiter(redis_url: str) -> None:
         assert isinstance(shared, RedisLimiter)
         assert (await shared.acquire("key:open", Limits(1))).backend == "redis"
         await shared.client.execute("DEL", "citadel-test:open:rl:key:open")
+
+
+async def test_a_hung_redis_falls_back_instead_of_holding_requests(own_redis: OwnRedis) -> None:
+    """Redis accepts but stops answering (SIGSTOP): the check is bounded by the client's reply timeout."""
+    client = redis_client(own_redis.url)
+    limiter = RedisLimiter(client, "rl-test:", cooldown_s=30)
+    try:
+        assert (await limiter.acquire("key:h", Limits(100))).backend == "redis"
+        own_redis.process.send_signal(signal.SIGSTOP)
+        try:
+            decision = await asyncio.wait_for(limiter.acquire("key:h", Limits(100)), 5)
+        finally:
+            own_redis.process.send_signal(signal.SIGCONT)
+        assert decision.allowed and decision.backend == "local" and limiter.degraded
+    finally:
+        await limiter.aclose()
+        await client.aclose()
