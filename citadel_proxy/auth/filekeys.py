@@ -63,27 +63,38 @@ class StaticKeys:
     path: Path
     _file_keys: tuple[KeyRecord, ...] = ()
     _stamp: tuple[int, int, int] | None = None
+    # The live keys' digests and principals, rebuilt only when the keys file changes.
+    _live: tuple[tuple[bytes, Principal], ...] | None = None
 
     def records(self) -> list[KeyRecord]:
         self._refresh()
         return [*self.config_keys, *self._file_keys]
 
     def lookup(self, digest: bytes) -> Principal | None:
+        self._refresh()
+        if self._live is None:
+            self._live = tuple(
+                (r.digest, r.principal())
+                for r in (*self.config_keys, *self._file_keys)
+                if r.revoked_at is None
+            )
         found = None
         # No early exit: the time taken does not depend on which entry (if any) matched.
-        for record in self.records():
-            if same_digest(record.digest, digest) and record.revoked_at is None:
-                found = record
-        return found.principal() if found else None
+        for known, principal in self._live:
+            if same_digest(known, digest):
+                found = principal
+        return found
 
     def _refresh(self) -> None:
+        # Every lookup: a key revoked in the file stops at once, in every worker.
         try:
             info = os.stat(self.path)
         except FileNotFoundError:
-            self._file_keys, self._stamp = (), None
+            if self._stamp is not None or self._file_keys:
+                self._file_keys, self._stamp, self._live = (), None, None
             return
         # os.replace gives the file a new inode, so a rewrite within one mtime tick is still seen.
         stamp = (info.st_ino, info.st_mtime_ns, info.st_size)
         if stamp != self._stamp:
             self._file_keys = tuple(read_keys_file(self.path))
-            self._stamp = stamp
+            self._stamp, self._live = stamp, None

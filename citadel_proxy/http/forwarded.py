@@ -18,11 +18,25 @@ def networks(entries: Sequence[str]) -> tuple[Network, ...]:
     return tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
 
 
+# Peers remembered per worker: a gateway sees few distinct ones (its proxies; clients, when none).
+_MAX_REMEMBERED = 4096
+
+
 class TrustedProxies:
     def __init__(self, trusted: Sequence[str]) -> None:
         self._trusted = networks(trusted)
+        # Parsing an address and matching it against the networks cost ~5 µs per request.
+        self._verdicts: dict[str, bool] = {}
 
     def _is_trusted(self, host: str) -> bool:
+        verdict = self._verdicts.get(host)
+        if verdict is None:
+            if len(self._verdicts) >= _MAX_REMEMBERED:
+                self._verdicts.clear()
+            verdict = self._verdicts[host] = self._match(host)
+        return verdict
+
+    def _match(self, host: str) -> bool:
         try:
             address = ipaddress.ip_address(host)
         except ValueError:
