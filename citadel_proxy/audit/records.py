@@ -64,24 +64,18 @@ def new_id() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-def _raw_hook(value: Any) -> Any:
-    if isinstance(value, msgspec.Raw):
-        # An empty Raw is an absent value (it would encode as nothing, which is not JSON).
-        return msgspec.json.decode(value) if len(value) else None
-    raise NotImplementedError(f"cannot record a {type(value).__name__}")
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
 
 
 def plain(value: Any) -> Any:
-    """JSON-ready builtins of a wire struct, without its null fields."""
-    return _drop_none(msgspec.to_builtins(value, enc_hook=_raw_hook))
+    """JSON-ready builtins of a wire struct, as the client sent them.
 
-
-def _drop_none(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _drop_none(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_drop_none(item) for item in value]
-    return value
+    The wire structs omit their unset (default) fields; what a client put inside free-form JSON (a tool's
+    parameters schema, a response format) is kept exactly, nulls included. One encode and one decode,
+    both in C: a third of what walking the builtins in Python cost.
+    """
+    return _decode(_encode(value))
 
 
 @dataclass(slots=True)
@@ -128,7 +122,10 @@ def build_record(
     outcome = ctx.outcome
     now = time.perf_counter()
     first, finished = outcome.first_token_at, outcome.finished_at or now
-    body = plain(ctx.body)
+    encoded = _encode(ctx.body)
+    body = _decode(encoded)
+    # Every field is shorter than the whole body: when the body fits, the document is the body itself.
+    fits = policy.mode == "full" and len(encoded) <= policy.max_bytes
     return AuditRecord(
         id=record_id,
         time=started_at,
@@ -148,7 +145,7 @@ def build_record(
         completion_tokens=outcome.completion_tokens,
         cache_hit=outcome.cache_hit,
         content_mode=policy.mode,
-        request=_request_document(body, policy),
+        request=body if fits else _request_document(body, policy),
         response=_response_document(answer, outcome.finish_reason, failure, policy),
         messages=_new_turn(body, policy) + _answer_messages(answer, policy),
     )

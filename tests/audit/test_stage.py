@@ -208,3 +208,20 @@ async def test_log_rotates_by_size_and_new_turn_only(tmp_path: Path) -> None:
     records = log_records(tmp_path)
     assert len(records) == 20 and len({r.id for r in records}) == 20
     assert [m.content for m in records[3].messages] == ["second 3", "reply 3"]
+
+
+async def test_the_request_document_keeps_the_clients_json_exactly(tmp_path: Path) -> None:
+    """Unset fields are left out; what the client wrote inside free-form JSON is kept, nulls included."""
+    ctx = chat_context("hello")
+    ctx.body = msgspec.json.decode(
+        b'{"model":"phi3","messages":[{"role":"user","content":"hello","name":null}],"temperature":null,'
+        b'"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object",'
+        b'"properties":{"x":{"type":["string","null"],"default":null}}}}}]}',
+        type=type(ctx.body),
+    )
+    await run_stage(tmp_path, ctx, Reply(completion=Completion(content="hi")))
+    [record] = log_records(tmp_path)
+    assert record.request["messages"] == [{"role": "user", "content": "hello"}]
+    assert "temperature" not in record.request
+    schema = record.request["tools"][0]["function"]["parameters"]
+    assert schema["properties"]["x"] == {"type": ["string", "null"], "default": None}
