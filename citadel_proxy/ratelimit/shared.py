@@ -1,5 +1,12 @@
 """The Redis limiter: one atomic script per check, shared by every worker and every gateway instance.
 
+Leases: a check asks Redis for a few request slots at once (about 2% of the identity's limit, at most
+64; one slot for limits under 100 per minute). The slots are counted in Redis when granted, so the
+shared total is never exceeded; the worker then admits that many requests of the identity without a
+round trip, for at most `lease_s`. Slots left unused go back to Redis when the lease ends. The cost: a
+slot held by one worker is not available to another for up to `lease_s`, so near its limit an identity
+may be refused a few requests early. With small limits every request asks Redis, as before.
+
 When Redis fails or is slow, a circuit breaker sends checks to the in-process limiter for a few
 seconds, so a request never waits on a dead server more than once per cool-down and is never failed
 because the limiter is unreachable.
@@ -26,11 +33,13 @@ CALL_TIMEOUT_S = 0.25
 
 # The same arithmetic as bucket.Bucket; Redis' own clock, so instances with skewed clocks agree.
 # KEYS[1]: the identity's hash. ARGV: "acquire" | "charge", rpm, tpm (0: no limit), tokens to charge
-# (an acquire carries the tokens its identity still owed, so most requests cost one round trip).
+# (an acquire carries the tokens its identity still owed, so most requests cost one round trip), request
+# slots wanted (acquire), unused slots given back first (any op). Returns the slots granted (0: refused).
 SCRIPT = """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + tonumber(clock[2]) / 1000
 local rpm, tpm, cost = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local want, back = tonumber(ARGV[5]), tonumber(ARGV[6])
 local s = redis.call('HMGET', KEYS[1], 'r', 'rt', 't', 'tt')
 
 local function drained(level, at, limit)
@@ -40,13 +49,17 @@ local function drained(level, at, limit)
   return left
 end
 
-local r = drained(s[1], s[2], rpm)
+local r = math.max(drained(s[1], s[2], rpm) - back, 0)
 local t = drained(s[3], s[4], tpm) + cost
-local allowed, retry = 1, 0
+local granted, retry = 0, 0
 if ARGV[1] == 'acquire' then
-  if rpm > 0 and r + 1 > rpm then allowed = 0; retry = (r + 1 - rpm) * 60000 / rpm end
-  if tpm > 0 and t >= tpm then allowed = 0; retry = math.max(retry, (t - tpm + 1) * 60000 / tpm) end
-  if allowed == 1 and rpm > 0 then r = r + 1 end
+  granted = want
+  if rpm > 0 then
+    granted = math.min(want, math.floor(rpm - r))
+    if granted < 1 then granted = 0; retry = (r + 1 - rpm) * 60000 / rpm end
+  end
+  if tpm > 0 and t >= tpm then granted = 0; retry = math.max(retry, (t - tpm + 1) * 60000 / tpm) end
+  if rpm > 0 then r = r + granted end
 end
 
 local empty_in = 0
@@ -59,8 +72,30 @@ if tpm > 0 then
   empty_in = math.max(empty_in, t * 60000 / tpm)
 end
 redis.call('PEXPIRE', KEYS[1], math.ceil(empty_in) + 1000)
-return {allowed, tostring(r), tostring(t), tostring(retry)}
+return {granted, tostring(r), tostring(t), tostring(retry)}
 """
+
+# A lease is about this share of the identity's limit, and never more than MAX_LEASE slots.
+LEASE_SHARE = 50
+MAX_LEASE = 64
+
+
+def lease_size(limits: Limits, most: int = MAX_LEASE) -> int:
+    """Slots to ask for at once: 1 under 100 requests per minute, or without a request limit (a token
+    limit alone is checked against Redis' count on every request)."""
+    rpm = limits.requests_per_minute
+    return max(1, min(most, rpm // LEASE_SHARE)) if rpm else 1
+
+
+@dataclass(slots=True)
+class Lease:
+    """Request slots granted by Redis and not yet used, with the levels Redis had after the grant."""
+
+    limits: Limits
+    slots: int
+    ends_at: float  # the loop's clock
+    requests: float
+    tokens: float
 
 
 @dataclass(slots=True)
@@ -74,7 +109,12 @@ class RedisLimiter:
     cooldown_s: float = 5.0
     # Tokens charged with charge_soon wait this long for the identity's next acquire to carry them.
     flush_after_s: float = 0.2
+    # How long a worker may hold unused slots before they go back to Redis, and how many at most.
+    lease_s: float = 1.0
+    max_lease: int = MAX_LEASE
     _script: Any = None
+    _leases: dict[str, Lease] = field(default_factory=dict)
+    _asking: set[str] = field(default_factory=set)
     # identity -> (limits, tokens owed, when the oldest of them was owed: the loop's clock)
     _owed: dict[str, tuple[Limits, int, float]] = field(default_factory=dict)
     _open_until: float = 0.0
@@ -89,20 +129,74 @@ class RedisLimiter:
     async def acquire(self, identity: str, limits: Limits) -> Decision:
         if limits.empty:
             return decision(limits, True, 0, 0, 0, "none")
+        loop = asyncio.get_running_loop()
+        lease = self._leases.get(identity)
+        if lease is not None:
+            if lease.slots > 0 and lease.limits == limits and loop.time() < lease.ends_at:
+                return self._use(lease)
+            back = self._end_lease(identity, lease)
+        else:
+            back = 0
         owed = self._owed.pop(identity, None)
         cost = owed[1] if owed is not None and limits.tokens_per_minute else 0
-        raw = await self._run(identity, "acquire", limits, cost)
+        # One lease asked for at a time per identity: the requests of a burst that arrive meanwhile ask
+        # for their own slot only, so a burst cannot leave many slots held and unused.
+        want = 1 if identity in self._asking else lease_size(limits, self.max_lease)
+        if want > 1:
+            self._asking.add(identity)
+        try:
+            raw = await self._run(identity, "acquire", limits, cost, want, back)
+        finally:
+            if want > 1:
+                self._asking.discard(identity)
         if raw is None:
             if owed is not None:
                 self.fallback.charge_now(identity, owed[0], owed[1])
             return self.fallback.acquire_now(identity, limits)
-        allowed, requests, tokens, retry_ms = raw
-        return decision(limits, allowed == 1, float(requests), float(tokens), float(retry_ms), "redis")
+        granted, requests, tokens, retry_ms = int(raw[0]), float(raw[1]), float(raw[2]), float(raw[3])
+        if granted < 1:
+            return decision(limits, False, requests, tokens, retry_ms, "redis")
+        if granted > 1:
+            # One slot is this request's; the rest serve the identity's next requests in this worker.
+            held = self._leases.get(identity)
+            if held is not None and held.limits == limits:
+                held.slots += granted - 1  # another request of the identity was granted meanwhile
+            else:
+                ends_at = loop.time() + self.lease_s
+                self._leases[identity] = Lease(limits, granted - 1, ends_at, requests, tokens)
+                self._flush_later(loop)
+        # The level counts every granted slot as used: the ones still held are not, yet.
+        return decision(limits, True, requests - (granted - 1), tokens, 0, "redis")
+
+    def _use(self, lease: Lease) -> Decision:
+        lease.slots -= 1
+        return decision(lease.limits, True, lease.requests - lease.slots, lease.tokens, 0, "redis")
+
+    def _note_tokens(self, identity: str, tokens: int) -> None:
+        """This worker's own token charges count against its lease at once: the lease ends when they
+        reach the token limit, so the next check asks Redis (which has every worker's charges)."""
+        lease = self._leases.get(identity)
+        if lease is None:
+            return
+        lease.tokens += tokens
+        tpm = lease.limits.tokens_per_minute
+        if tpm and lease.tokens >= tpm:
+            lease.ends_at = 0.0  # ended: the next check asks Redis, and gives the unused slots back
+
+    def _end_lease(self, identity: str, lease: Lease) -> int:
+        """Forget the lease; its unused slots are to be given back to Redis with the next call."""
+        del self._leases[identity]
+        return lease.slots
 
     async def charge(self, identity: str, limits: Limits, tokens: int) -> None:
         if tokens <= 0 or not limits.tokens_per_minute:
             return
-        if await self._run(identity, "charge", limits, tokens) is None:
+        self._note_tokens(identity, tokens)
+        await self._send(identity, limits, tokens, 0)
+
+    async def _send(self, identity: str, limits: Limits, tokens: int, back: int) -> None:
+        """Charge tokens and/or give back unused slots."""
+        if await self._run(identity, "charge", limits, tokens, 0, back) is None and tokens > 0:
             self.fallback.charge_now(identity, limits, tokens)
 
     def charge_soon(self, identity: str, limits: Limits, tokens: int) -> None:
@@ -113,28 +207,36 @@ class RedisLimiter:
         """
         if tokens <= 0 or not limits.tokens_per_minute:
             return
+        self._note_tokens(identity, tokens)
         owed = self._owed.get(identity)
         if owed is not None:
             self._owed[identity] = (limits, owed[1] + tokens, owed[2])
             return
         loop = asyncio.get_running_loop()
         self._owed[identity] = (limits, tokens, loop.time())
+        self._flush_later(loop)
+
+    def _flush_later(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._flusher is None:
             self._flusher = loop.call_later(self.flush_after_s, self._flush_due)
 
     def _flush_due(self) -> None:
-        """Send the charges no acquire carried within flush_after_s; wait again for the others."""
+        """Send the charges no acquire carried within flush_after_s and give back the slots of leases
+        that ended; wait again for the others."""
         self._flusher = None
         loop = asyncio.get_running_loop()
         now = loop.time()
-        oldest = None
-        for identity, (_, _, since) in list(self._owed.items()):
+        for identity, lease in list(self._leases.items()):
+            if now >= lease.ends_at or lease.slots <= 0:
+                back = self._end_lease(identity, lease)
+                if back > 0:
+                    self._track(self._send(identity, lease.limits, 0, back))
+        for identity, (limits, tokens, since) in list(self._owed.items()):
             if now - since >= self.flush_after_s:
-                self._track(self._flush(identity))
-            elif oldest is None or since < oldest:
-                oldest = since
-        if oldest is not None:
-            self._flusher = loop.call_later(oldest + self.flush_after_s - now, self._flush_due)
+                del self._owed[identity]
+                self._track(self._send(identity, limits, tokens, 0))
+        if self._owed or self._leases:
+            self._flusher = loop.call_later(self.flush_after_s, self._flush_due)
 
     def _track(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
@@ -144,12 +246,16 @@ class RedisLimiter:
     async def _flush(self, identity: str) -> None:
         owed = self._owed.pop(identity, None)
         if owed is not None:
-            await self.charge(identity, owed[0], owed[1])
+            await self._send(identity, owed[0], owed[1], 0)
 
     async def drain(self) -> None:
         if self._flusher is not None:
             self._flusher.cancel()
             self._flusher = None
+        for identity, lease in list(self._leases.items()):
+            back = self._end_lease(identity, lease)
+            if back > 0:
+                self._track(self._send(identity, lease.limits, 0, back))
         for identity in list(self._owed):
             self._track(self._flush(identity))
         while self._pending:
@@ -162,7 +268,9 @@ class RedisLimiter:
     def degraded(self) -> bool:
         return time.monotonic() < self._open_until
 
-    async def _run(self, identity: str, op: str, limits: Limits, tokens: int) -> Any:
+    async def _run(
+        self, identity: str, op: str, limits: Limits, tokens: int, want: int = 0, back: int = 0
+    ) -> Any:
         now = time.monotonic()
         if now < self._open_until:
             return None
@@ -170,7 +278,7 @@ class RedisLimiter:
         probing = self._open_until > 0
         if probing:
             self._open_until = now + self.call_timeout_s
-        args = [op, limits.requests_per_minute or 0, limits.tokens_per_minute or 0, tokens]
+        args = [op, limits.requests_per_minute or 0, limits.tokens_per_minute or 0, tokens, want, back]
         try:
             result = await self._script(keys=[f"{self.prefix}rl:{identity}"], args=args)
         except (RedisError, OSError, TimeoutError) as exc:

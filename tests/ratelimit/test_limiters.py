@@ -95,7 +95,8 @@ def test_two_processes_share_one_limit(redis_url: str, redis_prefix: str) -> Non
 
 async def test_redis_stopped_mid_test_falls_back_to_counting_in_process(own_redis: OwnRedis) -> None:
     client = redis_client(own_redis.url)
-    limiter = RedisLimiter(client, "rl-test:", cooldown_s=30)
+    # One slot per check (no leases): every check here is meant to reach Redis.
+    limiter = RedisLimiter(client, "rl-test:", cooldown_s=30, max_lease=1)
     try:
         limits = Limits(requests_per_minute=100)
         assert (await limiter.acquire("key:x", limits)).backend == "redis"
@@ -144,7 +145,7 @@ async def test_open_rate_limiter(redis_url: str) -> None:
 async def test_a_hung_redis_falls_back_instead_of_holding_requests(own_redis: OwnRedis) -> None:
     """Redis accepts but stops answering (SIGSTOP): the check is bounded by the client's reply timeout."""
     client = redis_client(own_redis.url)
-    limiter = RedisLimiter(client, "rl-test:", cooldown_s=30)
+    limiter = RedisLimiter(client, "rl-test:", cooldown_s=30, max_lease=1)
     try:
         assert (await limiter.acquire("key:h", Limits(100))).backend == "redis"
         own_redis.process.send_signal(signal.SIGSTOP)

@@ -1,0 +1,121 @@
+"""Leases: request slots taken from Redis a few at a time, never more than the shared limit."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from citadel_proxy.ratelimit.bucket import Limits
+from citadel_proxy.ratelimit.shared import MAX_LEASE, RedisLimiter, lease_size
+from citadel_proxy.redis_lean import LeanRedis
+from tests.ratelimit.conftest import redis_client
+
+
+class Counted:
+    """The client, counting the script calls that reach Redis."""
+
+    def __init__(self, client: LeanRedis) -> None:
+        self.client = client
+        self.calls = 0
+
+    def register_script(self, source: str) -> Any:
+        script = self.client.register_script(source)
+
+        async def call(keys: list[str], args: list[object]) -> Any:
+            self.calls += 1
+            return await script(keys=keys, args=args)
+
+        return call
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[LeanRedis]:
+    client = redis_client(redis_url)
+    yield client
+    await client.aclose()
+
+
+def test_lease_sizes() -> None:
+    assert lease_size(Limits(99)) == 1  # small limits: every request asks Redis
+    assert lease_size(Limits(600)) == 12
+    assert lease_size(Limits(10**9)) == MAX_LEASE
+    assert lease_size(Limits(None, 10**9)) == 1  # a token limit alone is checked every time
+    assert lease_size(Limits(600), most=1) == 1
+
+
+async def test_a_lease_serves_many_requests_with_one_round_trip(client: LeanRedis, redis_prefix: str) -> None:
+    counted = Counted(client)
+    limiter = RedisLimiter(counted, redis_prefix)
+    try:
+        decisions = [await limiter.acquire("key:l", Limits(6400)) for _ in range(100)]
+        assert all(d.allowed and d.backend == "redis" for d in decisions)
+        assert counted.calls == 2  # 64 slots, then 64 more
+        # The headers count down as if every request had asked Redis.
+        remaining = [d.requests.remaining for d in decisions if d.requests]
+        assert remaining[:3] == [6399, 6398, 6397] and remaining[-1] <= 6300
+    finally:
+        await limiter.aclose()
+
+
+async def test_workers_never_admit_more_than_the_limit_together(client: LeanRedis, redis_prefix: str) -> None:
+    workers = [RedisLimiter(client, redis_prefix) for _ in range(3)]  # leases of 2 slots at 100/min
+    limits = Limits(100)
+    try:
+        results = await asyncio.gather(*(workers[i % 3].acquire("key:w", limits) for i in range(150)))
+        admitted = sum(d.allowed for d in results)
+        # Never over; under by at most the slots the other workers still hold.
+        assert 100 - 2 * len(workers) <= admitted <= 100
+    finally:
+        for worker in workers:
+            await worker.aclose()
+
+
+async def test_unused_slots_go_back_when_the_lease_ends(client: LeanRedis, redis_prefix: str) -> None:
+    holder = RedisLimiter(client, redis_prefix, lease_s=0.05, flush_after_s=0.02)
+    other = RedisLimiter(client, redis_prefix, max_lease=1)
+    limits = Limits(6400)
+    try:
+        assert (await holder.acquire("key:u", limits)).allowed  # 64 slots taken, 63 held
+        seen = await other.acquire("key:u", limits)
+        assert seen.requests is not None and seen.requests.remaining <= 6400 - 65
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if not holder._leases and not holder._pending:
+                break
+        back = await other.acquire("key:u", limits)
+        assert back.requests is not None and back.requests.remaining >= 6400 - 4  # 2 used (+ drain)
+    finally:
+        await holder.aclose()
+        await other.aclose()
+
+
+async def test_own_token_charges_end_a_lease_at_the_token_limit(client: LeanRedis, redis_prefix: str) -> None:
+    counted = Counted(client)
+    limiter = RedisLimiter(counted, redis_prefix, flush_after_s=60)
+    limits = Limits(6400, 1000)
+    try:
+        assert (await limiter.acquire("key:t", limits)).allowed
+        calls = counted.calls
+        limiter.charge_soon("key:t", limits, 600)
+        second = await limiter.acquire("key:t", limits)  # from the lease, which saw the 600 tokens
+        assert second.allowed and counted.calls == calls
+        assert second.tokens is not None and second.tokens.remaining == 400
+        limiter.charge_soon("key:t", limits, 500)  # 1100 >= 1000: the lease ends
+        third = await limiter.acquire("key:t", limits)
+        assert not third.allowed and counted.calls == calls + 1  # Redis decided, with the owed tokens
+    finally:
+        await limiter.aclose()
+
+
+async def test_shutdown_gives_held_slots_back(client: LeanRedis, redis_prefix: str) -> None:
+    holder = RedisLimiter(client, redis_prefix)
+    other = RedisLimiter(client, redis_prefix, max_lease=1)
+    limits = Limits(6400)
+    await holder.acquire("key:s", limits)
+    await holder.aclose()  # a worker stopping
+    after = await other.acquire("key:s", limits)
+    assert after.requests is not None and after.requests.remaining >= 6400 - 3
+    await other.aclose()
