@@ -20,36 +20,37 @@ from citadel_proxy.audit.records import AuditRecord
 _INSERT = b"""
 WITH batch AS (
     SELECT DISTINCT ON (b.id) b.* FROM jsonb_to_recordset(%s::jsonb) AS b(
-        id uuid, created_at timestamptz, conversation_id uuid, route text, pipeline text, stream boolean,
-        model_requested text, model text, key_name text, client_addr text, status smallint,
+        id uuid, "time" timestamptz, conversation_id uuid, route text, pipeline text, stream boolean,
+        model_requested text, model text, key_name text, client text, status smallint,
         error_code text, ttft_ms double precision, duration_ms double precision, prompt_tokens integer,
         completion_tokens integer, cache_hit boolean, content_mode text, nul_escaped boolean,
         request jsonb, response jsonb, messages jsonb)
 ), new_conversations AS (
     INSERT INTO conversations (id, started_at, key_name, model)
-    SELECT DISTINCT ON (conversation_id) conversation_id, created_at, key_name, model
+    SELECT DISTINCT ON (conversation_id) conversation_id, "time", key_name, model
     FROM batch WHERE conversation_id IS NOT NULL
-    ORDER BY conversation_id, created_at
+    ORDER BY conversation_id, "time"
     ON CONFLICT (id) DO NOTHING
 ), new_requests AS (
     INSERT INTO audit_requests (id, created_at, conversation_id, route, pipeline, stream, model_requested,
         model, key_name, client_addr, status, error_code, ttft_ms, duration_ms, prompt_tokens,
         completion_tokens, cache_hit, content_mode, nul_escaped, request, response)
-    SELECT id, created_at, conversation_id, route, pipeline, stream, model_requested, model, key_name,
-        client_addr, status, error_code, ttft_ms, duration_ms, prompt_tokens, completion_tokens,
-        cache_hit, content_mode, nul_escaped, request, response
+    SELECT id, "time", conversation_id, route, pipeline, stream, model_requested, model, key_name,
+        client, status, error_code, ttft_ms, duration_ms, prompt_tokens, completion_tokens,
+        cache_hit, content_mode, coalesce(nul_escaped, false), request, response
     FROM batch
     ON CONFLICT (id) DO NOTHING
     RETURNING id
 )
 INSERT INTO messages (request_id, position, conversation_id, created_at, role, content, content_sha256,
     content_bytes, truncated)
-SELECT b.id, m.position, b.conversation_id, b.created_at, m.role, m.content, m.sha256, m.bytes,
+SELECT b.id, m.ordinal - 1, b.conversation_id, b."time", m.role, m.content, m.sha256, coalesce(m.bytes, 0),
     coalesce(m.truncated, false)
 FROM batch b
 JOIN new_requests n ON n.id = b.id
-CROSS JOIN LATERAL jsonb_to_recordset(b.messages) AS m(
-    position integer, role text, content text, sha256 text, bytes integer, truncated boolean)
+CROSS JOIN LATERAL ROWS FROM (
+    jsonb_to_recordset(b.messages) AS (role text, content text, sha256 text, bytes integer, truncated boolean)
+) WITH ORDINALITY AS m(role, content, sha256, bytes, truncated, ordinal)
 ON CONFLICT DO NOTHING
 """
 
@@ -80,31 +81,9 @@ def unescape_nul(value: Any) -> Any:
 
 
 def _row(record: AuditRecord) -> bytes:
-    row = {
-        "id": record.id,
-        "created_at": record.time,
-        "conversation_id": record.conversation_id,
-        "route": record.route,
-        "pipeline": record.pipeline,
-        "stream": record.stream,
-        "model_requested": record.model_requested,
-        "model": record.model,
-        "key_name": record.key_name,
-        "client_addr": record.client,
-        "status": record.status,
-        "error_code": record.error_code,
-        "ttft_ms": record.ttft_ms,
-        "duration_ms": record.duration_ms,
-        "prompt_tokens": record.prompt_tokens,
-        "completion_tokens": record.completion_tokens,
-        "cache_hit": record.cache_hit,
-        "content_mode": record.content_mode,
-        "nul_escaped": False,
-        "request": record.request,
-        "response": record.response,
-        "messages": [{"position": i, **msgspec.structs.asdict(m)} for i, m in enumerate(record.messages)],
-    }
-    encoded = _encode(row)
+    """The record as the batch's JSON row: its own encoding, in C (the insert above names the fields as
+    the struct does; messages get their positions from their order)."""
+    encoded = _encode(record)
     if _NUL_JSON in encoded:
         row = escape_nul(msgspec.json.decode(encoded)) | {"nul_escaped": True}
         encoded = _encode(row)

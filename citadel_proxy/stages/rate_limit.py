@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated
 
 from msgspec import Meta
 
 from citadel_proxy.errors import RateLimited
 from citadel_proxy.pipeline.stage import Handler, StageSettings, StageType
-from citadel_proxy.pipeline.types import Context, Delta, Reply, TokenStream
+from citadel_proxy.pipeline.types import Context, Delta, Principal, Reply, TokenStream
 from citadel_proxy.ratelimit import Decision, Limits, lowest, rate_limit_headers
 
 if TYPE_CHECKING:
@@ -24,19 +24,34 @@ class RateLimitSettings(StageSettings, frozen=True, kw_only=True, forbid_unknown
     tokens_per_minute: Annotated[int, Meta(ge=1)] | None = None
 
 
+# Principals whose limits are remembered per stage (keys in use; cleared when full).
+_MAX_REMEMBERED = 4096
+
+
 @dataclass(frozen=True, slots=True)
 class RateLimitStage:
     settings: RateLimitSettings
     limiter: RateLimiter
+    _limits: dict[Principal | None, Limits] = field(default_factory=dict, compare=False, repr=False)
+
+    def limits_for(self, principal: Principal | None) -> Limits:
+        """The pipeline's limits, lowered by the key's own: worked out once per key."""
+        limits = self._limits.get(principal)
+        if limits is None:
+            if len(self._limits) >= _MAX_REMEMBERED:
+                self._limits.clear()
+            limits = Limits(self.settings.requests_per_minute, self.settings.tokens_per_minute)
+            if principal is not None:
+                limits = Limits(
+                    lowest(limits.requests_per_minute, principal.requests_per_minute),
+                    lowest(limits.tokens_per_minute, principal.tokens_per_minute),
+                )
+            self._limits[principal] = limits
+        return limits
 
     async def __call__(self, ctx: Context, call_next: Handler) -> Reply:
         principal = ctx.principal
-        limits = Limits(self.settings.requests_per_minute, self.settings.tokens_per_minute)
-        if principal is not None:
-            limits = Limits(
-                lowest(limits.requests_per_minute, principal.requests_per_minute),
-                lowest(limits.tokens_per_minute, principal.tokens_per_minute),
-            )
+        limits = self.limits_for(principal)
         if limits.empty:
             return await call_next(ctx)
         identity = f"key:{principal.name}" if principal else f"ip:{ctx.client}"

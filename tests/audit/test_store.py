@@ -11,7 +11,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from citadel_proxy.audit import AuditOptions, AuditSink, open_audit
 from citadel_proxy.audit.queries import AuditQueries
-from citadel_proxy.audit.records import new_id
+from citadel_proxy.audit.records import AuditMessage, new_id
 from citadel_proxy.audit.store import PostgresStore, escape_nul, unescape_nul
 from citadel_proxy.config.schema import Config
 from citadel_proxy.errors import RateLimited
@@ -151,3 +151,50 @@ async def test_batches_are_idempotent(migrated: Config) -> None:
     assert fetch(migrated, "SELECT count(*), count(DISTINCT id) FROM audit_requests") == [(10, 10)]
     assert fetch(migrated, "SELECT count(*) FROM messages") == [(10,)]
     assert fetch(migrated, "SELECT count(*) FROM conversations") == [(1,)]
+
+
+async def test_every_column_of_a_record_and_its_messages_is_stored(migrated: Config) -> None:
+    assert migrated.database is not None
+    base = record(0, new_id())
+    full = msgspec.structs.replace(
+        base,
+        key_name="team-a",
+        client="203.0.113.9",
+        status=429,
+        error_code="rate_limit_exceeded",
+        ttft_ms=1.5,
+        prompt_tokens=7,
+        completion_tokens=3,
+        cache_hit=True,
+        content_mode="hashed",
+        response={"content": "hi"},
+        messages=[
+            AuditMessage(role="system", content="be brief", sha256="aa", bytes=8),
+            AuditMessage(role="user", sha256="bb", bytes=5),  # hashed: no content
+            AuditMessage(role="assistant", content="tr", sha256="cc", bytes=9, truncated=True),
+        ],
+    )
+    async with AsyncConnectionPool(
+        migrated.database.conninfo(), open=False, kwargs={"autocommit": True}
+    ) as pool:
+        await PostgresStore(pool, timeout_s=10).insert([full])
+    [row] = fetch(
+        migrated,
+        "SELECT created_at, conversation_id::text, key_name, client_addr, status, error_code, ttft_ms,"
+        " prompt_tokens, completion_tokens, cache_hit, content_mode, nul_escaped, response"
+        " FROM audit_requests",
+    )
+    assert row == (
+        full.time, full.conversation_id, "team-a", "203.0.113.9", 429, "rate_limit_exceeded", 1.5, 7, 3,
+        True, "hashed", False, {"content": "hi"},
+    )  # fmt: skip
+    messages = fetch(
+        migrated,
+        "SELECT position, role, content, content_sha256, content_bytes, truncated, created_at FROM messages"
+        " ORDER BY position",
+    )
+    assert messages == [
+        (0, "system", "be brief", "aa", 8, False, full.time),
+        (1, "user", None, "bb", 5, False, full.time),
+        (2, "assistant", "tr", "cc", 9, True, full.time),
+    ]
