@@ -6,39 +6,46 @@ import argparse
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from citadel_proxy.config.schema import Config
+    from citadel_proxy.pipeline.spec import PipelineSet
 
 # Imports of the application are inside the commands: `serve` must be able to shield itself from
 # SIGHUP before the (slow) imports start, and the other commands load only what they use.
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _load(args: argparse.Namespace) -> tuple[Path, Config, PipelineSet] | None:
+    """The config and its pipelines, or None after saying what is wrong with them."""
     from citadel_proxy.app import load_pipeline_set
-    from citadel_proxy.asgi import config_path
-    from citadel_proxy.config import ConfigError, load_config
-    from citadel_proxy.server import serve
+    from citadel_proxy.config import ConfigError, config_path, load_config
 
     path = config_path(args.config)
     try:
         config = load_config(path)
-        load_pipeline_set(config)
+        return path, config, load_pipeline_set(config)
     except ConfigError as exc:
         sys.stderr.write(f"citadel-proxy: {exc}\n")
+        return None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from citadel_proxy.server import serve
+
+    loaded = _load(args)
+    if loaded is None:
         return 2
+    path, config, _ = loaded
     return serve(config, path, args.bind, args.workers)
 
 
 def _check(args: argparse.Namespace) -> int:
-    from citadel_proxy.app import load_pipeline_set
-    from citadel_proxy.asgi import config_path
-    from citadel_proxy.config import ConfigError, load_config
-
-    path = config_path(args.config)
-    try:
-        config = load_config(path)
-        pipelines = load_pipeline_set(config)
-    except ConfigError as exc:
-        sys.stderr.write(f"citadel-proxy: {exc}\n")
+    loaded = _load(args)
+    if loaded is None:
         return 1
+    path, _, pipelines = loaded
     names = ", ".join(p.name for p in pipelines.all)
     sys.stdout.write(f"{path}: ok; pipelines: {names}\n")
     return 0

@@ -34,7 +34,7 @@ def register(subparsers: Any) -> None:
 
 
 def _database(args: argparse.Namespace) -> tuple[Database, Path]:
-    from citadel_proxy.asgi import config_path
+    from citadel_proxy.config import config_path
 
     config = load_config(config_path(getattr(args, "config", None)))
     if config.database is None:

@@ -10,10 +10,9 @@ from typing import Any
 
 import msgspec
 
-from citadel_proxy.asgi import config_path
 from citadel_proxy.auth.keys import SCOPES, KeyRecord, Scope, generate_key, hash_key, looks_like_key
 from citadel_proxy.auth.store import KeyStore, open_key_store
-from citadel_proxy.config import ConfigError, load_config
+from citadel_proxy.config import ConfigError, config_path, load_config
 from citadel_proxy.errors import GatewayError
 
 

@@ -1,6 +1,6 @@
 """Configuration: YAML files loaded into frozen msgspec structs, with errors that name file and line."""
 
-from citadel_proxy.config.loader import ConfigError, load_config, load_struct
+from citadel_proxy.config.loader import ConfigError, config_path, load_config, load_struct
 from citadel_proxy.config.schema import Config
 
-__all__ = ["Config", "ConfigError", "load_config", "load_struct"]
+__all__ = ["Config", "ConfigError", "config_path", "load_config", "load_struct"]

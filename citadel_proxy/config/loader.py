@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,6 +30,14 @@ _TYPE_WORDS = {
     "object": "a mapping",
     "null": "nothing (null)",
 }
+
+
+DEFAULT_CONFIG = "conf/citadel.yaml"
+
+
+def config_path(explicit: str | None = None) -> Path:
+    """The config file to read: the one named, else $CITADEL_CONFIG, else conf/citadel.yaml."""
+    return Path(explicit or os.environ.get("CITADEL_CONFIG") or DEFAULT_CONFIG)
 
 
 def load_config(path: Path) -> Config:

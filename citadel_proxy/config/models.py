@@ -37,6 +37,3 @@ class ModelRouter:
             f"model '{name}' is not configured on this gateway (GET /v1/models lists the models)",
             param="model",
         )
-
-    def names(self) -> list[str]:
-        return sorted(self.routes)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,7 +17,7 @@ import msgspec
 import psutil
 
 from citadel_proxy.config.schema import Config
-from citadel_proxy.health.probes import ProbeFailed, probe_database, probe_redis
+from citadel_proxy.health.probes import ProbeFailed, elapsed_ms, probe_database, probe_redis
 
 Status = Literal["ok", "warn", "down", "skipped"]
 # Above this a resource is reported as a warning: a full disk stops model pulls and logging.
@@ -29,10 +30,6 @@ class Check(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     detail: str
     latency_ms: float | None = None
     data: dict[str, Any] | None = None
-
-
-def _ms(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 2)
 
 
 async def _get(session: aiohttp.ClientSession, url: str, key: str | None) -> tuple[int, Any]:
@@ -58,7 +55,7 @@ async def gateway(session: aiohttp.ClientSession, base: str) -> Check:
     except (aiohttp.ClientError, TimeoutError) as exc:
         return Check(status="down", detail=f"no answer from {base}/health: {exc!r}")
     if status == 200:
-        return Check(status="ok", detail="/health answered 200", latency_ms=_ms(started))
+        return Check(status="ok", detail="/health answered 200", latency_ms=elapsed_ms(started))
     detail = f"/health answered {status}"
     checks = body.get("checks") if isinstance(body, dict) else None
     if isinstance(checks, dict):
@@ -68,7 +65,7 @@ async def gateway(session: aiohttp.ClientSession, base: str) -> Check:
             if isinstance(c, dict) and c.get("status") != "ok"
         ]
         detail += f" ({'; '.join(failing)})" if failing else ""
-    return Check(status="down", detail=detail, latency_ms=_ms(started))
+    return Check(status="down", detail=detail, latency_ms=elapsed_ms(started))
 
 
 async def _management(
@@ -110,26 +107,29 @@ async def models(session: aiohttp.ClientSession, base: str, key: str | None) -> 
     return Check(status="ok", detail=detail, data={"count": len(rows), "configured": configured})
 
 
+async def _probed(probe: Awaitable[float], detail: str) -> Check:
+    try:
+        latency = await probe
+    except ProbeFailed as exc:
+        return Check(status="down", detail=str(exc))
+    return Check(status="ok", detail=detail, latency_ms=latency)
+
+
 async def database(config: Config) -> Check:
     db = config.database
     if db is None:
         return Check(status="skipped", detail="not configured")
-    try:
-        latency = await probe_database(db, _CONNECT_TIMEOUT_S)
-    except ProbeFailed as exc:
-        return Check(status="down", detail=str(exc))
-    return Check(status="ok", detail=f"SELECT 1 on {db.host}:{db.port}/{db.database}", latency_ms=latency)
+    probe = probe_database(db, _CONNECT_TIMEOUT_S)
+    return await _probed(probe, f"SELECT 1 on {db.host}:{db.port}/{db.database}")
 
 
 async def redis(config: Config) -> Check:
     settings = config.redis
     if settings is None:
         return Check(status="skipped", detail="not configured")
-    try:
-        latency = await probe_redis(settings, _CONNECT_TIMEOUT_S)
-    except ProbeFailed as exc:
-        return Check(status="down", detail=str(exc))
-    return Check(status="ok", detail=f"PING on {settings.host}:{settings.port}", latency_ms=latency)
+    return await _probed(
+        probe_redis(settings, _CONNECT_TIMEOUT_S), f"PING on {settings.host}:{settings.port}"
+    )
 
 
 def _resources(paths: list[str]) -> Check:

@@ -17,9 +17,8 @@ from typing import Any, Literal
 import aiohttp
 import msgspec
 
-from citadel_proxy.asgi import config_path
 from citadel_proxy.auth.bootstrap import ADMIN_KEY_FILE
-from citadel_proxy.config import ConfigError, load_config
+from citadel_proxy.config import ConfigError, config_path, load_config
 from citadel_proxy.config.schema import Config
 from citadel_proxy.health import checks, logscan
 from citadel_proxy.health.checks import Check

@@ -10,6 +10,7 @@ import msgspec
 
 from citadel_proxy.config.schema import Config
 from citadel_proxy.health.checks import Check
+from citadel_proxy.observability.logs import log_path
 
 WINDOW = timedelta(hours=24)
 _SERIOUS = frozenset({"ERROR", "CRITICAL"})
@@ -26,11 +27,7 @@ _decoder = msgspec.json.Decoder(_Line)
 
 
 def log_file(config: Config) -> Path | None:
-    name = config.monitoring.logging.file
-    if not name:
-        return None
-    path = Path(name)
-    return path if path.is_absolute() else Path(config.paths.logs) / path
+    return log_path(config.monitoring.logging, config.paths.logs)
 
 
 def count_errors(path: Path, since: datetime) -> int:

@@ -29,7 +29,7 @@ async def probe_database(database: Database, timeout_s: float) -> float:
                 await conn.execute("SELECT 1")
     except (psycopg.Error, OSError, TimeoutError) as exc:
         raise ProbeFailed(f"PostgreSQL: {str(exc).strip()[:200] or type(exc).__name__}") from None
-    return _ms(started)
+    return elapsed_ms(started)
 
 
 async def probe_redis(settings: RedisSettings, timeout_s: float) -> float:
@@ -45,8 +45,9 @@ async def probe_redis(settings: RedisSettings, timeout_s: float) -> float:
         ) from None
     finally:
         await client.aclose()
-    return _ms(started)
+    return elapsed_ms(started)
 
 
-def _ms(started: float) -> float:
+def elapsed_ms(started: float) -> float:
+    """Milliseconds since `started` (a perf_counter reading), to two decimals."""
     return round((time.perf_counter() - started) * 1000, 2)

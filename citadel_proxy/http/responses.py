@@ -15,6 +15,8 @@ from citadel_proxy import errors
 from citadel_proxy.observability.logs import log_refusal
 
 _encode = msgspec.json.Encoder().encode
+# For figures that change from one second to the next: a proxy must not serve yesterday's.
+NO_STORE = {"Cache-Control": "no-store"}
 _log = logging.getLogger("citadel_proxy.errors")
 
 

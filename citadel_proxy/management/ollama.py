@@ -96,13 +96,10 @@ def model_facts(show_reply: Show) -> tuple[str | None, int | None, int | None]:
     """Architecture, context length and parameter count from `model_info` (protocol notes 6.2)."""
     info = show_reply.model_info or {}
     architecture = info.get("general.architecture")
+    parameters = _int(info.get("general.parameter_count"))
     if not isinstance(architecture, str):
-        return None, None, _int(info.get("general.parameter_count"))
-    return (
-        architecture,
-        _int(info.get(f"{architecture}.context_length")),
-        _int(info.get("general.parameter_count")),
-    )
+        return None, None, parameters
+    return architecture, _int(info.get(f"{architecture}.context_length")), parameters
 
 
 def _int(value: object) -> int | None:

@@ -125,9 +125,6 @@ class PullManager:
         self._jobs[key] = (job, task)
         return job
 
-    def active(self) -> list[str]:
-        return sorted(job.model for job, _ in self._jobs.values())
-
     async def aclose(self) -> None:
         self._closing = True
         tasks = [task for _, task in self._jobs.values()]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from citadel_proxy import errors
+from citadel_proxy.health.probes import elapsed_ms
 from citadel_proxy.management import ollama
 from citadel_proxy.management.wire import LoadedModel, OllamaStatus
 from citadel_proxy.upstream.client import OllamaClient
@@ -27,7 +28,7 @@ async def ollama_status(client: OllamaClient) -> OllamaStatus:
             loaded_models=[],
             error=exc.message,
         )
-    latency_ms = round((time.perf_counter() - started) * 1000, 2)
+    latency_ms = elapsed_ms(started)
     loaded: list[LoadedModel] = []
     error = None
     try:

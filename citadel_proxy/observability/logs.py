@@ -162,6 +162,14 @@ def parse_size(text: str) -> int:
     return int(float(match[1]) * _UNITS[match[2].upper()])
 
 
+def log_path(settings: Logging, log_dir: str | None) -> Path | None:
+    """The file records go to (a relative name is taken from `log_dir`), or None for stdout."""
+    if not settings.file:
+        return None
+    path = Path(settings.file)
+    return path if path.is_absolute() or log_dir is None else Path(log_dir) / path
+
+
 def configure_logging(
     settings: Logging, *, log_dir: str | None = None, stream: TextIO | None = None
 ) -> logging.Handler:
@@ -171,10 +179,8 @@ def configure_logging(
     the handler it installed before. Returns the handler, so a caller can remove it.
     """
     handler: logging.Handler
-    if settings.file:
-        path = Path(settings.file)
-        if not path.is_absolute() and log_dir is not None:
-            path = Path(log_dir) / path
+    path = log_path(settings, log_dir)
+    if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         handler = SharedRotatingFileHandler(
             path, maxBytes=parse_size(settings.max_size), backupCount=settings.backup_count, encoding="utf-8"

@@ -13,7 +13,7 @@ from starlette.responses import Response
 from citadel_proxy import errors
 from citadel_proxy.config.schema import Database
 from citadel_proxy.config.schema import Redis as RedisSettings
-from citadel_proxy.health.probes import ProbeFailed, probe_database, probe_redis
+from citadel_proxy.health.probes import ProbeFailed, elapsed_ms, probe_database, probe_redis
 from citadel_proxy.http.responses import json_response
 from citadel_proxy.services import Services
 
@@ -50,21 +50,22 @@ async def check_upstream(services: Services) -> Check:
         await services.upstream.fetch("GET", "/api/version", total_s=_PROBE_TIMEOUT_S)
     except errors.GatewayError as exc:
         return Check("down", detail=exc.message)
-    return Check("ok", latency_ms=round((time.perf_counter() - started) * 1000, 2))
+    return Check("ok", latency_ms=elapsed_ms(started))
+
+
+async def _probed(probe: Awaitable[float]) -> Check:
+    try:
+        return Check("ok", latency_ms=await probe)
+    except ProbeFailed as exc:
+        return Check("down", detail=str(exc))
 
 
 async def check_database(database: Database) -> Check:
-    try:
-        return Check("ok", latency_ms=await probe_database(database, _PROBE_TIMEOUT_S))
-    except ProbeFailed as exc:
-        return Check("down", detail=str(exc))
+    return await _probed(probe_database(database, _PROBE_TIMEOUT_S))
 
 
 async def check_redis(settings: RedisSettings) -> Check:
-    try:
-        return Check("ok", latency_ms=await probe_redis(settings, _PROBE_TIMEOUT_S))
-    except ProbeFailed as exc:
-        return Check("down", detail=str(exc))
+    return await _probed(probe_redis(settings, _PROBE_TIMEOUT_S))
 
 
 def check_audit(services: Services) -> Check:

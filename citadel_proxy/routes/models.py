@@ -19,7 +19,7 @@ from starlette.responses import Response, StreamingResponse
 
 from citadel_proxy import errors
 from citadel_proxy.http.body import decode, read_body
-from citadel_proxy.http.responses import json_response
+from citadel_proxy.http.responses import NO_STORE, json_response
 from citadel_proxy.management import catalog, ollama, pulls
 from citadel_proxy.management.names import validate_name
 from citadel_proxy.management.status import ollama_status
@@ -30,7 +30,6 @@ _MAX_BODY = 64 * 1024
 _START_TIMEOUT_S = 30.0
 # Below nginx's 60 s read timeout on /management/ (nginx/citadel-proxy.conf).
 _HEARTBEAT_S = 15.0
-_NO_STORE = {"Cache-Control": "no-store"}
 _NDJSON_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _request_decoder = msgspec.json.Decoder(ModelRequest)
 _encode = msgspec.json.Encoder().encode
@@ -49,7 +48,7 @@ async def _model_from_body(request: Request) -> str:
 async def list_models(request: Request) -> Response:
     services = _services(request)
     models = await ollama.tags(services.upstream)
-    return json_response(catalog.installed(services.config, models), headers=_NO_STORE)
+    return json_response(catalog.installed(services.config, models), headers=NO_STORE)
 
 
 async def configured(request: Request) -> Response:
@@ -58,13 +57,13 @@ async def configured(request: Request) -> Response:
         models = await ollama.tags(services.upstream)
     except errors.GatewayError as exc:
         # The YAML's part is worth having while Ollama is down; presence is then unknown (null).
-        return json_response(catalog.configured(services.config, None, exc.message), headers=_NO_STORE)
-    return json_response(catalog.configured(services.config, models, None), headers=_NO_STORE)
+        return json_response(catalog.configured(services.config, None, exc.message), headers=NO_STORE)
+    return json_response(catalog.configured(services.config, models, None), headers=NO_STORE)
 
 
 async def running(request: Request) -> Response:
     models = [ollama.loaded(m) for m in await ollama.running(_services(request).upstream)]
-    return json_response(LoadedList(models=models, count=len(models)), headers=_NO_STORE)
+    return json_response(LoadedList(models=models, count=len(models)), headers=NO_STORE)
 
 
 async def info(request: Request) -> Response:
@@ -85,7 +84,7 @@ async def info(request: Request) -> Response:
         modified_at=reply.modified_at,
         model_info=reply.model_info or {},
     )
-    return json_response(body, headers=_NO_STORE)
+    return json_response(body, headers=NO_STORE)
 
 
 async def delete(request: Request) -> Response:
@@ -116,4 +115,4 @@ async def _ndjson(job: pulls.PullJob) -> AsyncIterator[bytes]:
 
 async def status(request: Request) -> Response:
     report = await ollama_status(_services(request).upstream)
-    return json_response(report, headers=_NO_STORE)
+    return json_response(report, headers=NO_STORE)
