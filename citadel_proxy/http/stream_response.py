@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from starlette.types import Message, Receive, Scope, Send
 
 from citadel_proxy import errors
+from citadel_proxy.http.disconnect import cancel_on_disconnect
 from citadel_proxy.openai.sse import KEEPALIVE, ChunkEncoder
 from citadel_proxy.pipeline.replay import CompletionStream
 from citadel_proxy.pipeline.stage import Handler
@@ -83,14 +84,14 @@ class StreamResponse:
         task = asyncio.current_task()
         assert task is not None
         self._task = task
-        watcher = asyncio.create_task(self._watch(receive, task))
+        watcher = asyncio.create_task(cancel_on_disconnect(receive, task, self._note_gone))
         # Cancellations already asked of the task are someone else's (as asyncio.timeout counts them).
         cancelling = task.cancelling()
         self._deadline = asyncio.get_running_loop().time() + self.ctx.pipeline.timeout_s
         self._deadlines.watch(self)
         try:
             try:
-                stream = self._stream = await self._start(send)
+                stream = await self._start(send)
                 if not self._headers_sent:
                     await self._send_headers(send)
                 # The pump runs in this frame rather than a helper's: every frame on a held stream's path
@@ -146,11 +147,8 @@ class StreamResponse:
             self._expired = True
             self._task.cancel()
 
-    async def _watch(self, receive: Receive, task: asyncio.Task[None]) -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
+    def _note_gone(self) -> None:
         self._client_gone = True
-        task.cancel()
 
     async def _start(self, send: Send) -> TokenStream:
         """Run the pipeline in this task until Ollama answers. If that takes longer than the header grace,
@@ -188,15 +186,13 @@ class StreamResponse:
             _log.debug("keep-alive stopped: %r", keepalive.exception())
 
     async def _send_headers(self, send: Send) -> None:
-        headers = _SSE_HEADERS + [
-            (k.lower().encode(), v.encode()) for k, v in self.ctx.response_headers.items()
-        ]
+        headers = _SSE_HEADERS + _raw_headers(self.ctx.response_headers)
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         # After the send: a keep-alive helper cancelled while waiting to write has sent nothing.
         self._headers_sent = True
 
     async def _fail(self, error: errors.GatewayError, send: Send) -> None:
-        self.ctx.outcome.status, self.ctx.outcome.error_code = error.status, error.code
+        self.ctx.outcome.failed(error.status, error.code)
         if self._client_gone:
             return
         if self._headers_sent:
@@ -204,12 +200,13 @@ class StreamResponse:
             await send(message)
             return
         headers = [(b"content-type", b"application/json")]
-        headers += [
-            (k.lower().encode(), v.encode())
-            for k, v in {**self.ctx.response_headers, **error.headers}.items()
-        ]
+        headers += _raw_headers({**self.ctx.response_headers, **error.headers})
         await send({"type": "http.response.start", "status": error.status, "headers": headers})
         await send({"type": "http.response.body", "body": error.to_json()})
+
+
+def _raw_headers(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(k.lower().encode(), v.encode()) for k, v in headers.items()]
 
 
 def deadline_error(ctx: Context) -> errors.DeadlineExceeded:

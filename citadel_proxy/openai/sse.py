@@ -50,15 +50,16 @@ class ChatChunks:
         out = []
         for delta in batch:
             if delta.thinking:
-                out.append(self._open + b'"reasoning":' + _encode(delta.thinking) + self._tail)
+                out.append(b"".join((self._open, b'"reasoning":', _encode(delta.thinking), self._tail)))
                 self._open = self._head
             if delta.content or not (delta.thinking or delta.tool_calls):
-                out.append(self._open + b'"content":' + _encode(delta.content) + self._tail)
+                out.append(b"".join((self._open, b'"content":', _encode(delta.content), self._tail)))
                 self._open = self._head
             if delta.tool_calls:
-                out.append(self._open + b'"tool_calls":' + self._tool_calls(delta.tool_calls) + self._tail)
+                calls = self._tool_calls(delta.tool_calls)
+                out.append(b"".join((self._open, b'"tool_calls":', calls, self._tail)))
                 self._open = self._head
-        return out[0] if len(out) == 1 else b"".join(out)
+        return b"".join(out)
 
     def _tool_calls(self, calls: list[ToolCall]) -> bytes:
         self._used_tools = True
@@ -93,7 +94,7 @@ class TextChunks:
 
     def encode(self, batch: list[Delta]) -> bytes:
         # Thinking is not part of a completion's text, and tool calls do not exist in this API.
-        out = [self._head + _encode(d.content) + self._tail for d in batch if d.content]
+        out = [b"".join((self._head, _encode(d.content), self._tail)) for d in batch if d.content]
         return b"".join(out)
 
     def trailer(self, outcome: Outcome, include_usage: bool) -> bytes:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from citadel_proxy.pipeline.types import Completion, Delta
 
 
@@ -25,14 +27,10 @@ class CompletionStream:
         self._completion = None
 
 
+# A word with the spaces before it, or the spaces that end the text.
+_WORD = re.compile(r" *[^ ]+| +\Z")
+
+
 def _words(text: str) -> list[str]:
     """Split keeping every character, so the words join back into exactly `text`."""
-    words: list[str] = []
-    start = 0
-    for index in range(1, len(text)):
-        if text[index] == " " and text[index - 1] != " ":
-            words.append(text[start:index])
-            start = index
-    if text:
-        words.append(text[start:])
-    return words
+    return _WORD.findall(text)

@@ -81,6 +81,10 @@ class Outcome:
         """The client left before the answer was complete (nginx's 499)."""
         self.status, self.error_code = CLIENT_CLOSED_STATUS, "client_disconnected"
 
+    def failed(self, status: int, code: str | None) -> None:
+        """The exchange ended with an error answer (or error event) of this status and code."""
+        self.status, self.error_code = status, code
+
 
 @dataclass(slots=True, frozen=True)
 class Principal:

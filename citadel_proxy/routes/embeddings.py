@@ -7,11 +7,10 @@ under other paths too (`/v1/team/embeddings` speaks OpenAI's).
 from __future__ import annotations
 
 import base64
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 from starlette.requests import Request
@@ -33,14 +32,10 @@ from citadel_proxy.embeddings.wire import (
 )
 from citadel_proxy.http.body import decode, read_body
 from citadel_proxy.http.responses import json_response
-from citadel_proxy.observability.logs import log_request
 from citadel_proxy.pipeline.table import BuiltPipeline
 from citadel_proxy.pipeline.types import Context
-from citadel_proxy.routes.inference import complete
+from citadel_proxy.routes.inference import admit, caller, complete_logged
 from citadel_proxy.services import Services
-
-if TYPE_CHECKING:
-    pass
 
 Parse = Callable[[bytes, ModelRouter], tuple[EmbeddingsRequest, EmbedJob]]
 Render = Callable[[Context, EmbeddingsRequest, EmbedJob], Any]
@@ -64,29 +59,20 @@ async def embeddings_route(request: Request) -> Response:
     if built is None or built.spec.format != "embeddings":
         raise errors.NotFound(f"no embeddings pipeline serves {route} since the last reload")
     shape = shape_of(route)
-    principal = None
-    for admission in built.admissions:
-        principal = await admission.admit(request.headers) or principal
+    principal = await admit(request, built)
     body = await read_body(request, services.config.gateway.max_body_bytes)
     wire, job = shape.parse(body, services.models)
     ctx = _context(request, built, route, wire, job)
     ctx.principal = principal
     request.state.access_logged = True
-    try:
-        await complete(request, ctx, built)
-    except errors.GatewayError as error:
-        ctx.outcome.status, ctx.outcome.error_code = error.status, error.code
-        raise
-    finally:
-        log_request(ctx)
+    await complete_logged(request, ctx, built)
     return json_response(shape.render(ctx, wire, job), headers=ctx.response_headers)
 
 
 def _context(
     request: Request, built: BuiltPipeline, route: str, wire: EmbeddingsRequest, job: EmbedJob
 ) -> Context:
-    request_id = request.scope.get("state", {}).get("request_id") or os.urandom(12).hex()
-    client = request.client.host if request.client else ""
+    request_id, client = caller(request)
     model_requested: str = getattr(wire, "model", "")
     return Context(
         request_id, built.spec, route, client, request.headers,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 
 import msgspec
@@ -13,15 +12,17 @@ from starlette.types import ASGIApp
 
 from citadel_proxy import errors
 from citadel_proxy.http.body import decode, read_body
+from citadel_proxy.http.disconnect import cancel_on_disconnect
 from citadel_proxy.http.responses import json_response
 from citadel_proxy.http.stream_response import StreamResponse, deadline_error
 from citadel_proxy.observability.logs import log_request
+from citadel_proxy.observability.request_id import new_request_id
 from citadel_proxy.openai.responses import chat_completion, text_completion
 from citadel_proxy.openai.sse import ChatChunks, ChunkEncoder, TextChunks
 from citadel_proxy.openai.translate import chat_to_ollama, completion_to_ollama
 from citadel_proxy.openai.wire import ChatRequest, CompletionRequest
 from citadel_proxy.pipeline.table import BuiltPipeline
-from citadel_proxy.pipeline.types import Completion, Context, Endpoint
+from citadel_proxy.pipeline.types import Completion, Context, Endpoint, Principal
 from citadel_proxy.services import Services
 from citadel_proxy.upstream.wire import OllamaChatRequest, OllamaGenerateRequest
 
@@ -55,9 +56,7 @@ async def agent_stream(request: Request) -> Response | ASGIApp:
 
 async def run(request: Request, services: Services, built: BuiltPipeline, route: str) -> Response | ASGIApp:
     gateway = services.config.gateway
-    principal = None
-    for admission in built.admissions:
-        principal = await admission.admit(request.headers) or principal
+    principal = await admit(request, built)
     body = await read_body(request, gateway.max_body_bytes)
     ctx = _context(request, services, built, route, body)
     ctx.principal = principal
@@ -77,13 +76,7 @@ async def run(request: Request, services: Services, built: BuiltPipeline, route:
             header_grace_s=gateway.header_grace_ms / 1000,
             on_finish=log_request,
         )
-    try:
-        completion = await complete(request, ctx, built)
-    except errors.GatewayError as error:
-        ctx.outcome.status, ctx.outcome.error_code = error.status, error.code
-        raise
-    finally:
-        log_request(ctx)
+    completion = await complete_logged(request, ctx, built)
     created = int(time.time())
     answer = (
         chat_completion(completion, ctx.model, created)
@@ -95,8 +88,7 @@ async def run(request: Request, services: Services, built: BuiltPipeline, route:
 
 def _context(request: Request, services: Services, built: BuiltPipeline, route: str, body: bytes) -> Context:
     pipeline = built.spec
-    request_id = request.scope.get("state", {}).get("request_id") or os.urandom(12).hex()
-    client = request.client.host if request.client else ""
+    request_id, client = caller(request)
     wire: ChatRequest | CompletionRequest
     upstream: OllamaChatRequest | OllamaGenerateRequest
     wire = decode(body, _chat_decoder) if pipeline.format == "chat" else decode(body, _completion_decoder)
@@ -116,12 +108,37 @@ def _context(request: Request, services: Services, built: BuiltPipeline, route: 
     return ctx
 
 
+async def admit(request: Request, built: BuiltPipeline) -> Principal | None:
+    """The pipeline's admissions (auth) on the headers alone, before the body is read."""
+    principal = None
+    for admission in built.admissions:
+        principal = await admission.admit(request.headers) or principal
+    return principal
+
+
+def caller(request: Request) -> tuple[str, str]:
+    """The request id (set by http.front) and the client's address."""
+    request_id = request.scope.get("state", {}).get("request_id") or new_request_id()
+    return request_id, request.client.host if request.client else ""
+
+
+async def complete_logged(request: Request, ctx: Context, built: BuiltPipeline) -> Completion:
+    """`complete`, with the outcome of an error recorded and the access line written either way."""
+    try:
+        return await complete(request, ctx, built)
+    except errors.GatewayError as error:
+        ctx.outcome.failed(error.status, error.code)
+        raise
+    finally:
+        log_request(ctx)
+
+
 async def complete(request: Request, ctx: Context, built: BuiltPipeline) -> Completion:
     """Run a non-streaming pipeline under its deadline, dropping the upstream if the client leaves."""
     task = asyncio.current_task()
     assert task is not None
     gone = asyncio.Event()
-    watcher = asyncio.create_task(_watch_disconnect(request, task, gone))
+    watcher = asyncio.create_task(cancel_on_disconnect(request.receive, task, gone.set))
     try:
         async with asyncio.timeout(ctx.pipeline.timeout_s) as deadline:
             reply = await built.handler(ctx)
@@ -133,17 +150,10 @@ async def complete(request: Request, ctx: Context, built: BuiltPipeline) -> Comp
         if not gone.is_set():
             raise
         task.uncancel()
-        ctx.outcome.client_gone()
+        # Its outcome (499, client_disconnected) is recorded by whoever catches it, as for any error.
         raise errors.ClientClosedRequest("the client closed the connection before the answer") from None
     finally:
         watcher.cancel()
     if reply.completion is None:
         raise errors.GatewayError("a stage answered a non-streaming request with a stream")
     return reply.completion
-
-
-async def _watch_disconnect(request: Request, task: asyncio.Task[object], gone: asyncio.Event) -> None:
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-    gone.set()
-    task.cancel()

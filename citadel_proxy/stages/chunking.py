@@ -67,9 +67,13 @@ class ChunkedStream:
 
     async def read(self) -> list[Delta] | None:
         while True:
-            if self._ready:
-                out, self._ready = self._ready[: self._max_events], self._ready[self._max_events :]
-                return out
+            ready = self._ready
+            if ready:
+                if len(ready) <= self._max_events:
+                    self._ready = []
+                    return ready
+                self._ready = ready[self._max_events :]
+                return ready[: self._max_events]
             if self._ended:
                 return None
             if self._pending:

@@ -54,11 +54,15 @@ class LineBlocks:
             if len(self._carry) > self._max:
                 raise errors.UpstreamMalformed(f"Ollama sent a line longer than {self._max} bytes")
             return None
+        # The usual read ends on a line end with nothing carried: no copy and no new buffer.
         if self._carry:
             self._carry += data[: end + 1]
-            block, self._carry = bytes(self._carry), bytearray(data[end + 1 :])
+            block = bytes(self._carry)
+            self._carry.clear()
         else:
-            block, self._carry = data[: end + 1], bytearray(data[end + 1 :])
+            block = data if end + 1 == len(data) else data[: end + 1]
+        if end + 1 < len(data):
+            self._carry += data[end + 1 :]
         return block
 
     def rest(self) -> bytes | None:
