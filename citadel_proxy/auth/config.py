@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
 from msgspec import Meta
@@ -40,9 +40,3 @@ class AuthConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
         names = [key.name for key in self.keys]
         if duplicate := next((n for n in names if names.count(n) > 1), None):
             raise ValueError(f"key name {duplicate!r} is used twice")
-
-
-def auth_config(config: Any) -> AuthConfig:
-    """`config.auth`, or the defaults while the main Config has no such section."""
-    section = getattr(config, "auth", None)
-    return section if isinstance(section, AuthConfig) else AuthConfig()

@@ -54,37 +54,40 @@ def require_scope(principal: Principal, scope: str) -> None:
         raise PermissionDenied(f"The API key {principal.name!r} does not have the {scope!r} scope.")
 
 
-async def require_admin(request: Request, services: Any) -> Principal:
-    """For every /management/* route, whatever the pipelines say: a valid key with the `admin` scope."""
-    principal = await identify(services.key_store, request.headers)
+async def require_key(store: KeyStore, headers: Mapping[str, str]) -> Principal:
+    """The caller's principal; a request without a key is refused."""
+    principal = await identify(store, headers)
     if principal is None:
         raise missing_key()
+    return principal
+
+
+async def require_admin(request: Request, services: Any) -> Principal:
+    """For every /management/* route, whatever the pipelines say: a valid key with the `admin` scope."""
+    principal = await require_key(services.key_store, request.headers)
     require_scope(principal, ADMIN)
     return principal
 
 
-def admin_only(
-    endpoint: Callable[[Request], Awaitable[Response]],
-) -> Callable[[Request], Awaitable[Response]]:
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _guarded(endpoint: Endpoint, scope: str | None) -> Endpoint:
+    @functools.wraps(endpoint)
+    async def guarded(request: Request) -> Response:
+        principal = await require_key(request.state.services.key_store, request.headers)
+        if scope is not None:
+            require_scope(principal, scope)
+        return await endpoint(request)
+
+    return guarded
+
+
+def admin_only(endpoint: Endpoint) -> Endpoint:
     """A management endpoint: the `admin` scope is required whatever the pipelines say."""
-
-    @functools.wraps(endpoint)
-    async def guarded(request: Request) -> Response:
-        await require_admin(request, request.state.services)
-        return await endpoint(request)
-
-    return guarded
+    return _guarded(endpoint, ADMIN)
 
 
-def any_key(
-    endpoint: Callable[[Request], Awaitable[Response]],
-) -> Callable[[Request], Awaitable[Response]]:
+def any_key(endpoint: Endpoint) -> Endpoint:
     """A public endpoint that still wants a valid key (any scope), as OpenAI's /v1/models does."""
-
-    @functools.wraps(endpoint)
-    async def guarded(request: Request) -> Response:
-        if await identify(request.state.services.key_store, request.headers) is None:
-            raise missing_key()
-        return await endpoint(request)
-
-    return guarded
+    return _guarded(endpoint, None)

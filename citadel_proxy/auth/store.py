@@ -13,7 +13,6 @@ import msgspec
 from psycopg_pool import AsyncConnectionPool
 
 from citadel_proxy.auth.cache import KeyCache
-from citadel_proxy.auth.config import auth_config
 from citadel_proxy.auth.filekeys import KEYS_FILE, StaticKeys, read_keys_file, write_keys_file
 from citadel_proxy.auth.keys import (
     ADMIN,
@@ -127,7 +126,7 @@ async def open_key_store(
     config: Any, stack: contextlib.AsyncExitStack, *, listen_changes: bool = True
 ) -> KeyStore:
     """The key store for the app's lifespan (or the CLI, which passes `listen_changes=False`)."""
-    settings = auth_config(config)
+    settings = config.auth
     static = StaticKeys(
         config_keys=tuple(k.record() for k in settings.keys),
         path=Path(config.paths.data) / KEYS_FILE,

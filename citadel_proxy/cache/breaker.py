@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
 from citadel_proxy.cache.backend import CacheBackend, CacheError, CacheUnavailable
+from citadel_proxy.circuit import Circuit
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -25,12 +25,11 @@ class Breaker:
     ) -> None:
         self.backend = backend
         self.call_timeout_s = call_timeout_s
-        self.cooldown_s = cooldown_s
-        self._open_until = 0.0
+        self._circuit = Circuit(probe_s=call_timeout_s, cooldown_s=cooldown_s)
 
     @property
     def open(self) -> bool:
-        return time.monotonic() < self._open_until
+        return self._circuit.open
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         return await self._call(self.backend.get_many(keys))
@@ -42,14 +41,10 @@ class Breaker:
         await self.backend.aclose()
 
     async def _call(self, call: Coroutine[Any, Any, T]) -> T:
-        now = time.monotonic()
-        if now < self._open_until:
+        probing = self._circuit.enter()
+        if probing is None:
             call.close()
             raise CacheUnavailable("the cache backend is resting after a failure")
-        probing = self._open_until > 0
-        if probing:
-            # Only this call probes; the others keep failing fast until it has an answer.
-            self._open_until = now + self.call_timeout_s
         try:
             async with asyncio.timeout(self.call_timeout_s):
                 result = await call
@@ -61,10 +56,10 @@ class Breaker:
             raise
         if probing:
             log.warning("cache backend is back")
-        self._open_until = 0.0
+        self._circuit.succeeded()
         return result
 
     def _trip(self, why: str, probing: bool) -> None:
         if not probing:
-            log.warning("cache backend unavailable (%s); not tried for %.0f s", why, self.cooldown_s)
-        self._open_until = time.monotonic() + self.cooldown_s
+            log.warning("cache backend unavailable (%s); not tried for %.0f s", why, self._circuit.cooldown_s)
+        self._circuit.failed()

@@ -39,16 +39,16 @@ class AccessLine(msgspec.Struct, kw_only=True):
     event: str = "request"
     request_id: str
     route: str
-    model: str
+    model: str = ""
     status: int
-    duration_ms: float
-    ttft_ms: float | None
-    prompt_tokens: int
-    completion_tokens: int
-    key: str | None
+    duration_ms: float = 0.0
+    ttft_ms: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    key: str | None = None
     client: str
-    stream: bool
-    cache_hit: bool
+    stream: bool = False
+    cache_hit: bool = False
     error_code: str | None
 
 
@@ -74,8 +74,7 @@ def log_request(ctx: Context) -> None:
         cache_hit=outcome.cache_hit,
         error_code=outcome.error_code,
     )
-    # handle() rather than info(): skips the caller lookup, and the message needs no %-formatting.
-    _access.handle(_access.makeRecord(ACCESS_LOGGER, logging.INFO, "", 0, _encode(line).decode(), (), None))
+    _emit(line)
 
 
 def log_refusal(request_id: str, route: str, client: str, status: int, error_code: str | None) -> None:
@@ -86,18 +85,15 @@ def log_refusal(request_id: str, route: str, client: str, status: int, error_cod
         time=datetime.now(UTC),
         request_id=request_id,
         route=route,
-        model="",
         status=status,
-        duration_ms=0.0,
-        ttft_ms=None,
-        prompt_tokens=0,
-        completion_tokens=0,
-        key=None,
         client=client,
-        stream=False,
-        cache_hit=False,
         error_code=error_code,
     )
+    _emit(line)
+
+
+def _emit(line: AccessLine) -> None:
+    # handle() rather than info(): skips the caller lookup, and the message needs no %-formatting.
     _access.handle(_access.makeRecord(ACCESS_LOGGER, logging.INFO, "", 0, _encode(line).decode(), (), None))
 
 

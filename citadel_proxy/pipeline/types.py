@@ -77,6 +77,12 @@ class Outcome:
     error_code: str | None = None
     cache_hit: bool = False
 
+    def tokens(self, completion: Completion | None) -> tuple[int, int]:
+        """Prompt and completion tokens: Ollama's counts as recorded here, else the whole answer's."""
+        if (self.prompt_tokens or self.completion_tokens) or completion is None:
+            return self.prompt_tokens, self.completion_tokens
+        return completion.prompt_tokens, completion.completion_tokens
+
     def client_gone(self) -> None:
         """The client left before the answer was complete (nginx's 499)."""
         self.status, self.error_code = CLIENT_CLOSED_STATUS, "client_disconnected"

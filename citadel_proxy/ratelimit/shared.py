@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 from redis.exceptions import RedisError
 
+from citadel_proxy.circuit import Circuit
 from citadel_proxy.ratelimit.bucket import Decision, Limits, decision
 from citadel_proxy.ratelimit.local import LocalLimiter
 
@@ -117,7 +117,7 @@ class RedisLimiter:
     _asking: set[str] = field(default_factory=set)
     # identity -> (limits, tokens owed, when the oldest of them was owed: the loop's clock)
     _owed: dict[str, tuple[Limits, int, float]] = field(default_factory=dict)
-    _open_until: float = 0.0
+    _circuit: Circuit = field(init=False)
     _pending: set[asyncio.Task[None]] = field(default_factory=set)
     # One timer for all owed charges (not a task and a timer per request).
     _flusher: asyncio.TimerHandle | None = None
@@ -125,10 +125,9 @@ class RedisLimiter:
     def __post_init__(self) -> None:
         # register_script runs EVALSHA, loading the script only if Redis does not know it yet.
         self._script = self.client.register_script(SCRIPT)
+        self._circuit = Circuit(probe_s=self.call_timeout_s, cooldown_s=self.cooldown_s)
 
     async def acquire(self, identity: str, limits: Limits) -> Decision:
-        if limits.empty:
-            return decision(limits, True, 0, 0, 0, "none")
         loop = asyncio.get_running_loop()
         lease = self._leases.get(identity)
         if lease is not None:
@@ -158,13 +157,11 @@ class RedisLimiter:
             return decision(limits, False, requests, tokens, retry_ms, "redis")
         if granted > 1:
             # One slot is this request's; the rest serve the identity's next requests in this worker.
-            held = self._leases.get(identity)
-            if held is not None and held.limits == limits:
-                held.slots += granted - 1  # another request of the identity was granted meanwhile
-            else:
-                ends_at = loop.time() + self.lease_s
-                self._leases[identity] = Lease(limits, granted - 1, ends_at, requests, tokens)
-                self._flush_later(loop)
+            # (Only the one call per identity in _asking is granted more than one slot, and the
+            # identity's previous lease ended before it: there is none to merge with.)
+            ends_at = loop.time() + self.lease_s
+            self._leases[identity] = Lease(limits, granted - 1, ends_at, requests, tokens)
+            self._flush_later(loop)
         # The level counts every granted slot as used: the ones still held are not, yet.
         return decision(limits, True, requests - (granted - 1), tokens, 0, "redis")
 
@@ -225,39 +222,32 @@ class RedisLimiter:
         that ended; wait again for the others."""
         self._flusher = None
         loop = asyncio.get_running_loop()
-        now = loop.time()
+        self._release(loop.time())
+        if self._owed or self._leases:
+            self._flusher = loop.call_later(self.flush_after_s, self._flush_due)
+
+    def _release(self, now: float | None) -> None:
+        """Start sending what is due at `now` (None: everything): owed tokens and unused lease slots."""
         for identity, lease in list(self._leases.items()):
-            if now >= lease.ends_at or lease.slots <= 0:
+            if now is None or now >= lease.ends_at or lease.slots <= 0:
                 back = self._end_lease(identity, lease)
                 if back > 0:
                     self._track(self._send(identity, lease.limits, 0, back))
         for identity, (limits, tokens, since) in list(self._owed.items()):
-            if now - since >= self.flush_after_s:
+            if now is None or now - since >= self.flush_after_s:
                 del self._owed[identity]
                 self._track(self._send(identity, limits, tokens, 0))
-        if self._owed or self._leases:
-            self._flusher = loop.call_later(self.flush_after_s, self._flush_due)
 
     def _track(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def _flush(self, identity: str) -> None:
-        owed = self._owed.pop(identity, None)
-        if owed is not None:
-            await self._send(identity, owed[0], owed[1], 0)
-
     async def drain(self) -> None:
         if self._flusher is not None:
             self._flusher.cancel()
             self._flusher = None
-        for identity, lease in list(self._leases.items()):
-            back = self._end_lease(identity, lease)
-            if back > 0:
-                self._track(self._send(identity, lease.limits, 0, back))
-        for identity in list(self._owed):
-            self._track(self._flush(identity))
+        self._release(None)
         while self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
 
@@ -266,27 +256,24 @@ class RedisLimiter:
 
     @property
     def degraded(self) -> bool:
-        return time.monotonic() < self._open_until
+        return self._circuit.open
 
     async def _run(
         self, identity: str, op: str, limits: Limits, tokens: int, want: int = 0, back: int = 0
     ) -> Any:
-        now = time.monotonic()
-        if now < self._open_until:
+        # While a call probes a recovering Redis, concurrent checks keep using the fallback.
+        probing = self._circuit.enter()
+        if probing is None:
             return None
-        # While this call probes a recovering Redis, concurrent checks keep using the fallback.
-        probing = self._open_until > 0
-        if probing:
-            self._open_until = now + self.call_timeout_s
         args = [op, limits.requests_per_minute or 0, limits.tokens_per_minute or 0, tokens, want, back]
         try:
             result = await self._script(keys=[f"{self.prefix}rl:{identity}"], args=args)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except (RedisError, OSError) as exc:  # TimeoutError is an OSError
             self._trip(exc, probing)
             return None
         if probing:
             log.warning("Redis is back; rate limits are shared again")
-        self._open_until = 0.0
+        self._circuit.succeeded()
         return result
 
     def _trip(self, exc: Exception, probing: bool) -> None:
@@ -296,4 +283,4 @@ class RedisLimiter:
                 exc or type(exc).__name__,
                 self.cooldown_s,
             )
-        self._open_until = time.monotonic() + self.cooldown_s
+        self._circuit.failed()

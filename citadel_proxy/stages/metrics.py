@@ -122,9 +122,7 @@ class MetricsStage:
         outcome = ctx.outcome
         if outcome.cache_hit:
             return
-        prompt, completion = outcome.prompt_tokens, outcome.completion_tokens
-        if reply is not None and reply.completion is not None and not (prompt or completion):
-            prompt, completion = reply.completion.prompt_tokens, reply.completion.completion_tokens
+        prompt, completion = outcome.tokens(reply.completion if reply is not None else None)
         # A stream cut short never gets Ollama's count: the deltas forwarded are the best estimate left.
         completion = completion or deltas
         if prompt:

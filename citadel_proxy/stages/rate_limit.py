@@ -65,9 +65,7 @@ class RateLimitStage:
             return reply
 
         def charge(estimate: int = 0) -> None:
-            used = ctx.outcome.prompt_tokens + ctx.outcome.completion_tokens
-            if not used and reply.completion is not None:
-                used = reply.completion.prompt_tokens + reply.completion.completion_tokens
+            used = sum(ctx.outcome.tokens(reply.completion))
             # Not awaited: the answer is not held back by a Redis round trip.
             self.limiter.charge_soon(identity, limits, used or estimate)
 
