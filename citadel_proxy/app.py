@@ -83,13 +83,7 @@ def management_routes() -> list[BaseRoute]:
     return [
         Route("/management/system/resources", admin_only(system.resources), methods=["GET"]),
         Route("/management/system/storage-usage", admin_only(system.storage), methods=["GET"]),
-        Route(
-            "/management/audit/conversations", admin_only(audit_routes.list_conversations), methods=["GET"]
-        ),
-        Route(
-            "/management/audit/conversations/{id}", admin_only(audit_routes.get_conversation), methods=["GET"]
-        ),
-        Route("/management/audit/stats", admin_only(audit_routes.stats), methods=["GET"]),
+        *audit_routes.routes(wrap=admin_only),
         Route("/management/system/ollama-status", admin_only(models.status), methods=["GET"]),
         Route("/management/models/list", admin_only(models.list_models), methods=["GET"]),
         Route("/management/models/configured", admin_only(models.configured), methods=["GET"]),

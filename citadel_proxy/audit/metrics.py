@@ -46,8 +46,7 @@ class AuditSeries:
                 self.records.labels(outcome).inc(delta)
                 self._seen[outcome] = snapshot[outcome]
         self.queue_depth.set(snapshot["queue_depth"])
-        waiting = snapshot["spooled"] - snapshot["replayed"] - snapshot["rejected"]
-        self.spooled.set(max(0, waiting) if self._sink.has_database else 0)
+        self.spooled.set(self._sink.spool_waiting)
 
 
 async def export_audit_metrics(

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from citadel_proxy.audit.content import ContentPolicy
-from citadel_proxy.pipeline.types import Completion, Delta, ToolCall
+from citadel_proxy.errors import GatewayError
+from citadel_proxy.pipeline.types import CLIENT_CLOSED_STATUS, Completion, Delta, ToolCall
 
 if TYPE_CHECKING:
     from citadel_proxy.pipeline.types import Context
@@ -108,6 +109,17 @@ class Failure:
     status: int
     code: str | None
     message: str
+
+    @classmethod
+    def of(cls, exc: Exception) -> Failure:
+        """An error answer as recorded: a gateway error as sent, anything else as an internal error."""
+        if isinstance(exc, GatewayError):
+            return cls(exc.status, exc.code, exc.message)
+        return cls(500, "internal_error", type(exc).__name__)
+
+    @classmethod
+    def client_closed(cls, message: str) -> Failure:
+        return cls(CLIENT_CLOSED_STATUS, "client_closed", message)
 
 
 def build_record(

@@ -74,11 +74,12 @@ async def _open_pool(
 
 
 async def _migrate_or_defer(db: Database) -> _Deferred | None:
+    deferred = _Deferred(db)
     try:
-        await asyncio.to_thread(migrate, db.conninfo(), db.db_schema)
-    except psycopg.OperationalError as exc:
-        log.warning("audit migrations deferred until PostgreSQL is reachable: %s", exc)
-        return _Deferred(db)
+        await deferred()
+    except StoreUnavailable as exc:
+        log.warning("audit migrations deferred until PostgreSQL is reachable: %s", exc.__cause__)
+        return deferred
     return None
 
 

@@ -83,6 +83,14 @@ class AuditSink:
     def has_database(self) -> bool:
         return self._store is not None
 
+    @property
+    def spool_waiting(self) -> int:
+        """Records in the spool still to be written to PostgreSQL (none without a database)."""
+        if self._store is None:
+            return 0
+        m = self.metrics
+        return max(0, m.spooled - m.replayed - m.rejected)
+
     def snapshot(self) -> dict[str, int]:
         return asdict(self.metrics) | {"queue_depth": self.queue_depth}
 
@@ -116,8 +124,6 @@ class AuditSink:
     async def _spool_records(self, records: Sequence[AuditRecord]) -> None:
         try:
             await self._spool.append(records)
-            if self._spool_first:
-                self._wake.set()  # the recovery loop is the writer in this mode
         except OSError as exc:
             self.metrics.lost += len(records)
             log.error("audit records lost: neither PostgreSQL nor the spool could take them: %s", exc)

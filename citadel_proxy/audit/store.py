@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -61,22 +61,21 @@ _UNESCAPE = re.compile(r"\\(\\|0)")
 
 def escape_nul(value: Any) -> Any:
     """Every string with `\\` doubled and NUL as `\\0`: PostgreSQL text and jsonb cannot hold NUL."""
-    if isinstance(value, str):
-        return value.replace("\\", "\\\\").replace("\x00", "\\0")
-    if isinstance(value, list):
-        return [escape_nul(item) for item in value]
-    if isinstance(value, dict):
-        return {escape_nul(k): escape_nul(v) for k, v in value.items()}
-    return value
+    return _map_strings(value, lambda s: s.replace("\\", "\\\\").replace("\x00", "\\0"))
 
 
 def unescape_nul(value: Any) -> Any:
+    return _map_strings(value, lambda s: _UNESCAPE.sub(lambda m: "\\" if m[1] == "\\" else "\x00", s))
+
+
+def _map_strings(value: Any, change: Callable[[str], str]) -> Any:
+    """`value` with `change` applied to every string in it, dictionary keys included."""
     if isinstance(value, str):
-        return _UNESCAPE.sub(lambda m: "\\" if m[1] == "\\" else "\x00", value)
+        return change(value)
     if isinstance(value, list):
-        return [unescape_nul(item) for item in value]
+        return [_map_strings(item, change) for item in value]
     if isinstance(value, dict):
-        return {unescape_nul(k): unescape_nul(v) for k, v in value.items()}
+        return {_map_strings(k, change): _map_strings(v, change) for k, v in value.items()}
     return value
 
 

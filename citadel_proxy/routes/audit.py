@@ -10,6 +10,7 @@ Admin only: list these among the management routes the auth guard protects.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import msgspec
@@ -83,9 +84,13 @@ async def stats(request: Request) -> Response:
     return json_response(await _queries(request).stats(since=since, until=until))
 
 
-def routes() -> list[Route]:
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def routes(wrap: Callable[[Endpoint], Endpoint] = lambda endpoint: endpoint) -> list[Route]:
+    """The audit routes; the app wraps each in its admin guard."""
     return [
-        Route("/management/audit/conversations", list_conversations, methods=["GET"]),
-        Route("/management/audit/conversations/{id}", get_conversation, methods=["GET"]),
-        Route("/management/audit/stats", stats, methods=["GET"]),
+        Route("/management/audit/conversations", wrap(list_conversations), methods=["GET"]),
+        Route("/management/audit/conversations/{id}", wrap(get_conversation), methods=["GET"]),
+        Route("/management/audit/stats", wrap(stats), methods=["GET"]),
     ]

@@ -70,10 +70,10 @@ async def check_redis(settings: RedisSettings) -> Check:
 
 def check_audit(services: Services) -> Check:
     counts = services.audit.snapshot()
-    waiting = max(0, counts["spooled"] - counts["replayed"] - counts["rejected"])
+    waiting = services.audit.spool_waiting
     if counts["lost"]:
         return Check("down", detail=f"{counts['lost']} audit records could not be stored or spooled")
-    if services.audit.has_database and waiting:
+    if waiting:
         return Check("degraded", detail=f"{waiting} records wait in the spool for PostgreSQL")
     return Check("ok", detail=f"queue {counts['queue_depth']}")
 

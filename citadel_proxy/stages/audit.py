@@ -18,7 +18,7 @@ from msgspec import Meta
 from citadel_proxy.audit.content import ContentMode, ContentPolicy
 from citadel_proxy.audit.errors import AuditError
 from citadel_proxy.audit.records import Answer, AuditRecord, Failure, build_record, new_id
-from citadel_proxy.errors import GatewayError, InvalidRequest, ServiceUnavailable
+from citadel_proxy.errors import InvalidRequest, ServiceUnavailable
 from citadel_proxy.pipeline.stage import Handler, StageSettings, StageType
 from citadel_proxy.pipeline.types import Context, Delta, Reply, TokenStream
 
@@ -61,15 +61,12 @@ class AuditStage:
             ctx.conversation_id = conversation_id(ctx)
             ctx.response_headers[CONVERSATION_HEADER] = ctx.conversation_id
             reply = await call_next(ctx)
-        except GatewayError as exc:
-            await exchange.finish(None, Failure(exc.status, exc.code, exc.message))
-            raise
         except asyncio.CancelledError:
             # The client went away (or the deadline hit) before any answer: record without waiting.
-            exchange.finish_nowait(None, Failure(499, "client_closed", "the client closed the request"))
+            exchange.finish_nowait(None, Failure.client_closed("the client closed the request"))
             raise
         except Exception as exc:
-            await exchange.finish(None, Failure(500, "internal_error", type(exc).__name__))
+            await exchange.finish(None, Failure.of(exc))
             raise
         if reply.stream is not None:
             reply.stream = AuditedStream(reply.stream, exchange)
@@ -134,20 +131,14 @@ class AuditedStream:
             return None
         try:
             batch = await self._inner.read()
-        except GatewayError as exc:
-            self._ended = True
-            await self._exchange.finish(self._answer, Failure(exc.status, exc.code, exc.message))
-            raise
-        except asyncio.CancelledError:
-            raise  # a timer around read (chunking) cancels it with nothing lost: not an end
         except Exception as exc:
+            # (Not CancelledError: a timer around read, chunking's, cancels it with nothing lost.)
             self._ended = True
-            await self._exchange.finish(self._answer, Failure(500, "internal_error", type(exc).__name__))
+            await self._exchange.finish(self._answer, Failure.of(exc))
             raise
         if batch is None:
             # _ended first: if this read is cancelled while recording, the next read still ends.
             self._ended = True
-            self._answer.finish_reason = self._exchange.ctx.outcome.finish_reason
             await self._exchange.finish(self._answer, None)
             return None
         self._answer.add(batch)
@@ -158,7 +149,7 @@ class AuditedStream:
             await self._inner.aclose()
         finally:
             if not self._exchange.recorded:
-                failure = Failure(499, "client_closed", "the client closed the stream before its end")
+                failure = Failure.client_closed("the client closed the stream before its end")
                 self._exchange.finish_nowait(self._answer, failure)
 
 
