@@ -138,6 +138,7 @@ def build_record(
     body = _decode(encoded)
     # Every field is shorter than the whole body: when the body fits, the document is the body itself.
     fits = policy.mode == "full" and len(encoded) <= policy.max_bytes
+    said = _said(answer)
     return AuditRecord(
         id=record_id,
         time=started_at,
@@ -158,8 +159,8 @@ def build_record(
         cache_hit=outcome.cache_hit,
         content_mode=policy.mode,
         request=body if fits else _request_document(body, policy),
-        response=_response_document(answer, outcome.finish_reason, failure, policy),
-        messages=_new_turn(body, policy) + _answer_messages(answer, policy),
+        response=_response_document(answer, said, outcome.finish_reason, failure, policy),
+        messages=_new_turn(body, policy) + _answer_messages(said, policy),
     )
 
 
@@ -179,14 +180,25 @@ def _request_document(body: dict[str, Any], policy: ContentPolicy) -> dict[str, 
     return document
 
 
+def _said(answer: Answer | None) -> tuple[str, Any] | None:
+    """The answer's text and its tool calls as JSON-ready builtins (None when there are none)."""
+    if answer is None:
+        return None
+    return "".join(answer.content), plain(answer.tool_calls) if answer.tool_calls else None
+
+
 def _response_document(
-    answer: Answer | None, finish_reason: str | None, failure: Failure | None, policy: ContentPolicy
+    answer: Answer | None,
+    said: tuple[str, Any] | None,
+    finish_reason: str | None,
+    failure: Failure | None,
+    policy: ContentPolicy,
 ) -> dict[str, Any] | None:
     document: dict[str, Any] = {}
-    if answer is not None:
-        calls = plain(answer.tool_calls) if answer.tool_calls else None
+    if answer is not None and said is not None:
+        content, calls = said
         document = {
-            "content": policy.document("".join(answer.content)),
+            "content": policy.document(content),
             "thinking": policy.document("".join(answer.thinking)) if any(answer.thinking) else None,
             "tool_calls": policy.document(calls),
             "finish_reason": answer.finish_reason or finish_reason,
@@ -221,10 +233,10 @@ def _new_turn(body: dict[str, Any], policy: ContentPolicy) -> list[AuditMessage]
     return [_message("user", str(p), policy) for p in prompts]
 
 
-def _answer_messages(answer: Answer | None, policy: ContentPolicy) -> list[AuditMessage]:
-    if answer is None:
+def _answer_messages(said: tuple[str, Any] | None, policy: ContentPolicy) -> list[AuditMessage]:
+    if said is None:
         return []
-    text = "".join(answer.content)
-    if not text and answer.tool_calls:
-        text = msgspec.json.encode(plain(answer.tool_calls)).decode()
+    text, calls = said
+    if not text and calls:
+        text = msgspec.json.encode(calls).decode()
     return [_message("assistant", text, policy)]

@@ -28,7 +28,7 @@ class EmbedJob:
     dimensions: int | None = None
     options: dict[str, Any] | None = None
     keep_alive: int | float | str | None = None
-    vectors: list[Vector | None] = field(default_factory=list)
+    vectors: list[Vector | None] = field(init=False)
     todo: list[int] | None = None
 
     def __post_init__(self) -> None:

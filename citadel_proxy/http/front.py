@@ -13,7 +13,6 @@ endpoint's response and nothing in between; the endpoint puts the request id in 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable, Mapping
 
 from starlette.requests import Request
@@ -22,12 +21,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from citadel_proxy import errors
 from citadel_proxy.http.forwarded import TrustedProxies
-from citadel_proxy.http.responses import refusal
+from citadel_proxy.http.responses import logged_bug, refusal
 from citadel_proxy.observability.request_id import HEADER, request_id_from
 
 Endpoint = Callable[[Request], Awaitable[Response | ASGIApp]]
-
-_log = logging.getLogger("citadel_proxy.errors")
 
 
 class Front:
@@ -59,9 +56,7 @@ async def _respond(endpoint: Endpoint, request: Request) -> Response | ASGIApp:
     except errors.GatewayError as error:
         return refusal(request, error)
     except Exception as exc:
-        # A bug of ours: the traceback goes to the log, never to the client.
-        _log.error("unhandled error", exc_info=exc)
-        return refusal(request, errors.internal_error())
+        return refusal(request, logged_bug(exc))
 
 
 def _with_request_id(send: Send, request_id: str) -> Send:

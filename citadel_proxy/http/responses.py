@@ -71,7 +71,11 @@ async def on_http_error(request: Request, exc: Exception) -> Response:
     return error_response(error)
 
 
-async def on_unexpected(_request: Request, exc: Exception) -> Response:
-    # A bug of ours: the traceback goes to the log, never to the client.
+def logged_bug(exc: Exception) -> errors.GatewayError:
+    """A bug of ours: the traceback goes to the log, never to the client (who gets this error)."""
     _log.error("unhandled error", exc_info=exc)
-    return error_response(errors.internal_error())
+    return errors.internal_error()
+
+
+async def on_unexpected(_request: Request, exc: Exception) -> Response:
+    return error_response(logged_bug(exc))

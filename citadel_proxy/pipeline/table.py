@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -53,6 +52,3 @@ class PipelineTable:
 
     def install(self, built: BuiltPipelines) -> None:
         self._current = built
-
-    def agent_types(self) -> Sequence[str]:
-        return sorted(self._current.agents)

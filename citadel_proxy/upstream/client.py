@@ -95,18 +95,19 @@ class OllamaClient:
             try:
                 response = await lean.post(path, body)
                 break
-            except (OSError, TimeoutError) as exc:
+            except OSError as exc:  # TimeoutError included: connecting took too long
                 if attempt + 1 == attempts:
-                    raise errors.UpstreamUnavailable(
-                        f"cannot connect to Ollama at {self.service.base_url}: {exc or type(exc).__name__}"
-                    ) from None
-                await asyncio.sleep(_RETRY_BASE_S * 2**attempt)
+                    raise self._cannot_connect(exc or type(exc).__name__) from None
+                await _backoff(attempt)
             except LeanError as exc:
                 code = "upstream_timeout" if exc.silent else "upstream_error"
                 raise errors.UpstreamError(f"request to Ollama failed: {exc}", code=code) from None
         if response.status != 200:
             raise await _status_error(response)
         return response
+
+    def _cannot_connect(self, why: object) -> errors.UpstreamUnavailable:
+        return errors.UpstreamUnavailable(f"cannot connect to Ollama at {self.service.base_url}: {why}")
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -141,10 +142,8 @@ class OllamaClient:
                 break
             except aiohttp.ClientConnectorError as exc:
                 if attempt + 1 == attempts:
-                    raise errors.UpstreamUnavailable(
-                        f"cannot connect to Ollama at {self.service.base_url}: {exc.os_error or exc}"
-                    ) from None
-                await asyncio.sleep(_RETRY_BASE_S * 2**attempt)
+                    raise self._cannot_connect(exc.os_error or exc) from None
+                await _backoff(attempt)
             except aiohttp.ServerDisconnectedError:
                 # A pooled keep-alive connection Ollama had closed: the request never reached it.
                 if attempt + 1 == attempts:
@@ -168,6 +167,11 @@ class OllamaClient:
             raise errors.UpstreamIncomplete(f"Ollama's answer was cut off: {exc}") from None
         finally:
             response.release()
+
+
+async def _backoff(attempt: int) -> None:
+    """Before retrying a connection that failed (nothing reached Ollama, so nothing runs twice)."""
+    await asyncio.sleep(_RETRY_BASE_S * 2**attempt)
 
 
 async def _status_error(response: Answer) -> errors.GatewayError:

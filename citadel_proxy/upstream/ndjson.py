@@ -33,10 +33,9 @@ _DRAIN_AFTER_DONE_S = 1.0
 class LineBlocks:
     """Whole lines from a byte stream, as many as have arrived per call, without aiohttp's line limit."""
 
-    def __init__(self, content: ByteSource, max_line_bytes: int = MAX_LINE_BYTES) -> None:
+    def __init__(self, content: ByteSource) -> None:
         self._content = content
         self._carry = bytearray()
-        self._max = max_line_bytes
 
     async def read(self) -> bytes | None:
         """One or more complete lines, or None at EOF. Cancel-safe: state changes only after a read."""
@@ -51,8 +50,8 @@ class LineBlocks:
         end = data.rfind(b"\n")
         if end < 0:
             self._carry += data
-            if len(self._carry) > self._max:
-                raise errors.UpstreamMalformed(f"Ollama sent a line longer than {self._max} bytes")
+            if len(self._carry) > MAX_LINE_BYTES:
+                raise errors.UpstreamMalformed(f"Ollama sent a line longer than {MAX_LINE_BYTES} bytes")
             return None
         # The usual read ends on a line end with nothing carried: no copy and no new buffer.
         if self._carry:

@@ -53,11 +53,7 @@ def _completion(ctx: Context, raw: bytes) -> Completion:
         raise errors.UpstreamMalformed(f"Ollama's answer is not valid: {exc}") from None
     if line.error is not None:
         raise errors.UpstreamError(f"Ollama failed: {line.error}")
-    outcome = ctx.outcome
-    outcome.first_token_at = outcome.finished_at = time.perf_counter()
-    outcome.finish_reason = line.done_reason or None
-    outcome.prompt_tokens, outcome.completion_tokens = line.prompt_eval_count, line.eval_count
-    return Completion(
+    completion = Completion(
         content=content,
         thinking=thinking,
         tool_calls=calls,
@@ -65,3 +61,8 @@ def _completion(ctx: Context, raw: bytes) -> Completion:
         prompt_tokens=line.prompt_eval_count,
         completion_tokens=line.eval_count,
     )
+    outcome = ctx.outcome
+    outcome.first_token_at = outcome.finished_at = time.perf_counter()
+    outcome.finish_reason = completion.finish_reason
+    outcome.prompt_tokens, outcome.completion_tokens = completion.prompt_tokens, completion.completion_tokens
+    return completion
