@@ -48,11 +48,10 @@ class OllamaGenerateRequest(msgspec.Struct, frozen=True, omit_defaults=True):
     think: bool | str | None = None
 
 
-class ChatLine(msgspec.Struct, frozen=True):
-    """One line of an /api/chat stream, or its whole non-stream answer. Zero fields are omitted by Ollama."""
+class _Line(msgspec.Struct, frozen=True):
+    """What every line of a chat or generate stream may carry: the end, its counts, or an error.
+    Zero fields are omitted by Ollama."""
 
-    # Decoded straight into a Delta (its `role` is ignored): no per-token conversion.
-    message: Delta | None = None
     done: bool = False
     done_reason: str = ""
     prompt_eval_count: int = 0
@@ -60,17 +59,19 @@ class ChatLine(msgspec.Struct, frozen=True):
     error: str | None = None
 
 
-class GenerateLine(msgspec.Struct, frozen=True):
+class ChatLine(_Line, frozen=True):
+    """One line of an /api/chat stream, or its whole non-stream answer."""
+
+    # Decoded straight into a Delta (its `role` is ignored): no per-token conversion.
+    message: Delta | None = None
+
+
+class GenerateLine(_Line, frozen=True):
     """One line of an /api/generate stream, or its whole non-stream answer."""
 
     response: str = ""
     thinking: str = ""
     tool_calls: list[ToolCall] | None = None
-    done: bool = False
-    done_reason: str = ""
-    prompt_eval_count: int = 0
-    eval_count: int = 0
-    error: str | None = None
 
 
 class ErrorReply(msgspec.Struct, frozen=True):
