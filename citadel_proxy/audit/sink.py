@@ -18,10 +18,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import msgspec
-
 from citadel_proxy.audit.errors import AuditError, StoreRejected, StoreUnavailable
-from citadel_proxy.audit.records import AuditRecord
+from citadel_proxy.audit.records import AuditRecord, encode_record, record_id
 from citadel_proxy.audit.spool import Spool, claim_orphans, quarantine, read_segment
 from citadel_proxy.audit.store import PostgresStore
 
@@ -67,7 +65,8 @@ class AuditSink:
         self._spool_first = spool_first and store is not None
         self._retry_s = retry_s
         self._prepare = prepare
-        self._queue: asyncio.Queue[AuditRecord | None] = asyncio.Queue(queue_size)
+        # Records encoded (`encode_record`) from here on: the queue, the spool and the batches carry bytes.
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(queue_size)
         self._healthy = store is not None and prepare is None and spool.is_empty()
         self._closing = False
         self._stop_seen = False
@@ -109,19 +108,20 @@ class AuditSink:
 
     def offer(self, record: AuditRecord) -> asyncio.Task[None] | None:
         """Like submit, without waiting: for paths that cannot await (a cancelled request)."""
+        encoded = encode_record(record)
         if self._healthy and not self._closing and not self._spool_first:
             try:
-                self._queue.put_nowait(record)
+                self._queue.put_nowait(encoded)
                 return None
             except asyncio.QueueFull:
                 pass
-        task = asyncio.create_task(self._spool_records([record]))
+        task = asyncio.create_task(self._spool_records([encoded]))
         self._background.add(task)
         task.add_done_callback(_retrieve)
         task.add_done_callback(self._background.discard)
         return task
 
-    async def _spool_records(self, records: Sequence[AuditRecord]) -> None:
+    async def _spool_records(self, records: Sequence[bytes]) -> None:
         try:
             await self._spool.append(records)
         except OSError as exc:
@@ -146,8 +146,8 @@ class AuditSink:
             if batch:
                 await self._write(batch)
 
-    def _take(self, limit: int | None) -> list[AuditRecord]:
-        taken: list[AuditRecord] = []
+    def _take(self, limit: int | None) -> list[bytes]:
+        taken: list[bytes] = []
         while (limit is None or len(taken) < limit) and not self._queue.empty():
             item = self._queue.get_nowait()
             if item is None:
@@ -156,7 +156,7 @@ class AuditSink:
                 taken.append(item)
         return taken
 
-    async def _write(self, batch: list[AuditRecord]) -> None:
+    async def _write(self, batch: list[bytes]) -> None:
         if self._healthy:
             try:
                 await self._insert(batch)
@@ -171,7 +171,7 @@ class AuditSink:
         with contextlib.suppress(AuditError):
             await self._spool_records(batch)
 
-    async def _insert(self, batch: Sequence[AuditRecord]) -> None:
+    async def _insert(self, batch: Sequence[bytes]) -> None:
         assert self._store is not None
         try:
             await self._store.insert(batch)
@@ -181,9 +181,9 @@ class AuditSink:
                 try:
                     await self._store.insert([record])
                 except StoreRejected as exc:
-                    log.error("audit record %s refused by PostgreSQL, kept aside: %s", record.id, exc)
-                    lines = [msgspec.json.encode(record)]
-                    self.metrics.rejected += await asyncio.to_thread(quarantine, self._spool.slot.path, lines)
+                    log.error("audit record %s refused by PostgreSQL, kept aside: %s", record_id(record), exc)
+                    kept = await asyncio.to_thread(quarantine, self._spool.slot.path, [record])
+                    self.metrics.rejected += kept
 
     async def _recover_loop(self) -> None:
         while True:

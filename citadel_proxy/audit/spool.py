@@ -19,7 +19,6 @@ import msgspec
 
 from citadel_proxy.audit.records import AuditRecord
 
-_encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(AuditRecord).decode
 
 
@@ -64,7 +63,8 @@ def claim_orphans(root: Path, own: Path) -> list[Slot]:
 
 @dataclass(slots=True)
 class Segment:
-    records: list[AuditRecord]
+    # Encoded records (`encode_record`), each checked to decode as a whole record.
+    records: list[bytes]
     # Lines that do not decode (a write torn by a crash): kept aside, never dropped silently.
     bad_lines: list[bytes]
 
@@ -76,9 +76,11 @@ def read_segment(path: Path) -> Segment:
             if not line.strip():
                 continue
             try:
-                segment.records.append(_decode(line))
+                _decode(line)
             except msgspec.DecodeError:
                 segment.bad_lines.append(line)
+            else:
+                segment.records.append(line.rstrip(b"\r\n"))
     return segment
 
 
@@ -112,10 +114,10 @@ class Spool:
         """Nothing waiting, being written, or on disk. Synchronous, so callers can act on it atomically."""
         return not (self._pending or self._io_lock.locked() or self._active_size or self._sealed)
 
-    async def append(self, records: Sequence[AuditRecord]) -> None:
-        """Returns once the records are on disk (fsync'd); raises OSError when they cannot be."""
+    async def append(self, encoded: Sequence[bytes]) -> None:
+        """Returns once the encoded records are on disk (fsync'd), a line each; OSError if they cannot be."""
         waiter = asyncio.get_running_loop().create_future()
-        self._pending.append(b"".join(_encode(r) + b"\n" for r in records))
+        self._pending.append(b"\n".join(encoded) + b"\n")
         self._waiters.append(waiter)
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())

@@ -9,17 +9,17 @@ from typing import Any
 
 import msgspec
 import psycopg
+from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from citadel_proxy.audit.errors import StoreRejected, StoreUnavailable
-from citadel_proxy.audit.records import AuditRecord
 
-# The batch arrives as one jsonb array; data-modifying CTEs insert conversations, requests and messages
-# in a single statement. ON CONFLICT makes a replayed record a no-op, and messages are inserted only for
-# requests this statement actually inserted.
+# The batch arrives as one jsonb array (%t: in text format, the JSON itself); data-modifying CTEs insert
+# conversations, requests and messages in a single statement. ON CONFLICT makes a replayed record a
+# no-op, and messages are inserted only for requests this statement actually inserted.
 _INSERT = b"""
 WITH batch AS (
-    SELECT DISTINCT ON (b.id) b.* FROM jsonb_to_recordset(%s::jsonb) AS b(
+    SELECT DISTINCT ON (b.id) b.* FROM jsonb_to_recordset(%t) AS b(
         id uuid, "time" timestamptz, conversation_id uuid, route text, pipeline text, stream boolean,
         model_requested text, model text, key_name text, client text, status smallint,
         error_code text, ttft_ms double precision, duration_ms double precision, prompt_tokens integer,
@@ -79,18 +79,32 @@ def _map_strings(value: Any, change: Callable[[str], str]) -> Any:
     return value
 
 
-def _row(record: AuditRecord) -> bytes:
-    """The record as the batch's JSON row: its own encoding, in C (the insert above names the fields as
-    the struct does; messages get their positions from their order)."""
-    encoded = _encode(record)
+def _row(encoded: bytes) -> bytes:
+    """An encoded record as the batch's JSON row: as it is (the insert above names the fields as the
+    record does; messages get their positions from their order), unless it holds a NUL."""
     if _NUL_JSON in encoded:
         row = escape_nul(msgspec.json.decode(encoded)) | {"nul_escaped": True}
-        encoded = _encode(row)
+        return _encode(row)
     return encoded
 
 
-def encode_batch(records: Sequence[AuditRecord]) -> str:
-    return (b"[" + b",".join(_row(r) for r in records) + b"]").decode()
+def encode_batch(encoded: Sequence[bytes]) -> Jsonb:
+    """The batch as one jsonb parameter, handed to psycopg as bytes (never decoded to str and back).
+
+    One join makes the array: a batch is up to megabytes, and every further copy of it (brackets added
+    by concatenation, a binary-format header) cost as much as scanning its rows for NUL.
+    """
+    parts = [b"["]
+    for row in map(_row, encoded):
+        parts += (row, b",")
+    if len(parts) > 1:
+        parts.pop()  # the last comma
+    parts.append(b"]")
+    return Jsonb(b"".join(parts), dumps=_as_is)
+
+
+def _as_is(payload: bytes) -> bytes:
+    return payload
 
 
 class PostgresStore:
@@ -100,8 +114,9 @@ class PostgresStore:
         self._pool = pool
         self._timeout_s = timeout_s
 
-    async def insert(self, records: Sequence[AuditRecord]) -> None:
-        payload = encode_batch(records)
+    async def insert(self, encoded: Sequence[bytes]) -> None:
+        """Store encoded records (`encode_record`); one already stored is skipped."""
+        payload = encode_batch(encoded)
         try:
             async with asyncio.timeout(self._timeout_s):
                 async with self._pool.connection(timeout=self._timeout_s) as conn:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from citadel_proxy.ratelimit.bucket import Decision, Window
+from citadel_proxy.ratelimit.bucket import Decision
 
 
 def duration(seconds: float) -> str:
@@ -23,17 +23,20 @@ def duration(seconds: float) -> str:
 
 def rate_limit_headers(decision: Decision) -> dict[str, str]:
     headers: dict[str, str] = {}
-    _add(headers, "requests", decision.requests)
-    _add(headers, "tokens", decision.tokens)
+    for names, window in ((_REQUESTS, decision.requests), (_TOKENS, decision.tokens)):
+        if window is not None:
+            limit, remaining, reset = names
+            headers[limit] = str(window.limit)
+            headers[remaining] = str(window.remaining)
+            headers[reset] = duration(window.reset_s)
     if not decision.allowed:
         # Whole seconds, rounded up: a client that waits this long is admitted.
         headers["retry-after"] = str(max(1, math.ceil(decision.retry_after_s)))
     return headers
 
 
-def _add(headers: dict[str, str], kind: str, window: Window | None) -> None:
-    if window is None:
-        return
-    headers[f"x-ratelimit-limit-{kind}"] = str(window.limit)
-    headers[f"x-ratelimit-remaining-{kind}"] = str(window.remaining)
-    headers[f"x-ratelimit-reset-{kind}"] = duration(window.reset_s)
+def _names(kind: str) -> tuple[str, str, str]:
+    return f"x-ratelimit-limit-{kind}", f"x-ratelimit-remaining-{kind}", f"x-ratelimit-reset-{kind}"
+
+
+_REQUESTS, _TOKENS = _names("requests"), _names("tokens")

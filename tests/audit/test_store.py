@@ -11,7 +11,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from citadel_proxy.audit import AuditOptions, AuditSink, open_audit
 from citadel_proxy.audit.queries import AuditQueries
-from citadel_proxy.audit.records import AuditMessage, new_id
+from citadel_proxy.audit.records import AuditMessage, encode_record, new_id
 from citadel_proxy.audit.store import PostgresStore, escape_nul, unescape_nul
 from citadel_proxy.config.schema import Config
 from citadel_proxy.errors import RateLimited
@@ -140,7 +140,7 @@ def test_nul_escape_round_trip() -> None:
 async def test_batches_are_idempotent(migrated: Config) -> None:
     assert migrated.database is not None
     conversation = new_id()
-    batch = [record(n, conversation) for n in range(10)]
+    batch = [encode_record(record(n, conversation)) for n in range(10)]
     async with AsyncConnectionPool(
         migrated.database.conninfo(), open=False, kwargs={"autocommit": True}
     ) as pool:
@@ -177,7 +177,7 @@ async def test_every_column_of_a_record_and_its_messages_is_stored(migrated: Con
     async with AsyncConnectionPool(
         migrated.database.conninfo(), open=False, kwargs={"autocommit": True}
     ) as pool:
-        await PostgresStore(pool, timeout_s=10).insert([full])
+        await PostgresStore(pool, timeout_s=10).insert([encode_record(full)])
     [row] = fetch(
         migrated,
         "SELECT created_at, conversation_id::text, key_name, client_addr, status, error_code, ttft_ms,"
