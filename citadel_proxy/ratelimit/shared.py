@@ -114,7 +114,8 @@ class RedisLimiter:
     max_lease: int = MAX_LEASE
     _script: Any = None
     _leases: dict[str, Lease] = field(default_factory=dict)
-    _asking: set[str] = field(default_factory=set)
+    # identity -> its lease request in flight; the refusal it got, if it was refused.
+    _asking: dict[str, asyncio.Future[Decision | None]] = field(default_factory=dict)
     # identity -> (limits, tokens owed, when the oldest of them was owed: the loop's clock)
     _owed: dict[str, tuple[Limits, int, float]] = field(default_factory=dict)
     _circuit: Circuit = field(init=False)
@@ -129,41 +130,49 @@ class RedisLimiter:
 
     async def acquire(self, identity: str, limits: Limits) -> Decision:
         loop = asyncio.get_running_loop()
-        lease = self._leases.get(identity)
-        if lease is not None:
-            if lease.slots > 0 and lease.limits == limits and loop.time() < lease.ends_at:
+        want = lease_size(limits, self.max_lease)
+        while True:
+            lease = self._leases.get(identity)
+            if lease is not None and lease.slots > 0 and lease.limits == limits and loop.time() < lease.ends_at:
                 return self._use(lease)
-            back = self._end_lease(identity, lease)
-        else:
-            back = 0
+            asking = self._asking.get(identity) if want > 1 else None
+            if asking is None:
+                break
+            # One lease request at a time per identity: the requests of a burst that arrive meanwhile
+            # wait for it and take their slots from it (or share its refusal), instead of each asking
+            # Redis for a slot of its own. shield: a waiter that is cancelled must not cancel it.
+            refused = await asyncio.shield(asking)
+            if refused is not None:
+                return refused
+        back = self._end_lease(identity, lease) if lease is not None else 0
         owed = self._owed.pop(identity, None)
         cost = owed[1] if owed is not None and limits.tokens_per_minute else 0
-        # One lease asked for at a time per identity: the requests of a burst that arrive meanwhile ask
-        # for their own slot only, so a burst cannot leave many slots held and unused.
-        want = 1 if identity in self._asking else lease_size(limits, self.max_lease)
         if want > 1:
-            self._asking.add(identity)
+            asking = self._asking[identity] = loop.create_future()
+        refusal = None
         try:
             raw = await self._run(identity, "acquire", limits, cost, want, back)
+            if raw is None:
+                if owed is not None:
+                    self.fallback.charge_now(identity, owed[0], owed[1])
+                return self.fallback.acquire_now(identity, limits)
+            granted, requests, tokens, retry_ms = int(raw[0]), float(raw[1]), float(raw[2]), float(raw[3])
+            if granted < 1:
+                refusal = decision(limits, False, requests, tokens, retry_ms, "redis")
+                return refusal
+            if granted > 1:
+                # One slot is this request's; the rest serve the identity's next requests in this worker.
+                # (Only the one call per identity in _asking asks for more than one slot, and the
+                # identity's previous lease ended before it: there is none to merge with.)
+                ends_at = loop.time() + self.lease_s
+                self._leases[identity] = Lease(limits, granted - 1, ends_at, requests, tokens)
+                self._flush_later(loop)
+            # The level counts every granted slot as used: the ones still held are not, yet.
+            return decision(limits, True, requests - (granted - 1), tokens, 0, "redis")
         finally:
-            if want > 1:
-                self._asking.discard(identity)
-        if raw is None:
-            if owed is not None:
-                self.fallback.charge_now(identity, owed[0], owed[1])
-            return self.fallback.acquire_now(identity, limits)
-        granted, requests, tokens, retry_ms = int(raw[0]), float(raw[1]), float(raw[2]), float(raw[3])
-        if granted < 1:
-            return decision(limits, False, requests, tokens, retry_ms, "redis")
-        if granted > 1:
-            # One slot is this request's; the rest serve the identity's next requests in this worker.
-            # (Only the one call per identity in _asking is granted more than one slot, and the
-            # identity's previous lease ended before it: there is none to merge with.)
-            ends_at = loop.time() + self.lease_s
-            self._leases[identity] = Lease(limits, granted - 1, ends_at, requests, tokens)
-            self._flush_later(loop)
-        # The level counts every granted slot as used: the ones still held are not, yet.
-        return decision(limits, True, requests - (granted - 1), tokens, 0, "redis")
+            if asking is not None:
+                del self._asking[identity]
+                asking.set_result(refusal)
 
     def _use(self, lease: Lease) -> Decision:
         lease.slots -= 1

@@ -60,6 +60,35 @@ async def test_a_lease_serves_many_requests_with_one_round_trip(client: LeanRedi
         await limiter.aclose()
 
 
+async def test_a_burst_waits_for_the_lease_in_flight_instead_of_asking_redis_each(
+    client: LeanRedis, redis_prefix: str
+) -> None:
+    counted = Counted(client)
+    limiter = RedisLimiter(counted, redis_prefix)
+    try:
+        decisions = await asyncio.gather(*(limiter.acquire("key:b", Limits(6400)) for _ in range(100)))
+        assert all(d.allowed and d.backend == "redis" for d in decisions)
+        assert counted.calls == 2  # the first asks for 64 slots; the 99 others wait and use them, then 64
+    finally:
+        await limiter.aclose()
+
+
+async def test_a_burst_over_the_limit_shares_the_refusal(client: LeanRedis, redis_prefix: str) -> None:
+    counted = Counted(client)
+    limiter = RedisLimiter(counted, redis_prefix, max_lease=4)
+    limits = Limits(200)  # leases of 4 slots
+    try:
+        first = await asyncio.gather(*(limiter.acquire("key:r", limits) for _ in range(200)))
+        assert sum(d.allowed for d in first) == 200
+        calls = counted.calls
+        refused = await asyncio.gather(*(limiter.acquire("key:r", limits) for _ in range(30)))
+        assert not any(d.allowed for d in refused)
+        assert all(d.retry_after_s > 0 for d in refused)
+        assert counted.calls == calls + 1  # one round trip refused the whole burst
+    finally:
+        await limiter.aclose()
+
+
 async def test_workers_never_admit_more_than_the_limit_together(client: LeanRedis, redis_prefix: str) -> None:
     workers = [RedisLimiter(client, redis_prefix) for _ in range(3)]  # leases of 2 slots at 100/min
     limits = Limits(100)
