@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -11,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from citadel_proxy.audit.content import ContentPolicy
+from citadel_proxy.entropy import random_bytes
 from citadel_proxy.errors import GatewayError
 from citadel_proxy.pipeline.types import CLIENT_CLOSED_STATUS, Completion, Delta, ToolCall
 
@@ -56,7 +56,7 @@ class AuditRecord(msgspec.Struct, frozen=True, kw_only=True):
 
 def new_id() -> str:
     """A UUIDv7 (RFC 9562): time-ordered, so ids sort roughly by request start."""
-    raw = bytearray(os.urandom(16))
+    raw = bytearray(random_bytes(16))
     raw[:6] = (time.time_ns() // 1_000_000 & (1 << 48) - 1).to_bytes(6, "big")
     raw[6] = 0x70 | raw[6] & 0x0F  # version 7
     raw[8] = 0x80 | raw[8] & 0x3F  # variant 0b10

@@ -87,6 +87,10 @@ class StaticKeys:
 
     def _refresh(self) -> None:
         # Every lookup: a key revoked in the file stops at once, in every worker.
+        if self._stamp is None and not os.access(self.path, os.F_OK):
+            # Still absent (keys in PostgreSQL, or none yet): asked without the FileNotFoundError that
+            # os.stat raises, which cost twice the system call itself on every request.
+            return
         try:
             info = os.stat(self.path)
         except FileNotFoundError:

@@ -5,8 +5,9 @@ http.front sets the id in `scope["state"]["request_id"]` (handlers read `request
 
 from __future__ import annotations
 
-import os
 import re
+
+from citadel_proxy.entropy import random_bytes
 
 HEADER = b"x-request-id"
 # Client ids end up in logs and headers: a bounded alphabet keeps them from forging log lines or headers.
@@ -14,7 +15,7 @@ _VALID = re.compile(rb"[A-Za-z0-9._-]{1,128}")
 
 
 def new_request_id() -> str:
-    return os.urandom(12).hex()
+    return random_bytes(12).hex()
 
 
 def request_id_from(headers: list[tuple[bytes, bytes]]) -> str:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 import msgspec
 
+from citadel_proxy.entropy import random_bytes
 from citadel_proxy.pipeline.types import Completion, ToolCall
 
 
@@ -69,7 +68,7 @@ class TextCompletion(msgspec.Struct, frozen=True):
 
 def new_id(prefix: str) -> str:
     """Ids unique across requests (Ollama's own `chatcmpl-<0..998>` repeat)."""
-    return f"{prefix}-{os.urandom(12).hex()}"
+    return f"{prefix}-{random_bytes(12).hex()}"
 
 
 def finish_reason(done_reason: str | None, used_tools: bool) -> str:

@@ -97,6 +97,9 @@ class Lease:
     requests: float
     tokens: float
 
+    def serves(self, limits: Limits, now: float) -> bool:
+        return self.slots > 0 and self.limits == limits and now < self.ends_at
+
 
 @dataclass(slots=True)
 class RedisLimiter:
@@ -133,7 +136,7 @@ class RedisLimiter:
         want = lease_size(limits, self.max_lease)
         while True:
             lease = self._leases.get(identity)
-            if lease is not None and lease.slots > 0 and lease.limits == limits and loop.time() < lease.ends_at:
+            if lease is not None and lease.serves(limits, loop.time()):
                 return self._use(lease)
             asking = self._asking.get(identity) if want > 1 else None
             if asking is None:
