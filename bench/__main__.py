@@ -3,9 +3,10 @@
 python -m bench [--quick] [--scenarios chat,voice,slow] [--rounds 3] [--json PATH] [--profile 10]
 
 Targets: direct (the fake Ollama), nginx, uv-1w/uv-2w (uvicorn, the default), hc-1w/hc-2w (hypercorn),
-all with the bare pipelines (chunking and cache only), and uv-full (uvicorn, the repository's pipelines
-with every stage: auth, rate limit in Redis, audit to PostgreSQL, metrics, cache). 2-worker targets run
-only the c32 scenarios and the held-open streams; uv-full runs chat, voice and embeddings (bench/targets.py).
+gr-1w (granian, measured only), all with the bare pipelines (chunking and cache only), and uv-full
+(uvicorn, the repository's pipelines with every stage: auth, rate limit in Redis, audit to PostgreSQL,
+metrics, cache). 2-worker targets run only the c32 scenarios and the held-open streams; gr-1w runs chat,
+stream, voice and the held-open streams; uv-full runs chat, voice and embeddings (bench/targets.py).
 """
 
 from __future__ import annotations

@@ -46,11 +46,18 @@ class Usage:
 class Server:
     """A started process group; CPU and RSS are read for the process and all its descendants."""
 
-    def __init__(self, name: str, argv: list[str], port: int, log: Path) -> None:
+    def __init__(
+        self, name: str, argv: list[str], port: int, log: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.name, self.port, self.log_path = name, port, log
         self.log = log.open("wb")
         self.popen = subprocess.Popen(
-            argv, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            argv,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=None if env is None else os.environ | env,
         )
         self.process = psutil.Process(self.popen.pid)
 
@@ -167,6 +174,8 @@ class GatewaySpec:
     """One gateway under test: its server, workers, pipelines and any extra config sections (YAML)."""
 
     name: str
+    # hypercorn | uvicorn (`citadel-proxy serve`), or granian: measured only, through its own command
+    # line with the app factory, since `gateway.server` does not offer it.
     server: str = "hypercorn"
     workers: int = 1
     pipelines: str = "pipelines"  # a folder under the work folder
@@ -178,8 +187,9 @@ class GatewaySpec:
 
     @property
     def processes(self) -> int:
-        """One worker serves in-process; several run under a supervisor as its children."""
-        return 1 if self.workers == 1 else self.workers + 1
+        """One worker serves in-process; several run under a supervisor as its children (granian always
+        runs its workers under its own supervisor)."""
+        return 1 if self.workers == 1 and self.server != "granian" else self.workers + 1
 
 
 def gateway_config(
@@ -192,7 +202,7 @@ def gateway_config(
         f"ollama:\n  service: {{host: 127.0.0.1, port: {ollama_port}, max_connections: {max_connections}}}\n"
         '  models: [{name: "phi3:latest"}, {name: "paced:latest"}]\n'
         'model_routing: {aliases: {phi3: "phi3:latest", paced: "paced:latest"}}\n'
-        f"gateway: {{server: {spec.server}}}\n"
+        f"gateway: {{server: {'uvicorn' if spec.server == 'granian' else spec.server}}}\n"
         f"paths: {{pipelines: {pipelines}, data: {state / 'data'}, logs: {state / 'log'},"
         f" backups: {state / 'backups'}}}\n"
         "monitoring: {logging: {level: WARNING}}\n" + spec.extra
@@ -207,6 +217,12 @@ def start_gateway(
     name = spec.name + suffix
     port = free_port()
     config = gateway_config(workdir, spec, name, ollama_port, max_connections)
+    log = workdir / f"{name}.log"
+    if spec.server == "granian":
+        argv = [str(Path(sys.executable).with_name("granian")), "--interface", "asgi", "--factory"]
+        argv += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(spec.workers)]
+        argv += ["--loop", "uvloop", "--no-access-log", "citadel_proxy.asgi:from_environment"]
+        return Server(name, argv, port, log, env={"CITADEL_CONFIG": str(config)})
     binary = Path(sys.executable).with_name("citadel-proxy")
     argv = [str(binary), "serve", "--config", str(config), "--bind", f"127.0.0.1:{port}"]
-    return Server(name, [*argv, "--workers", str(spec.workers)], port, workdir / f"{name}.log")
+    return Server(name, [*argv, "--workers", str(spec.workers)], port, log)
