@@ -17,7 +17,7 @@ from pathlib import Path
 
 import msgspec
 
-from citadel_proxy.audit.records import AuditRecord
+from citadel_proxy.audit.records import AuditRecord, encode_record
 
 _decode = msgspec.json.Decoder(AuditRecord).decode
 
@@ -63,7 +63,7 @@ def claim_orphans(root: Path, own: Path) -> list[Slot]:
 
 @dataclass(slots=True)
 class Segment:
-    # Encoded records (`encode_record`), each checked to decode as a whole record.
+    # Encoded records (`encode_record`) of the lines that decode as a whole record.
     records: list[bytes]
     # Lines that do not decode (a write torn by a crash): kept aside, never dropped silently.
     bad_lines: list[bytes]
@@ -76,11 +76,13 @@ def read_segment(path: Path) -> Segment:
             if not line.strip():
                 continue
             try:
-                _decode(line)
+                record = _decode(line)
             except msgspec.DecodeError:
                 segment.bad_lines.append(line)
             else:
-                segment.records.append(line.rstrip(b"\r\n"))
+                # Encoded again rather than kept as read: a line written by an older version gets the
+                # fields added since, with their defaults, as the insert expects every one.
+                segment.records.append(encode_record(record))
     return segment
 
 

@@ -99,3 +99,20 @@ async def test_shutdown_while_down_spools_then_next_start_replays(
         again = await open_audit(config, stack, opts)
         await wait_for(lambda: stored(migrated) == (30, 30))
     assert again.metrics.replayed == 30
+
+
+async def test_a_spool_line_of_an_older_version_is_replayed_with_the_fields_added_since(
+    migrated: Config, tmp_path: Path
+) -> None:
+    old = msgspec.to_builtins(record(1))
+    for added_later in ("cache_hit", "content_mode", "ttft_ms", "error_code"):  # fields with defaults
+        del old[added_later]
+    slot = tmp_path / "spool" / "slot-0"
+    slot.mkdir(parents=True)
+    (slot / "spool-0000000001.jsonl").write_bytes(msgspec.json.encode(old) + b"\n")
+    opts = AuditOptions(spool_dir=str(tmp_path / "spool"), retry_s=0.2)
+    async with contextlib.AsyncExitStack() as stack:
+        sink = await open_audit(migrated, stack, opts)
+        await wait_for(lambda: stored(migrated) == (1, 1))
+    assert sink.metrics.replayed == 1 and sink.metrics.rejected == 0
+    assert fetch(migrated, "SELECT content_mode, cache_hit FROM audit_requests") == [("full", False)]
