@@ -20,12 +20,11 @@ class _Pool:
     __slots__ = ("_at", "_bytes", "_lock")
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()  # ids are minted on the loop, but a thread must not share bytes
-        self._bytes = b""
-        self._at = 0
+        self.reset()
 
     def reset(self) -> None:
-        self._lock = threading.Lock()
+        """Empty, with a fresh lock (a child forked while another thread held the old one)."""
+        self._lock = threading.Lock()  # ids are minted on the loop, but a thread must not share bytes
         self._bytes, self._at = b"", 0
 
     def take(self, count: int) -> bytes:
