@@ -170,6 +170,13 @@ class DeadlineExceeded(GatewayError):
     code = "timeout"
 
 
+def reason(exc: BaseException) -> str:
+    """What went wrong, for a message: the exception's text, else its type (a bare TimeoutError() from
+    asyncio.timeout has no text, and an exception object is always true, so `exc or ...` never falls
+    back)."""
+    return str(exc) or type(exc).__name__
+
+
 def internal_error() -> GatewayError:
     """What a client is told of a bug of ours: the traceback goes to the log, never to the client."""
     return GatewayError("internal error; the gateway log has the details")

@@ -8,6 +8,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from citadel_proxy.cache.backend import CacheError
+from citadel_proxy.errors import reason
 
 
 class RedisBackend:
@@ -20,7 +21,7 @@ class RedisBackend:
         try:
             values = await self._client.mget([self._prefix + key for key in keys])
         except (RedisError, OSError) as exc:
-            raise CacheError(f"Redis lookup failed: {exc or type(exc).__name__}") from None
+            raise CacheError(f"Redis lookup failed: {reason(exc)}") from None
         if not isinstance(values, list) or len(values) != len(keys):
             raise CacheError("Redis answered MGET with something other than one value per key")
         if not all(value is None or isinstance(value, bytes) for value in values):
@@ -35,7 +36,7 @@ class RedisBackend:
                     pipe.set(self._prefix + key, value, px=ttl_ms)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
-            raise CacheError(f"Redis store failed: {exc or type(exc).__name__}") from None
+            raise CacheError(f"Redis store failed: {reason(exc)}") from None
 
     async def aclose(self) -> None:
         if self._owns_client:

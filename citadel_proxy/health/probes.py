@@ -10,6 +10,7 @@ from redis.exceptions import RedisError
 
 from citadel_proxy.config.schema import Database
 from citadel_proxy.config.schema import Redis as RedisSettings
+from citadel_proxy.errors import reason
 from citadel_proxy.redis_client import redis_client
 
 
@@ -40,9 +41,7 @@ async def probe_redis(settings: RedisSettings, timeout_s: float) -> float:
         async with asyncio.timeout(timeout_s * 2):
             await client.ping()
     except (RedisError, OSError, TimeoutError) as exc:
-        raise ProbeFailed(
-            f"Redis at {settings.host}:{settings.port}: {exc or type(exc).__name__}"[:200]
-        ) from None
+        raise ProbeFailed(f"Redis at {settings.host}:{settings.port}: {reason(exc)}"[:200]) from None
     finally:
         await client.aclose()
     return elapsed_ms(started)

@@ -23,6 +23,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from citadel_proxy.circuit import Circuit
+from citadel_proxy.errors import reason
 from citadel_proxy.ratelimit.bucket import Decision, Limits, decision
 from citadel_proxy.ratelimit.local import LocalLimiter
 
@@ -292,7 +293,7 @@ class RedisLimiter:
         if not probing:
             log.warning(
                 "Redis rate limiter unavailable (%s); counting in this process for %.0f s",
-                exc or type(exc).__name__,
+                reason(exc),
                 self.cooldown_s,
             )
         self._circuit.failed()

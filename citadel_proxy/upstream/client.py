@@ -97,7 +97,7 @@ class OllamaClient:
                 break
             except OSError as exc:  # TimeoutError included: connecting took too long
                 if attempt + 1 == attempts:
-                    raise self._cannot_connect(exc or type(exc).__name__) from None
+                    raise self._cannot_connect(errors.reason(exc)) from None
                 await _backoff(attempt)
             except LeanError as exc:
                 code = "upstream_timeout" if exc.silent else "upstream_error"

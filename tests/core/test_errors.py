@@ -10,6 +10,7 @@ import aiohttp
 import openai
 import pytest
 
+from citadel_proxy import errors
 from tests.core.conftest import AUTH, REPO, TEST_KEY, Gateway, free_port, running_gateway, write_config
 from tests.fakes.ollama import Behavior, FakeOllama
 
@@ -212,3 +213,9 @@ async def test_keys_are_checked_before_the_body_is_read(gateway: Gateway) -> Non
         async with session.get(gateway.url + "/management/system/resources") as response:
             assert response.status == 401
     assert gateway.fake.count("/api/chat") == 0
+
+
+def test_a_reason_without_text_names_the_exception() -> None:
+    # asyncio.timeout raises a bare TimeoutError(): "cannot connect ...: " must not end in nothing.
+    assert errors.reason(TimeoutError()) == "TimeoutError"
+    assert errors.reason(OSError(111, "Connection refused")) == "[Errno 111] Connection refused"
