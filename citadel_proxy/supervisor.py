@@ -76,6 +76,10 @@ def _supervise(processes: list[BaseProcess]) -> None:
             if any(sentinel in ready for sentinel in sentinels):
                 return
     finally:
+        # Shutdown has begun: a second Ctrl-C, TERM or reload while the workers finish must not run
+        # `note` on the closed pipe (EBADF would unwind the parent before it stops stragglers).
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
         os.close(wake_read)
         os.close(wake_write)
 
