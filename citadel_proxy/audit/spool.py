@@ -175,8 +175,10 @@ class Spool:
 
     async def discard(self, path: Path) -> None:
         """Remove a segment whose records are safely stored elsewhere."""
-        await asyncio.to_thread(_remove, path)
+        # Forgotten first: cancelled while the thread unlinks it, the segment must not be replayed
+        # from a file that is gone (one left behind instead is replayed idempotently at next start).
         self._sealed.remove(path)
+        await asyncio.to_thread(_remove, path)
 
     async def close(self) -> None:
         while self._flusher is not None and not self._flusher.done():
