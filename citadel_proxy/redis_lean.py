@@ -139,9 +139,9 @@ class LeanScript:
 
 
 class LeanRedis:
-    """Connects on first use and again after the connection is lost or stalls; a command issued while
-    connecting waits for that one connection. A reply later than `reply_timeout_s` (give or take the
-    sweep's 50 ms) fails its caller with TimeoutError."""
+    """Connects on first use and again after the connection is lost or stalls; the commands issued
+    while connecting all wait for that one attempt, and share its failure. A reply later than
+    `reply_timeout_s` (give or take the sweep's 50 ms) fails its caller with TimeoutError."""
 
     def __init__(
         self,
@@ -159,7 +159,7 @@ class LeanRedis:
         self._reply_timeout_s = reply_timeout_s
         self._sweeper = TimeoutSweeper(period_s=0.05)
         self._conn: _Connection | None = None
-        self._lock = asyncio.Lock()
+        self._connecting: asyncio.Task[_Connection] | None = None
 
     @classmethod
     def from_settings(cls, settings: RedisSettings, *, reply_timeout_s: float) -> LeanRedis:
@@ -168,7 +168,8 @@ class LeanRedis:
             settings.port,
             database=settings.database,
             password=settings.password,
-            connect_timeout_s=settings.socket_connect_timeout,
+            # A call's whole wait is bounded by the reply timeout, connecting included.
+            connect_timeout_s=min(settings.socket_connect_timeout, reply_timeout_s),
             reply_timeout_s=reply_timeout_s,
         )
 
@@ -183,17 +184,22 @@ class LeanRedis:
         return await conn.send(_pack(args))
 
     async def aclose(self) -> None:
+        if self._connecting is not None:
+            self._connecting.cancel()
         if self._conn is not None:
             self._conn.close()
             self._conn = None
         self._sweeper.close()
 
     async def _connection(self) -> _Connection:
-        async with self._lock:
-            conn = self._conn
-            if conn is not None and not conn.closed:
-                return conn  # another caller connected while this one waited
-            self._conn = None
+        if self._connecting is None:
+            self._connecting = asyncio.get_running_loop().create_task(self._connect())
+            self._connecting.add_done_callback(_retrieve)
+        # shield: a caller that gives up must not cancel the attempt the others wait for.
+        return await asyncio.shield(self._connecting)
+
+    async def _connect(self) -> _Connection:
+        try:
             loop = asyncio.get_running_loop()
             async with asyncio.timeout(self._connect_timeout_s):
                 _, conn = await loop.create_connection(
@@ -212,3 +218,11 @@ class LeanRedis:
                     raise
             self._conn = conn
             return conn
+        finally:
+            self._connecting = None
+
+
+def _retrieve(task: asyncio.Task[_Connection]) -> None:
+    # Its callers got the failure (or all gave up): marked as seen, not logged as never retrieved.
+    if not task.cancelled():
+        task.exception()

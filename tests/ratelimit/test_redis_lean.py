@@ -9,6 +9,7 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
+from citadel_proxy.config.schema import Redis
 from citadel_proxy.redis_lean import LeanRedis
 from tests.ratelimit.conftest import OwnRedis, redis_client, start_redis
 
@@ -130,3 +131,30 @@ async def test_password_and_database_are_sent_on_connect() -> None:
             await client.aclose()
     finally:
         server.kill()
+
+
+async def test_callers_share_one_connect_attempt_and_its_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    loop = asyncio.get_running_loop()
+    attempts = 0
+
+    async def unanswered(*_args: object, **_kwargs: object) -> object:  # a Redis host that drops SYNs
+        nonlocal attempts
+        attempts += 1
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(loop, "create_connection", unanswered)
+    client = LeanRedis("192.0.2.1", 6379, connect_timeout_s=0.2)
+    try:
+        started = loop.time()
+        results = await asyncio.gather(*(client.execute("PING") for _ in range(5)), return_exceptions=True)
+        waited = loop.time() - started
+    finally:
+        await client.aclose()
+    assert all(isinstance(r, TimeoutError) for r in results)
+    assert attempts == 1 and waited < 0.5  # not one 0.2 s attempt after another
+
+
+def test_connecting_is_bounded_by_the_reply_timeout() -> None:
+    client = LeanRedis.from_settings(Redis(socket_connect_timeout=5.0), reply_timeout_s=0.25)
+    assert client._connect_timeout_s == 0.25
