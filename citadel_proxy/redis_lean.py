@@ -22,6 +22,7 @@ import hiredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
+from citadel_proxy.background import mark_seen
 from citadel_proxy.config.schema import Redis as RedisSettings
 from citadel_proxy.timeouts import TimeoutSweeper
 
@@ -194,7 +195,7 @@ class LeanRedis:
     async def _connection(self) -> _Connection:
         if self._connecting is None:
             self._connecting = asyncio.get_running_loop().create_task(self._connect())
-            self._connecting.add_done_callback(_retrieve)
+            self._connecting.add_done_callback(mark_seen)
         # shield: a caller that gives up must not cancel the attempt the others wait for.
         return await asyncio.shield(self._connecting)
 
@@ -220,9 +221,3 @@ class LeanRedis:
             return conn
         finally:
             self._connecting = None
-
-
-def _retrieve(task: asyncio.Task[_Connection]) -> None:
-    # Its callers got the failure (or all gave up): marked as seen, not logged as never retrieved.
-    if not task.cancelled():
-        task.exception()

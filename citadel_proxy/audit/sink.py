@@ -22,6 +22,7 @@ from citadel_proxy.audit.errors import AuditError, StoreRejected, StoreUnavailab
 from citadel_proxy.audit.records import AuditRecord, encode_record, record_id
 from citadel_proxy.audit.spool import Spool, claim_orphans, quarantine, read_segment
 from citadel_proxy.audit.store import PostgresStore
+from citadel_proxy.background import mark_seen
 
 if TYPE_CHECKING:
     from citadel_proxy.audit.queries import AuditQueries
@@ -117,7 +118,7 @@ class AuditSink:
                 pass
         task = asyncio.create_task(self._spool_records([encoded]))
         self._background.add(task)
-        task.add_done_callback(_retrieve)
+        task.add_done_callback(mark_seen)
         task.add_done_callback(self._background.discard)
         return task
 
@@ -252,9 +253,3 @@ class AuditSink:
                 async with asyncio.timeout(self._retry_s * 5):
                     await self._recover()
         await self._spool.close()
-
-
-def _retrieve(task: asyncio.Task[None]) -> None:
-    # Failures were logged and counted in _spool_records; this only marks them as seen.
-    if not task.cancelled():
-        task.exception()

@@ -22,6 +22,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from citadel_proxy.background import mark_seen
 from citadel_proxy.circuit import Circuit
 from citadel_proxy.errors import reason
 from citadel_proxy.ratelimit.bucket import Decision, Limits, decision
@@ -118,8 +119,8 @@ class RedisLimiter:
     max_lease: int = MAX_LEASE
     _script: Any = None
     _leases: dict[str, Lease] = field(default_factory=dict)
-    # identity -> its lease request in flight; the refusal it got, if it was refused.
-    _asking: dict[str, asyncio.Future[Decision | None]] = field(default_factory=dict)
+    # identity -> the limits and the task of its lease request in flight.
+    _asking: dict[str, tuple[Limits, asyncio.Task[Decision | bool]]] = field(default_factory=dict)
     # identity -> (limits, tokens owed, when the oldest of them was owed: the loop's clock)
     _owed: dict[str, tuple[Limits, int, float]] = field(default_factory=dict)
     _circuit: Circuit = field(init=False)
@@ -139,44 +140,50 @@ class RedisLimiter:
             lease = self._leases.get(identity)
             if lease is not None and lease.serves(limits, loop.time()):
                 return self._use(lease)
-            asking = self._asking.get(identity) if want > 1 else None
-            if asking is None:
-                break
-            # One lease request at a time per identity: the requests of a burst that arrive meanwhile
-            # wait for it and take their slots from it (or share its refusal), instead of each asking
-            # Redis for a slot of its own. shield: a waiter that is cancelled must not cancel it.
-            refused = await asyncio.shield(asking)
-            if refused is not None:
-                return refused
-        back = self._end_lease(identity, lease) if lease is not None else 0
-        owed = self._owed.pop(identity, None)
-        cost = owed[1] if owed is not None and limits.tokens_per_minute else 0
-        if want > 1:
-            asking = self._asking[identity] = loop.create_future()
-        refusal = None
+            asking = self._asking.get(identity)
+            if want > 1 and (asking is None or asking[0] == limits):
+                # One lease request at a time per identity, in a task of its own: the requests of a
+                # burst all wait for it and take their slots from the lease (or share its refusal),
+                # and one that is cancelled meanwhile strands no slot. shield: nor cancels the task.
+                if asking is None:
+                    task = loop.create_task(self._ask(identity, limits, want))
+                    task.add_done_callback(mark_seen)
+                    asking = self._asking[identity] = (limits, task)
+                answer = await asyncio.shield(asking[1])
+            else:
+                # A slot at a time: small limits, or a lease for other limits is on its way.
+                answer = await self._ask(identity, limits, 1)
+            if answer is False:
+                return self.fallback.acquire_now(identity, limits)
+            if answer is not True:
+                return answer
+            # True: the grant is the identity's lease now; the next turn takes this request's slot.
+
+    async def _ask(self, identity: str, limits: Limits, want: int) -> Decision | bool:
+        """Ask Redis for `want` slots, giving back the identity's ended lease and carrying the tokens it
+        owes. Returns the decision for one slot asked alone, or a refusal; True when the granted slots
+        became the identity's lease; False when Redis is unavailable (the in-process limiter decides)."""
         try:
+            lease = self._leases.get(identity)
+            back = self._end_lease(identity, lease) if lease is not None else 0
+            owed = self._owed.pop(identity, None)
+            cost = owed[1] if owed is not None and limits.tokens_per_minute else 0
             raw = await self._run(identity, "acquire", limits, cost, want, back)
             if raw is None:
                 if owed is not None:
                     self.fallback.charge_now(identity, owed[0], owed[1])
-                return self.fallback.acquire_now(identity, limits)
+                return False
             granted, requests, tokens, retry_ms = int(raw[0]), float(raw[1]), float(raw[2]), float(raw[3])
-            if granted < 1:
-                refusal = decision(limits, False, requests, tokens, retry_ms, "redis")
-                return refusal
-            if granted > 1:
-                # One slot is this request's; the rest serve the identity's next requests in this worker.
-                # (Only the one call per identity in _asking asks for more than one slot, and the
-                # identity's previous lease ended before it: there is none to merge with.)
-                ends_at = loop.time() + self.lease_s
-                self._leases[identity] = Lease(limits, granted - 1, ends_at, requests, tokens)
-                self._flush_later(loop)
-            # The level counts every granted slot as used: the ones still held are not, yet.
-            return decision(limits, True, requests - (granted - 1), tokens, 0, "redis")
+            if granted < 1 or want == 1:
+                return decision(limits, granted >= 1, requests, tokens, retry_ms, "redis")
+            # The level counts every granted slot as used: each is counted off as it is taken.
+            loop = asyncio.get_running_loop()
+            self._leases[identity] = Lease(limits, granted, loop.time() + self.lease_s, requests, tokens)
+            self._flush_later(loop)
+            return True
         finally:
-            if asking is not None:
+            if want > 1:
                 del self._asking[identity]
-                asking.set_result(refusal)
 
     def _use(self, lease: Lease) -> Decision:
         lease.slots -= 1
@@ -257,6 +264,9 @@ class RedisLimiter:
         task.add_done_callback(self._pending.discard)
 
     async def drain(self) -> None:
+        while self._asking:
+            # Lease requests in flight install their leases first; then every unused slot goes back.
+            await asyncio.gather(*(task for _, task in self._asking.values()), return_exceptions=True)
         if self._flusher is not None:
             self._flusher.cancel()
             self._flusher = None

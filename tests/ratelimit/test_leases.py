@@ -20,12 +20,14 @@ class Counted:
     def __init__(self, client: LeanRedis) -> None:
         self.client = client
         self.calls = 0
+        self.asked = asyncio.Event()
 
     def register_script(self, source: str) -> Any:
         script = self.client.register_script(source)
 
         async def call(keys: list[str], args: list[object]) -> Any:
             self.calls += 1
+            self.asked.set()
             return await script(keys=keys, args=args)
 
         return call
@@ -69,6 +71,20 @@ async def test_a_burst_waits_for_the_lease_in_flight_instead_of_asking_redis_eac
         decisions = await asyncio.gather(*(limiter.acquire("key:b", Limits(6400)) for _ in range(100)))
         assert all(d.allowed and d.backend == "redis" for d in decisions)
         assert counted.calls == 2  # the first asks for 64 slots; the 99 others wait and use them, then 64
+    finally:
+        await limiter.aclose()
+
+
+async def test_a_cancelled_lease_request_strands_no_slot(client: LeanRedis, redis_prefix: str) -> None:
+    counted = Counted(client)
+    limiter = RedisLimiter(counted, redis_prefix)
+    try:
+        asker = asyncio.ensure_future(limiter.acquire("key:c", Limits(6400)))
+        await counted.asked.wait()  # the lease request is on its way to Redis
+        asker.cancel()
+        after = await limiter.acquire("key:c", Limits(6400))
+        assert after.allowed and counted.calls == 1  # served from the lease the cancelled one asked for
+        assert after.requests is not None and after.requests.remaining == 6399
     finally:
         await limiter.aclose()
 
