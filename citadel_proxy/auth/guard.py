@@ -54,19 +54,19 @@ def require_scope(principal: Principal, scope: str) -> None:
         raise PermissionDenied(f"The API key {principal.name!r} does not have the {scope!r} scope.")
 
 
-async def require_key(store: KeyStore, headers: Mapping[str, str]) -> Principal:
-    """The caller's principal; a request without a key is refused."""
+async def require_key(store: KeyStore, headers: Mapping[str, str], scope: str | None = None) -> Principal:
+    """The caller's principal (with `scope`, when one is named); a request without a key is refused."""
     principal = await identify(store, headers)
     if principal is None:
         raise missing_key()
+    if scope is not None:
+        require_scope(principal, scope)
     return principal
 
 
 async def require_admin(request: Request, services: Any) -> Principal:
     """For every /management/* route, whatever the pipelines say: a valid key with the `admin` scope."""
-    principal = await require_key(services.key_store, request.headers)
-    require_scope(principal, ADMIN)
-    return principal
+    return await require_key(services.key_store, request.headers, ADMIN)
 
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -75,9 +75,7 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 def _guarded(endpoint: Endpoint, scope: str | None) -> Endpoint:
     @functools.wraps(endpoint)
     async def guarded(request: Request) -> Response:
-        principal = await require_key(request.state.services.key_store, request.headers)
-        if scope is not None:
-            require_scope(principal, scope)
+        await require_key(request.state.services.key_store, request.headers, scope)
         return await endpoint(request)
 
     return guarded

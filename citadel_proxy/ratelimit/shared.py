@@ -110,7 +110,9 @@ class RedisLimiter:
     client: Any
     prefix: str
     fallback: LocalLimiter = field(default_factory=LocalLimiter)
-    call_timeout_s: float = CALL_TIMEOUT_S
+    # While one check probes a recovering Redis, others use the fallback for at most this long (the
+    # client's call bound, which is what a probe can take).
+    probe_s: float = CALL_TIMEOUT_S
     cooldown_s: float = 5.0
     # Tokens charged with charge_soon wait this long for the identity's next acquire to carry them.
     flush_after_s: float = 0.2
@@ -131,7 +133,7 @@ class RedisLimiter:
     def __post_init__(self) -> None:
         # register_script runs EVALSHA, loading the script only if Redis does not know it yet.
         self._script = self.client.register_script(SCRIPT)
-        self._circuit = Circuit(probe_s=self.call_timeout_s, cooldown_s=self.cooldown_s)
+        self._circuit = Circuit(probe_s=self.probe_s, cooldown_s=self.cooldown_s)
 
     async def acquire(self, identity: str, limits: Limits) -> Decision:
         loop = asyncio.get_running_loop()

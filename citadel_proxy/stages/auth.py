@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from citadel_proxy.auth.guard import identify, require_key, require_scope
+from citadel_proxy.auth.guard import identify, require_key
 from citadel_proxy.auth.keys import Scope
 from citadel_proxy.pipeline.stage import Handler, StageSettings, StageType
 from citadel_proxy.pipeline.types import Context, Principal, Reply
@@ -30,9 +30,7 @@ class AuthStage:
     async def admit(self, headers: Mapping[str, str]) -> Principal | None:
         """Run by the route before it reads the body: a caller without a key learns and costs nothing."""
         if self.settings.required:
-            principal = await require_key(self.store, headers)
-            require_scope(principal, self.settings.scope)
-            return principal
+            return await require_key(self.store, headers, self.settings.scope)
         # Where keys are optional, a key lacking the scope is still named, so its own limits apply.
         return await identify(self.store, headers)
 

@@ -15,7 +15,7 @@ from tests.ratelimit.conftest import redis_client
 async def main(url: str, prefix: str, identity: str, rpm: int, attempts: int) -> None:
     client = redis_client(url)
     try:
-        limiter = RedisLimiter(client, prefix, call_timeout_s=5)
+        limiter = RedisLimiter(client, prefix)
         sys.stdin.readline()  # start together: the test releases both processes at once
         admitted = 0
         for _ in range(attempts):

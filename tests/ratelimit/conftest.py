@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import pytest
 
 from citadel_proxy.redis_lean import LeanRedis
+from tests.core.conftest import free_port
 
 
 def redis_client(url: str) -> LeanRedis:
@@ -22,14 +23,15 @@ def redis_client(url: str) -> LeanRedis:
 
 
 @pytest.fixture
-async def redis_client_a(redis_url: str) -> AsyncIterator[LeanRedis]:
+async def client(redis_url: str) -> AsyncIterator[LeanRedis]:
     client = redis_client(redis_url)
     yield client
     await client.aclose()
 
 
 @pytest.fixture
-async def redis_client_b(redis_url: str) -> AsyncIterator[LeanRedis]:
+async def other_client(redis_url: str) -> AsyncIterator[LeanRedis]:
+    """A second connection, as another gateway process would have."""
     client = redis_client(redis_url)
     yield client
     await client.aclose()
@@ -45,18 +47,12 @@ class OwnRedis:
         self.process.wait(5)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start_redis(*options: str) -> OwnRedis:
     """A redis-server of the caller's own (never the machine's), so it can be killed mid-test."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("redis-server is not installed")
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", *options],
         stdout=subprocess.DEVNULL,

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
-
-import pytest
 
 from citadel_proxy.ratelimit.bucket import Limits
 from citadel_proxy.ratelimit.shared import MAX_LEASE, RedisLimiter, lease_size
 from citadel_proxy.redis_lean import LeanRedis
-from tests.ratelimit.conftest import redis_client
 
 
 class Counted:
@@ -31,13 +27,6 @@ class Counted:
             return await script(keys=keys, args=args)
 
         return call
-
-
-@pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[LeanRedis]:
-    client = redis_client(redis_url)
-    yield client
-    await client.aclose()
 
 
 def test_lease_sizes() -> None:

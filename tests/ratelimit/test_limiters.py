@@ -59,9 +59,9 @@ async def test_tokens_are_charged_after_the_exchange(limiter: RateLimiter) -> No
 
 
 async def test_two_clients_share_one_limit(
-    redis_client_a: LeanRedis, redis_client_b: LeanRedis, redis_prefix: str
+    client: LeanRedis, other_client: LeanRedis, redis_prefix: str
 ) -> None:
-    a, b = RedisLimiter(redis_client_a, redis_prefix), RedisLimiter(redis_client_b, redis_prefix)
+    a, b = RedisLimiter(client, redis_prefix), RedisLimiter(other_client, redis_prefix)
     limits = Limits(requests_per_minute=10)
     results = await asyncio.gather(*((a if i % 2 else b).acquire("key:shared", limits) for i in range(16)))
     assert sum(d.allowed for d in results) == 10

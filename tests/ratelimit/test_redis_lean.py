@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -12,13 +11,6 @@ from redis.exceptions import ResponseError
 from citadel_proxy.config.schema import Redis
 from citadel_proxy.redis_lean import LeanRedis
 from tests.ratelimit.conftest import OwnRedis, redis_client, start_redis
-
-
-@pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[LeanRedis]:
-    client = redis_client(redis_url)
-    yield client
-    await client.aclose()
 
 
 async def test_concurrent_callers_each_get_their_own_reply(client: LeanRedis, redis_prefix: str) -> None:
