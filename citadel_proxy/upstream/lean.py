@@ -37,7 +37,8 @@ class LeanResponse(asyncio.Protocol):
     """
 
     __slots__ = (
-        "_buffer",
+        "_buffered",
+        "_chunks",
         "_closed",
         "_eof",
         "_error",
@@ -60,7 +61,10 @@ class LeanResponse(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
-        self._buffer = bytearray()
+        # Body pieces as httptools hands them over (fresh bytes each): one token's line is passed on
+        # as it came, without being copied into a buffer and out again.
+        self._chunks: list[bytes] = []
+        self._buffered = 0
         self._waiter: asyncio.Future[None] | None = None
         self._head: asyncio.Future[None] = self._loop.create_future()
         self._heard_at = 0.0
@@ -86,7 +90,7 @@ class LeanResponse(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._fail(f"Ollama sent an answer that is not HTTP: {exc}")
             return
-        if len(self._buffer) > _HIGH_WATER and not self._paused and self._transport is not None:
+        if self._buffered > _HIGH_WATER and not self._paused and self._transport is not None:
             self._paused = True
             self._transport.pause_reading()
         self._heard_at = self._loop.time()
@@ -106,7 +110,8 @@ class LeanResponse(asyncio.Protocol):
             self._head.set_result(None)
 
     def on_body(self, body: bytes) -> None:
-        self._buffer += body
+        self._chunks.append(body)
+        self._buffered += len(body)
         self._wake()
 
     def on_message_complete(self) -> None:
@@ -118,7 +123,7 @@ class LeanResponse(asyncio.Protocol):
 
     async def readany(self) -> bytes:
         """What has arrived (b"" at the end). Cancel-safe: a cancelled wait loses nothing."""
-        while not self._buffer:
+        while not self._chunks:
             if self._eof:
                 return b""
             if self._error is not None:
@@ -128,8 +133,10 @@ class LeanResponse(asyncio.Protocol):
                 await self._waiter
             finally:
                 self._waiter = None
-        data = bytes(self._buffer)
-        self._buffer.clear()
+        chunks = self._chunks
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._buffered = 0
         if self._paused and self._transport is not None:
             self._paused = False
             self._heard_at = self._loop.time()  # silence is counted again from now
@@ -154,7 +161,7 @@ class LeanResponse(asyncio.Protocol):
         return bytes(out[:limit])
 
     def is_eof(self) -> bool:
-        return self._eof and not self._buffer
+        return self._eof and not self._chunks
 
     def close(self) -> None:
         """Drop the connection: Ollama sees the client leave and stops generating."""
@@ -166,7 +173,7 @@ class LeanResponse(asyncio.Protocol):
 
     def release(self) -> None:
         """Back to the pool when the answer was read to its end on a keep-alive connection, else closed."""
-        if self._eof and not self._buffer and not self._closed and self._keep_alive:
+        if self._eof and not self._chunks and not self._closed and self._keep_alive:
             self._pool.give_back(self)
         else:
             self.close()
