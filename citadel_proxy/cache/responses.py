@@ -59,10 +59,8 @@ class ResponseCache:
 
 def _hit(ctx: Context, completion: Completion) -> Reply:
     ctx.response_headers[X_CACHE] = "HIT"
-    outcome = ctx.outcome
-    outcome.cache_hit = True
-    outcome.finish_reason = completion.finish_reason
-    outcome.prompt_tokens, outcome.completion_tokens = completion.prompt_tokens, completion.completion_tokens
+    ctx.outcome.cache_hit = True
+    ctx.outcome.answered(completion)
     if ctx.stream:
         return Reply(stream=CompletionStream(completion))
     return Reply(completion=completion)

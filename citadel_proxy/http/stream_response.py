@@ -15,6 +15,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from citadel_proxy import errors
 from citadel_proxy.http.disconnect import cancel_on_disconnect
+from citadel_proxy.http.responses import logged_bug
 from citadel_proxy.openai.sse import KEEPALIVE, ChunkEncoder
 from citadel_proxy.pipeline.replay import CompletionStream
 from citadel_proxy.pipeline.stage import Handler
@@ -112,8 +113,7 @@ class StreamResponse:
         except Exception as exc:
             # A bug of ours: the client gets an error in OpenAI's shape (JSON, or an SSE error event once
             # the stream is open), the traceback goes to the log.
-            _log.error("unhandled error in a stream", exc_info=exc)
-            await self._fail(errors.internal_error(), send)
+            await self._fail(logged_bug(exc), send)
         except asyncio.CancelledError:
             if self._client_gone:
                 task.uncancel()
@@ -221,7 +221,5 @@ def _stream_of(reply: Reply, ctx: Context) -> TokenStream:
         return reply.stream
     completion = reply.completion
     assert completion is not None
-    outcome = ctx.outcome
-    outcome.finish_reason = completion.finish_reason
-    outcome.prompt_tokens, outcome.completion_tokens = completion.prompt_tokens, completion.completion_tokens
+    ctx.outcome.answered(completion)
     return CompletionStream(completion)

@@ -83,6 +83,11 @@ class Outcome:
             return self.prompt_tokens, self.completion_tokens
         return completion.prompt_tokens, completion.completion_tokens
 
+    def answered(self, completion: Completion) -> None:
+        """The exchange was answered whole (by Ollama, or from the cache): its end and its counts."""
+        self.finish_reason = completion.finish_reason
+        self.prompt_tokens, self.completion_tokens = completion.prompt_tokens, completion.completion_tokens
+
     def client_gone(self) -> None:
         """The client left before the answer was complete (nginx's 499)."""
         self.status, self.error_code = CLIENT_CLOSED_STATUS, "client_disconnected"

@@ -72,8 +72,7 @@ class AuditStage:
             reply.stream = AuditedStream(reply.stream, exchange)
         elif reply.completion is not None:
             outcome = ctx.outcome
-            outcome.prompt_tokens = outcome.prompt_tokens or reply.completion.prompt_tokens
-            outcome.completion_tokens = outcome.completion_tokens or reply.completion.completion_tokens
+            outcome.prompt_tokens, outcome.completion_tokens = outcome.tokens(reply.completion)
             await exchange.finish(Answer.of(reply.completion), None, required=True)
         return reply
 

@@ -243,7 +243,10 @@ class LeanPool:
         self._slots = asyncio.Semaphore(limit)
         self._connect_timeout_s = connect_timeout_s
         self.read_timeout_s = read_timeout_s
-        self.sweeper = TimeoutSweeper()
+        # Every open stream is looked at each sweep: for Ollama's silence limit (an hour by default) a
+        # sweep a second is plenty; short limits (tests) are swept at a tenth of their length.
+        period_s = 1.0 if read_timeout_s is None else min(1.0, read_timeout_s / 10)
+        self.sweeper = TimeoutSweeper(period_s=period_s)
 
     async def post(self, path: str, body: bytes) -> LeanResponse:
         """Send the request; returns once Ollama's status line and headers are in.

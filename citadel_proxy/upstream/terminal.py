@@ -63,6 +63,5 @@ def _completion(ctx: Context, raw: bytes) -> Completion:
     )
     outcome = ctx.outcome
     outcome.first_token_at = outcome.finished_at = time.perf_counter()
-    outcome.finish_reason = completion.finish_reason
-    outcome.prompt_tokens, outcome.completion_tokens = completion.prompt_tokens, completion.completion_tokens
+    outcome.answered(completion)
     return completion
