@@ -80,8 +80,9 @@ class AuditSink:
         return self._queue.qsize()
 
     @property
-    def has_database(self) -> bool:
-        return self._store is not None
+    def database_failing(self) -> bool:
+        """PostgreSQL is configured and cannot take records now (down, or not yet migrated)."""
+        return self._store is not None and not self._healthy
 
     @property
     def spool_waiting(self) -> int:
@@ -199,6 +200,8 @@ class AuditSink:
             try:
                 await self._recover()
             except StoreUnavailable as exc:
+                # (With durability spool the writer never tries: this is where a failure shows.)
+                self._healthy = False
                 log.info("audit database still unavailable: %s", exc)
                 await asyncio.sleep(self._retry_s)
             except AuditError as exc:

@@ -73,7 +73,9 @@ def check_audit(services: Services) -> Check:
     waiting = services.audit.spool_waiting
     if counts["lost"]:
         return Check("down", detail=f"{counts['lost']} audit records could not be stored or spooled")
-    if waiting:
+    # With durability spool every record passes through the spool: a backlog is a problem only while
+    # PostgreSQL fails to take it.
+    if waiting and services.audit.database_failing:
         return Check("degraded", detail=f"{waiting} records wait in the spool for PostgreSQL")
     return Check("ok", detail=f"queue {counts['queue_depth']}")
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from types import SimpleNamespace
 
 from citadel_proxy.audit.options import AuditOptions
 from citadel_proxy.audit.service import open_audit
 from citadel_proxy.config.schema import Config
+from citadel_proxy.routes.health import check_audit
 from tests.audit.conftest import fetch, record, wait_for
 from tests.audit.test_crash import spool_in_child
 
@@ -34,3 +36,15 @@ async def test_sigkill_right_after_submit_with_a_healthy_database(migrated: Conf
     rows = fetch(migrated, "SELECT id::text, count(*) FROM audit_requests GROUP BY id")
     assert sorted(r[0] for r in rows) == sorted(ids) and {r[1] for r in rows} == {1}
     assert sink.metrics.lost == 0
+
+
+async def test_records_passing_through_the_spool_are_not_a_degraded_audit(
+    migrated: Config, tmp_path: Path
+) -> None:
+    options = AuditOptions(spool_dir=str(tmp_path / "spool"), durability="spool", linger_s=0.5)
+    async with contextlib.AsyncExitStack() as stack:
+        sink = await open_audit(migrated, stack, options)
+        for n in range(5):
+            await sink.submit(record(n))
+        assert sink.spool_waiting == 5  # on their way, within linger_s
+        assert check_audit(SimpleNamespace(audit=sink)).status == "ok"  # type: ignore[arg-type]

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from pathlib import Path
+from types import SimpleNamespace
 
 import msgspec
 
 from citadel_proxy.audit import AuditOptions, open_audit
 from citadel_proxy.config.schema import Config
 from citadel_proxy.pipeline.types import Completion, Context, Reply
+from citadel_proxy.routes.health import check_audit
 from citadel_proxy.stages.audit import STAGE, AuditSettings
 from tests.audit.conftest import TcpProxy, chat_context, fetch, record, services, wait_for
 
@@ -116,3 +118,20 @@ async def test_a_spool_line_of_an_older_version_is_replayed_with_the_fields_adde
         await wait_for(lambda: stored(migrated) == (1, 1))
     assert sink.metrics.replayed == 1 and sink.metrics.rejected == 0
     assert fetch(migrated, "SELECT content_mode, cache_hit FROM audit_requests") == [("full", False)]
+
+
+async def test_a_backlog_while_postgresql_is_down_is_a_degraded_audit(
+    proxy: TcpProxy, migrated: Config, tmp_path: Path
+) -> None:
+    config = through(proxy, migrated)
+    opts = AuditOptions(spool_dir=str(tmp_path / "spool"), retry_s=0.2, write_timeout_s=1.0)
+    async with contextlib.AsyncExitStack() as stack:
+        sink = await open_audit(config, stack, opts)
+        await proxy.cut()
+        for n in range(3):
+            await sink.submit(record(n))
+        await wait_for(lambda: sink.spool_waiting == 3)
+        assert check_audit(SimpleNamespace(audit=sink)).status == "degraded"  # type: ignore[arg-type]
+        await proxy.restore()
+        await wait_for(lambda: stored(migrated) == (3, 3))
+        assert check_audit(SimpleNamespace(audit=sink)).status == "ok"  # type: ignore[arg-type]
