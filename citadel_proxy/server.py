@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import signal
 import socket
 import sys
 from pathlib import Path
@@ -23,8 +22,6 @@ KEEP_ALIVE_S = 75.0
 
 
 def serve(config: Config, config_file: Path, bind: str | None, workers: int | None) -> int:
-    # Until the app has installed its reload handler, a SIGHUP (systemd's ExecReload) must not kill us.
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     # Workers import the app themselves, so they find the config through the environment.
     os.environ["CITADEL_CONFIG"] = str(config_file.resolve())
     address = bind or f"{config.gateway.host}:{config.gateway.port}"

@@ -10,7 +10,7 @@ Admin only: list these among the management routes the auth guard protects.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import msgspec
@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from citadel_proxy.audit.queries import AuditQueries
 from citadel_proxy.audit.sink import AuditSink
+from citadel_proxy.auth.guard import Endpoint
 from citadel_proxy.errors import InvalidRequest, NotFound, ServiceUnavailable
 from citadel_proxy.http.responses import json_response
 
@@ -82,9 +83,6 @@ async def stats(request: Request) -> Response:
     until = _time(request, "until")
     since = _time(request, "since") or (until or datetime.now(UTC)) - timedelta(days=1)
     return json_response(await _queries(request).stats(since=since, until=until))
-
-
-Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 def routes(wrap: Callable[[Endpoint], Endpoint] = lambda endpoint: endpoint) -> list[Route]:
