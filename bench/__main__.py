@@ -17,7 +17,6 @@ import json
 import math
 import os
 import platform
-import shutil
 import sys
 import tempfile
 import time
@@ -26,8 +25,8 @@ from pathlib import Path
 from bench import report
 from bench.loadgen import LoadProcess
 from bench.measure import Sample, measure, settle
-from bench.procs import REPO, BenchError
-from bench.profile import find_py_spy, format_top, profile
+from bench.procs import REPO, BenchError, find_tool
+from bench.profile import format_top, profile
 from bench.scenarios import FULL, QUICK, Budget, Scenario, Target, all_scenarios, job_for
 from bench.targets import route_exists, start_targets
 
@@ -130,14 +129,18 @@ def main(argv: list[str] | None = None) -> int:
         scenarios = _drop_missing_routes(scenarios, targets, notes)
         warm_up(load, targets, scenarios)
         samples = run_rounds(load, targets, scenarios, budget, rounds)
+        # The raw stacks stay beside the results, for questions the top-15 table does not answer.
+        raw = args.json.with_name(args.json.stem + "-profile.txt")
         top = _profile(
-            load, targets, workdir, args.profile, args.profile_scenario, args.profile_target, notes
+            load,
+            targets,
+            all_scenarios(budget),
+            raw,
+            args.profile,
+            args.profile_scenario,
+            args.profile_target,
+            notes,
         )
-        if top:
-            # The raw stacks stay beside the results, for questions the top-15 table does not answer.
-            raw = args.json.with_name(args.json.stem + "-profile.txt")
-            shutil.copyfile(workdir / "profile.txt", raw)
-            notes.append(f"py-spy's raw stacks: {raw}")
     found = report.rows(samples, {s.name: s.concurrency for s in scenarios if s.slow})
     checks = {
         report.GATEWAY_1W: report.checks(found),
@@ -163,7 +166,8 @@ def _drop_missing_routes(
 def _profile(
     load: LoadProcess,
     targets: list[Target],
-    workdir: Path,
+    scenarios: list[Scenario],
+    raw: Path,
     seconds: float,
     name: str,
     target_name: str,
@@ -171,14 +175,18 @@ def _profile(
 ) -> str:
     if seconds <= 0:
         return ""
-    py_spy = find_py_spy()
+    py_spy = find_tool("py-spy")
     if py_spy is None:
-        notes.append("py-spy is not installed (pip install py-spy): no profile")
+        notes.append("py-spy is not installed (make bench installs it): no profile")
         return ""
     gateway = next(t for t in targets if t.name == target_name)
-    kind, concurrency = name.split()[0], int(name.split()[1].lstrip("c"))
+    scenario = next((s for s in scenarios if s.name == name and not s.slow), None)
+    if scenario is None:
+        known = ", ".join(s.name for s in scenarios if not s.slow)
+        raise BenchError(f"no scenario {name!r} to profile; known: {known}")
     print(f"bench: py-spy on {target_name} under {name} for {seconds:g} s", file=sys.stderr, flush=True)
-    entries, samples = profile(py_spy, load, gateway, Scenario(name, kind, concurrency), seconds, workdir)
+    entries, samples = profile(py_spy, load, gateway, scenario, seconds, raw)
+    notes.append(f"py-spy's raw stacks: {raw}")
     return f"(py-spy, {target_name}, {name})\n" + format_top(entries, samples)
 
 

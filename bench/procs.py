@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,6 +26,12 @@ UNLIMITED_PER_MINUTE = 100_000_000
 
 class BenchError(RuntimeError):
     """Something the benchmark needs did not start or answer."""
+
+
+def find_tool(name: str) -> str | None:
+    """A command of the bench extra (py-spy, granian): beside this Python (the venv), else on PATH."""
+    beside = Path(sys.executable).with_name(name)
+    return str(beside) if beside.is_file() else shutil.which(name)
 
 
 def free_port() -> int:
@@ -219,7 +226,7 @@ def start_gateway(
     config = gateway_config(workdir, spec, name, ollama_port, max_connections)
     log = workdir / f"{name}.log"
     if spec.server == "granian":
-        argv = [str(Path(sys.executable).with_name("granian")), "--interface", "asgi", "--factory"]
+        argv = [find_tool("granian") or "granian", "--interface", "asgi", "--factory"]
         argv += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(spec.workers)]
         argv += ["--loop", "uvloop", "--no-access-log", "citadel_proxy.asgi:from_environment"]
         return Server(name, argv, port, log, env={"CITADEL_CONFIG": str(config)})

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,16 +18,12 @@ class Entry:
     total_pct: float
 
 
-def find_py_spy() -> str | None:
-    beside = Path(sys.executable).with_name("py-spy")
-    return str(beside) if beside.is_file() else shutil.which("py-spy")
-
-
 def profile(
-    py_spy: str, load: LoadProcess, target: Target, scenario: Scenario, seconds: float, workdir: Path
+    py_spy: str, load: LoadProcess, target: Target, scenario: Scenario, seconds: float, out: Path
 ) -> tuple[list[Entry], int]:
-    """Sample `target` for `seconds` while `scenario` runs against it; entries sorted by own time."""
-    out = workdir / "profile.txt"
+    """Sample `target` for `seconds` while `scenario` runs against it, py-spy's raw stacks written to
+    `out`; entries sorted by own time."""
+    out.parent.mkdir(parents=True, exist_ok=True)
     argv = [py_spy, "record", "--pid", str(target.server.popen.pid), "--duration", str(int(seconds))]
     argv += ["--format", "raw", "--nolineno", "--nonblocking", "--output", str(out)]
     spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

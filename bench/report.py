@@ -210,11 +210,11 @@ def full_ratios(found: list[Row], bare: str = UVICORN_1W) -> dict[str, float]:
 
 
 def full_check(found: list[Row], bare: str = UVICORN_1W) -> Check:
-    """Stages cost what they must: uv-full / hc-1w CPU per request, worst of chat and voice."""
+    """Stages cost what they must: uv-full / uv-1w CPU per request, worst of chat and voice (paced too)."""
     ratios = full_ratios(found, bare)
     worst = _largest(v for name, v in ratios.items() if not name.startswith("embed"))
     return Check("CPU per request, all stages / bare", worst, FULL_CPU_RATIO, False, "x",
-                 f"{FULL} / {bare}, worst of chat/voice c1/c8/c32")  # fmt: skip
+                 f"{FULL} / {bare}, worst of chat/voice c1/c8/c32 and paced")  # fmt: skip
 
 
 def embeddings(found: list[Row]) -> list[str]:

@@ -9,10 +9,8 @@ from pathlib import Path
 import aiohttp
 import psycopg
 
-from tests.core.conftest import AUTH, REPO, running_gateway, write_config
+from tests.core.conftest import AUTH, CHAT, REPO, running_gateway, write_config
 from tests.fakes.ollama import Behavior, FakeOllama
-
-CHAT = {"model": "phi3", "messages": [{"role": "user", "content": "hi"}]}
 
 
 def database_section(dsn: str, schema: str) -> str:

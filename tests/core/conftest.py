@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import pytest
 import uvicorn
 from hypercorn.asyncio import serve
@@ -24,6 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 # A key with every scope, given to the gateway by its digest as an operator would.
 TEST_KEY = generate_key()
 AUTH = {"Authorization": f"Bearer {TEST_KEY}"}
+CHAT = {"model": "phi3", "messages": [{"role": "user", "content": "hi"}]}
 
 
 def free_port() -> int:
@@ -148,3 +150,12 @@ def custom_pipelines(tmp_path: Path) -> Path:
     )
     (folder / "fastplain.yaml").write_text("format: chat\nroutes: [/v1/fastplain]\ntimeout: 1\n")
     return folder
+
+
+async def stream_text(gw: Gateway, path: str, body: dict[str, object]) -> tuple[int, str]:
+    """POST with the test key; the status and the whole body as text."""
+    async with (
+        aiohttp.ClientSession(headers=AUTH) as session,
+        session.post(gw.url + path, json=body) as response,
+    ):
+        return response.status, (await response.read()).decode()

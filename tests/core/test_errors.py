@@ -11,10 +11,18 @@ import openai
 import pytest
 
 from citadel_proxy import errors
-from tests.core.conftest import AUTH, REPO, TEST_KEY, Gateway, free_port, running_gateway, write_config
+from tests.core.conftest import (
+    AUTH,
+    CHAT,
+    REPO,
+    TEST_KEY,
+    Gateway,
+    free_port,
+    running_gateway,
+    stream_text,
+    write_config,
+)
 from tests.fakes.ollama import Behavior, FakeOllama
-
-CHAT = {"model": "phi3", "messages": [{"role": "user", "content": "hi"}]}
 
 
 async def call(gw: Gateway, method: str, path: str, **kwargs: object) -> tuple[int, dict[str, object], str]:
@@ -96,14 +104,6 @@ async def test_ollama_errors_before_streaming(gateway: Gateway) -> None:
         gateway, "POST", "/v1/chat/completions", json={**CHAT, "reasoning_effort": "high"}
     )
     assert status == 400 and "does not support thinking" in str(error["message"])
-
-
-async def stream_text(gw: Gateway, path: str, body: dict[str, object]) -> tuple[int, str]:
-    async with (
-        aiohttp.ClientSession(headers=AUTH) as session,
-        session.post(gw.url + path, json=body) as response,
-    ):
-        return response.status, (await response.read()).decode()
 
 
 async def test_error_in_the_middle_of_a_stream_becomes_an_sse_error_event(gateway: Gateway) -> None:

@@ -13,10 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.core.conftest import AUTH, REPO, TEST_KEY, Gateway, running_gateway, write_config
+from tests.core.conftest import AUTH, CHAT, REPO, TEST_KEY, Gateway, running_gateway, write_config
 from tests.fakes.ollama import Behavior, FakeOllama
-
-CHAT = {"model": "phi3", "messages": [{"role": "user", "content": "hi"}]}
 
 
 def access_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, object]]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
@@ -21,6 +23,23 @@ async def read_all(pool: LeanPool) -> tuple[int, bytes, object]:
     status = response.status
     response.release()
     return status, data, response
+
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def pool_against(handle: Handler, read_timeout_s: float) -> AsyncIterator[LeanPool]:
+    """A lean pool in front of a raw server that answers with `handle`."""
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    pool = LeanPool("127.0.0.1", port, limit=4, connect_timeout_s=2, read_timeout_s=read_timeout_s)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+        server.close()
+        await server.wait_closed()
 
 
 async def test_connections_are_reused_and_errors_keep_their_status() -> None:
@@ -54,33 +73,19 @@ async def test_a_pooled_connection_closed_by_the_server_is_retried_once() -> Non
             writer.write(ANSWER)
             await writer.drain()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    pool = LeanPool("127.0.0.1", port, limit=4, connect_timeout_s=2, read_timeout_s=5)
-    try:
+    async with pool_against(handle, read_timeout_s=5) as pool:
         assert (await read_all(pool))[:2] == (200, b"{}")
         assert (await read_all(pool))[:2] == (200, b"{}")  # first try on the stale one, then a new one
         assert served == 2
-    finally:
-        await pool.close()
-        server.close()
-        await server.wait_closed()
 
 
 async def test_silence_beyond_the_read_timeout_fails_the_request() -> None:
     async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await asyncio.sleep(5)
 
-    server = await asyncio.start_server(mute, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    pool = LeanPool("127.0.0.1", port, limit=4, connect_timeout_s=2, read_timeout_s=0.2)
-    try:
+    async with pool_against(mute, read_timeout_s=0.2) as pool:
         with pytest.raises(LeanError, match="sent nothing"):
             await pool.post("/api/chat", BODY)
-    finally:
-        await pool.close()
-        server.close()
-        await server.wait_closed()
 
 
 async def test_a_reader_that_falls_behind_is_not_taken_for_a_silent_ollama() -> None:
@@ -94,10 +99,7 @@ async def test_a_reader_that_falls_behind_is_not_taken_for_a_silent_ollama() -> 
         await writer.drain()
         await asyncio.sleep(5)
 
-    server = await asyncio.start_server(flood, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    pool = LeanPool("127.0.0.1", port, limit=4, connect_timeout_s=2, read_timeout_s=0.2)
-    try:
+    async with pool_against(flood, read_timeout_s=0.2) as pool:
         response = await pool.post("/api/chat", BODY)
         await asyncio.sleep(0.6)  # a slow client: three silence limits without reading
         data = b""
@@ -105,7 +107,3 @@ async def test_a_reader_that_falls_behind_is_not_taken_for_a_silent_ollama() -> 
             data += chunk
         assert data == lines
         response.release()
-    finally:
-        await pool.close()
-        server.close()
-        await server.wait_closed()

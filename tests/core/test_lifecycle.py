@@ -8,10 +8,8 @@ import socket
 
 import aiohttp
 
-from tests.core.conftest import AUTH, TEST_KEY, Gateway
+from tests.core.conftest import AUTH, CHAT, TEST_KEY, Gateway
 from tests.fakes.ollama import Behavior
-
-CHAT = {"model": "phi3", "messages": [{"role": "user", "content": "hi"}]}
 
 
 async def test_client_leaving_a_stream_closes_the_upstream_within_a_second(gateway: Gateway) -> None:

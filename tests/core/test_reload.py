@@ -11,14 +11,36 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import IO
 
 import aiohttp
 import pytest
 
-from tests.core.conftest import AUTH, REPO, free_port, write_config
+from tests.core.conftest import AUTH, CHAT, REPO, free_port, write_config
 from tests.fakes.ollama import Behavior, FakeOllama
 
-CHAT = {"model": "phi3", "messages": [{"role": "user", "content": "hi"}]}
+
+def start_serve(config: Path, workers: int, out: IO[bytes] | int) -> tuple[subprocess.Popen[bytes], str]:
+    """`citadel-proxy serve` in a process of its own, on a free port; returns it and its URL."""
+    port = free_port()
+    command = [sys.executable, "-m", "citadel_proxy", "serve", "--config", str(config)]
+    command += ["--bind", f"127.0.0.1:{port}", "--workers", str(workers)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CITADEL_", "PROMETHEUS_"))}
+    process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    return process, f"http://127.0.0.1:{port}"
+
+
+async def until_answering(url: str, *, ok: bool = False) -> None:
+    """Wait (15 s at most) until GET /v1/models answers; with `ok`, until it answers 200."""
+    async with aiohttp.ClientSession(headers=AUTH) as session:
+        for _ in range(150):
+            try:
+                async with session.get(url + "/v1/models") as response:
+                    if not ok or response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
 
 
 @pytest.fixture(
@@ -33,21 +55,10 @@ async def served(
     async with FakeOllama(behavior=Behavior.counted(12, tokens_per_write=12)) as fake:
         server, workers = request.param
         config = write_config(tmp_path, fake.port, pipelines, extra_gateway=f"  server: {server}")
-        port = free_port()
-        command = [sys.executable, "-m", "citadel_proxy", "serve", "--config", str(config)]
-        command += ["--bind", f"127.0.0.1:{port}", "--workers", str(workers)]
         log = (tmp_path / "gateway.log").open("wb")
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("CITADEL_", "PROMETHEUS_"))}
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)  # noqa: ASYNC220
-        url = f"http://127.0.0.1:{port}"
+        process, url = start_serve(config, workers, log)
         try:
-            async with aiohttp.ClientSession() as session:
-                for _ in range(150):
-                    try:
-                        async with session.get(url + "/v1/models"):
-                            break
-                    except aiohttp.ClientError:
-                        await asyncio.sleep(0.1)
+            await until_answering(url)
             yield url, fake, pipelines, process
         finally:
             process.send_signal(signal.SIGTERM)
@@ -102,26 +113,14 @@ async def test_sighup_while_workers_start_kills_none_and_sigterm_stops_all(
 ) -> None:
     async with FakeOllama(behavior=Behavior.counted(3)) as fake:
         config = write_config(tmp_path, fake.port, REPO / "pipelines", extra_gateway=f"  server: {server}")
-        port = free_port()
-        command = [sys.executable, "-m", "citadel_proxy", "serve", "--config", str(config)]
-        command += ["--bind", f"127.0.0.1:{port}", "--workers", "2"]
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("CITADEL_", "PROMETHEUS_"))}
-        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: ASYNC220
+        process, url = start_serve(config, 2, subprocess.DEVNULL)
         try:
             await asyncio.sleep(0.3)  # the workers are importing: their apps have no reload handler yet
             for _ in range(3):
                 process.send_signal(signal.SIGHUP)
                 await asyncio.sleep(0.2)
-            url = f"http://127.0.0.1:{port}"
+            await until_answering(url, ok=True)
             async with aiohttp.ClientSession(headers=AUTH) as session:
-                for _ in range(150):
-                    try:
-                        async with session.get(url + "/v1/models") as response:
-                            if response.status == 200:
-                                break
-                    except aiohttp.ClientError:
-                        pass
-                    await asyncio.sleep(0.1)
                 sizes = {tuple(await gui_event_sizes(session, url)) for _ in range(8)}
             assert sizes == {(3,)}
             assert process.poll() is None

@@ -11,7 +11,7 @@ import openai
 import pytest
 from multidict import CIMultiDictProxy
 
-from tests.core.conftest import AUTH, REPO, TEST_KEY, Gateway, running_gateway, write_config
+from tests.core.conftest import AUTH, CHAT, REPO, TEST_KEY, Gateway, running_gateway, write_config
 from tests.fakes.ollama import Behavior, FakeOllama, counted_tokens
 
 
@@ -43,9 +43,6 @@ async def raw_events(
         session.post(gw.url + path, json=body) as response,
     ):
         return response.status, response.headers, await sse_events(response)
-
-
-CHAT = {"model": "phi3", "messages": [{"role": "user", "content": "hi"}]}
 
 
 async def test_voice_sends_one_token_per_event_with_the_openai_sdk(gateway: Gateway) -> None:

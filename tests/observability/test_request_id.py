@@ -1,7 +1,7 @@
 """Request ids (http.front): a client's id kept when well formed, a new one otherwise, always returned.
 
 Here through the way in that Starlette serves; the inference routes' short way is covered end to end in
-tests/core/test_request_ids.py.
+tests/core/test_front.py.
 """
 
 from __future__ import annotations

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.core.conftest import AUTH, REPO, running_gateway, write_config
+from tests.core.conftest import AUTH, CHAT, REPO, running_gateway, write_config
 from tests.fakes.ollama import Behavior, FakeOllama
 
-CHAT = {"model": "phi3", "messages": [{"role": "user", "content": "hi"}]}
 LIMIT = 4
 
 
