@@ -12,12 +12,11 @@ from psycopg_pool import AsyncConnectionPool
 
 from citadel_proxy.audit.errors import StoreUnavailable
 from citadel_proxy.audit.migrate import migrate
-from citadel_proxy.audit.options import AuditOptions
 from citadel_proxy.audit.queries import AuditQueries
 from citadel_proxy.audit.sink import AuditSink
 from citadel_proxy.audit.spool import Spool, claim_free_slot
 from citadel_proxy.audit.store import PostgresStore
-from citadel_proxy.config.schema import Config, Database
+from citadel_proxy.config.schema import AuditOptions, Config, Database
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,6 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from citadel_proxy.audit.options import AuditOptions
 from citadel_proxy.auth.config import AuthConfig
 
 Port = Annotated[int, Meta(ge=1, le=65535)]
@@ -165,6 +164,26 @@ class Logging(Section, frozen=True):
     file: str | None = None
     max_size: str = "100MB"
     backup_count: Annotated[int, Meta(ge=0)] = 10
+
+
+# The `audit` section: how the writer batches, and how durable a record is on return.
+class AuditOptions(Section, frozen=True):
+    """Tuning of the writer and the spool; the defaults suit one gateway process."""
+
+    # queue: a record waits in memory for its batch (fast; a SIGKILL loses the records of that moment).
+    # spool: every record is fsync'd to the spool before its response completes, then moved to
+    # PostgreSQL from there: nothing is lost even to SIGKILL, at the cost of one grouped fsync per burst.
+    durability: Literal["queue", "spool"] = "queue"
+    queue_size: PositiveInt = 10_000
+    batch_size: Annotated[int, Meta(ge=1, le=10_000)] = 500
+    # The spool (or, without a database, the audit log) starts a new file past this size.
+    segment_bytes: Annotated[int, Meta(ge=1024)] = 64 * 1024 * 1024
+    retry_s: Seconds = 2.0
+    write_timeout_s: Seconds = 10.0
+    # How long the writer waits for more records before a batch that is not full (never the response).
+    linger_s: Annotated[float, Meta(ge=0, le=1)] = 0.05
+    # Default: <paths.data>/audit
+    spool_dir: str | None = None
 
 
 class Monitoring(Section, frozen=True):

@@ -6,9 +6,8 @@ import contextlib
 from pathlib import Path
 from types import SimpleNamespace
 
-from citadel_proxy.audit.options import AuditOptions
 from citadel_proxy.audit.service import open_audit
-from citadel_proxy.config.schema import Config
+from citadel_proxy.config.schema import AuditOptions, Config
 from citadel_proxy.routes.health import check_audit
 from tests.audit.conftest import fetch, record, wait_for
 from tests.audit.test_crash import spool_in_child
