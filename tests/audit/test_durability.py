@@ -40,7 +40,7 @@ async def test_sigkill_right_after_submit_with_a_healthy_database(migrated: Conf
 async def test_records_passing_through_the_spool_are_not_a_degraded_audit(
     migrated: Config, tmp_path: Path
 ) -> None:
-    options = AuditOptions(spool_dir=str(tmp_path / "spool"), durability="spool", linger_s=0.5)
+    options = AuditOptions(spool_dir=str(tmp_path / "spool"), durability="spool", linger_s=1.0)
     async with contextlib.AsyncExitStack() as stack:
         sink = await open_audit(migrated, stack, options)
         for n in range(5):
