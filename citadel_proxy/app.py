@@ -167,4 +167,5 @@ def create_app(config: Config, pipelines: PipelineSet | None = None) -> ASGIApp:
         allow_methods=cors.methods,
         allow_headers=cors.headers,
         allow_credentials=cors.allow_credentials,
+        expose_headers=cors.expose_headers,
     )
