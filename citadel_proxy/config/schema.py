@@ -173,6 +173,8 @@ class Prometheus(Section, frozen=True):
 class HealthChecks(Section, frozen=True):
     enabled: bool = True
     interval: Seconds = 30.0
+    # A probe of Ollama that has no answer by then counts as down (it never runs longer than interval).
+    timeout_s: Seconds = 5.0
 
 
 class Logging(Section, frozen=True):
