@@ -38,7 +38,7 @@ bench: $(BENCH_STAMP)
 
 # Servers the end-to-end tests drive for real (nginx, promtool). Installed from Debian when missing.
 # Each entry is command:debian-package; nothing is fetched when every command is already there.
-SYSTEM_DEPS := nginx:nginx promtool:prometheus openssl:openssl systemd-analyze:systemd
+SYSTEM_DEPS := nginx:nginx promtool:prometheus openssl:openssl systemd-analyze:systemd chromium:chromium
 
 system-deps:
 	@missing=; for dep in $(SYSTEM_DEPS); do \

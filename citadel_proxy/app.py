@@ -25,6 +25,7 @@ from citadel_proxy.cache.service import open_cache
 from citadel_proxy.config.models import ModelRouter
 from citadel_proxy.config.schema import Config
 from citadel_proxy.embeddings.terminal import with_embeddings
+from citadel_proxy.health.watch import UpstreamWatch, watch_in_background
 from citadel_proxy.http.forwarded import TrustedProxies
 from citadel_proxy.http.front import Endpoint, Front
 from citadel_proxy.http.responses import on_gateway_error, on_http_error, on_unexpected
@@ -116,10 +117,12 @@ def create_app(config: Config, pipelines: PipelineSet | None = None) -> ASGIApp:
             audit = await open_audit(config, stack)
             key_store = await open_key_store(config, stack)
             await bootstrap_admin_key(config, key_store)
-            upstream = OllamaClient(config.ollama.service)
+            metrics = await open_metrics(config, stack)
+            watch = UpstreamWatch(metrics, config.ollama.service.base_url)
+            upstream = OllamaClient(config.ollama.service, on_reachable=watch.observe)
             await upstream.open()
             stack.push_async_callback(upstream.close)
-            metrics = await open_metrics(config, stack)
+            await watch_in_background(watch, upstream, config.monitoring.health_checks, stack)
             redis = await open_redis(config, stack)
             services = Services(
                 config=config,
@@ -167,4 +170,5 @@ def create_app(config: Config, pipelines: PipelineSet | None = None) -> ASGIApp:
         allow_methods=cors.methods,
         allow_headers=cors.headers,
         allow_credentials=cors.allow_credentials,
+        expose_headers=cors.expose_headers,
     )

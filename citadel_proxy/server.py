@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import errno
+import functools
 import importlib.util
 import logging
 import os
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,12 @@ def serve(config: Config, config_file: Path, bind: str | None, workers: int | No
     os.environ["CITADEL_CONFIG"] = str(config_file.resolve())
     address = bind or f"{config.gateway.host}:{config.gateway.port}"
     count = workers or config.gateway.workers
+    # Bound before anything else starts, so a taken port is one line and exit 2, not a traceback.
+    try:
+        run = _bind_uvicorn(address) if config.gateway.server == "uvicorn" else _bind_hypercorn(address)
+    except OSError as exc:
+        sys.stderr.write(f"citadel-proxy: cannot listen on {address}: {_why(exc)}\n")
+        return 2
     if count > 1:
         # Spawned workers import prometheus_client afresh, after this variable is set.
         metrics_dir = Path(config.paths.data) / "prometheus"
@@ -35,23 +44,30 @@ def serve(config: Config, config_file: Path, bind: str | None, workers: int | No
     sys.stderr.write(
         f"citadel-proxy: serving on http://{address} ({config.gateway.server}, {count} worker(s))\n"
     )
-    if config.gateway.server == "uvicorn":
-        return _serve_uvicorn(address, count)
-    return _serve_hypercorn(address, count)
+    return run(count)
 
 
-def _serve_hypercorn(address: str, count: int) -> int:
-    from hypercorn.run import run
+def _why(exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return "the address is already in use (another gateway, or another program, holds the port)"
+    if exc.errno == errno.EACCES:
+        return "permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+    return exc.strerror or str(exc)
 
+
+def _bind_hypercorn(address: str) -> Callable[[int], int]:
     server = hypercorn_config(address)
-    if count == 1:
-        # In this process (hypercorn's workers=0): no supervisor, less memory.
-        server.workers = 0
-        return run(server)
-    server.workers = count
-    sockets = server.create_sockets()
+    return functools.partial(_serve_hypercorn, server, server.create_sockets())
+
+
+def _serve_hypercorn(server: HypercornConfig, sockets: Any, count: int) -> int:
+    worker = _hypercorn_worker(server)
     try:
-        worker = _hypercorn_worker(server)
+        if count == 1:
+            # In this process (what hypercorn's run() does with workers=0): no supervisor, less memory.
+            worker(server, sockets)
+            return 0
+        server.workers = count
         return run_workers(worker, {"config": server, "sockets": sockets}, count, GRACEFUL_S)
     finally:
         for sock in [*sockets.secure_sockets, *sockets.insecure_sockets]:
@@ -85,14 +101,22 @@ def _hypercorn_worker(server: HypercornConfig) -> Any:
     return asyncio_worker
 
 
-def _serve_uvicorn(address: str, count: int) -> int:
+def _bind_uvicorn(address: str) -> Callable[[int], int]:
     host, _, port = address.rpartition(":")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host.strip("[]"), int(port)))
-    sock.listen(2048)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host.strip("[]"), int(port)))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
     sock.set_inheritable(True)
+    return functools.partial(_serve_uvicorn, sock)
+
+
+def _serve_uvicorn(sock: socket.socket, count: int) -> int:
     try:
         if count == 1:
             uvicorn_worker(sock)

@@ -98,12 +98,29 @@ class Ollama(Section, frozen=True):
     models: list[ModelEntry] = msgspec.field(default_factory=list)
 
 
+# The gateway's own response headers: the conversation to continue, the id to quote in a report, and
+# OpenAI's rate-limit headers, so a browser client can pace itself as the SDKs do.
+EXPOSED_HEADERS = (
+    "X-Conversation-ID",
+    "X-Request-ID",
+    "X-Cache",
+    "Retry-After",
+    *(
+        f"x-ratelimit-{what}-{kind}"
+        for kind in ("requests", "tokens")
+        for what in ("limit", "remaining", "reset")
+    ),
+)
+
+
 class Cors(Section, frozen=True):
     enabled: bool = False
     origins: list[str] = msgspec.field(default_factory=list)
     methods: list[str] = msgspec.field(default_factory=lambda: ["GET", "POST", "OPTIONS"])
     headers: list[str] = msgspec.field(default_factory=lambda: ["*"])
     allow_credentials: bool = False
+    # Response headers a page's JavaScript may read (browsers hide all but a safe few otherwise).
+    expose_headers: list[str] = msgspec.field(default_factory=lambda: list(EXPOSED_HEADERS))
 
     def __post_init__(self) -> None:
         if self.allow_credentials and "*" in self.origins:
@@ -156,6 +173,8 @@ class Prometheus(Section, frozen=True):
 class HealthChecks(Section, frozen=True):
     enabled: bool = True
     interval: Seconds = 30.0
+    # A probe of Ollama that has no answer by then counts as down (it never runs longer than interval).
+    timeout_s: Seconds = 5.0
 
 
 class Logging(Section, frozen=True):

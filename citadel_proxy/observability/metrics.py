@@ -111,7 +111,7 @@ class Metrics:
         )
         self.upstream_up = Gauge(
             "citadel_upstream_up",
-            "1 when the last health check reached Ollama, else 0.",
+            "1 when the last health check or request reached Ollama, else 0.",
             registry=r,
             multiprocess_mode="livemostrecent",
         )

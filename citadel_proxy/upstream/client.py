@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -25,12 +26,21 @@ _RETRY_BASE_S = 0.05
 _STREAM_BUFSIZE = 16 * 1024
 _WHOLE_BUFSIZE = 64 * 1024
 
+# Told of every exchange's reachability: (True, "") when Ollama answered 200, (False, why) when it could
+# not be reached. Other statuses say nothing either way.
+ReachabilityObserver = Callable[[bool, str], None]
+
+
+def _ignore(_up: bool, _why: str) -> None:
+    pass
+
 
 class OllamaClient:
     """Owns the connection pool to Ollama. Created and closed by the app's lifespan."""
 
-    def __init__(self, service: OllamaService) -> None:
+    def __init__(self, service: OllamaService, on_reachable: ReachabilityObserver = _ignore) -> None:
         self.service = service
+        self._on_reachable = on_reachable
         self._session: aiohttp.ClientSession | None = None
         self._lean: LeanPool | None = None
 
@@ -104,10 +114,13 @@ class OllamaClient:
                 raise errors.UpstreamError(f"request to Ollama failed: {exc}", code=code) from None
         if response.status != 200:
             raise await _status_error(response)
+        self._on_reachable(True, "")
         return response
 
     def _cannot_connect(self, why: object) -> errors.UpstreamUnavailable:
-        return errors.UpstreamUnavailable(f"cannot connect to Ollama at {self.service.base_url}: {why}")
+        error = errors.UpstreamUnavailable(f"cannot connect to Ollama at {self.service.base_url}: {why}")
+        self._on_reachable(False, error.message)
+        return error
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -154,6 +167,7 @@ class OllamaClient:
                 raise errors.UpstreamError(f"request to Ollama failed: {exc}") from None
         if response.status != 200:
             raise await _status_error(response)
+        self._on_reachable(True, "")
         return response
 
     async def fetch(
