@@ -71,16 +71,17 @@ def _located(source: YamlSource, at: Path_, text: str, data: Any, kind: type) ->
         rel.append(missing.group("name"))
         return source.error((*at, *rel), "required key is missing")
     if expected := _EXPECTED.match(message):
-        return source.error((*at, *rel), _expected_message(expected, _value_at(data, rel)))
+        shown = source.from_environment((*at, *rel)) or _show(_value_at(data, rel))
+        return source.error((*at, *rel), _expected_message(expected, shown))
     return source.error((*at, *rel), message[:1].lower() + message[1:])
 
 
-def _expected_message(match: re.Match[str], value: Any) -> str:
+def _expected_message(match: re.Match[str], shown: str) -> str:
     want = " or ".join(_TYPE_WORDS.get(part.strip(), part.strip()) for part in match.group("want").split("|"))
     rest = match.group("rest").strip()
     if match.group("got") is None:
-        return f"expected {want} {rest}, got {_show(value)}".replace("  ", " ")
-    return f"expected {want}, got {_show(value)}"
+        return f"expected {want} {rest}, got {shown}".replace("  ", " ")
+    return f"expected {want}, got {shown}"
 
 
 def _show(value: Any) -> str:
