@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 from pathlib import Path
@@ -38,6 +39,25 @@ DEFAULT_CONFIG = "conf/citadel.yaml"
 def config_path(explicit: str | None = None) -> Path:
     """The config file to read: the one named, else $CITADEL_CONFIG, else conf/citadel.yaml."""
     return Path(explicit or os.environ.get("CITADEL_CONFIG") or DEFAULT_CONFIG)
+
+
+def add_config_option(parser: argparse.ArgumentParser) -> None:
+    """`--config FILE` on a command line parser; read it back with `config_path(chosen_config(args))`.
+
+    Every parser of the command line gets it, so it may stand before or after any subcommand. Its
+    default is SUPPRESS, so a subcommand's parser never overwrites what an outer one has read.
+    """
+    parser.add_argument(
+        "--config",
+        default=argparse.SUPPRESS,
+        metavar="FILE",
+        help=f"config file (default: $CITADEL_CONFIG, else {DEFAULT_CONFIG})",
+    )
+
+
+def chosen_config(args: argparse.Namespace) -> str | None:
+    chosen: str | None = getattr(args, "config", None)
+    return chosen
 
 
 def load_config(path: Path) -> Config:
