@@ -77,15 +77,27 @@ def log_request(ctx: Context) -> None:
     _emit(line)
 
 
-def log_refusal(request_id: str, route: str, client: str, status: int, error_code: str | None) -> None:
-    """The access line of a request refused before it had a context (bad body, unknown route, auth)."""
+def log_refusal(
+    request_id: str,
+    route: str,
+    client: str,
+    status: int,
+    error_code: str | None,
+    *,
+    key: str | None = None,
+    model: str = "",
+) -> None:
+    """The access line of a request refused before it had a context (bad body, unknown route, auth);
+    `key` and `model` as far as they were known when it was refused."""
     if not _access.isEnabledFor(logging.INFO):
         return
     line = AccessLine(
         time=datetime.now(UTC),
         request_id=request_id,
         route=route,
+        model=model,
         status=status,
+        key=key,
         client=client,
         error_code=error_code,
     )
