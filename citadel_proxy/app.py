@@ -106,13 +106,21 @@ def fast_routes(pipelines: PipelineSet) -> dict[str, Endpoint]:
     return fast
 
 
-def create_app(config: Config, pipelines: PipelineSet | None = None) -> ASGIApp:
+def create_app(
+    config: Config, pipelines: PipelineSet | None = None, *, config_file: Path | None = None
+) -> ASGIApp:
+    """The gateway; `config_file` (where `config` was read from) is checked again on each SIGHUP."""
     pipelines = pipelines if pipelines is not None else load_pipeline_set(config)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, Services]]:
         async with contextlib.AsyncExitStack() as stack:
-            configure_logging(config.monitoring.logging, log_dir=config.paths.logs)
+            configure_logging(
+                config.monitoring.logging,
+                log_dir=config.paths.logs,
+                level=config.log_level,
+                identity={"service": config.project.name, "environment": config.project.environment},
+            )
             # Opened first so it closes last: its queue drains while everything else is still there.
             audit = await open_audit(config, stack)
             key_store = await open_key_store(config, stack)
@@ -144,7 +152,11 @@ def create_app(config: Config, pipelines: PipelineSet | None = None) -> ASGIApp:
             terminal = with_embeddings(upstream_handler(upstream), upstream)
             services.pipelines.install(table.build(pipelines, services, terminal))
             reload = functools.partial(
-                reload_pipelines, services, functools.partial(load_pipeline_set, config), terminal
+                reload_pipelines,
+                services,
+                functools.partial(load_pipeline_set, config),
+                terminal,
+                config_file,
             )
             stack.enter_context(reload_on_sighup(reload))
             tune_garbage_collector()

@@ -9,4 +9,5 @@ from citadel_proxy.config import config_path, load_config
 
 
 def from_environment() -> ASGIApp:
-    return create_app(load_config(config_path()))
+    path = config_path()
+    return create_app(load_config(path), config_file=path)

@@ -20,9 +20,9 @@ if TYPE_CHECKING:
 def _load(args: argparse.Namespace) -> tuple[Path, Config, PipelineSet] | None:
     """The config and its pipelines, or None after saying what is wrong with them."""
     from citadel_proxy.app import load_pipeline_set
-    from citadel_proxy.config import ConfigError, config_path, load_config
+    from citadel_proxy.config import ConfigError, chosen_config, config_path, load_config
 
-    path = config_path(args.config)
+    path = config_path(chosen_config(args))
     try:
         config = load_config(path)
         return path, config, load_pipeline_set(config)
@@ -52,17 +52,22 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="citadel-proxy", description=__doc__)
-    commands = root.add_subparsers(dest="command", required=True)
+    from citadel_proxy.config.loader import add_config_option
 
-    serve = commands.add_parser("serve", help="start the gateway (hypercorn)")
-    serve.add_argument("--config", help="config file (default: $CITADEL_CONFIG or conf/citadel.yaml)")
-    serve.add_argument("--bind", help="HOST:PORT (default: gateway.host and gateway.port)")
-    serve.add_argument("--workers", type=int, help="worker processes (default: gateway.workers)")
+    root = argparse.ArgumentParser(prog="citadel-proxy", description=__doc__)
+    add_config_option(root)
+    commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve", help="start the gateway (uvicorn, or hypercorn with gateway.server: hypercorn)"
+    )
+    add_config_option(serve)
+    serve.add_argument("--bind", metavar="HOST:PORT", help="address (default: gateway.host:gateway.port)")
+    serve.add_argument("--workers", type=int, metavar="N", help="worker processes (default: gateway.workers)")
     serve.set_defaults(func=_serve)
 
-    check = commands.add_parser("check", help="validate the config and every pipeline file")
-    check.add_argument("--config", help="config file (default: $CITADEL_CONFIG or conf/citadel.yaml)")
+    check = commands.add_parser("check", help="validate the config and every pipeline file; exit 1 if not")
+    add_config_option(check)
     check.set_defaults(func=_check)
 
     from citadel_proxy.auth import cli as keys_cli

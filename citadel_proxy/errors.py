@@ -12,7 +12,7 @@
     ├── MethodNotAllowed              405 method_not_allowed
     ├── PayloadTooLarge               413 payload_too_large
     ├── RateLimited                   429 rate_limit_exceeded (Retry-After)
-    ├── ClientClosedRequest           499 client_disconnected (nginx's code; nobody is left to read it)
+    ├── ClientClosedRequest           499 client_closed (nginx's code; nobody is left to read it)
     ├── UpstreamError                 502 upstream_error (Ollama failed or said something we cannot use)
     │   ├── UpstreamUnavailable       502 upstream_unavailable (could not connect)
     │   ├── UpstreamMalformed         502 upstream_malformed
@@ -137,7 +137,7 @@ class RateLimited(GatewayError):
 class ClientClosedRequest(GatewayError):
     status = 499
     type = "api_error"
-    code = "client_disconnected"
+    code = "client_closed"
 
 
 class UpstreamError(GatewayError):

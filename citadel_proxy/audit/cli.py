@@ -29,7 +29,7 @@ def register(subparsers: Any) -> None:
     dump.add_argument("--keep-count", type=int, default=30, help="keep at most this many backups")
     dump.set_defaults(func=_backup)
     load = add("restore", "restore a backup into the configured database (replaces the audit schema)")
-    load.add_argument("file", type=Path)
+    load.add_argument("file", type=Path, help="a backup file written by `citadel-proxy backup`")
     load.set_defaults(func=_restore)
 
 

@@ -12,17 +12,18 @@ import msgspec
 
 from citadel_proxy.auth.keys import SCOPES, KeyRecord, Scope, generate_key, hash_key, looks_like_key
 from citadel_proxy.auth.store import KeyStore, open_key_store
-from citadel_proxy.config import ConfigError, config_path, load_config
+from citadel_proxy.config import ConfigError, add_config_option, chosen_config, config_path, load_config
 from citadel_proxy.errors import GatewayError
 
 
 def register(subparsers: Any) -> None:
     keys = subparsers.add_parser("keys", help="create, list and revoke API keys")
-    keys.add_argument("--config", help="config file (default: $CITADEL_CONFIG or conf/citadel.yaml)")
-    actions = keys.add_subparsers(dest="keys_action", required=True)
+    add_config_option(keys)
+    names = ("create", "list", "revoke", "hash")
+    actions = keys.add_subparsers(dest="keys_action", required=True, metavar="{" + ",".join(names) + "}")
 
     create = actions.add_parser("create", help="create a key and print it (the only time it is shown)")
-    create.add_argument("name")
+    create.add_argument("name", help="a name for the key, unique among live keys (e.g. the application)")
     create.add_argument(
         "--scopes", default="inference", type=_scopes, help="comma separated: " + ",".join(SCOPES)
     )
@@ -35,7 +36,7 @@ def register(subparsers: Any) -> None:
     listing.set_defaults(func=run)
 
     revoke = actions.add_parser("revoke", help="revoke the live key of that name; it stops working at once")
-    revoke.add_argument("name")
+    revoke.add_argument("name", help="the key's name, as `keys list` shows it")
     revoke.set_defaults(func=run)
 
     digest = actions.add_parser(
@@ -43,13 +44,15 @@ def register(subparsers: Any) -> None:
     )
     digest.add_argument("--new", action="store_true", help="generate a key; print it, then its sha256")
     digest.set_defaults(func=run)
+    for action in (create, listing, revoke, digest):
+        add_config_option(action)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.keys_action == "hash":
         return _hash(new=args.new)
     try:
-        config = load_config(config_path(args.config))
+        config = load_config(config_path(chosen_config(args)))
         return asyncio.run(_run(args, config))
     except (ConfigError, GatewayError) as exc:
         sys.stderr.write(f"citadel-proxy keys: {exc}\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 from pathlib import Path
@@ -40,6 +41,25 @@ def config_path(explicit: str | None = None) -> Path:
     return Path(explicit or os.environ.get("CITADEL_CONFIG") or DEFAULT_CONFIG)
 
 
+def add_config_option(parser: argparse.ArgumentParser) -> None:
+    """`--config FILE` on a command line parser; read it back with `config_path(chosen_config(args))`.
+
+    Every parser of the command line gets it, so it may stand before or after any subcommand. Its
+    default is SUPPRESS, so a subcommand's parser never overwrites what an outer one has read.
+    """
+    parser.add_argument(
+        "--config",
+        default=argparse.SUPPRESS,
+        metavar="FILE",
+        help=f"config file (default: $CITADEL_CONFIG, else {DEFAULT_CONFIG})",
+    )
+
+
+def chosen_config(args: argparse.Namespace) -> str | None:
+    chosen: str | None = getattr(args, "config", None)
+    return chosen
+
+
 def load_config(path: Path) -> Config:
     """Load the gateway's main file; relative paths inside it stay relative to the file's folder."""
     config = load_struct(read_yaml(path), Config)
@@ -71,16 +91,17 @@ def _located(source: YamlSource, at: Path_, text: str, data: Any, kind: type) ->
         rel.append(missing.group("name"))
         return source.error((*at, *rel), "required key is missing")
     if expected := _EXPECTED.match(message):
-        return source.error((*at, *rel), _expected_message(expected, _value_at(data, rel)))
+        shown = source.from_environment((*at, *rel)) or _show(_value_at(data, rel))
+        return source.error((*at, *rel), _expected_message(expected, shown))
     return source.error((*at, *rel), message[:1].lower() + message[1:])
 
 
-def _expected_message(match: re.Match[str], value: Any) -> str:
+def _expected_message(match: re.Match[str], shown: str) -> str:
     want = " or ".join(_TYPE_WORDS.get(part.strip(), part.strip()) for part in match.group("want").split("|"))
     rest = match.group("rest").strip()
     if match.group("got") is None:
-        return f"expected {want} {rest}, got {_show(value)}".replace("  ", " ")
-    return f"expected {want}, got {_show(value)}"
+        return f"expected {want} {rest}, got {shown}".replace("  ", " ")
+    return f"expected {want}, got {shown}"
 
 
 def _show(value: Any) -> str:

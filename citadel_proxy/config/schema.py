@@ -23,11 +23,20 @@ class Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     pass
 
 
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
 class Project(Section, frozen=True):
+    """Who this gateway is: every JSON log line carries name and environment, and `citadel_build_info`
+    carries all three, so lines and series from several gateways can be told apart."""
+
     name: str = "citadel-proxy"
     environment: str = "production"
     version: str = ""
-    log_level: str = "INFO"
+    # The specification's place for the log level; monitoring.logging.level is the other. Either may be
+    # set; both only if they agree.
+    log_level: LogLevel | None = None
+    # true: DEBUG logging. Never changes what clients see (no tracebacks in answers, ever).
     debug: bool = False
 
 
@@ -178,11 +187,29 @@ class HealthChecks(Section, frozen=True):
 
 
 class Logging(Section, frozen=True):
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    # None: project.log_level, else INFO (Config.resolved fills it in).
+    level: LogLevel | None = None
     format: Literal["json", "text"] = "json"
     file: str | None = None
-    max_size: str = "100MB"
-    backup_count: Annotated[int, Meta(ge=0)] = 10
+    # Rotation of `file`; refused without a file, where they would do nothing. Defaults: 100MB, 10.
+    max_size: str | None = None
+    backup_count: Annotated[int, Meta(ge=0)] | None = None
+
+    def __post_init__(self) -> None:
+        if self.file is None and (self.max_size is not None or self.backup_count is not None):
+            raise ValueError("max_size and backup_count rotate a log file; set file, or remove them")
+        if self.max_size is not None:
+            from citadel_proxy.observability.logs import parse_size
+
+            parse_size(self.max_size)
+
+    @property
+    def rotate_bytes(self) -> str:
+        return self.max_size if self.max_size is not None else "100MB"
+
+    @property
+    def rotated_files(self) -> int:
+        return self.backup_count if self.backup_count is not None else 10
 
 
 # The `audit` section: how the writer batches, and how durable a record is on return.
@@ -227,6 +254,20 @@ class Config(Section, frozen=True):
     model_routing: ModelRouting = msgspec.field(default_factory=ModelRouting)
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     audit: AuditOptions = msgspec.field(default_factory=AuditOptions)
+
+    def __post_init__(self) -> None:
+        wanted = self.monitoring.logging.level
+        if self.project.log_level is not None and wanted is not None and self.project.log_level != wanted:
+            raise ValueError(
+                f"project.log_level ({self.project.log_level}) and monitoring.logging.level ({wanted}) "
+                "disagree; set the level in one place"
+            )
+
+    @property
+    def log_level(self) -> LogLevel:
+        if self.project.debug:
+            return "DEBUG"
+        return self.monitoring.logging.level or self.project.log_level or "INFO"
 
     def resolved(self, base: Path) -> Config:
         """Relative paths are taken from the config file's folder, whatever the working directory."""

@@ -16,6 +16,13 @@ Path_ = tuple[str | int, ...]
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
+# A config or pipeline file holds hundreds of values. Aliases can make a few lines stand for billions
+# (the "billion laughs" file), which would take minutes and gigabytes to expand: refuse past this many.
+MAX_VALUES = 100_000
+# A substituted value this short is only hidden where it is the value an error is about; hiding it
+# everywhere in a message would also mangle numbers and words that merely contain it.
+_MIN_SCRUBBED = 4
+
 
 class YamlSourceError(Exception):
     """A problem located in a file: str() is `file:line: key.path: what is wrong`."""
@@ -41,6 +48,10 @@ class YamlSource:
     file: str
     data: Any
     lines: dict[Path_, int] = field(default_factory=dict)
+    # Key paths whose value came (in whole or in part) from ${VAR}, and what was substituted: secrets
+    # are passed this way, so error messages name the variable and never show its value.
+    substituted: dict[Path_, dict[str, str]] = field(default_factory=dict)
+    values_seen: int = 0
 
     def line_of(self, path: Path_) -> int | None:
         # An error about a missing key inside a mapping is reported at the mapping's own line.
@@ -51,7 +62,20 @@ class YamlSource:
         return None
 
     def error(self, path: Path_, message: str) -> YamlSourceError:
-        return YamlSourceError(self.file, self.line_of(path), path, message)
+        return YamlSourceError(self.file, self.line_of(path), path, self.scrub(message))
+
+    def from_environment(self, path: Path_) -> str | None:
+        """`${NAME}` when the value at `path` came from an environment variable, else None."""
+        names = self.substituted.get(path)
+        return ", ".join(f"${{{name}}}" for name in names) if names else None
+
+    def scrub(self, message: str) -> str:
+        """`message` with every substituted value replaced by the variable's name."""
+        for names in self.substituted.values():
+            for name, value in names.items():
+                if len(value) >= _MIN_SCRUBBED:
+                    message = message.replace(value, f"${{{name}}}")
+        return message
 
 
 def read_yaml(path: Path, *, env: dict[str, str] | None = None) -> YamlSource:
@@ -74,6 +98,11 @@ def read_yaml(path: Path, *, env: dict[str, str] | None = None) -> YamlSource:
 
 
 def _plain(node: Any, path: Path_, source: YamlSource, env: Any, line: int) -> Any:
+    source.values_seen += 1
+    if source.values_seen > MAX_VALUES:
+        raise source.error(
+            path, f"the file expands to more than {MAX_VALUES:,} values (nested aliases?); refused"
+        )
     source.lines.setdefault(path, line)
     if isinstance(node, CommentedMap):
         out: dict[str, Any] = {}
@@ -108,10 +137,10 @@ def _expand_env(value: str, path: Path_, source: YamlSource, env: Any) -> str:
     def substitute(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
         found = env.get(name)
-        if found is not None:
-            return str(found)
-        if default is not None:
-            return default
-        raise source.error(path, f"environment variable {name} is not set")
+        if found is None and default is None:
+            raise source.error(path, f"environment variable {name} is not set")
+        value = str(found) if found is not None else str(default)
+        source.substituted.setdefault(path, {})[name] = value
+        return value
 
     return _ENV_REF.sub(substitute, value)

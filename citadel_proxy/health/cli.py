@@ -18,7 +18,7 @@ import aiohttp
 import msgspec
 
 from citadel_proxy.auth.bootstrap import ADMIN_KEY_FILE
-from citadel_proxy.config import ConfigError, config_path, load_config
+from citadel_proxy.config import ConfigError, add_config_option, chosen_config, config_path, load_config
 from citadel_proxy.config.schema import Config
 from citadel_proxy.health import checks, logscan
 from citadel_proxy.health.checks import Check
@@ -38,7 +38,7 @@ class Report(msgspec.Struct, frozen=True, kw_only=True):
 
 def register(subparsers: Any) -> None:
     health = subparsers.add_parser("health", help="check the gateway, Ollama, database, Redis, resources")
-    health.add_argument("--config", help="config file (default: $CITADEL_CONFIG or conf/citadel.yaml)")
+    add_config_option(health)
     health.add_argument("--json", action="store_true", help="one JSON document instead of the text report")
     health.add_argument("--url", help="the gateway's URL (default: http://127.0.0.1:<gateway.port>)")
     health.add_argument(
@@ -49,7 +49,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        config = load_config(config_path(args.config))
+        config = load_config(config_path(chosen_config(args)))
         key = admin_key(args.key_file, config)
     except (ConfigError, OSError) as exc:
         sys.stderr.write(f"citadel-proxy health: {exc}\n")

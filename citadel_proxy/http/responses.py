@@ -39,7 +39,10 @@ def _log_refusal(request: Request, error: errors.GatewayError) -> None:
         route = request.scope.get("route")
         path = getattr(route, "path", request.url.path[:200])
         client = request.client.host if request.client else ""
-        log_refusal(state.get("request_id", ""), path, client, error.status, error.code)
+        principal = state.get("principal")
+        key = principal.name if principal is not None else None
+        model = state.get("model", "")[:200]  # the client's text, refused: kept short
+        log_refusal(state.get("request_id", ""), path, client, error.status, error.code, key=key, model=model)
 
 
 def refusal(request: Request, error: errors.GatewayError) -> Response:

@@ -77,15 +77,27 @@ def log_request(ctx: Context) -> None:
     _emit(line)
 
 
-def log_refusal(request_id: str, route: str, client: str, status: int, error_code: str | None) -> None:
-    """The access line of a request refused before it had a context (bad body, unknown route, auth)."""
+def log_refusal(
+    request_id: str,
+    route: str,
+    client: str,
+    status: int,
+    error_code: str | None,
+    *,
+    key: str | None = None,
+    model: str = "",
+) -> None:
+    """The access line of a request refused before it had a context (bad body, unknown route, auth);
+    `key` and `model` as far as they were known when it was refused."""
     if not _access.isEnabledFor(logging.INFO):
         return
     line = AccessLine(
         time=datetime.now(UTC),
         request_id=request_id,
         route=route,
+        model=model,
         status=status,
+        key=key,
         client=client,
         error_code=error_code,
     )
@@ -98,11 +110,17 @@ def _emit(line: AccessLine) -> None:
 
 
 class JsonFormatter(logging.Formatter):
-    """Access lines pass through as built; any other record becomes one JSON object."""
+    """Access lines pass through as built; any other record becomes one JSON object. `identity`
+    (project name and environment) ends every line, so lines from several gateways can be told apart."""
+
+    def __init__(self, identity: dict[str, str] | None = None) -> None:
+        super().__init__()
+        # Encoded once: appended to each line in place of its closing brace.
+        self._tail = "," + _encode(identity).decode()[1:] if identity else "}"
 
     def format(self, record: logging.LogRecord) -> str:
         if record.name == ACCESS_LOGGER:
-            return record.getMessage()
+            return record.getMessage()[:-1] + self._tail
         line: dict[str, object] = {
             "time": datetime.fromtimestamp(record.created, UTC),
             "level": record.levelname,
@@ -111,7 +129,7 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return _encode(line).decode()
+        return _encode(line).decode()[:-1] + self._tail
 
 
 class SharedRotatingFileHandler(RotatingFileHandler):
@@ -167,7 +185,12 @@ def log_path(settings: Logging, log_dir: str | None) -> Path | None:
 
 
 def configure_logging(
-    settings: Logging, *, log_dir: str | None = None, stream: TextIO | None = None
+    settings: Logging,
+    *,
+    log_dir: str | None = None,
+    stream: TextIO | None = None,
+    level: str | None = None,
+    identity: dict[str, str] | None = None,
 ) -> logging.Handler:
     """Send every record to stdout (or `stream`), or to `settings.file` with size rotation.
 
@@ -179,13 +202,16 @@ def configure_logging(
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         handler = SharedRotatingFileHandler(
-            path, maxBytes=parse_size(settings.max_size), backupCount=settings.backup_count, encoding="utf-8"
+            path,
+            maxBytes=parse_size(settings.rotate_bytes),
+            backupCount=settings.rotated_files,
+            encoding="utf-8",
         )
     else:
         handler = logging.StreamHandler(stream if stream is not None else sys.stdout)
     handler.set_name(_HANDLER_NAME)
     if settings.format == "json":
-        handler.setFormatter(JsonFormatter())
+        handler.setFormatter(JsonFormatter(identity))
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
@@ -193,5 +219,5 @@ def configure_logging(
         root.removeHandler(old)
         old.close()
     root.addHandler(handler)
-    root.setLevel(settings.level)
+    root.setLevel(level or settings.level or "INFO")
     return handler

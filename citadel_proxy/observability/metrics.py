@@ -116,6 +116,27 @@ class Metrics:
             multiprocess_mode="livemostrecent",
         )
 
+        self.build_info = Gauge(
+            "citadel_build_info",
+            "Always 1; the labels say which gateway this is (the config's project section).",
+            ["name", "environment", "version"],
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.config_reloads = Counter(
+            "citadel_config_reloads_total",
+            "SIGHUP reloads, by result (ok, or failed: the previous config stays in force).",
+            ["result"],
+            registry=r,
+        )
+        self.config_reload_ok = Gauge(
+            "citadel_config_last_reload_successful",
+            "1 when the last reload (or the start) loaded the config and pipelines, else 0.",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
+        self.config_reload_ok.set(1.0)
+
     def set_upstream_up(self, up: bool) -> None:
         self.upstream_up.set(1.0 if up else 0.0)
 
@@ -135,8 +156,10 @@ class Metrics:
 
 async def open_metrics(config: Config, stack: contextlib.AsyncExitStack) -> Metrics:
     """Build the app's Metrics (multiprocess mode when the launcher set PROMETHEUS_MULTIPROC_DIR)."""
-    del config  # the mode is the launcher's decision; kept for the open_<thing> signature
+    # The multiprocess mode is the launcher's decision, made through the environment.
     metrics = Metrics(multiprocess_dir=os.environ.get(MULTIPROC_ENV) or None)
+    project = config.project
+    metrics.build_info.labels(project.name, project.environment, project.version).set(1.0)
     stack.callback(metrics.close)
     return metrics
 

@@ -90,7 +90,7 @@ class Outcome:
 
     def client_gone(self) -> None:
         """The client left before the answer was complete (nginx's 499)."""
-        self.status, self.error_code = CLIENT_CLOSED_STATUS, "client_disconnected"
+        self.status, self.error_code = CLIENT_CLOSED_STATUS, "client_closed"
 
     def failed(self, status: int, code: str | None) -> None:
         """The exchange ended with an error answer (or error event) of this status and code."""

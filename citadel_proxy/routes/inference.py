@@ -92,6 +92,7 @@ def _context(request: Request, services: Services, built: BuiltPipeline, route: 
     wire: ChatRequest | CompletionRequest
     upstream: OllamaChatRequest | OllamaGenerateRequest
     wire = decode(body, _chat_decoder) if pipeline.format == "chat" else decode(body, _completion_decoder)
+    request.scope["state"]["model"] = wire.model
     model = services.models.resolve(wire.model)
     stream = wire.stream if wire.stream is not None else pipeline.stream_default
     if isinstance(wire, ChatRequest):
@@ -113,6 +114,8 @@ async def admit(request: Request, built: BuiltPipeline) -> Principal | None:
     principal = None
     for admission in built.admissions:
         principal = await admission.admit(request.headers) or principal
+    # For the access line of a request refused from here on (bad body, unknown model): who asked.
+    request.scope["state"]["principal"] = principal
     return principal
 
 
@@ -150,7 +153,7 @@ async def complete(request: Request, ctx: Context, built: BuiltPipeline) -> Comp
         if not gone.is_set():
             raise
         task.uncancel()
-        # Its outcome (499, client_disconnected) is recorded by whoever catches it, as for any error.
+        # Its outcome (499, client_closed) is recorded by whoever catches it, as for any error.
         raise errors.ClientClosedRequest("the client closed the connection before the answer") from None
     finally:
         watcher.cancel()

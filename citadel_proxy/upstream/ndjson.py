@@ -111,8 +111,13 @@ class UpstreamStream(Generic[Line]):
                 raise errors.UpstreamIncomplete("Ollama ended the stream before it was complete")
             deltas = self._take(self._decode(block))
             if deltas:
-                if self._outcome.first_token_at is None:
-                    self._outcome.first_token_at = time.perf_counter()
+                outcome = self._outcome
+                if outcome.first_token_at is None:
+                    outcome.first_token_at = time.perf_counter()
+                # One line carries one token: the count so far, for an answer that never reaches its
+                # last line (client gone, deadline, error); Ollama's own count replaces it at the end.
+                if not self._done:
+                    outcome.completion_tokens += len(deltas)
                 return deltas
 
     def _decode(self, block: bytes) -> list[Line]:

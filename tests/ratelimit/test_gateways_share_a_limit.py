@@ -7,18 +7,19 @@ from pathlib import Path
 
 import aiohttp
 
+from tests.cache.conftest import redis_yaml
 from tests.core.conftest import AUTH, CHAT, REPO, running_gateway, write_config
 from tests.fakes.ollama import Behavior, FakeOllama
 
 LIMIT = 4
 
 
-async def test_two_gateways_share_one_redis_limit(tmp_path: Path, redis_prefix: str) -> None:
+async def test_two_gateways_share_one_redis_limit(tmp_path: Path, redis_url: str, redis_prefix: str) -> None:
     pipelines = tmp_path / "pipelines"
     shutil.copytree(REPO / "pipelines", pipelines)
     chat = pipelines / "chat.yaml"
     chat.write_text(chat.read_text().replace("requests_per_minute: 600", f"requests_per_minute: {LIMIT}"))
-    redis = f"redis: {{host: 127.0.0.1, port: 6379, key_prefix: '{redis_prefix}'}}"
+    redis = f"redis: {redis_yaml(redis_url, redis_prefix)}"
     async with FakeOllama(behavior=Behavior.counted(3)) as fake:
         one, two = tmp_path / "one", tmp_path / "two"
         one.mkdir()
