@@ -102,3 +102,13 @@ async def test_logprobs_get_400_through_the_gateway_and_the_sdk(gateway: Gateway
     assert accepted.status_code == 200
     # Nothing reached Ollama for the refused requests.
     assert gateway.fake.count("/api/chat") == 1
+
+
+@pytest.mark.parametrize("given", [[1, 2, 3], [[1, 2], [3]], ["text", [1, 2]]])
+async def test_token_id_embedding_input_gets_400_saying_what_to_send(gateway: Gateway, given: Any) -> None:
+    async with httpx.AsyncClient(base_url=gateway.url, headers=AUTH) as http:
+        response = await http.post("/v1/embeddings", json={"model": "nomic-embed-text", "input": given})
+    error = response.json()["error"]
+    assert response.status_code == 400 and error["param"] == "input"
+    assert "check_embedding_ctx_length=False" in error["message"]
+    assert gateway.fake.count("/api/embed") == 0
