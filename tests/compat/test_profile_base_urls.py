@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
 import httpx
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
-from tests.core.conftest import AUTH, CHAT, TEST_KEY, Gateway
-from tests.fakes.ollama import Behavior
+from tests.compat.conftest import write_compat_config
+from tests.core.conftest import AUTH, CHAT, REPO, TEST_KEY, Gateway
+from tests.core.test_reload import start_serve, until_answering
+from tests.fakes.ollama import Behavior, FakeOllama
 
 HI: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 
@@ -88,3 +96,32 @@ async def test_profile_models_need_a_key(gateway: Gateway) -> None:
     async with httpx.AsyncClient(base_url=gateway.url) as http:
         assert (await http.get("/v1/voice/models")).status_code == 401
         assert (await http.get("/v1/models/phi3")).status_code == 401
+
+
+async def test_a_profile_added_by_a_reload_is_a_base_url_at_once(tmp_path: Path) -> None:
+    pipelines = tmp_path / "pipelines"
+    shutil.copytree(REPO / "pipelines", pipelines)
+    async with FakeOllama() as fake:
+        config = write_compat_config(tmp_path, fake.port)
+        config.write_text(config.read_text().replace(str(REPO / "pipelines"), str(pipelines)))
+        process, url = start_serve(config, 1, subprocess.DEVNULL)
+        try:
+            await until_answering(url, ok=True)
+            oai = client(Gateway(url, fake, config), "/v1/scribe")
+            with pytest.raises(openai.NotFoundError):
+                await oai.chat.completions.create(model="phi3", messages=HI)
+            (pipelines / "scribe.yaml").write_text("format: chat\nagent: true\n")
+            process.send_signal(signal.SIGHUP)
+            for _ in range(100):
+                try:
+                    answer = await oai.chat.completions.create(model="phi3", messages=HI)
+                    break
+                except openai.NotFoundError:
+                    await asyncio.sleep(0.05)
+            else:
+                pytest.fail("the new profile was not served after the reload")
+            assert answer.choices[0].message.content == "Hello, world!"
+            assert [m.id async for m in oai.models.list()]
+        finally:
+            process.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(process.wait, 20)
