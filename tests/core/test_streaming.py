@@ -15,8 +15,8 @@ from tests.core.conftest import AUTH, CHAT, REPO, TEST_KEY, Gateway, running_gat
 from tests.fakes.ollama import Behavior, FakeOllama, counted_tokens
 
 
-def client(gw: Gateway) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=f"{gw.url}/v1", api_key=TEST_KEY, max_retries=0)
+def client(gw: Gateway, base: str = "/v1") -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=gw.url + base, api_key=TEST_KEY, max_retries=0)
 
 
 async def sse_events(response: aiohttp.ClientResponse) -> list[str]:
@@ -47,8 +47,7 @@ async def raw_events(
 
 async def test_voice_sends_one_token_per_event_with_the_openai_sdk(gateway: Gateway) -> None:
     gateway.fake.next(Behavior.counted(8, tokens_per_write=8))
-    oai = client(gateway)
-    oai._base_url = oai._base_url.copy_with(path="/v1/voice/")  # the SDK appends chat/completions
+    oai = client(gateway, "/v1/voice")  # a profile is a base URL
     chunks = [c async for c in await oai.chat.completions.create(
         model="phi3", messages=[{"role": "user", "content": "hi"}], stream=True)]  # fmt: skip
     contents = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
@@ -76,8 +75,7 @@ async def test_events_hold_chunk_size_tokens(gateway: Gateway, path: str, size: 
 
 async def test_copilot_streams_text_completion_chunks_of_five_with_suffix(gateway: Gateway) -> None:
     gateway.fake.next(Behavior.counted(12, tokens_per_write=12))
-    oai = client(gateway)
-    oai._base_url = oai._base_url.copy_with(path="/v1/copilot/")
+    oai = client(gateway, "/v1/copilot")
     chunks = [c async for c in await oai.completions.create(
         model="coder", prompt="def add(a, b):\n", suffix="\n    return c", stream=True)]  # fmt: skip
     texts = [c.choices[0].text for c in chunks if c.choices and c.choices[0].text]
