@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -85,7 +85,7 @@ def profile_routes() -> list[BaseRoute]:
     return [
         Route("/v1/{profile}/models", any_key(openai_models.profile_models), methods=["GET"]),
         Route("/v1/{profile}/models/{model:path}", any_key(openai_models.profile_model), methods=["GET"]),
-        # POSTs are served by http.front (fast_profile_route); listed so other methods get a 405.
+        # POSTs are served by http.front (fast_profile_routes); listed so other methods get a 405.
         Route("/v1/{profile}/chat/completions", inference.profile_route, methods=["POST"]),
         Route("/v1/{profile}/completions", inference.profile_route, methods=["POST"]),
     ]
@@ -118,9 +118,15 @@ def fast_routes(pipelines: PipelineSet) -> dict[str, Endpoint]:
     return fast
 
 
-def fast_profile_route(path: str) -> Endpoint | None:
-    """The inference routes of agent profiles (`/v1/<profile>/chat/completions`), for http.front."""
-    return inference.profile_route if inference.is_profile_path(path) else None
+def fast_profile_routes(pipelines: PipelineSet) -> Callable[[str], Endpoint | None]:
+    """The inference routes of agent profiles (`/v1/<profile>/chat/completions`), for http.front; a path
+    a pipeline file names stays that pipeline's (an embeddings route may end in /completions)."""
+    named = frozenset(pipelines.by_route)
+
+    def endpoint(path: str) -> Endpoint | None:
+        return inference.profile_route if path not in named and inference.is_profile_path(path) else None
+
+    return endpoint
 
 
 def create_app(config: Config, pipelines: PipelineSet | None = None) -> ASGIApp:
@@ -175,7 +181,10 @@ def create_app(config: Config, pipelines: PipelineSet | None = None) -> ASGIApp:
         },
     )
     front = Front(
-        routed, TrustedProxies(config.gateway.trusted_proxies), fast_routes(pipelines), fast_profile_route
+        routed,
+        TrustedProxies(config.gateway.trusted_proxies),
+        fast_routes(pipelines),
+        fast_profile_routes(pipelines),
     )
     cors = config.gateway.cors
     if not cors.enabled:

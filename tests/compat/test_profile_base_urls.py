@@ -14,7 +14,7 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 from tests.compat.conftest import write_compat_config
-from tests.core.conftest import AUTH, CHAT, REPO, TEST_KEY, Gateway
+from tests.core.conftest import AUTH, CHAT, REPO, TEST_KEY, Gateway, running_gateway
 from tests.core.test_reload import start_serve, until_answering
 from tests.fakes.ollama import Behavior, FakeOllama
 
@@ -125,3 +125,21 @@ async def test_a_profile_added_by_a_reload_is_a_base_url_at_once(tmp_path: Path)
         finally:
             process.send_signal(signal.SIGTERM)
             await asyncio.to_thread(process.wait, 20)
+
+
+async def test_a_path_a_pipeline_file_names_stays_that_pipelines(tmp_path: Path) -> None:
+    """An embeddings route that happens to look like a profile's inference path is not taken from it."""
+    pipelines = tmp_path / "pipelines"
+    pipelines.mkdir()
+    (pipelines / "team.yaml").write_text("format: embeddings\nroutes: [/v1/team/completions]\n")
+    (pipelines / "voice.yaml").write_text("format: chat\nagent: true\n")
+    async with FakeOllama() as fake:
+        config = write_compat_config(tmp_path, fake.port)
+        config.write_text(config.read_text().replace(str(REPO / "pipelines"), str(pipelines)))
+        async with running_gateway(config, fake, server="uvicorn") as gw:
+            async with httpx.AsyncClient(base_url=gw.url, headers=AUTH) as http:
+                embed = {"model": "nomic-embed-text", "input": "x"}
+                response = await http.post("/v1/team/completions", json=embed)
+            assert response.status_code == 200 and len(response.json()["data"][0]["embedding"]) == 768
+            answer = await client(gw, "/v1/voice").chat.completions.create(model="phi3", messages=HI)
+            assert answer.choices[0].message.content == "Hello, world!"
