@@ -156,3 +156,29 @@ async def test_an_unknown_key_gets_an_openai_error_object(gateway: Gateway) -> N
         response = await client.post("/v1/chat/completions", json=CHAT)
     assert response.status_code == 401
     ErrorObject.model_validate(response.json()["error"])
+
+
+async def test_stream_chunks_with_reasoning_and_tool_calls_are_chat_completion_chunks(
+    gateway: Gateway, http: httpx.AsyncClient
+) -> None:
+    gateway.fake.next(
+        Behavior(
+            tokens=[],
+            thinking=["Let me see."],
+            tool_calls=[{"name": "weather", "arguments": {"city": "Oslo"}}],
+        )
+    )
+    body = {
+        "model": "qwen3",
+        "messages": [{"role": "user", "content": "weather?"}],
+        "tools": [WEATHER_TOOL],
+        "stream": True,
+    }
+    response = await http.post("/v1/chat/completions", json=body)
+    assert response.status_code == 200, response.text
+    chunks = [ChatCompletionChunk.model_validate(e) for e in events(response.text)]
+    assert chunks[0].choices[0].delta.role == "assistant"
+    calls = [call for c in chunks for call in c.choices[0].delta.tool_calls or []]
+    assert calls and calls[0].index == 0 and calls[0].function is not None
+    assert calls[0].function.name == "weather"
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
