@@ -35,7 +35,7 @@ def refuse_unhonourable_chat(req: ChatRequest) -> None:
     if req.functions:
         raise _unsupported("functions is deprecated and not supported: send them as tools", "functions")
     if req.function_call not in _TOOL_CHOICES_HONOURED:
-        raise _unsupported("functions is deprecated and not supported: send them as tools", "function_call")
+        raise _unsupported("function_call is deprecated and not supported: send tools", "function_call")
     if req.web_search_options is not None:
         raise _unsupported("web search is not available through this gateway", "web_search_options")
 
