@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -38,7 +38,7 @@ from citadel_proxy.ratelimit import open_rate_limiter
 from citadel_proxy.redis_client import open_redis
 from citadel_proxy.reload import reload_on_sighup, reload_pipelines
 from citadel_proxy.routes import audit as audit_routes
-from citadel_proxy.routes import embeddings, health, inference, models, system
+from citadel_proxy.routes import embeddings, health, inference, models, openai_models, system
 from citadel_proxy.routes.metrics import metrics_endpoint
 from citadel_proxy.services import Services
 from citadel_proxy.stages.registry import stage_types
@@ -69,6 +69,8 @@ def public_routes(pipelines: PipelineSet) -> list[BaseRoute]:
     routes: list[BaseRoute] = [
         Route("/health", health.health, methods=["GET"]),
         Route("/v1/models", any_key(health.list_models), methods=["GET"]),
+        # {model:path}: names such as `namespace/model:tag` hold slashes.
+        Route("/v1/models/{model:path}", any_key(openai_models.retrieve_model), methods=["GET"]),
         Route("/v1/agents/stream", inference.agent_stream, methods=["POST"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
@@ -76,7 +78,18 @@ def public_routes(pipelines: PipelineSet) -> list[BaseRoute]:
         embedding = pipelines.by_route[path].format == "embeddings"
         endpoint = embeddings.embeddings_route if embedding else inference.pipeline_route
         routes.append(Route(path, endpoint, methods=["POST"]))
-    return routes
+    # Every agent profile as an OpenAI base URL (/v1/<profile>); after the pipelines' own routes.
+    return [*routes, *profile_routes()]
+
+
+def profile_routes() -> list[BaseRoute]:
+    return [
+        Route("/v1/{profile}/models", any_key(openai_models.profile_models), methods=["GET"]),
+        Route("/v1/{profile}/models/{model:path}", any_key(openai_models.profile_model), methods=["GET"]),
+        # POSTs are served by http.front (fast_profile_routes); listed so other methods get a 405.
+        Route("/v1/{profile}/chat/completions", inference.profile_route, methods=["POST"]),
+        Route("/v1/{profile}/completions", inference.profile_route, methods=["POST"]),
+    ]
 
 
 def management_routes() -> list[BaseRoute]:
@@ -104,6 +117,17 @@ def fast_routes(pipelines: PipelineSet) -> dict[str, Endpoint]:
         if spec.format != "embeddings":
             fast[path] = inference.pipeline_route
     return fast
+
+
+def fast_profile_routes(pipelines: PipelineSet) -> Callable[[str], Endpoint | None]:
+    """The inference routes of agent profiles (`/v1/<profile>/chat/completions`), for http.front; a path
+    a pipeline file names stays that pipeline's (an embeddings route may end in /completions)."""
+    named = frozenset(pipelines.by_route)
+
+    def endpoint(path: str) -> Endpoint | None:
+        return inference.profile_route if path not in named and inference.is_profile_path(path) else None
+
+    return endpoint
 
 
 def create_app(
@@ -171,7 +195,12 @@ def create_app(
             Exception: on_unexpected,
         },
     )
-    front = Front(routed, TrustedProxies(config.gateway.trusted_proxies), fast_routes(pipelines))
+    front = Front(
+        routed,
+        TrustedProxies(config.gateway.trusted_proxies),
+        fast_routes(pipelines),
+        fast_profile_routes(pipelines),
+    )
     cors = config.gateway.cors
     if not cors.enabled:
         return front

@@ -39,7 +39,8 @@ class OpenAIEmbeddingsBody(msgspec.Struct, frozen=True, kw_only=True):
     """POST /v1/embeddings (9.5). Token arrays as input are refused: Ollama takes text only."""
 
     model: Model
-    input: str | list[str]
+    # Token ids are decoded only to be refused with a message that says what to send instead.
+    input: str | list[str | int | list[int]]
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: Dimensions | None = None
     user: str | None = None

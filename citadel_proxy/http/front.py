@@ -28,10 +28,18 @@ Endpoint = Callable[[Request], Awaitable[Response | ASGIApp]]
 
 
 class Front:
-    def __init__(self, app: ASGIApp, proxies: TrustedProxies, fast: Mapping[str, Endpoint]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        proxies: TrustedProxies,
+        fast: Mapping[str, Endpoint],
+        fast_pattern: Callable[[str], Endpoint | None] | None = None,
+    ) -> None:
         self._app = app
         self._proxies = proxies
         self._fast = dict(fast)
+        # Paths that exist while the pipelines say so (agent profiles come and go on reload).
+        self._fast_pattern = fast_pattern
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -40,13 +48,19 @@ class Front:
         self._proxies.apply(scope)
         request_id = request_id_from(scope["headers"])
         scope.setdefault("state", {})["request_id"] = request_id
-        endpoint = self._fast.get(scope["path"]) if scope["method"] == "POST" else None
+        endpoint = self._fast_endpoint(scope["path"]) if scope["method"] == "POST" else None
         if endpoint is None:
             await self._app(scope, receive, _with_request_id(send, request_id))
             return
         # Served in this frame, not a helper's: a held stream keeps every frame on its path alive.
         response = await _respond(endpoint, Request(scope, receive))
         await response(scope, receive, send)
+
+    def _fast_endpoint(self, path: str) -> Endpoint | None:
+        endpoint = self._fast.get(path)
+        if endpoint is None and self._fast_pattern is not None:
+            return self._fast_pattern(path)
+        return endpoint
 
 
 async def _respond(endpoint: Endpoint, request: Request) -> Response | ASGIApp:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import msgspec
 
 from citadel_proxy.entropy import random_bytes
@@ -20,8 +22,9 @@ class ToolCallOut(msgspec.Struct, frozen=True):
 
 
 class AssistantMessage(msgspec.Struct, frozen=True, omit_defaults=True):
+    # No default, so omit_defaults never drops it: OpenAI's types (and LangChain) require the role.
+    role: Literal["assistant"]
     content: str | None
-    role: str = "assistant"
     reasoning: str | None = None
     tool_calls: list[ToolCallOut] | None = None
 
@@ -94,6 +97,7 @@ def usage_of(completion: Completion) -> Usage:
 
 def chat_completion(completion: Completion, model: str, created: int) -> ChatCompletion:
     message = AssistantMessage(
+        role="assistant",
         content=completion.content,
         reasoning=completion.thinking or None,
         tool_calls=tool_calls_out(completion.tool_calls) or None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from citadel_proxy import errors
+from citadel_proxy.openai.refusals import refuse_unhonourable_chat, refuse_unhonourable_completion
 from citadel_proxy.openai.wire import (
     ChatMessage,
     ChatRequest,
@@ -42,14 +43,14 @@ _DATA_IMAGE_PREFIXES += ("data:image/webp;base64,", "data:image/gif;base64,", "d
 
 
 def chat_to_ollama(req: ChatRequest, model: str, stream: bool) -> OllamaChatRequest:
-    _refuse_n(req.n)
+    refuse_unhonourable_chat(req)
     tool_names: dict[str, str] = {}
     messages = [_message(m, i, tool_names) for i, m in enumerate(req.messages)]
     return OllamaChatRequest(
         model=model,
         messages=messages,
         stream=stream,
-        tools=msgspec.Raw(msgspec.json.encode(req.tools)) if req.tools else None,
+        tools=_tools(req),
         format=_format(req.response_format),
         options=_options(req, req.max_completion_tokens or req.max_tokens),
         think=_think(req.reasoning_effort),
@@ -57,13 +58,7 @@ def chat_to_ollama(req: ChatRequest, model: str, stream: bool) -> OllamaChatRequ
 
 
 def completion_to_ollama(req: CompletionRequest, model: str, stream: bool) -> OllamaGenerateRequest:
-    _refuse_n(req.n)
-    if req.best_of is not None and req.best_of > 1:
-        raise errors.UnsupportedParameter("best_of greater than 1 is not supported", param="best_of")
-    if req.echo:
-        raise errors.UnsupportedParameter("echo is not supported", param="echo")
-    if req.logprobs:
-        raise errors.UnsupportedParameter("logprobs are not supported", param="logprobs")
+    refuse_unhonourable_completion(req)
     prompt = req.prompt
     if isinstance(prompt, list):
         if len(prompt) != 1:
@@ -78,9 +73,11 @@ def completion_to_ollama(req: CompletionRequest, model: str, stream: bool) -> Ol
     )
 
 
-def _refuse_n(n: int | None) -> None:
-    if n is not None and n != 1:
-        raise errors.UnsupportedParameter("only n=1 is supported", param="n")
+def _tools(req: ChatRequest) -> msgspec.Raw | None:
+    # tool_choice "none": the model is not offered the tools, so it cannot call one.
+    if not req.tools or req.tool_choice == "none":
+        return None
+    return msgspec.Raw(msgspec.json.encode(req.tools))
 
 
 def _options(req: SamplingRequest, max_tokens: int | None) -> OllamaOptions | None:

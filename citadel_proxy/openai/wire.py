@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
@@ -93,6 +93,8 @@ class SamplingRequest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=T
     presence_penalty: Penalty | None = None
     n: int | None = None
     user: str | None = None
+    # Read only to be refused when they ask for what Ollama's answers cannot give (openai/refusals.py).
+    logit_bias: dict[str, float] | None = None
 
 
 class ChatRequest(SamplingRequest, frozen=True, kw_only=True, omit_defaults=True):
@@ -100,9 +102,18 @@ class ChatRequest(SamplingRequest, frozen=True, kw_only=True, omit_defaults=True
     max_completion_tokens: MaxTokens | None = None
     response_format: ResponseFormat | None = None
     tools: list[Tool] | None = None
-    # Accepted and ignored, as Ollama does: there is no way to force a tool.
-    tool_choice: msgspec.Raw = msgspec.Raw()
+    # "auto" and "none" are honoured; forcing a tool is refused, as Ollama cannot (openai/refusals.py).
+    tool_choice: str | dict[str, Any] | None = None
     reasoning_effort: str | None = None
+    # Read only to be refused when they ask for what Ollama's answers cannot give (openai/refusals.py).
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    parallel_tool_calls: bool | None = None
+    modalities: list[str] | None = None
+    audio: dict[str, Any] | None = None
+    functions: list[dict[str, Any]] | None = None
+    function_call: str | dict[str, Any] | None = None
+    web_search_options: dict[str, Any] | None = None
 
 
 class CompletionRequest(SamplingRequest, frozen=True, kw_only=True, omit_defaults=True):

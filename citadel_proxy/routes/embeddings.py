@@ -10,7 +10,7 @@ import base64
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 from starlette.requests import Request
@@ -107,10 +107,17 @@ def _parse_embeddings(body: bytes, models: ModelRouter) -> tuple[EmbeddingsReque
 
 def _parse_openai(body: bytes, models: ModelRouter) -> tuple[EmbeddingsRequest, EmbedJob]:
     wire = decode(body, _openai_decoder)
-    inputs = [wire.input] if isinstance(wire.input, str) else list(wire.input)
+    inputs = [wire.input] if isinstance(wire.input, str) else wire.input
     if not inputs:
         raise errors.InvalidRequest("input: give a string or a non-empty list of strings", param="input")
-    job = EmbedJob("/api/embed", models.resolve(wire.model), inputs, dimensions=wire.dimensions)
+    if not all(isinstance(text, str) for text in inputs):
+        raise errors.UnsupportedParameter(
+            "input: token ids are not supported, Ollama embeds text: send strings (LangChain's "
+            "OpenAIEmbeddings: check_embedding_ctx_length=False)",
+            param="input",
+        )
+    texts = cast(list[str], inputs)
+    job = EmbedJob("/api/embed", models.resolve(wire.model), texts, dimensions=wire.dimensions)
     return wire, job
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 
 import msgspec
@@ -28,6 +29,9 @@ from citadel_proxy.upstream.wire import OllamaChatRequest, OllamaGenerateRequest
 
 _chat_decoder = msgspec.json.Decoder(ChatRequest)
 _completion_decoder = msgspec.json.Decoder(CompletionRequest)
+# An agent profile as an OpenAI base URL: /v1/<profile>/chat/completions or /v1/<profile>/completions.
+_PROFILE_PATH = re.compile(r"/v1/(?P<profile>[^/]+)/(?P<api>chat/completions|completions)")
+_API_OF_FORMAT = {"chat": "chat/completions", "completion": "completions"}
 
 
 async def pipeline_route(request: Request) -> Response | ASGIApp:
@@ -37,6 +41,29 @@ async def pipeline_route(request: Request) -> Response | ASGIApp:
     built = services.pipelines.current.by_route.get(route)
     if built is None:
         raise errors.NotFound(f"no pipeline serves {route} since the last reload")
+    return await run(request, services, built, route)
+
+
+def is_profile_path(path: str) -> bool:
+    return _PROFILE_PATH.fullmatch(path) is not None
+
+
+async def profile_route(request: Request) -> Response | ASGIApp:
+    """`/v1/<profile>/chat/completions` or `/v1/<profile>/completions`: the agent profile <profile>, for
+    clients that take one base URL (`/v1/<profile>`), in the API its format speaks."""
+    services: Services = request.state.services
+    route = request.scope["path"]
+    found = _PROFILE_PATH.fullmatch(route)
+    if found is None:
+        raise errors.NotFound(f"{route} names no agent profile")
+    name, api = found.group("profile", "api")
+    built = services.pipelines.current.agents.get(name)
+    if built is None:
+        known = ", ".join(sorted(services.pipelines.current.agents)) or "none configured"
+        raise errors.NotFound(f"no agent profile named {name!r} (known: {known})")
+    spoken = _API_OF_FORMAT[built.spec.format]
+    if api != spoken:
+        raise errors.NotFound(f"the {name} profile has format {built.spec.format}: POST /v1/{name}/{spoken}")
     return await run(request, services, built, route)
 
 
