@@ -115,6 +115,12 @@ class Metrics:
             registry=r,
             multiprocess_mode="livemostrecent",
         )
+        self.refused = Counter(
+            "citadel_refused_requests_total",
+            "Requests refused before their pipeline ran (also in citadel_requests_total), by error code.",
+            ["route", "code"],
+            registry=r,
+        )
 
     def set_upstream_up(self, up: bool) -> None:
         self.upstream_up.set(1.0 if up else 0.0)
