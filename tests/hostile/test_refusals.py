@@ -14,12 +14,13 @@ from typing import Any
 import httpx
 import pytest
 
+from citadel_proxy.audit.spool import read_segment
 from citadel_proxy.auth.failures import FailedAuthLimiter
 from citadel_proxy.errors import RateLimited
 from citadel_proxy.observability.metrics import Metrics
 from citadel_proxy.observability.refusals import Refusals
 from tests.audit.conftest import TcpProxy, pg_params, wait_for
-from tests.core.conftest import AUTH, CHAT, running_gateway
+from tests.core.conftest import AUTH, CHAT, REPO, running_gateway, write_config
 from tests.fakes.ollama import FakeOllama
 from tests.hostile.refusals_helpers import (
     BAD_KEY,
@@ -240,3 +241,34 @@ def test_past_its_groups_an_interval_folds_refusals_into_one_group_per_reason() 
     assert all(r["kind"] == "refusal" for r in sink.records)
     refusals.flush()  # a new interval starts empty
     assert len(sink.records) == 3
+
+
+async def test_without_a_database_refusals_are_in_the_audit_log_on_disk(
+    fake: FakeOllama, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path, fake.port, REPO / "pipelines")
+    async with running_gateway(config, fake) as gw, httpx.AsyncClient(base_url=gw.url) as client:
+        assert await send(client, "POST", "/v1/chat/completions", BAD_KEY, CHAT) == 401
+    [log] = (tmp_path / "data" / "audit").glob("slot-*/audit-*.jsonl")
+    [line] = log.read_bytes().splitlines()
+    assert json.loads(line) | {"id": "", "first_at": "", "last_at": "", "request_id": ""} == {
+        "kind": "refusal", "id": "", "first_at": "", "last_at": "", "count": 1, "client": "127.0.0.1",
+        "route": "/v1/chat/completions", "status": 401, "reason": "invalid_api_key", "key_name": None,
+        "request_id": "",
+    }  # fmt: skip
+
+
+def test_a_spooled_refusal_is_replayed_and_a_torn_one_kept_aside(tmp_path: Path) -> None:
+    sink = Kept()
+    refusals = Refusals(sink, Metrics(), interval_s=10, max_groups=10)  # type: ignore[arg-type]
+    refusals.refused(
+        route="/v1/models", label="/v1/models", client="203.0.113.9", status=403,
+        reason="insufficient_scope", key_name="embedder", request_id="r1",
+    )  # fmt: skip
+    refusals.flush()
+    [encoded] = [json.dumps(record, separators=(",", ":")).encode() for record in sink.records]
+    segment = tmp_path / "spool-0000000001.jsonl"
+    segment.write_bytes(encoded + b"\n" + encoded[:40] + b"\n")
+    read = read_segment(segment)
+    assert [json.loads(record) for record in read.records] == sink.records
+    assert read.bad_lines == [encoded[:40] + b"\n"]
