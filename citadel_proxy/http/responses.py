@@ -34,7 +34,7 @@ def error_response(error: errors.GatewayError) -> Response:
     )
 
 
-def _log_refusal(request: Request, error: errors.GatewayError, label: str | None = None) -> None:
+def _record_refusal(request: Request, error: errors.GatewayError, label: str | None = None) -> None:
     """A request refused before its pipeline ran (none logged it): counted, logged, audited.
 
     `label` is the route as a metrics label; by default the matched route's template, else "unmatched".
@@ -66,7 +66,7 @@ def _log_refusal(request: Request, error: errors.GatewayError, label: str | None
 
 def refusal(request: Request, error: errors.GatewayError) -> Response:
     """An error answer on http.front's short way in, where no middleware adds the request id."""
-    _log_refusal(request, error, label=request.scope["path"])  # a configured route: a bounded label
+    _record_refusal(request, error, label=request.scope["path"])  # a configured route: a bounded label
     response = error_response(error)
     response.headers["x-request-id"] = request.scope["state"]["request_id"]
     return response
@@ -74,7 +74,7 @@ def refusal(request: Request, error: errors.GatewayError) -> Response:
 
 async def on_gateway_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.GatewayError)
-    _log_refusal(request, exc)
+    _record_refusal(request, exc)
     return error_response(exc)
 
 
@@ -89,7 +89,7 @@ async def on_http_error(request: Request, exc: Exception) -> Response:
     else:
         error = errors.InvalidRequest(str(exc.detail))
         error.status = exc.status_code
-    _log_refusal(request, error)
+    _record_refusal(request, error)
     return error_response(error)
 
 
