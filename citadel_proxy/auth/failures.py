@@ -5,7 +5,9 @@ flood of guessed keys, so it needs no shared count; with N workers an address ge
 limit. The address is the one `gateway.trusted_proxies` establishes, so an attacker behind the same nginx
 as a legitimate client locks out their own address only. While an address is over its limit, every
 request from it that would look up a key is refused before the lookup, whether its key is good or not:
-answering a good key differently would tell the guesser which guess was right.
+answering a good key differently would tell the guesser which guess was right. A request without an
+address (a Unix socket) is not limited: every such client would share one count, and one could lock out
+all the others.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ class FailedAuthLimiter:
 
     def failed(self, client: str) -> None:
         """Count a failed authentication of `client`."""
-        if not self._limit:
+        if not self._limit or not client:
             return
         now = time.monotonic()
         window = self._windows.get(client)

@@ -208,6 +208,9 @@ def test_the_failed_auth_limiter_counts_per_address_and_forgets_the_oldest_first
         limiter.check("203.0.113.66")
     assert 0 < int(refused.value.headers["Retry-After"]) <= 60
     limiter.check("203.0.113.7")  # another address is not concerned
+    for _ in range(5):
+        limiter.failed("")  # no address (a Unix socket): one shared count would lock out everyone
+    limiter.check("")
     # A spray of addresses cannot grow the table past its bound.
     for n in range(1000):
         limiter.failed(f"198.51.{n // 256}.{n % 256}")
