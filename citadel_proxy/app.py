@@ -19,6 +19,7 @@ from citadel_proxy import errors
 from citadel_proxy.audit.metrics import export_audit_metrics
 from citadel_proxy.audit.service import open_audit
 from citadel_proxy.auth.bootstrap import bootstrap_admin_key
+from citadel_proxy.auth.failures import FailedAuthLimiter
 from citadel_proxy.auth.guard import admin_only, any_key
 from citadel_proxy.auth.store import open_key_store
 from citadel_proxy.cache.service import open_cache
@@ -32,6 +33,7 @@ from citadel_proxy.http.responses import on_gateway_error, on_http_error, on_une
 from citadel_proxy.management.pulls import open_pull_manager
 from citadel_proxy.observability.logs import configure_logging
 from citadel_proxy.observability.metrics import open_metrics
+from citadel_proxy.observability.refusals import open_refusals
 from citadel_proxy.pipeline import table
 from citadel_proxy.pipeline.spec import PipelineSet, load_pipelines
 from citadel_proxy.ratelimit import open_rate_limiter
@@ -170,6 +172,12 @@ def create_app(
                 pulls=await open_pull_manager(upstream, stack),
                 cache=await open_cache(config, stack, metrics.registry, client=redis),
                 deadlines=TimeoutSweeper(),
+                refusals=await open_refusals(config.audit, audit, metrics, stack),
+                failed_auth=FailedAuthLimiter(
+                    config.auth.failed_auth_limit,
+                    config.auth.failed_auth_window_s,
+                    config.auth.failed_auth_max_clients,
+                ),
             )
             stack.callback(services.deadlines.close)
             await export_audit_metrics(services.metrics.registry, audit, stack)

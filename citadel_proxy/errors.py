@@ -104,6 +104,7 @@ class PermissionDenied(GatewayError):
     status = 403
     type = "permission_error"
     code = "insufficient_scope"
+    key_name: str | None = None  # the key that lacks the scope, for the audit of refusals
 
 
 class NotFound(GatewayError):

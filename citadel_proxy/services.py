@@ -6,12 +6,14 @@ import time
 from dataclasses import dataclass, field
 
 from citadel_proxy.audit.sink import AuditSink
+from citadel_proxy.auth.failures import FailedAuthLimiter
 from citadel_proxy.auth.store import KeyStore
 from citadel_proxy.cache.service import Cache
 from citadel_proxy.config.models import ModelRouter
 from citadel_proxy.config.schema import Config
 from citadel_proxy.management.pulls import PullManager
 from citadel_proxy.observability.metrics import Metrics
+from citadel_proxy.observability.refusals import Refusals
 from citadel_proxy.pipeline.table import PipelineTable
 from citadel_proxy.ratelimit import RateLimiter
 from citadel_proxy.system.gpu import GpuProbe
@@ -35,4 +37,6 @@ class Services:
     pulls: PullManager
     cache: Cache
     deadlines: TimeoutSweeper  # the open streams' pipeline deadlines
+    refusals: Refusals  # requests refused before their pipeline: counted, logged, audited
+    failed_auth: FailedAuthLimiter
     started_at: float = field(default_factory=time.time)

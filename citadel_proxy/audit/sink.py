@@ -110,7 +110,10 @@ class AuditSink:
 
     def offer(self, record: AuditRecord) -> asyncio.Task[None] | None:
         """Like submit, without waiting: for paths that cannot await (a cancelled request)."""
-        encoded = encode_record(record)
+        return self.offer_encoded(encode_record(record))
+
+    def offer_encoded(self, encoded: bytes) -> asyncio.Task[None] | None:
+        """`offer` for a record already encoded (a refusal record, `audit.refusals`)."""
         if self._healthy and not self._closing and not self._spool_first:
             try:
                 self._queue.put_nowait(encoded)

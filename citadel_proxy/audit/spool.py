@@ -18,6 +18,7 @@ from pathlib import Path
 import msgspec
 
 from citadel_proxy.audit.records import AuditRecord, encode_record
+from citadel_proxy.audit.refusals import is_refusal, reencode_refusal
 
 _decode = msgspec.json.Decoder(AuditRecord).decode
 
@@ -76,13 +77,13 @@ def read_segment(path: Path) -> Segment:
             if not line.strip():
                 continue
             try:
-                record = _decode(line)
+                # Encoded again rather than kept as read: a line written by an older version gets the
+                # fields added since, with their defaults, as the insert expects every one.
+                encoded = reencode_refusal(line) if is_refusal(line) else encode_record(_decode(line))
             except msgspec.DecodeError:
                 segment.bad_lines.append(line)
             else:
-                # Encoded again rather than kept as read: a line written by an older version gets the
-                # fields added since, with their defaults, as the insert expects every one.
-                segment.records.append(encode_record(record))
+                segment.records.append(encoded)
     return segment
 
 

@@ -13,6 +13,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from citadel_proxy.audit.errors import StoreRejected, StoreUnavailable
+from citadel_proxy.audit.refusals import INSERT_REFUSALS, split
 
 # The batch arrives as one jsonb array (%t: in text format, the JSON itself); data-modifying CTEs insert
 # conversations, requests and messages in a single statement. ON CONFLICT makes a replayed record a
@@ -116,11 +117,14 @@ class PostgresStore:
 
     async def insert(self, encoded: Sequence[bytes]) -> None:
         """Store encoded records (`encode_record`); one already stored is skipped."""
-        payload = encode_batch(encoded)
+        exchanges, refusals = split(encoded)
         try:
             async with asyncio.timeout(self._timeout_s):
                 async with self._pool.connection(timeout=self._timeout_s) as conn:
-                    await conn.execute(_INSERT, (payload,))
+                    if exchanges:
+                        await conn.execute(_INSERT, (encode_batch(exchanges),))
+                    if refusals:
+                        await conn.execute(INSERT_REFUSALS, (encode_batch(refusals),))
         except (psycopg.DataError, psycopg.IntegrityError) as exc:
             raise StoreRejected(f"PostgreSQL refused audit records: {exc}") from exc
         except (psycopg.Error, TimeoutError, OSError) as exc:

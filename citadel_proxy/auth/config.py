@@ -35,6 +35,12 @@ class AuthConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     # How long a worker reuses a database lookup. Revocations also reach every worker at once through
     # PostgreSQL NOTIFY; this bounds the damage if a notification is lost. 0: look up every request.
     cache_ttl_s: Annotated[float, Meta(ge=0, le=60)] = 1.0
+    # Failed authentications (401) allowed per client address and window, per worker, before that address
+    # gets 429 with Retry-After on every route that takes a key until its window ends. 0: no limit.
+    failed_auth_limit: Annotated[int, Meta(ge=0)] = 20
+    failed_auth_window_s: Annotated[float, Meta(gt=0, le=86_400)] = 60.0
+    # Addresses remembered per worker; past this the oldest windows are forgotten first.
+    failed_auth_max_clients: Annotated[int, Meta(ge=1)] = 10_000
 
     def __post_init__(self) -> None:
         names = [key.name for key in self.keys]

@@ -51,7 +51,14 @@ def missing_key() -> AuthenticationFailed:
 
 def require_scope(principal: Principal, scope: str) -> None:
     if scope not in principal.scopes:
-        raise PermissionDenied(f"The API key {principal.name!r} does not have the {scope!r} scope.")
+        error = PermissionDenied(f"The API key {principal.name!r} does not have the {scope!r} scope.")
+        error.key_name = principal.name
+        raise error
+
+
+def refuse_locked_out(request: Request) -> None:
+    """429 for a client address over its failed-authentication limit, before any key is looked up."""
+    request.state.services.failed_auth.check(request.client.host if request.client else "")
 
 
 async def require_key(store: KeyStore, headers: Mapping[str, str], scope: str | None = None) -> Principal:
@@ -75,7 +82,9 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 def _guarded(endpoint: Endpoint, scope: str | None) -> Endpoint:
     @functools.wraps(endpoint)
     async def guarded(request: Request) -> Response:
-        await require_key(request.state.services.key_store, request.headers, scope)
+        refuse_locked_out(request)
+        principal = await require_key(request.state.services.key_store, request.headers, scope)
+        request.state.key_name = principal.name
         return await endpoint(request)
 
     return guarded

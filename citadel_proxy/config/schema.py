@@ -230,6 +230,12 @@ class AuditOptions(Section, frozen=True):
     linger_s: Annotated[float, Meta(ge=0, le=1)] = 0.05
     # Default: <paths.data>/audit
     spool_dir: str | None = None
+    # Requests refused before their pipeline (bad key, bad body, unknown model...) are audited as one
+    # record per client, reason, route and key per interval; repeats of their log line are summarised
+    # once per interval too. A flood therefore costs the writer a few rows per interval, not one a request.
+    refusal_interval_s: Annotated[float, Meta(ge=0.05, le=3600)] = 10.0
+    # Groups per interval per worker; refusals past them share one group per reason (client and route "*").
+    refusal_max_groups: Annotated[int, Meta(ge=1, le=1_000_000)] = 1000
 
 
 class Monitoring(Section, frozen=True):

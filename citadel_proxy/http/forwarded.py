@@ -26,30 +26,34 @@ class TrustedProxies:
     def __init__(self, trusted: Sequence[str]) -> None:
         self._trusted = networks(trusted)
         # Parsing an address and matching it against the networks cost ~5 µs per request.
-        self._verdicts: dict[str, bool] = {}
+        self._verdicts: dict[str, tuple[str, bool] | None] = {}
 
-    def _is_trusted(self, host: str) -> bool:
-        verdict = self._verdicts.get(host)
-        if verdict is None:
-            if len(self._verdicts) >= _MAX_REMEMBERED:
-                self._verdicts.clear()
-            verdict = self._verdicts[host] = self._match(host)
+    def _lookup(self, host: str) -> tuple[str, bool] | None:
+        """The address in its canonical text and whether it is a trusted proxy; None if not an address."""
+        if host in self._verdicts:
+            return self._verdicts[host]
+        if len(self._verdicts) >= _MAX_REMEMBERED:
+            self._verdicts.clear()
+        verdict = self._verdicts[host] = self._match(host)
         return verdict
 
-    def _match(self, host: str) -> bool:
+    def _match(self, host: str) -> tuple[str, bool] | None:
+        # A zone id ("fe80::1%eth0") is free text that ipaddress accepts: no address we log carries one.
+        if "%" in host:
+            return None
         try:
             address = ipaddress.ip_address(host)
         except ValueError:
-            return False
-        return any(address in network for network in self._trusted)
+            return None
+        return str(address), any(address in network for network in self._trusted)
 
     def apply(self, scope: Scope) -> None:
         """Sets `client` (and `scheme`) from X-Forwarded-For/-Proto when the peer is a trusted proxy."""
         client = scope.get("client")
-        if self._trusted and client and self._is_trusted(client[0]):
-            self._rewrite(scope, client)
+        if self._trusted and client and (peer := self._lookup(client[0])) is not None and peer[1]:
+            self._rewrite(scope, peer[0])
 
-    def _rewrite(self, scope: Scope, client: tuple[str, int]) -> None:
+    def _rewrite(self, scope: Scope, peer: str) -> None:
         forwarded = proto = None
         for name, value in scope["headers"]:
             if name == b"x-forwarded-for":
@@ -57,12 +61,25 @@ class TrustedProxies:
             elif name == b"x-forwarded-proto":
                 proto = value.decode("latin-1").strip().lower()
         if forwarded:
-            # Walk from the nearest hop back, skipping our own proxies: the first other address is the client.
-            for hop in reversed([part.strip() for part in forwarded.split(",") if part.strip()]):
-                if not self._is_trusted(hop):
-                    scope["client"] = (hop, 0)
-                    break
-            else:
-                scope["client"] = (forwarded.split(",")[0].strip(), 0)
+            scope["client"] = (self._client_of(forwarded, peer), 0)
         if proto in ("http", "https"):
             scope["scheme"] = proto
+
+    def _client_of(self, forwarded: str, peer: str) -> str:
+        """Walk from the nearest hop back, skipping our own proxies: the first other address is the client.
+
+        Only addresses count: a hop that is not one ("not-an-ip-7", sent by a client through a proxy that
+        passes the header on) ends the walk at the nearest address vouched for, which goes into rate
+        limits, logs and the audit trail instead of the client's text.
+        """
+        client = peer
+        for part in reversed(forwarded.split(",")):
+            if not (hop := part.strip()):
+                continue
+            found = self._lookup(hop)
+            if found is None:
+                break
+            client, trusted = found
+            if not trusted:
+                break
+        return client

@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from citadel_proxy import errors
 from citadel_proxy.observability.logs import log_refusal
+from citadel_proxy.observability.refusals import UNMATCHED_ROUTE
 
 _encode = msgspec.json.Encoder().encode
 # For figures that change from one second to the next: a proxy must not serve yesterday's.
@@ -33,21 +34,43 @@ def error_response(error: errors.GatewayError) -> Response:
     )
 
 
-def _log_refusal(request: Request, error: errors.GatewayError) -> None:
+def _record_refusal(request: Request, error: errors.GatewayError, label: str | None = None) -> None:
+    """A request refused before its pipeline ran (none logged it): counted, logged, audited.
+
+    `label` is the route as a metrics label; by default the matched route's template, else "unmatched".
+    """
     state = request.scope.get("state", {})
-    if not state.get("access_logged"):
-        route = request.scope.get("route")
-        path = getattr(route, "path", request.url.path[:200])
-        client = request.client.host if request.client else ""
-        principal = state.get("principal")
-        key = principal.name if principal is not None else None
-        model = state.get("model", "")[:200]  # the client's text, refused: kept short
-        log_refusal(state.get("request_id", ""), path, client, error.status, error.code, key=key, model=model)
+    if state.get("access_logged"):
+        return
+    template = getattr(request.scope.get("route"), "path", None)
+    path = template or request.url.path[:200]
+    client = request.client.host if request.client else ""
+    key_name = state.get("key_name") or getattr(error, "key_name", None)
+    services = state.get("services")
+    refusals = getattr(services, "refusals", None)
+    model = state.get("model", "")[:200]  # the client's text, refused: kept short
+    if refusals is None:  # a router run without the gateway's lifespan (a test's): the line alone
+        log_refusal(
+            state.get("request_id", ""), path, client, error.status, error.code, key=key_name, model=model
+        )
+        return
+    if isinstance(error, errors.AuthenticationFailed):
+        services.failed_auth.failed(client)
+    refusals.refused(
+        route=path,
+        label=label or template or UNMATCHED_ROUTE,
+        client=client,
+        status=error.status,
+        reason=error.code,
+        key_name=key_name,
+        request_id=state.get("request_id", ""),
+        model=model,
+    )
 
 
 def refusal(request: Request, error: errors.GatewayError) -> Response:
     """An error answer on http.front's short way in, where no middleware adds the request id."""
-    _log_refusal(request, error)
+    _record_refusal(request, error, label=request.scope["path"])  # a configured route: a bounded label
     response = error_response(error)
     response.headers["x-request-id"] = request.scope["state"]["request_id"]
     return response
@@ -55,7 +78,7 @@ def refusal(request: Request, error: errors.GatewayError) -> Response:
 
 async def on_gateway_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.GatewayError)
-    _log_refusal(request, exc)
+    _record_refusal(request, exc)
     return error_response(exc)
 
 
@@ -70,7 +93,7 @@ async def on_http_error(request: Request, exc: Exception) -> Response:
     else:
         error = errors.InvalidRequest(str(exc.detail))
         error.status = exc.status_code
-    _log_refusal(request, error)
+    _record_refusal(request, error)
     return error_response(error)
 
 

@@ -104,7 +104,44 @@ def log_refusal(
     _emit(line)
 
 
-def _emit(line: AccessLine) -> None:
+class RepeatsLine(msgspec.Struct, kw_only=True):
+    """Stands for the access lines of refusals left unwritten because they repeated one just written."""
+
+    time: datetime
+    level: str = "INFO"
+    event: str = "repeated_refusals"
+    message: str
+    route: str
+    status: int
+    key: str | None
+    client: str
+    error_code: str | None
+    count: int
+    seconds: float
+
+
+def log_repeats(
+    route: str, client: str, status: int, error_code: str | None, key: str | None, count: int, seconds: float
+) -> None:
+    """ "N more like this in the last T s": the refusals whose access lines were not written."""
+    if not _access.isEnabledFor(logging.INFO):
+        return
+    seconds = round(seconds, 3)
+    line = RepeatsLine(
+        time=datetime.now(UTC),
+        message=f"{count} more like this in the last {seconds:g} s",
+        route=route,
+        status=status,
+        key=key,
+        client=client,
+        error_code=error_code,
+        count=count,
+        seconds=seconds,
+    )
+    _emit(line)
+
+
+def _emit(line: AccessLine | RepeatsLine) -> None:
     # handle() rather than info(): skips the caller lookup, and the message needs no %-formatting.
     _access.handle(_access.makeRecord(ACCESS_LOGGER, logging.INFO, "", 0, _encode(line).decode(), (), None))
 

@@ -115,6 +115,12 @@ class Metrics:
             registry=r,
             multiprocess_mode="livemostrecent",
         )
+        self.refused = Counter(
+            "citadel_refused_requests_total",
+            "Requests refused before their pipeline ran (also in citadel_requests_total), by error code.",
+            ["route", "code"],
+            registry=r,
+        )
 
         self.build_info = Gauge(
             "citadel_build_info",

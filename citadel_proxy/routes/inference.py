@@ -12,6 +12,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from citadel_proxy import errors
+from citadel_proxy.auth.guard import refuse_locked_out
 from citadel_proxy.http.body import decode, read_body
 from citadel_proxy.http.disconnect import cancel_on_disconnect
 from citadel_proxy.http.responses import json_response
@@ -139,10 +140,12 @@ def _context(request: Request, services: Services, built: BuiltPipeline, route: 
 async def admit(request: Request, built: BuiltPipeline) -> Principal | None:
     """The pipeline's admissions (auth) on the headers alone, before the body is read."""
     principal = None
+    if built.admissions:
+        refuse_locked_out(request)
     for admission in built.admissions:
         principal = await admission.admit(request.headers) or principal
-    # For the access line of a request refused from here on (bad body, unknown model): who asked.
-    request.scope["state"]["principal"] = principal
+    if principal is not None:
+        request.state.key_name = principal.name  # for the audit of a refusal that follows (bad body)
     return principal
 
 

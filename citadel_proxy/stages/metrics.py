@@ -3,7 +3,9 @@
 List it before `auth`, `rate_limit` and `cache` so that refusals and cache hits are counted too. Time to
 first token and tokens per second describe Ollama's work, so cache hits stay out of them and out of the
 token counters; they are counted as requests. Refusals by a rate limit are counted here, from the
-`RateLimited` error that passes through, so the rate_limit stage does not count them itself.
+`RateLimited` error that passes through, so the rate_limit stage does not count them itself. Requests
+refused before the pipeline runs (a missing key, a bad body: the route answers them before any stage) are
+counted where they are answered, by `observability.refusals`.
 """
 
 from __future__ import annotations
