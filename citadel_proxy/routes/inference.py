@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from typing import Literal
 
 import msgspec
 from starlette.requests import Request
@@ -32,7 +33,10 @@ _chat_decoder = msgspec.json.Decoder(ChatRequest)
 _completion_decoder = msgspec.json.Decoder(CompletionRequest)
 # An agent profile as an OpenAI base URL: /v1/<profile>/chat/completions or /v1/<profile>/completions.
 _PROFILE_PATH = re.compile(r"/v1/(?P<profile>[^/]+)/(?P<api>chat/completions|completions)")
-_API_OF_FORMAT = {"chat": "chat/completions", "completion": "completions"}
+Api = Literal["chat", "completion"]
+# A profile is reached in either API: an IDE's copilot plugin may speak chat, a voice client completions.
+# The profile's stages (chunking, deadline, limits) are the same; only the wire format differs.
+_FORMAT_OF_API: dict[str, Api] = {"chat/completions": "chat", "completions": "completion"}
 
 
 async def pipeline_route(request: Request) -> Response | ASGIApp:
@@ -51,7 +55,7 @@ def is_profile_path(path: str) -> bool:
 
 async def profile_route(request: Request) -> Response | ASGIApp:
     """`/v1/<profile>/chat/completions` or `/v1/<profile>/completions`: the agent profile <profile>, for
-    clients that take one base URL (`/v1/<profile>`), in the API its format speaks."""
+    clients that take one base URL (`/v1/<profile>`), in whichever of the two APIs the path names."""
     services: Services = request.state.services
     route = request.scope["path"]
     found = _PROFILE_PATH.fullmatch(route)
@@ -62,10 +66,7 @@ async def profile_route(request: Request) -> Response | ASGIApp:
     if built is None:
         known = ", ".join(sorted(services.pipelines.current.agents)) or "none configured"
         raise errors.NotFound(f"no agent profile named {name!r} (known: {known})")
-    spoken = _API_OF_FORMAT[built.spec.format]
-    if api != spoken:
-        raise errors.NotFound(f"the {name} profile has format {built.spec.format}: POST /v1/{name}/{spoken}")
-    return await run(request, services, built, route)
+    return await run(request, services, built, route, _FORMAT_OF_API[api])
 
 
 async def agent_stream(request: Request) -> Response | ASGIApp:
@@ -82,17 +83,22 @@ async def agent_stream(request: Request) -> Response | ASGIApp:
     return await run(request, services, built, "/v1/agents/stream")
 
 
-async def run(request: Request, services: Services, built: BuiltPipeline, route: str) -> Response | ASGIApp:
+async def run(
+    request: Request, services: Services, built: BuiltPipeline, route: str, api: Api | None = None
+) -> Response | ASGIApp:
+    """Serve `built` in `api` (by default the pipeline's own format)."""
     gateway = services.config.gateway
+    if api is None:
+        api = "chat" if built.spec.format == "chat" else "completion"
     principal = await admit(request, built)
     body = await read_body(request, gateway.max_body_bytes)
-    ctx = _context(request, services, built, route, body)
+    ctx = _context(request, services, built, route, body, api)
     ctx.principal = principal
     request.state.access_logged = True
     if ctx.stream:
         encoder: ChunkEncoder = (
             ChatChunks(ctx.model, int(time.time()))
-            if built.spec.format == "chat"
+            if api == "chat"
             else TextChunks(ctx.model, int(time.time()))
         )
         return StreamResponse(
@@ -108,18 +114,20 @@ async def run(request: Request, services: Services, built: BuiltPipeline, route:
     created = int(time.time())
     answer = (
         chat_completion(completion, ctx.model, created)
-        if built.spec.format == "chat"
+        if api == "chat"
         else text_completion(completion, ctx.model, created)
     )
     return json_response(answer, headers=ctx.response_headers)
 
 
-def _context(request: Request, services: Services, built: BuiltPipeline, route: str, body: bytes) -> Context:
+def _context(
+    request: Request, services: Services, built: BuiltPipeline, route: str, body: bytes, api: Api
+) -> Context:
     pipeline = built.spec
     request_id, client = caller(request)
     wire: ChatRequest | CompletionRequest
     upstream: OllamaChatRequest | OllamaGenerateRequest
-    wire = decode(body, _chat_decoder) if pipeline.format == "chat" else decode(body, _completion_decoder)
+    wire = decode(body, _chat_decoder) if api == "chat" else decode(body, _completion_decoder)
     request.scope["state"]["model"] = wire.model
     model = services.models.resolve(wire.model)
     stream = wire.stream if wire.stream is not None else pipeline.stream_default

@@ -63,13 +63,20 @@ async def test_the_copilot_base_url_serves_completions(gateway: Gateway) -> None
     assert "".join([c.choices[0].text async for c in stream if c.choices]) == "Hello, world!"
 
 
-async def test_a_profile_answers_404_naming_the_api_its_format_speaks(gateway: Gateway) -> None:
-    with pytest.raises(openai.NotFoundError) as raised:
-        await client(gateway, "/v1/copilot").chat.completions.create(model="phi3", messages=HI)
-    assert "POST /v1/copilot/completions" in raised.value.message
-    with pytest.raises(openai.NotFoundError) as raised:
-        await client(gateway, "/v1/voice").completions.create(model="phi3", prompt="x")
-    assert "POST /v1/voice/chat/completions" in raised.value.message
+async def test_a_profile_serves_both_apis_with_its_own_chunking(gateway: Gateway) -> None:
+    """An IDE plugin that speaks chat reaches the copilot profile; a completions client reaches voice."""
+    gateway.fake.next(Behavior.counted(12, tokens_per_write=12))
+    stream = await client(gateway, "/v1/copilot").chat.completions.create(
+        model="coder", messages=HI, stream=True
+    )
+    pieces = [c.choices[0].delta.content async for c in stream if c.choices and c.choices[0].delta.content]
+    assert len(pieces) == 3 and "".join(pieces) == "".join(f"w{i} " for i in range(12))  # 5 per event
+    assert [r.path for r in gateway.fake.requests][-1] == "/api/chat"
+    gateway.fake.next(Behavior.counted(3, tokens_per_write=3))
+    texts = await client(gateway, "/v1/voice").completions.create(model="phi3", prompt="x", stream=True)
+    words = [c.choices[0].text async for c in texts if c.choices and c.choices[0].text]
+    assert words == ["w0 ", "w1 ", "w2 "]
+    assert [r.path for r in gateway.fake.requests][-1] == "/api/generate"
 
 
 @pytest.mark.parametrize(
