@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import Iterable
 from typing import Literal
 
 import msgspec
@@ -13,7 +14,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from citadel_proxy import errors
-from citadel_proxy.auth.guard import refuse_locked_out
+from citadel_proxy.auth.guard import refuse_locked_out, require_key
 from citadel_proxy.http.body import decode, read_body
 from citadel_proxy.http.disconnect import cancel_on_disconnect
 from citadel_proxy.http.responses import json_response
@@ -64,7 +65,7 @@ async def profile_route(request: Request) -> Response | ASGIApp:
     name, api = found.group("profile", "api")
     built = services.pipelines.current.agents.get(name)
     if built is None:
-        known = ", ".join(sorted(services.pipelines.current.agents)) or "none configured"
+        known = await _names_for_a_caller(request, services, services.pipelines.current.agents)
         raise errors.NotFound(f"no agent profile named {name!r} (known: {known})")
     return await run(request, services, built, route, _FORMAT_OF_API[api])
 
@@ -77,10 +78,19 @@ async def agent_stream(request: Request) -> Response | ASGIApp:
     agents = services.pipelines.current.agents
     built = agents.get(agent_type or "")
     if built is None:
-        known = ", ".join(sorted(agents)) or "none configured"
+        known = await _names_for_a_caller(request, services, agents)
         what = f"unknown agent type {agent_type!r}" if agent_type else "the agent type is missing (?type=X)"
         raise errors.UnknownAgentType(f"{what}; known types: {known}", param="type")
     return await run(request, services, built, "/v1/agents/stream")
+
+
+async def _names_for_a_caller(request: Request, services: Services, names: Iterable[str]) -> str:
+    """The configured profile names, for a caller with a valid key only: the list is not for strangers
+    (401 without one, counted as a failed authentication like any other)."""
+    refuse_locked_out(request)
+    principal = await require_key(services.key_store, request.headers)
+    request.state.key_name = principal.name
+    return ", ".join(sorted(names)) or "none configured"
 
 
 async def run(

@@ -45,8 +45,8 @@ KINDS = [
      "tester", "/v1/copilot/completions"),
     ("POST", "/v1/agents/stream?type=research", AUTH, LARGE, 413, "payload_too_large",
      "tester", "/v1/agents/stream"),
-    # Refused before the key is checked (no pipeline is chosen yet): no key name.
-    ("POST", "/v1/agents/stream", AUTH, CHAT, 400, "unknown_agent_type", None, "/v1/agents/stream"),
+    # No pipeline is chosen yet, but the key is checked before the known types are listed.
+    ("POST", "/v1/agents/stream", AUTH, CHAT, 400, "unknown_agent_type", "tester", "/v1/agents/stream"),
     ("POST", "/api/embed", AUTH, {"model": "nope", "input": "x"}, 404, "model_not_found", "tester",
      "/api/embed"),
     ("GET", "/management/models/list", EMBEDDER, None, 403, "insufficient_scope", "embedder",
