@@ -21,11 +21,10 @@ from typing import TYPE_CHECKING
 from citadel_proxy.audit.errors import AuditError, StoreRejected, StoreUnavailable
 from citadel_proxy.audit.records import AuditRecord, encode_record, record_id
 from citadel_proxy.audit.spool import Spool, claim_orphans, quarantine, read_segment
-from citadel_proxy.audit.store import PostgresStore
 from citadel_proxy.background import mark_seen
 
 if TYPE_CHECKING:
-    from citadel_proxy.audit.queries import AuditQueries
+    from citadel_proxy.audit.ports import AuditReader, AuditStore
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +46,7 @@ class AuditSink:
     def __init__(
         self,
         spool: Spool,
-        store: PostgresStore | None,
+        store: AuditStore | None,
         *,
         batch_size: int,
         queue_size: int,
@@ -58,7 +57,7 @@ class AuditSink:
     ) -> None:
         self.metrics = AuditMetrics()
         # Set by open_audit when there is a database: what the management routes read.
-        self.queries: AuditQueries | None = None
+        self.queries: AuditReader | None = None
         self._spool = spool
         self._store = store
         self._batch_size = batch_size

@@ -184,6 +184,9 @@ class AuditOptions(Section, frozen=True):
     linger_s: Annotated[float, Meta(ge=0, le=1)] = 0.05
     # Default: <paths.data>/audit
     spool_dir: str | None = None
+    # The embedded store, used when `database` is null. Default: <paths.data>/audit.sqlite3; a relative
+    # path is taken from paths.data.
+    sqlite_path: str | None = None
 
 
 class Monitoring(Section, frozen=True):
