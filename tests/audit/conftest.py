@@ -118,6 +118,14 @@ def fetch(config: Config, query: str, *args: Any) -> list[tuple[Any, ...]]:
         return conn.execute(query.encode(), args or None).fetchall()
 
 
+def fetch_any(config: Config, query: str) -> list[tuple[Any, ...]]:
+    """`query` (SQL both stores read alike, no parameters) on the config's store, PostgreSQL or SQLite."""
+    if config.database is not None:
+        return fetch(config, query)
+    with contextlib.closing(sqlite3.connect(Path(config.paths.data) / "audit.sqlite3")) as conn:
+        return conn.execute(query).fetchall()
+
+
 def execute(config: Config, query: str, *args: Any) -> None:
     assert config.database is not None
     with psycopg.connect(config.database.conninfo(), autocommit=True) as conn:
