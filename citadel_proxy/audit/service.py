@@ -17,7 +17,7 @@ from citadel_proxy.audit.ports import AuditReader, AuditStore
 from citadel_proxy.audit.queries import AuditQueries
 from citadel_proxy.audit.sink import AuditSink, Prepare
 from citadel_proxy.audit.spool import Spool, claim_free_slot
-from citadel_proxy.audit.sqlite_file import SqliteFile
+from citadel_proxy.audit.sqlite_file import SqliteFile, sqlite_path
 from citadel_proxy.audit.sqlite_queries import SqliteQueries
 from citadel_proxy.audit.sqlite_store import SqliteStore
 from citadel_proxy.audit.store import PostgresStore
@@ -59,11 +59,6 @@ async def open_audit(
     sink.start()
     stack.push_async_callback(sink.close)
     return sink
-
-
-def sqlite_path(config: Config, options: AuditOptions) -> Path:
-    """The embedded store's file (used when `database` is null)."""
-    return Path(config.paths.data) / (options.sqlite_path or "audit.sqlite3")
 
 
 async def _open_sqlite(

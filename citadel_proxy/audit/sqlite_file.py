@@ -17,9 +17,16 @@ from importlib import resources
 from pathlib import Path
 from typing import TypeVar
 
+from citadel_proxy.config.schema import AuditOptions, Config
+
 T = TypeVar("T")
 
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+def sqlite_path(config: Config, options: AuditOptions | None = None) -> Path:
+    """The embedded store's file (used when `database` is null)."""
+    return Path(config.paths.data) / ((options or config.audit).sqlite_path or "audit.sqlite3")
 
 
 def sqlite_migrations() -> list[tuple[int, str]]:

@@ -16,8 +16,7 @@ from citadel_proxy.audit import AuditOptions, AuditSink, open_audit
 from citadel_proxy.audit.errors import StoreRejected
 from citadel_proxy.audit.ports import AuditStore
 from citadel_proxy.audit.records import AuditMessage, AuditRecord, encode_record, new_id
-from citadel_proxy.audit.service import sqlite_path
-from citadel_proxy.audit.sqlite_file import SqliteFile
+from citadel_proxy.audit.sqlite_file import SqliteFile, sqlite_path
 from citadel_proxy.audit.sqlite_store import SqliteStore
 from citadel_proxy.audit.store import PostgresStore, escape_nul, unescape_nul
 from citadel_proxy.config.schema import Config
