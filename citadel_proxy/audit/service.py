@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from citadel_proxy.audit.errors import StoreUnavailable
+from citadel_proxy.audit.legacy_log import import_audit_log
 from citadel_proxy.audit.migrate import migrate
 from citadel_proxy.audit.ports import AuditReader, AuditStore
 from citadel_proxy.audit.queries import AuditQueries
@@ -39,7 +41,9 @@ async def open_audit(
     queries: AuditReader
     if db is None:
         store, queries = await _open_sqlite(sqlite_path(config, options), options, stack)
-        prepare = await _ready_or_deferred(store.migrate)
+        prepare = await _ready_or_deferred(
+            functools.partial(_prepare_sqlite, store, root, options.batch_size)
+        )
     else:
         pool = await _open_pool(db, options, stack)
         store = PostgresStore(pool, options.write_timeout_s)
@@ -89,6 +93,11 @@ async def _open_pool(
     await pool.open(wait=False)
     stack.push_async_callback(pool.close)
     return pool
+
+
+async def _prepare_sqlite(store: SqliteStore, root: Path, batch_size: int) -> None:
+    await store.migrate()
+    await import_audit_log(store, root, batch_size)
 
 
 async def _ready_or_deferred(prepare: Prepare) -> Prepare | None:
