@@ -5,7 +5,8 @@
        └──► spool (down, queue full, closing) ◄─┘        recovery: spool ──► PostgreSQL, in order
 
 Records go to the queue only while the database is healthy and the spool is empty, so spooled records
-are replayed before newer ones are written. With no database the spool is the audit log itself.
+are replayed before newer ones are written. "PostgreSQL" stands for the store: with `database: null` it is
+the embedded SQLite file (audit/sqlite_store.py), behind the same queue and spool.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ Prepare = Callable[[], Awaitable[None]]
 
 @dataclass(slots=True)
 class AuditMetrics:
-    written: int = 0  # stored in PostgreSQL by the writer (or in the log, without a database)
+    written: int = 0  # stored in PostgreSQL (or SQLite, without a database) by the writer
     spooled: int = 0  # appended to the spool, waiting for PostgreSQL
     replayed: int = 0  # moved from the spool to PostgreSQL
     rejected: int = 0  # refused by PostgreSQL for their content: kept in rejected.jsonl

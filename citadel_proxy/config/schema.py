@@ -176,7 +176,7 @@ class AuditOptions(Section, frozen=True):
     durability: Literal["queue", "spool"] = "queue"
     queue_size: PositiveInt = 10_000
     batch_size: Annotated[int, Meta(ge=1, le=10_000)] = 500
-    # The spool (or, without a database, the audit log) starts a new file past this size.
+    # The spool starts a new file past this size.
     segment_bytes: Annotated[int, Meta(ge=1024)] = 64 * 1024 * 1024
     retry_s: Seconds = 2.0
     write_timeout_s: Seconds = 10.0
