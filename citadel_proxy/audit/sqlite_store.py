@@ -81,12 +81,12 @@ class _Batch:
     """A batch's rows for the three tables, checked and converted before the transaction starts."""
 
     def __init__(self, encoded: Sequence[bytes]) -> None:
-        rows = [_decode(e) for e in encoded]
+        rows = sorted(((utc_text(row.time), row) for row in map(_decode, encoded)), key=lambda p: p[0])
         self.requests: list[tuple[object, ...]] = []
         self.messages: list[tuple[object, ...]] = []
         first: dict[str, tuple[str, str | None, str]] = {}
-        for row in sorted(rows, key=lambda r: utc_text(r.time)):
-            rid, conversation, at = _uuid(row.id), row.conversation_id, utc_text(row.time)
+        for at, row in rows:
+            rid, conversation = _uuid(row.id), row.conversation_id
             if conversation is not None:
                 conversation = _uuid(conversation)
                 # As in PostgreSQL: a conversation takes its first record's time, key and model.
