@@ -26,7 +26,12 @@ async def import_audit_log(store: AuditStore, root: Path, batch_size: int) -> in
     """Move every old audit-log file under `root` into `store`; returns how many records were moved."""
     moved = 0
     for path in await asyncio.to_thread(_legacy_files, root):
-        segment = await asyncio.to_thread(read_segment, path)
+        try:
+            segment = await asyncio.to_thread(read_segment, path)
+        except OSError as exc:
+            # Left where it is for a human: an old log must not keep the gateway from starting.
+            log.error("cannot read the old audit log %s, left as it is: %s", path, exc)
+            continue
         refused: list[bytes] = []
         for start in range(0, len(segment.records), batch_size):
             refused += await _insert(store, segment.records[start : start + batch_size])
