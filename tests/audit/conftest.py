@@ -19,6 +19,7 @@ from starlette.datastructures import Headers
 
 from citadel_proxy.audit.migrate import migrate
 from citadel_proxy.audit.records import AuditMessage, AuditRecord, new_id
+from citadel_proxy.audit.sqlite_file import sqlite_path
 from citadel_proxy.config.schema import Config, Database, Paths
 from citadel_proxy.openai.wire import ChatMessage, ChatRequest, CompletionRequest
 from citadel_proxy.pipeline.spec import Pipeline
@@ -122,7 +123,7 @@ def fetch_any(config: Config, query: str) -> list[tuple[Any, ...]]:
     """`query` (SQL both stores read alike, no parameters) on the config's store, PostgreSQL or SQLite."""
     if config.database is not None:
         return fetch(config, query)
-    with contextlib.closing(sqlite3.connect(Path(config.paths.data) / "audit.sqlite3")) as conn:
+    with contextlib.closing(sqlite3.connect(sqlite_path(config))) as conn:
         return conn.execute(query).fetchall()
 
 

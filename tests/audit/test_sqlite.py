@@ -6,9 +6,13 @@ import contextlib
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from citadel_proxy.audit import AuditOptions, open_audit
 from citadel_proxy.audit.records import encode_record
 from citadel_proxy.audit.sqlite_file import sqlite_path
+from citadel_proxy.cli import main
+from citadel_proxy.config import load_config
 from citadel_proxy.routes.health import check_audit
 from tests.audit.conftest import fetch_any, make_config, record, services, wait_for
 
@@ -66,3 +70,12 @@ async def test_the_json_lines_log_of_earlier_versions_moves_into_sqlite(tmp_path
     assert [(c.id.hex, c.requests) for c in page.data] == [("0190a8f8000070008000000000000001", 3)]
     assert not (slot / "audit-0000000001.jsonl").exists()
     assert (slot / "rejected.jsonl").read_bytes() == b'{"id": "torn\n'
+
+
+def test_migrate_command_without_a_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config_file = tmp_path / "citadel.yaml"
+    config_file.write_text(f"database: null\naudit: {{sqlite_path: {tmp_path}/elsewhere/audit.db}}\n")
+    assert main(["migrate", "--config", str(config_file)]) == 0
+    assert main(["migrate", "--config", str(config_file)]) == 0
+    assert capsys.readouterr().out.splitlines() == ["applied migrations: [1]", "the schema is up to date"]
+    assert fetch_any(load_config(config_file), "SELECT count(*) FROM audit_requests") == [(0,)]
