@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 from pathlib import Path
@@ -79,3 +80,13 @@ def test_migrate_command_without_a_database(tmp_path: Path, capsys: pytest.Captu
     assert main(["migrate", "--config", str(config_file)]) == 0
     assert capsys.readouterr().out.splitlines() == ["applied migrations: [1]", "the schema is up to date"]
     assert fetch_any(load_config(config_file), "SELECT count(*) FROM audit_requests") == [(0,)]
+
+
+async def test_two_workers_write_the_one_file(tmp_path: Path) -> None:
+    """Each worker has its own connections (and spool slot): their batches take turns on the lock."""
+    config = make_config(None, "", tmp_path)
+    async with contextlib.AsyncExitStack() as stack:
+        sinks = [await open_audit(config, stack, AuditOptions(batch_size=20)) for _ in range(2)]
+        await asyncio.gather(*(sink.submit(record(n)) for n in range(300) for sink in sinks))
+    assert stored(tmp_path) == (600, 600)
+    assert all(s.metrics.written == 300 and s.metrics.spooled == 0 for s in sinks)
