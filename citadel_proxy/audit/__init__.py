@@ -1,4 +1,5 @@
-"""The audit trail: every exchange recorded in PostgreSQL, through a durable spool when it is down."""
+"""The audit trail: every exchange recorded in PostgreSQL (or SQLite, the embedded default), through a
+durable spool when the store cannot take it."""
 
 from citadel_proxy.audit.errors import AuditError
 from citadel_proxy.audit.records import AuditRecord, new_id

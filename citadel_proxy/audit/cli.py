@@ -1,8 +1,10 @@
-"""Operator commands: `migrate`, `backup`, `restore FILE`."""
+"""Operator commands: `migrate`, `backup`, `restore FILE`, on PostgreSQL or the embedded SQLite store."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -10,8 +12,10 @@ from typing import Any
 from citadel_proxy.audit.backup import backup, restore
 from citadel_proxy.audit.errors import AuditError
 from citadel_proxy.audit.migrate import migrate
+from citadel_proxy.audit.sqlite_backup import backup_sqlite, restore_sqlite
+from citadel_proxy.audit.sqlite_file import connect, migrate_sqlite, sqlite_path
 from citadel_proxy.config import ConfigError, load_config
-from citadel_proxy.config.schema import Database
+from citadel_proxy.config.schema import Config
 
 _CONFIG_HELP = "config file (default: $CITADEL_CONFIG or conf/citadel.yaml)"
 
@@ -24,22 +28,19 @@ def register(subparsers: Any) -> None:
         return parser
 
     add("migrate", "apply the audit schema's missing migrations").set_defaults(func=_migrate)
-    dump = add("backup", "pg_dump the audit schema into paths.backups, with rotation and a manifest")
+    dump = add("backup", "back up the audit store (pg_dump, or SQLite's backup API) into paths.backups")
     dump.add_argument("--keep-days", type=float, default=30.0, help="drop backups older than this")
     dump.add_argument("--keep-count", type=int, default=30, help="keep at most this many backups")
     dump.set_defaults(func=_backup)
-    load = add("restore", "restore a backup into the configured database (replaces the audit schema)")
+    load = add("restore", "restore a backup into the configured audit store (replaces its content)")
     load.add_argument("file", type=Path, help="a backup file written by `citadel-proxy backup`")
     load.set_defaults(func=_restore)
 
 
-def _database(args: argparse.Namespace) -> tuple[Database, Path]:
+def _config(args: argparse.Namespace) -> Config:
     from citadel_proxy.config import config_path
 
-    config = load_config(config_path(getattr(args, "config", None)))
-    if config.database is None:
-        raise AuditError("the config has no `database` section: the audit log is the spool, nothing to do")
-    return config.database, Path(config.paths.backups)
+    return load_config(config_path(getattr(args, "config", None)))
 
 
 def _guarded(action: Any) -> Any:
@@ -59,23 +60,36 @@ def _guarded(action: Any) -> Any:
 def _migrate(args: argparse.Namespace) -> str:
     import psycopg
 
-    db, _ = _database(args)
+    config = _config(args)
+    db = config.database
     try:
-        applied = migrate(db.conninfo(), db.db_schema)
-    except psycopg.Error as exc:
+        if db is None:
+            with contextlib.closing(connect(sqlite_path(config), timeout_s=30.0)) as conn:
+                applied = migrate_sqlite(conn)
+        else:
+            applied = migrate(db.conninfo(), db.db_schema)
+    except (psycopg.Error, sqlite3.Error) as exc:
         raise AuditError(f"migrations failed: {exc}") from exc
     return f"applied migrations: {applied}" if applied else "the schema is up to date"
 
 
 @_guarded
 def _backup(args: argparse.Namespace) -> str:
-    db, directory = _database(args)
-    entry = backup(db, directory, keep_days=args.keep_days, keep_count=args.keep_count)
+    config = _config(args)
+    directory, keep = Path(config.paths.backups), {"keep_days": args.keep_days, "keep_count": args.keep_count}
+    if config.database is None:
+        entry = backup_sqlite(sqlite_path(config), directory, **keep)
+    else:
+        entry = backup(config.database, directory, **keep)
     return f"{directory / entry.file}: {entry.bytes} bytes, sha256 {entry.sha256}"
 
 
 @_guarded
 def _restore(args: argparse.Namespace) -> str:
-    db, _ = _database(args)
+    config = _config(args)
+    db = config.database
+    if db is None:
+        restore_sqlite(sqlite_path(config), args.file)
+        return f"restored {args.file} into {sqlite_path(config)}"
     restore(db, args.file)
     return f"restored {args.file} into {db.database} (schema {db.db_schema})"

@@ -1,9 +1,11 @@
-"""Opening the audit trail at start: pool, migrations, spool and writer, closed by the app's exit stack."""
+"""Opening the audit trail at start: store (PostgreSQL, or SQLite without a database), migrations, spool
+and writer, closed by the app's exit stack."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from pathlib import Path
 
@@ -11,10 +13,15 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from citadel_proxy.audit.errors import StoreUnavailable
+from citadel_proxy.audit.legacy_log import import_audit_log
 from citadel_proxy.audit.migrate import migrate
+from citadel_proxy.audit.ports import AuditReader, AuditStore
 from citadel_proxy.audit.queries import AuditQueries
-from citadel_proxy.audit.sink import AuditSink
+from citadel_proxy.audit.sink import AuditSink, Prepare
 from citadel_proxy.audit.spool import Spool, claim_free_slot
+from citadel_proxy.audit.sqlite_file import SqliteFile, sqlite_path
+from citadel_proxy.audit.sqlite_queries import SqliteQueries
+from citadel_proxy.audit.sqlite_store import SqliteStore
 from citadel_proxy.audit.store import PostgresStore
 from citadel_proxy.config.schema import AuditOptions, Config, Database
 
@@ -24,33 +31,49 @@ log = logging.getLogger(__name__)
 async def open_audit(
     config: Config, stack: contextlib.AsyncExitStack, options: AuditOptions | None = None
 ) -> AuditSink:
-    """Start the audit trail; `stack` closes it (queue drained) and then its pool."""
+    """Start the audit trail; `stack` closes it (queue drained) and then its store."""
     options = options or config.audit
     root = Path(options.spool_dir or Path(config.paths.data) / "audit")
     slot = await asyncio.to_thread(claim_free_slot, root)
+    spool = Spool(slot, prefix="spool", segment_bytes=options.segment_bytes)
     db = config.database
-    spool = Spool(slot, prefix="audit" if db is None else "spool", segment_bytes=options.segment_bytes)
+    store: AuditStore
+    queries: AuditReader
     if db is None:
-        sink = AuditSink(
-            spool, None, batch_size=options.batch_size, queue_size=options.queue_size, retry_s=options.retry_s
+        store, queries = await _open_sqlite(sqlite_path(config, options), options, stack)
+        prepare = await _ready_or_deferred(
+            functools.partial(_prepare_sqlite, store, root, options.batch_size)
         )
     else:
         pool = await _open_pool(db, options, stack)
-        prepare = await _migrate_or_defer(db) if db.migrate_on_start else None
-        sink = AuditSink(
-            spool,
-            PostgresStore(pool, options.write_timeout_s),
-            batch_size=options.batch_size,
-            queue_size=options.queue_size,
-            retry_s=options.retry_s,
-            prepare=prepare,
-            linger_s=options.linger_s,
-            spool_first=options.durability == "spool",
-        )
-        sink.queries = AuditQueries(pool, options.write_timeout_s)
+        store = PostgresStore(pool, options.write_timeout_s)
+        queries = AuditQueries(pool, options.write_timeout_s)
+        prepare = await _ready_or_deferred(_Deferred(db)) if db.migrate_on_start else None
+    sink = AuditSink(
+        spool,
+        store,
+        batch_size=options.batch_size,
+        queue_size=options.queue_size,
+        retry_s=options.retry_s,
+        prepare=prepare,
+        linger_s=options.linger_s,
+        spool_first=options.durability == "spool",
+    )
+    sink.queries = queries
     sink.start()
     stack.push_async_callback(sink.close)
     return sink
+
+
+async def _open_sqlite(
+    path: Path, options: AuditOptions, stack: contextlib.AsyncExitStack
+) -> tuple[SqliteStore, SqliteQueries]:
+    # Two connections, each on its own thread: reads go on while a batch is written (WAL).
+    writer = SqliteFile(path, timeout_s=options.write_timeout_s, name="audit-sqlite-writer")
+    stack.push_async_callback(writer.close)
+    reader = SqliteFile(path, timeout_s=options.write_timeout_s, name="audit-sqlite-reader")
+    stack.push_async_callback(reader.close)
+    return SqliteStore(writer, options.write_timeout_s), SqliteQueries(reader, options.write_timeout_s)
 
 
 async def _open_pool(
@@ -72,13 +95,19 @@ async def _open_pool(
     return pool
 
 
-async def _migrate_or_defer(db: Database) -> _Deferred | None:
-    deferred = _Deferred(db)
+async def _prepare_sqlite(store: SqliteStore, root: Path, batch_size: int) -> None:
+    await store.migrate()
+    await import_audit_log(store, root, batch_size)
+
+
+async def _ready_or_deferred(prepare: Prepare) -> Prepare | None:
+    """Run `prepare` (the store's migrations) now; if the store cannot be reached, hand it to the sink,
+    which retries it before it replays the spool."""
     try:
-        await deferred()
+        await prepare()
     except StoreUnavailable as exc:
-        log.warning("audit migrations deferred until PostgreSQL is reachable: %s", exc.__cause__)
-        return deferred
+        log.warning("audit migrations deferred until the store is reachable: %s", exc.__cause__)
+        return prepare
     return None
 
 

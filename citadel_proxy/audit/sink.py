@@ -5,7 +5,8 @@
        └──► spool (down, queue full, closing) ◄─┘        recovery: spool ──► PostgreSQL, in order
 
 Records go to the queue only while the database is healthy and the spool is empty, so spooled records
-are replayed before newer ones are written. With no database the spool is the audit log itself.
+are replayed before newer ones are written. "PostgreSQL" stands for the store: with `database: null` it is
+the embedded SQLite file (audit/sqlite_store.py), behind the same queue and spool.
 """
 
 from __future__ import annotations
@@ -21,11 +22,10 @@ from typing import TYPE_CHECKING
 from citadel_proxy.audit.errors import AuditError, StoreRejected, StoreUnavailable
 from citadel_proxy.audit.records import AuditRecord, encode_record, record_id
 from citadel_proxy.audit.spool import Spool, claim_orphans, quarantine, read_segment
-from citadel_proxy.audit.store import PostgresStore
 from citadel_proxy.background import mark_seen
 
 if TYPE_CHECKING:
-    from citadel_proxy.audit.queries import AuditQueries
+    from citadel_proxy.audit.ports import AuditReader, AuditStore
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ Prepare = Callable[[], Awaitable[None]]
 
 @dataclass(slots=True)
 class AuditMetrics:
-    written: int = 0  # stored in PostgreSQL by the writer (or in the log, without a database)
+    written: int = 0  # stored in PostgreSQL (or SQLite, without a database) by the writer
     spooled: int = 0  # appended to the spool, waiting for PostgreSQL
     replayed: int = 0  # moved from the spool to PostgreSQL
     rejected: int = 0  # refused by PostgreSQL for their content: kept in rejected.jsonl
@@ -47,7 +47,7 @@ class AuditSink:
     def __init__(
         self,
         spool: Spool,
-        store: PostgresStore | None,
+        store: AuditStore | None,
         *,
         batch_size: int,
         queue_size: int,
@@ -58,7 +58,7 @@ class AuditSink:
     ) -> None:
         self.metrics = AuditMetrics()
         # Set by open_audit when there is a database: what the management routes read.
-        self.queries: AuditQueries | None = None
+        self.queries: AuditReader | None = None
         self._spool = spool
         self._store = store
         self._batch_size = batch_size

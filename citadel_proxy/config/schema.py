@@ -222,7 +222,7 @@ class AuditOptions(Section, frozen=True):
     durability: Literal["queue", "spool"] = "queue"
     queue_size: PositiveInt = 10_000
     batch_size: Annotated[int, Meta(ge=1, le=10_000)] = 500
-    # The spool (or, without a database, the audit log) starts a new file past this size.
+    # The spool starts a new file past this size.
     segment_bytes: Annotated[int, Meta(ge=1024)] = 64 * 1024 * 1024
     retry_s: Seconds = 2.0
     write_timeout_s: Seconds = 10.0
@@ -236,6 +236,9 @@ class AuditOptions(Section, frozen=True):
     refusal_interval_s: Annotated[float, Meta(ge=0.05, le=3600)] = 10.0
     # Groups per interval per worker; refusals past them share one group per reason (client and route "*").
     refusal_max_groups: Annotated[int, Meta(ge=1, le=1_000_000)] = 1000
+    # The embedded store, used when `database` is null. Default: <paths.data>/audit.sqlite3; a relative
+    # path is taken from paths.data.
+    sqlite_path: str | None = None
 
 
 class Monitoring(Section, frozen=True):

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from citadel_proxy.audit.queries import AuditQueries
+from citadel_proxy.audit.ports import AuditReader
 from citadel_proxy.audit.sink import AuditSink
 from citadel_proxy.auth.guard import Endpoint
 from citadel_proxy.errors import InvalidRequest, NotFound, ServiceUnavailable
@@ -28,11 +28,11 @@ _MAX_PAGE = 200
 _MAX_MESSAGES = 10_000
 
 
-def _queries(request: Request) -> AuditQueries:
+def _queries(request: Request) -> AuditReader:
     sink: AuditSink | None = getattr(request.state.services, "audit", None)
     queries = sink.queries if sink is not None else None
     if queries is None:
-        raise ServiceUnavailable("no audit database is configured: the audit log is the spool on disk")
+        raise ServiceUnavailable("the audit trail cannot be read in this process")
     return queries
 
 

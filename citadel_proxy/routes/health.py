@@ -76,7 +76,7 @@ def check_audit(services: Services) -> Check:
     # With durability spool every record passes through the spool: a backlog is a problem only while
     # PostgreSQL fails to take it.
     if waiting and services.audit.database_failing:
-        return Check("degraded", detail=f"{waiting} records wait in the spool for PostgreSQL")
+        return Check("degraded", detail=f"{waiting} records wait in the spool for the audit store")
     return Check("ok", detail=f"queue {counts['queue_depth']}")
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import msgspec
 import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
@@ -17,6 +19,7 @@ from starlette.datastructures import Headers
 
 from citadel_proxy.audit.migrate import migrate
 from citadel_proxy.audit.records import AuditMessage, AuditRecord, new_id
+from citadel_proxy.audit.sqlite_file import sqlite_path
 from citadel_proxy.config.schema import Config, Database, Paths
 from citadel_proxy.openai.wire import ChatMessage, ChatRequest, CompletionRequest
 from citadel_proxy.pipeline.spec import Pipeline
@@ -92,6 +95,15 @@ def migrated(postgres_dsn: str, pg_schema: str, tmp_path: Path) -> Config:
     return config
 
 
+@pytest.fixture(params=["postgres", "sqlite"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Config:
+    """A config whose audit trail is PostgreSQL (a fresh, migrated schema) or the embedded SQLite file."""
+    if request.param == "postgres":
+        config: Config = request.getfixturevalue("migrated")
+        return config
+    return make_config(None, "", tmp_path)
+
+
 @pytest.fixture
 async def proxy(postgres_dsn: str) -> AsyncIterator[TcpProxy]:
     params = pg_params(postgres_dsn)
@@ -105,6 +117,14 @@ def fetch(config: Config, query: str, *args: Any) -> list[tuple[Any, ...]]:
     assert config.database is not None
     with psycopg.connect(config.database.conninfo(), autocommit=True) as conn:
         return conn.execute(query.encode(), args or None).fetchall()
+
+
+def fetch_any(config: Config, query: str) -> list[tuple[Any, ...]]:
+    """`query` (SQL both stores read alike, no parameters) on the config's store, PostgreSQL or SQLite."""
+    if config.database is not None:
+        return fetch(config, query)
+    with contextlib.closing(sqlite3.connect(sqlite_path(config))) as conn:
+        return conn.execute(query).fetchall()
 
 
 def execute(config: Config, query: str, *args: Any) -> None:
@@ -216,3 +236,32 @@ async def wait_for(predicate: Callable[[], bool], timeout_s: float = 20.0) -> No
             if predicate():
                 return
             await asyncio.sleep(0.05)
+
+
+def stored_records(path: Path) -> list[AuditRecord]:
+    """The records in an embedded SQLite store, rebuilt from its rows, in the order they were stored."""
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.row_factory = sqlite3.Row
+        requests = conn.execute("SELECT * FROM audit_requests ORDER BY rowid").fetchall()
+        messages = conn.execute(
+            "SELECT request_id, role, content, content_sha256 AS sha256, content_bytes AS bytes, truncated"
+            " FROM messages ORDER BY request_id, position"
+        ).fetchall()
+    by_request: dict[str, list[dict[str, Any]]] = {}
+    for message in messages:
+        by_request.setdefault(message["request_id"], []).append(dict(message))
+    return [
+        msgspec.convert(
+            dict(row)
+            | {
+                "time": row["created_at"],
+                "client": row["client_addr"],
+                "request": msgspec.json.decode(row["request"]),
+                "response": None if row["response"] is None else msgspec.json.decode(row["response"]),
+                "messages": by_request.get(row["id"], []),
+            },
+            AuditRecord,
+            strict=False,
+        )
+        for row in requests
+    ]

@@ -1,10 +1,12 @@
-"""Backup and restore: pg_dump of the audit schema, drop it, restore, every record is back."""
+"""Backup and restore: pg_dump of the audit schema, drop it, restore, every record is back; the same for
+the embedded SQLite store through its online backup API."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import shutil
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,8 +17,12 @@ from citadel_proxy.audit.backup import backup, read_manifest, restore, sha256_of
 from citadel_proxy.audit.errors import AuditError
 from citadel_proxy.audit.migrate import available
 from citadel_proxy.audit.service import AuditOptions
+from citadel_proxy.audit.sqlite_backup import backup_sqlite, restore_sqlite
+from citadel_proxy.audit.sqlite_file import migrate_sqlite
+from citadel_proxy.cli import main
+from citadel_proxy.config import load_config
 from citadel_proxy.config.schema import Config
-from tests.audit.conftest import execute, fetch, record
+from tests.audit.conftest import execute, fetch, fetch_any, record, wait_for
 
 
 @pytest.fixture
@@ -79,3 +85,41 @@ def test_rotation_by_age_and_count(pg_tools: None, migrated: Config, tmp_path: P
         for d in range(4)
     ]
     assert [e.file for e in read_manifest(directory).backups] == [m.file for m in more[-3:]]
+
+
+async def test_sqlite_backup_and_restore_while_the_gateway_writes(tmp_path: Path) -> None:
+    """`citadel-proxy backup` and `restore` without a database: SQLite's online backup API, both ways."""
+    config_file = tmp_path / "citadel.yaml"
+    config_file.write_text(f"database: null\npaths: {{data: {tmp_path}/data, backups: {tmp_path}/backups}}\n")
+    config = load_config(config_file)
+    async with contextlib.AsyncExitStack() as stack:
+        sink = await open_audit(config, stack, AuditOptions(spool_dir=str(tmp_path / "spool"), linger_s=0))
+        for n in range(50):
+            await sink.submit(record(n))
+        await wait_for(lambda: sink.metrics.written == 50)
+        assert main(["backup", "--config", str(config_file)]) == 0
+        [entry] = read_manifest(tmp_path / "backups").backups
+        assert entry.format == "sqlite" and entry.sha256 == sha256_of(tmp_path / "backups" / entry.file)
+        for n in range(50, 60):
+            await sink.submit(record(n))
+        await wait_for(lambda: sink.metrics.written == 60)
+        assert main(["restore", "--config", str(config_file), str(tmp_path / "backups" / entry.file)]) == 0
+        assert fetch_any(config, "SELECT count(*) FROM audit_requests") == [(50,)]
+        await sink.submit(record(60))  # the running writer goes on in the restored file
+    assert fetch_any(config, "SELECT count(*) FROM audit_requests") == [(51,)]
+    assert sink.metrics.spooled == 0 and sink.metrics.lost == 0
+
+
+def test_sqlite_restore_refuses_a_damaged_file(tmp_path: Path) -> None:
+    source = tmp_path / "audit.sqlite3"
+    with contextlib.closing(sqlite3.connect(source)) as conn:
+        migrate_sqlite(conn)
+    entry = backup_sqlite(source, tmp_path / "backups", keep_days=30, keep_count=5)
+    copy = tmp_path / "backups" / entry.file
+    copy.write_bytes(copy.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(AuditError, match="damaged"):
+        restore_sqlite(source, copy)
+    copy.write_bytes(b"not a database" * 100)
+    (tmp_path / "backups" / "manifest.json").unlink()
+    with pytest.raises(AuditError, match="restore of"):
+        restore_sqlite(source, copy)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 import uuid
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import psycopg
+import pytest
 
 from tests.core.conftest import AUTH, CHAT, REPO, running_gateway, write_config
 from tests.fakes.ollama import Behavior, FakeOllama
@@ -22,14 +26,34 @@ def database_section(dsn: str, schema: str) -> str:
     )
 
 
+_ROWS = "SELECT route, status, error_code, stream, completion_tokens, response FROM audit_requests"
+_MESSAGES = "SELECT role, content FROM messages WHERE conversation_id = {} ORDER BY created_at, position"
+
+
+def stored(store: str, request: pytest.FixtureRequest, tmp_path: Path, conversation: str) -> tuple[Any, Any]:
+    """The gateway's audit rows (oldest first) and the conversation's messages, from either store."""
+    if store == "sqlite":
+        with contextlib.closing(sqlite3.connect(tmp_path / "data" / "audit.sqlite3")) as lite:
+            rows = lite.execute(_ROWS + " ORDER BY created_at").fetchall()
+            return rows, lite.execute(_MESSAGES.format("?"), (conversation,)).fetchall()
+    dsn, schema = request.getfixturevalue("postgres_dsn"), request.getfixturevalue("pg_schema")
+    with psycopg.connect(dsn, options=f"-c search_path={schema}") as conn:
+        rows = conn.execute(_ROWS + " ORDER BY created_at").fetchall()
+        return rows, conn.execute(_MESSAGES.format("%s"), (conversation,)).fetchall()
+
+
+@pytest.mark.parametrize("store", ["postgres", "sqlite"])
 async def test_each_route_and_an_error_are_recorded_once(
-    tmp_path: Path, postgres_dsn: str, pg_schema: str
+    tmp_path: Path, store: str, request: pytest.FixtureRequest
 ) -> None:
     conversation = str(uuid.uuid4())
+    if store == "postgres":
+        dsn, schema = request.getfixturevalue("postgres_dsn"), request.getfixturevalue("pg_schema")
+        section = database_section(dsn, schema)
+    else:
+        section = "database: null"
     async with FakeOllama(behavior=Behavior.counted(6, tokens_per_write=6)) as fake:
-        config = write_config(
-            tmp_path, fake.port, REPO / "pipelines", extra=database_section(postgres_dsn, pg_schema)
-        )
+        config = write_config(tmp_path, fake.port, REPO / "pipelines", extra=section)
         async with running_gateway(config, fake) as gw, aiohttp.ClientSession(headers=AUTH) as session:
             calls = [
                 ("/v1/chat/completions", CHAT),
@@ -50,20 +74,12 @@ async def test_each_route_and_an_error_are_recorded_once(
             async with session.post(gw.url + "/v1/voice/chat/completions", json=CHAT) as r:
                 assert "upstream_error" in (await r.read()).decode()
     # The gateway has shut down: its queue is drained.
-    with psycopg.connect(postgres_dsn, options=f"-c search_path={pg_schema}") as conn:
-        rows = conn.execute(
-            "SELECT route, status, error_code, stream, completion_tokens, response FROM audit_requests "
-            "ORDER BY created_at"
-        ).fetchall()
-        messages = conn.execute(
-            "SELECT role, content FROM messages WHERE conversation_id = %s ORDER BY created_at, position",
-            (conversation,),
-        ).fetchall()
+    rows, messages = stored(store, request, tmp_path, conversation)
     routes = [row[0] for row in rows]
     assert routes == [path.split("?")[0] for path, _ in calls] + ["/v1/voice/chat/completions"]
     assert [row[1] for row in rows[:-1]] == [200] * 6
     assert rows[-1][1] == 502 and rows[-1][2] == "upstream_error"
-    assert rows[1][3] is True and rows[0][3] is False
+    assert bool(rows[1][3]) is True and bool(rows[0][3]) is False
     response = rows[1][5] if isinstance(rows[1][5], dict) else json.loads(rows[1][5])
     assert "w0 w1 w2 w3 w4 w5" in json.dumps(response)
     assert [m[0] for m in messages][:2] == ["user", "assistant"] and len(messages) == 12

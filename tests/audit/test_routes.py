@@ -1,4 +1,5 @@
-"""The management API over a populated audit schema: filters, keyset pages, one conversation, stats."""
+"""The management API over a populated audit store, PostgreSQL and SQLite alike: filters, keyset pages,
+one conversation, stats."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from citadel_proxy.config.schema import Config
 from citadel_proxy.errors import GatewayError
 from citadel_proxy.http.responses import on_gateway_error
 from citadel_proxy.routes.audit import routes
-from tests.audit.conftest import record
+from tests.audit.conftest import make_config, record
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -51,14 +52,14 @@ def population() -> tuple[list[str], list[Any]]:
     return conversations, records
 
 
-@pytest.fixture
-def client(migrated: Config, tmp_path: Path) -> Iterator[tuple[TestClient, list[str]]]:
-    conversations, records = population()
+@contextlib.contextmanager
+def serve(config: Config, spool: Path, records: list[Any]) -> Iterator[TestClient]:
+    """The audit routes over `config`'s store, holding `records`."""
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, Any]]:
         async with contextlib.AsyncExitStack() as stack:
-            sink = await open_audit(migrated, stack, AuditOptions(spool_dir=str(tmp_path / "spool")))
+            sink = await open_audit(config, stack, AuditOptions(spool_dir=str(spool)))
             for rec in records:
                 await sink.submit(rec)
             await sink.close()  # drained: every record stored before the first query
@@ -66,6 +67,13 @@ def client(migrated: Config, tmp_path: Path) -> Iterator[tuple[TestClient, list[
 
     app = Starlette(routes=routes(), lifespan=lifespan, exception_handlers={GatewayError: on_gateway_error})
     with TestClient(app) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def client(any_store: Config, tmp_path: Path) -> Iterator[tuple[TestClient, list[str]]]:
+    conversations, records = population()
+    with serve(any_store, tmp_path / "spool", records) as test_client:
         yield test_client, conversations
 
 
@@ -132,3 +140,22 @@ def test_bad_parameters(client: tuple[TestClient, list[str]]) -> None:
     ]:
         response = http.get("/management/audit/conversations", params=params)
         assert response.status_code == 400 and response.json()["error"]["param"] == param
+
+
+def test_both_stores_answer_alike(migrated: Config, tmp_path: Path) -> None:
+    """Every answer of the API, byte for byte, from PostgreSQL and from the embedded SQLite store."""
+    conversations, records = population()
+    lite = make_config(None, "", tmp_path / "lite")
+    with serve(migrated, tmp_path / "pg", records) as pg, serve(lite, tmp_path / "lite", records) as sqlite:
+        until = (T0 + timedelta(hours=1)).isoformat()
+        cursor = pg.get("/management/audit/conversations", params={"limit": "2"}).json()["next_cursor"]
+        for path, params in [
+            ("/management/audit/conversations", {}),
+            ("/management/audit/conversations", {"limit": "2", "cursor": cursor}),
+            ("/management/audit/conversations", {"model": "phi3", "key": "team-a"}),
+            (f"/management/audit/conversations/{conversations[3]}", {}),
+            ("/management/audit/stats", {"since": T0.isoformat(), "until": until}),
+        ]:
+            answers = [client.get(path, params=params) for client in (pg, sqlite)]
+            assert [a.status_code for a in answers] == [200, 200]
+            assert answers[0].content == answers[1].content, path

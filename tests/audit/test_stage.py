@@ -1,4 +1,4 @@
-"""The audit stage without a database: records land in the JSON-lines audit log, one per exchange."""
+"""The audit stage without a database: records land in the embedded SQLite store, one per exchange."""
 
 from __future__ import annotations
 
@@ -15,13 +15,19 @@ from citadel_proxy.audit.content import ContentPolicy
 from citadel_proxy.errors import GatewayError, InvalidRequest, UpstreamIncomplete
 from citadel_proxy.pipeline.types import Completion, Context, Delta, Reply
 from citadel_proxy.stages.audit import STAGE, AuditSettings
-from tests.audit.conftest import FakeStream, chat_context, completion_context, drain, make_config, services
+from tests.audit.conftest import (
+    FakeStream,
+    chat_context,
+    completion_context,
+    drain,
+    make_config,
+    services,
+    stored_records,
+)
 
 
 def log_records(tmp_path: Path) -> list[AuditRecord]:
-    files = sorted((tmp_path / "data" / "audit").glob("slot-*/audit-*.jsonl"))
-    lines = [line for f in files for line in f.read_bytes().splitlines() if line]
-    return [msgspec.json.decode(line, type=AuditRecord) for line in lines]
+    return stored_records(tmp_path / "data" / "audit.sqlite3")
 
 
 async def run_stage(
@@ -199,12 +205,10 @@ def test_truncation_keeps_whole_characters_and_digest() -> None:
     assert ContentPolicy("full", max_bytes=8).keep("ab😀cd").text == "ab😀cd"
 
 
-async def test_log_rotates_by_size_and_new_turn_only(tmp_path: Path) -> None:
+async def test_every_record_kept_with_its_new_turn_only(tmp_path: Path) -> None:
     for i in range(20):
         ctx = chat_context("first", f"second {i}", assistant_turns=("answer",))
         await run_stage(tmp_path, ctx, Reply(completion=Completion(content=f"reply {i}")))
-    files = sorted((tmp_path / "data" / "audit").glob("slot-*/audit-*.jsonl"))
-    assert len(files) > 1
     records = log_records(tmp_path)
     assert len(records) == 20 and len({r.id for r in records}) == 20
     assert [m.content for m in records[3].messages] == ["second 3", "reply 3"]

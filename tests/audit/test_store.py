@@ -1,23 +1,39 @@
-"""Records stored in PostgreSQL through the stage and the sink: content, conversations, hard strings."""
+"""Records stored through the stage and the sink, in PostgreSQL and in SQLite: content, conversations,
+hard strings."""
 
 from __future__ import annotations
 
 import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import msgspec
+import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from citadel_proxy.audit import AuditOptions, AuditSink, open_audit
-from citadel_proxy.audit.queries import AuditQueries
-from citadel_proxy.audit.records import AuditMessage, encode_record, new_id
+from citadel_proxy.audit.errors import StoreRejected
+from citadel_proxy.audit.ports import AuditStore
+from citadel_proxy.audit.records import AuditMessage, AuditRecord, encode_record, new_id
+from citadel_proxy.audit.sqlite_file import SqliteFile, sqlite_path
+from citadel_proxy.audit.sqlite_store import SqliteStore
 from citadel_proxy.audit.store import PostgresStore, escape_nul, unescape_nul
 from citadel_proxy.config.schema import Config
 from citadel_proxy.errors import RateLimited
 from citadel_proxy.pipeline.types import Completion, Context, Delta, Reply
 from citadel_proxy.stages.audit import STAGE, AuditSettings
-from tests.audit.conftest import FakeStream, chat_context, drain, fetch, record, services
+from tests.audit.conftest import (
+    FakeStream,
+    chat_context,
+    drain,
+    fetch,
+    fetch_any,
+    make_config,
+    record,
+    services,
+    stored_records,
+)
 
 
 async def exchange(sink: AuditSink, ctx: Context, reply: Reply | Exception, **settings: object) -> None:
@@ -38,9 +54,9 @@ def options(tmp_path: Path) -> AuditOptions:
     return AuditOptions(spool_dir=str(tmp_path / "spool"), retry_s=0.2, batch_size=50)
 
 
-async def test_three_kinds_of_exchange_stored(migrated: Config, tmp_path: Path) -> None:
+async def test_three_kinds_of_exchange_stored(any_store: Config, tmp_path: Path) -> None:
     async with contextlib.AsyncExitStack() as stack:
-        sink = await open_audit(migrated, stack, options(tmp_path))
+        sink = await open_audit(any_store, stack, options(tmp_path))
         plain = chat_context("hello")
         await exchange(
             sink, plain, Reply(completion=Completion(content="hi", prompt_tokens=3, completion_tokens=1))
@@ -54,8 +70,9 @@ async def test_three_kinds_of_exchange_stored(migrated: Config, tmp_path: Path) 
         refused = chat_context("spam")
         await exchange(sink, refused, RateLimited("too many requests"))
     assert sink.metrics.written == 3 and sink.metrics.lost == 0 and sink.metrics.spooled == 0
-    rows = fetch(
-        migrated,
+    # (SQLite's 0 and 1 compare equal to False and True.)
+    rows = fetch_any(
+        any_store,
         "SELECT stream, status, error_code, prompt_tokens, completion_tokens, response->>'content',"
         " key_name, model, model_requested, request->'messages'->0->>'content'"
         " FROM audit_requests ORDER BY created_at",
@@ -67,9 +84,9 @@ async def test_three_kinds_of_exchange_stored(migrated: Config, tmp_path: Path) 
     ]
 
 
-async def test_conversation_continuity(migrated: Config, tmp_path: Path) -> None:
+async def test_conversation_continuity(any_store: Config, tmp_path: Path) -> None:
     async with contextlib.AsyncExitStack() as stack:
-        sink = await open_audit(migrated, stack, options(tmp_path))
+        sink = await open_audit(any_store, stack, options(tmp_path))
         first = chat_context("What is 2+2?")
         await exchange(sink, first, Reply(completion=Completion(content="4")))
         conversation = first.response_headers["X-Conversation-ID"]
@@ -94,7 +111,7 @@ async def test_conversation_continuity(migrated: Config, tmp_path: Path) -> None
         ("user", "Minus 1?"),
         ("assistant", "11"),
     ]
-    assert fetch(migrated, "SELECT count(*) FROM conversations") == [(1,)]
+    assert fetch_any(any_store, "SELECT count(*) FROM conversations") == [(1,)]
 
 
 HARD = [
@@ -104,9 +121,9 @@ HARD = [
 ]
 
 
-async def test_nul_emoji_and_one_megabyte_stored_faithfully(migrated: Config, tmp_path: Path) -> None:
+async def test_nul_emoji_and_one_megabyte_stored_faithfully(any_store: Config, tmp_path: Path) -> None:
     async with contextlib.AsyncExitStack() as stack:
-        sink = await open_audit(migrated, stack, options(tmp_path))
+        sink = await open_audit(any_store, stack, options(tmp_path))
         contexts = []
         for text in HARD:
             ctx = chat_context(text)
@@ -114,7 +131,7 @@ async def test_nul_emoji_and_one_megabyte_stored_faithfully(migrated: Config, tm
             await exchange(sink, ctx, Reply(completion=Completion(content=text[::-1])))
         await sink.close()
         queries = sink.queries
-        assert isinstance(queries, AuditQueries)
+        assert queries is not None
         for ctx, text in zip(contexts, HARD, strict=True):
             assert ctx.conversation_id is not None
             detail = await queries.conversation(uuid.UUID(ctx.conversation_id), limit=10)
@@ -122,11 +139,13 @@ async def test_nul_emoji_and_one_megabyte_stored_faithfully(migrated: Config, tm
             assert [m.content for m in detail.messages] == [text, text[::-1]]
             assert not any(m.truncated for m in detail.messages)
     assert sink.metrics.rejected == 0 and sink.metrics.lost == 0
+    if any_store.database is None:
+        return  # SQLite text holds NUL as it is: nothing is escaped
     [(escaped, request)] = fetch(
-        migrated, "SELECT nul_escaped, request FROM audit_requests WHERE request::text LIKE '%%emoji%%'"
+        any_store, "SELECT nul_escaped, request FROM audit_requests WHERE request::text LIKE '%%emoji%%'"
     )
     assert escaped is False and request["messages"][0]["content"] == HARD[1]
-    stored = fetch(migrated, "SELECT request FROM audit_requests WHERE nul_escaped")
+    stored = fetch(any_store, "SELECT request FROM audit_requests WHERE nul_escaped")
     assert len(stored) == 2
     assert {unescape_nul(r[0])["messages"][0]["content"] for r in stored} == {HARD[0], HARD[2]}
 
@@ -137,27 +156,39 @@ def test_nul_escape_round_trip() -> None:
     assert "\x00" not in msgspec.json.encode(escape_nul(value)).decode().replace("\\u0000", "")
 
 
-async def test_batches_are_idempotent(migrated: Config) -> None:
-    assert migrated.database is not None
+@contextlib.asynccontextmanager
+async def bare_store(config: Config) -> AsyncIterator[AuditStore]:
+    """The config's store without the writer in front of it."""
+    if config.database is not None:
+        conninfo = config.database.conninfo()
+        async with AsyncConnectionPool(conninfo, open=False, kwargs={"autocommit": True}) as pool:
+            yield PostgresStore(pool, timeout_s=10)
+        return
+    file = SqliteFile(sqlite_path(config, config.audit), timeout_s=10, name="test-sqlite")
+    try:
+        store = SqliteStore(file, timeout_s=10)
+        await store.migrate()
+        yield store
+    finally:
+        await file.close()
+
+
+async def test_batches_are_idempotent(any_store: Config) -> None:
     conversation = new_id()
     batch = [encode_record(record(n, conversation)) for n in range(10)]
-    async with AsyncConnectionPool(
-        migrated.database.conninfo(), open=False, kwargs={"autocommit": True}
-    ) as pool:
-        store = PostgresStore(pool, timeout_s=10)
+    async with bare_store(any_store) as store:
         await store.insert(batch[:6])
         await store.insert(batch + batch[3:5])  # a replay overlapping what is stored, with duplicates inside
         await store.insert(batch)
-    assert fetch(migrated, "SELECT count(*), count(DISTINCT id) FROM audit_requests") == [(10, 10)]
-    assert fetch(migrated, "SELECT count(*) FROM messages") == [(10,)]
-    assert fetch(migrated, "SELECT count(*) FROM conversations") == [(1,)]
+    assert fetch_any(any_store, "SELECT count(*), count(DISTINCT id) FROM audit_requests") == [(10, 10)]
+    assert fetch_any(any_store, "SELECT count(*) FROM messages") == [(10,)]
+    assert fetch_any(any_store, "SELECT count(*) FROM conversations") == [(1,)]
 
 
-async def test_every_column_of_a_record_and_its_messages_is_stored(migrated: Config) -> None:
-    assert migrated.database is not None
-    base = record(0, new_id())
-    full = msgspec.structs.replace(
-        base,
+def full_record() -> AuditRecord:
+    """A record with every field set, its messages in each content mode's shape."""
+    return msgspec.structs.replace(
+        record(0, new_id()),
         key_name="team-a",
         client="203.0.113.9",
         status=429,
@@ -174,6 +205,31 @@ async def test_every_column_of_a_record_and_its_messages_is_stored(migrated: Con
             AuditMessage(role="assistant", content="tr", sha256="cc", bytes=9, truncated=True),
         ],
     )
+
+
+async def test_every_field_of_a_record_comes_back_from_sqlite(tmp_path: Path) -> None:
+    config = make_config(None, "", tmp_path)
+    full = full_record()
+    async with bare_store(config) as store:
+        await store.insert([encode_record(full)])
+    assert stored_records(sqlite_path(config, config.audit)) == [full]
+
+
+async def test_sqlite_refuses_what_postgresql_refuses(tmp_path: Path) -> None:
+    config = make_config(None, "", tmp_path)
+    async with bare_store(config) as store:
+        for bad in [
+            msgspec.structs.replace(record(0), duration_ms=-1.0),  # a CHECK of both schemas
+            msgspec.structs.replace(record(1), conversation_id="not-a-uuid"),
+        ]:
+            with pytest.raises(StoreRejected):
+                await store.insert([encode_record(bad)])
+    assert fetch_any(config, "SELECT count(*) FROM audit_requests") == [(0,)]
+
+
+async def test_every_column_of_a_record_and_its_messages_is_stored(migrated: Config) -> None:
+    assert migrated.database is not None
+    full = full_record()
     async with AsyncConnectionPool(
         migrated.database.conninfo(), open=False, kwargs={"autocommit": True}
     ) as pool:

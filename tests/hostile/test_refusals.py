@@ -5,8 +5,10 @@ count, and summarised in the log instead of written line by line."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -246,19 +248,18 @@ def test_past_its_groups_an_interval_folds_refusals_into_one_group_per_reason() 
     assert len(sink.records) == 3
 
 
-async def test_without_a_database_refusals_are_in_the_audit_log_on_disk(
+async def test_without_a_database_refusals_are_in_the_embedded_store(
     fake: FakeOllama, tmp_path: Path
 ) -> None:
     config = write_config(tmp_path, fake.port, REPO / "pipelines")
     async with running_gateway(config, fake) as gw, httpx.AsyncClient(base_url=gw.url) as client:
         assert await send(client, "POST", "/v1/chat/completions", BAD_KEY, CHAT) == 401
-    [log] = (tmp_path / "data" / "audit").glob("slot-*/audit-*.jsonl")
-    [line] = log.read_bytes().splitlines()
-    assert json.loads(line) | {"id": "", "first_at": "", "last_at": "", "request_id": ""} == {
-        "kind": "refusal", "id": "", "first_at": "", "last_at": "", "count": 1, "client": "127.0.0.1",
-        "route": "/v1/chat/completions", "status": 401, "reason": "invalid_api_key", "key_name": None,
-        "request_id": "",
-    }  # fmt: skip
+    with contextlib.closing(sqlite3.connect(tmp_path / "data" / "audit.sqlite3")) as db:
+        rows = db.execute(
+            "SELECT count, client_addr, route, status, reason, key_name, first_at <= last_at"
+            " FROM audit_refusals"
+        ).fetchall()
+    assert rows == [(1, "127.0.0.1", "/v1/chat/completions", 401, "invalid_api_key", None, 1)]
 
 
 def test_a_spooled_refusal_is_replayed_and_a_torn_one_kept_aside(tmp_path: Path) -> None:
