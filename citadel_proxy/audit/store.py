@@ -12,7 +12,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from citadel_proxy.audit.errors import StoreRejected, StoreUnavailable
+from citadel_proxy.audit.errors import StoreRejected, StoreUnavailable, reason
 
 # The batch arrives as one jsonb array (%t: in text format, the JSON itself); data-modifying CTEs insert
 # conversations, requests and messages in a single statement. ON CONFLICT makes a replayed record a
@@ -122,7 +122,10 @@ class PostgresStore:
                 async with self._pool.connection(timeout=self._timeout_s) as conn:
                     await conn.execute(_INSERT, (payload,))
         except (psycopg.DataError, psycopg.IntegrityError) as exc:
-            raise StoreRejected(f"PostgreSQL refused audit records: {exc}") from exc
-        except (psycopg.Error, TimeoutError, OSError) as exc:
+            raise StoreRejected(f"PostgreSQL refused audit records: {reason(exc)}") from exc
+        except TimeoutError as exc:
+            message = f"no answer within write_timeout_s ({self._timeout_s:g} s) for {len(encoded)} records"
+            raise StoreUnavailable(f"PostgreSQL cannot store audit records now: {message}") from exc
+        except (psycopg.Error, OSError) as exc:
             # Down, unreachable, not migrated, missing privileges: all fixable, so keep and retry.
-            raise StoreUnavailable(f"PostgreSQL cannot store audit records now: {exc}") from exc
+            raise StoreUnavailable(f"PostgreSQL cannot store audit records now: {reason(exc)}") from exc

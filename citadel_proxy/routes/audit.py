@@ -36,8 +36,16 @@ def _queries(request: Request) -> AuditQueries:
     return queries
 
 
-def _time(request: Request, name: str) -> datetime | None:
+def _text(request: Request, name: str) -> str | None:
+    """A query parameter as given, None when empty; NUL is refused here, as PostgreSQL cannot take it."""
     raw = request.query_params.get(name)
+    if raw is not None and "\x00" in raw:
+        raise InvalidRequest(f"{name} must not contain NUL characters", param=name)
+    return raw or None
+
+
+def _time(request: Request, name: str) -> datetime | None:
+    raw = _text(request, name)
     if not raw:
         return None
     try:
@@ -56,14 +64,13 @@ def _limit(request: Request) -> int:
 
 
 async def list_conversations(request: Request) -> Response:
-    params = request.query_params
     page = await _queries(request).conversations(
-        model=params.get("model") or None,
-        key=params.get("key") or None,
+        model=_text(request, "model"),
+        key=_text(request, "key"),
         since=_time(request, "since"),
         until=_time(request, "until"),
         limit=_limit(request),
-        cursor=params.get("cursor") or None,
+        cursor=_text(request, "cursor"),
     )
     return json_response(page)
 

@@ -7,9 +7,11 @@ import uuid
 from pathlib import Path
 
 import msgspec
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from citadel_proxy.audit import AuditOptions, AuditSink, open_audit
+from citadel_proxy.audit.errors import StoreUnavailable
 from citadel_proxy.audit.queries import AuditQueries
 from citadel_proxy.audit.records import AuditMessage, encode_record, new_id
 from citadel_proxy.audit.store import PostgresStore, escape_nul, unescape_nul
@@ -198,3 +200,20 @@ async def test_every_column_of_a_record_and_its_messages_is_stored(migrated: Con
         (1, "user", None, "bb", 5, False, full.time),
         (2, "assistant", "tr", "cc", 9, True, full.time),
     ]
+
+
+async def test_a_timed_out_insert_says_why(migrated: Config) -> None:
+    """A write past write_timeout_s ends with its reason, not `...records now: ` and nothing."""
+    assert migrated.database is not None
+    with psycopg.connect(migrated.database.conninfo()) as blocker:
+        blocker.execute("LOCK TABLE audit_requests IN ACCESS EXCLUSIVE MODE")  # held until the end
+        async with AsyncConnectionPool(
+            migrated.database.conninfo(), open=False, kwargs={"autocommit": True}
+        ) as pool:
+            try:
+                await PostgresStore(pool, timeout_s=0.3).insert([encode_record(record(0))])
+            except StoreUnavailable as exc:
+                message = str(exc)
+            else:
+                raise AssertionError("the insert went through a locked table")
+    assert message.endswith("no answer within write_timeout_s (0.3 s) for 1 records"), message
