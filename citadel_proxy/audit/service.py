@@ -10,6 +10,7 @@ from pathlib import Path
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from citadel_proxy.audit.bounds import Limits
 from citadel_proxy.audit.errors import StoreUnavailable
 from citadel_proxy.audit.migrate import migrate
 from citadel_proxy.audit.queries import AuditQueries
@@ -32,7 +33,12 @@ async def open_audit(
     spool = Spool(slot, prefix="audit" if db is None else "spool", segment_bytes=options.segment_bytes)
     if db is None:
         sink = AuditSink(
-            spool, None, batch_size=options.batch_size, queue_size=options.queue_size, retry_s=options.retry_s
+            spool,
+            None,
+            batch_size=options.batch_size,
+            queue_size=options.queue_size,
+            retry_s=options.retry_s,
+            limits=Limits.of(options),
         )
     else:
         pool = await _open_pool(db, options, stack)
@@ -46,6 +52,7 @@ async def open_audit(
             prepare=prepare,
             linger_s=options.linger_s,
             spool_first=options.durability == "spool",
+            limits=Limits.of(options),
         )
         sink.queries = AuditQueries(pool, options.write_timeout_s)
     sink.start()

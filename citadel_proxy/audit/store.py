@@ -24,7 +24,7 @@ WITH batch AS (
         model_requested text, model text, key_name text, client text, status smallint,
         error_code text, ttft_ms double precision, duration_ms double precision, prompt_tokens integer,
         completion_tokens integer, cache_hit boolean, content_mode text, nul_escaped boolean,
-        request jsonb, response jsonb, messages jsonb)
+        request jsonb, response jsonb, messages jsonb, truncation jsonb)
 ), new_conversations AS (
     INSERT INTO conversations (id, started_at, key_name, model)
     SELECT DISTINCT ON (conversation_id) conversation_id, "time", key_name, model
@@ -34,10 +34,10 @@ WITH batch AS (
 ), new_requests AS (
     INSERT INTO audit_requests (id, created_at, conversation_id, route, pipeline, stream, model_requested,
         model, key_name, client_addr, status, error_code, ttft_ms, duration_ms, prompt_tokens,
-        completion_tokens, cache_hit, content_mode, nul_escaped, request, response)
+        completion_tokens, cache_hit, content_mode, nul_escaped, request, response, truncation)
     SELECT id, "time", conversation_id, route, pipeline, stream, model_requested, model, key_name,
         client, status, error_code, ttft_ms, duration_ms, prompt_tokens, completion_tokens,
-        cache_hit, content_mode, coalesce(nul_escaped, false), request, response
+        cache_hit, content_mode, coalesce(nul_escaped, false), request, response, truncation
     FROM batch
     ON CONFLICT (id) DO NOTHING
     RETURNING id

@@ -97,6 +97,7 @@ class Exchange:
             policy=self._policy,
             answer=answer,
             failure=failure,
+            max_messages=self._sink.limits.max_record_messages,
         )
 
     async def finish(self, answer: Answer | None, failure: Failure | None, *, required: bool = False) -> None:
