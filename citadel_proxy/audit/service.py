@@ -11,6 +11,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from citadel_proxy.audit.bounds import Limits
+from citadel_proxy.audit.conversations import FileOwners, PostgresOwners
 from citadel_proxy.audit.errors import StoreUnavailable
 from citadel_proxy.audit.migrate import migrate
 from citadel_proxy.audit.queries import AuditQueries
@@ -40,6 +41,7 @@ async def open_audit(
             retry_s=options.retry_s,
             limits=Limits.of(options),
         )
+        sink.owners = FileOwners(root)
     else:
         pool = await _open_pool(db, options, stack)
         prepare = await _migrate_or_defer(db) if db.migrate_on_start else None
@@ -55,6 +57,7 @@ async def open_audit(
             limits=Limits.of(options),
         )
         sink.queries = AuditQueries(pool, options.write_timeout_s)
+        sink.owners = PostgresOwners(pool, options.conversation_claim_timeout_s)
     sink.start()
     stack.push_async_callback(sink.close)
     return sink

@@ -27,6 +27,7 @@ from citadel_proxy.audit.store import PostgresStore
 from citadel_proxy.background import mark_seen
 
 if TYPE_CHECKING:
+    from citadel_proxy.audit.conversations import Owners
     from citadel_proxy.audit.queries import AuditQueries
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,8 @@ class AuditSink:
         self.limits = limits or Limits()
         # Set by open_audit when there is a database: what the management routes read.
         self.queries: AuditQueries | None = None
+        # Set by open_audit: who owns a conversation (PostgreSQL, else files beside the spool).
+        self.owners: Owners | None = None
         self._spool = spool
         self._store = store
         self._batch_size = batch_size

@@ -17,25 +17,38 @@ from citadel_proxy.audit.errors import StoreRejected, StoreUnavailable, reason
 # The batch arrives as one jsonb array (%t: in text format, the JSON itself); data-modifying CTEs insert
 # conversations, requests and messages in a single statement. ON CONFLICT makes a replayed record a
 # no-op, and messages are inserted only for requests this statement actually inserted.
+# A conversation belongs to the key that opened it: a record naming another key's conversation (one the
+# request-time claim could not check, PostgreSQL being down then) is stored in a conversation of its own,
+# named by the record's id, never in theirs.
 _INSERT = b"""
-WITH batch AS (
+WITH given AS (
     SELECT DISTINCT ON (b.id) b.* FROM jsonb_to_recordset(%t) AS b(
-        id uuid, "time" timestamptz, conversation_id uuid, route text, pipeline text, stream boolean,
+        id uuid, "time" timestamptz, conversation_id text, route text, pipeline text, stream boolean,
         model_requested text, model text, key_name text, client text, status smallint,
         error_code text, ttft_ms double precision, duration_ms double precision, prompt_tokens integer,
         completion_tokens integer, cache_hit boolean, content_mode text, nul_escaped boolean,
         request jsonb, response jsonb, messages jsonb, truncation jsonb)
+), owners AS (
+    SELECT DISTINCT ON (g.conversation_id) g.conversation_id AS id,
+        CASE WHEN c.id IS NULL THEN g.key_name ELSE c.key_name END AS key_name
+    FROM given g LEFT JOIN conversations c ON c.id = g.conversation_id
+    WHERE g.conversation_id IS NOT NULL
+    ORDER BY g.conversation_id, g."time"
+), batch AS (
+    SELECT g.*, CASE WHEN o.id IS NULL OR o.key_name IS NOT DISTINCT FROM g.key_name
+        THEN g.conversation_id ELSE g.id::text END AS conv
+    FROM given g LEFT JOIN owners o ON o.id = g.conversation_id
 ), new_conversations AS (
     INSERT INTO conversations (id, started_at, key_name, model)
-    SELECT DISTINCT ON (conversation_id) conversation_id, "time", key_name, model
-    FROM batch WHERE conversation_id IS NOT NULL
-    ORDER BY conversation_id, "time"
+    SELECT DISTINCT ON (conv) conv, "time", key_name, model
+    FROM batch WHERE conv IS NOT NULL
+    ORDER BY conv, "time"
     ON CONFLICT (id) DO NOTHING
 ), new_requests AS (
     INSERT INTO audit_requests (id, created_at, conversation_id, route, pipeline, stream, model_requested,
         model, key_name, client_addr, status, error_code, ttft_ms, duration_ms, prompt_tokens,
         completion_tokens, cache_hit, content_mode, nul_escaped, request, response, truncation)
-    SELECT id, "time", conversation_id, route, pipeline, stream, model_requested, model, key_name,
+    SELECT id, "time", conv, route, pipeline, stream, model_requested, model, key_name,
         client, status, error_code, ttft_ms, duration_ms, prompt_tokens, completion_tokens,
         cache_hit, content_mode, coalesce(nul_escaped, false), request, response, truncation
     FROM batch
@@ -44,7 +57,7 @@ WITH batch AS (
 )
 INSERT INTO messages (request_id, position, conversation_id, created_at, role, content, content_sha256,
     content_bytes, truncated)
-SELECT b.id, m.ordinal - 1, b.conversation_id, b."time", m.role, m.content, m.sha256, coalesce(m.bytes, 0),
+SELECT b.id, m.ordinal - 1, b.conv, b."time", m.role, m.content, m.sha256, coalesce(m.bytes, 0),
     coalesce(m.truncated, false)
 FROM batch b
 JOIN new_requests n ON n.id = b.id

@@ -193,6 +193,9 @@ class AuditOptions(Section, frozen=True):
     max_batch_bytes: Annotated[int, Meta(ge=1024)] = 16 * 1024 * 1024
     # A record whose write failed this many times while PostgreSQL took others goes to dead-letter.jsonl.
     max_attempts: Annotated[int, Meta(ge=1, le=100)] = 3
+    # How long a request naming a conversation (X-Conversation-ID) waits for PostgreSQL to say whose it
+    # is; past it, or while PostgreSQL is down, the request goes on and the insert keeps the records apart.
+    conversation_claim_timeout_s: Seconds = 1.0
 
 
 class Monitoring(Section, frozen=True):

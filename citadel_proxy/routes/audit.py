@@ -9,7 +9,6 @@ Admin only: list these among the management routes the auth guard protects.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -18,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from citadel_proxy.audit.conversations import normalise
 from citadel_proxy.audit.queries import AuditQueries
 from citadel_proxy.audit.sink import AuditSink
 from citadel_proxy.auth.guard import Endpoint
@@ -76,10 +76,9 @@ async def list_conversations(request: Request) -> Response:
 
 
 async def get_conversation(request: Request) -> Response:
-    try:
-        conversation_id = uuid.UUID(request.path_params["id"])
-    except ValueError:
-        raise NotFound("no such conversation") from None
+    conversation_id = normalise(request.path_params["id"])
+    if conversation_id is None:
+        raise NotFound("no such conversation")
     detail = await _queries(request).conversation(conversation_id, limit=_MAX_MESSAGES)
     if detail is None:
         raise NotFound("no such conversation")

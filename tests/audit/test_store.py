@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import uuid
 from pathlib import Path
 
 import msgspec
@@ -86,7 +85,7 @@ async def test_conversation_continuity(migrated: Config, tmp_path: Path) -> None
             history += (answer,)
         await sink.close()
         assert sink.queries is not None
-        detail = await sink.queries.conversation(uuid.UUID(conversation), limit=100)
+        detail = await sink.queries.conversation(conversation, limit=100)
     assert detail is not None
     assert [(m.role, m.content) for m in detail.messages] == [
         ("user", "What is 2+2?"),
@@ -119,7 +118,7 @@ async def test_nul_emoji_and_one_megabyte_stored_faithfully(migrated: Config, tm
         assert isinstance(queries, AuditQueries)
         for ctx, text in zip(contexts, HARD, strict=True):
             assert ctx.conversation_id is not None
-            detail = await queries.conversation(uuid.UUID(ctx.conversation_id), limit=10)
+            detail = await queries.conversation(ctx.conversation_id, limit=10)
             assert detail is not None
             assert [m.content for m in detail.messages] == [text, text[::-1]]
             assert not any(m.truncated for m in detail.messages)
