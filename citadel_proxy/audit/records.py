@@ -178,10 +178,17 @@ def build_record(
     outcome = ctx.outcome
     now = time.perf_counter()
     first, finished = outcome.first_token_at, outcome.finished_at or now
-    encoded = _encode(ctx.body)
+    request, turn_given, truncation = _bounded(ctx.body, max_messages)
+    encoded = _encode(request)
     body = _decode(encoded)
-    turn, turn_omitted = head_and_tail(_new_turn(body), max_messages)
-    body, body_omitted = _bounded_messages(body, max_messages)
+    turn = (
+        _new_turn(body)
+        if turn_given is None
+        else [(str(m.get("role")), m.get("content")) for m in turn_given]
+    )
+    if len(turn) > max_messages:  # a completions prompt list
+        turn, omitted = head_and_tail(turn, max_messages)
+        truncation = Truncation(messages_omitted=omitted)
     # Every field is shorter than the whole body: when the body fits, the document is the body itself.
     fits = policy.mode == "full" and len(encoded) <= policy.max_bytes
     said = _said(answer)
@@ -208,18 +215,23 @@ def build_record(
         response=_response_document(answer, said, outcome.finish_reason, failure, policy),
         messages=[_message(role, _text_of(content) or "", policy) for role, content in turn]
         + _answer_messages(said, policy),
-        truncation=Truncation(messages_omitted=turn_omitted, request_messages_omitted=body_omitted)
-        if turn_omitted or body_omitted
-        else None,
+        truncation=truncation,
     )
 
 
-def _bounded_messages(body: dict[str, Any], limit: int) -> tuple[dict[str, Any], int]:
-    messages = body.get("messages")
+def _bounded(body: Any, limit: int) -> tuple[Any, list[dict[str, Any]] | None, Truncation | None]:
+    """The request with at most `limit` messages, and its new turn likewise (None: the request's).
+
+    Cut while still a struct: decoding a million messages only to drop them cost seconds of the loop.
+    """
+    messages = getattr(body, "messages", None)
     if not isinstance(messages, list) or len(messages) <= limit:
-        return body, 0
+        return body, None, None
+    last = max((i for i, m in enumerate(messages) if getattr(m, "role", None) == "assistant"), default=-1)
+    turn, turn_omitted = head_and_tail(messages[last + 1 :], limit)
     kept, omitted = head_and_tail(messages, limit)
-    return body | {"messages": kept}, omitted
+    truncation = Truncation(messages_omitted=turn_omitted, request_messages_omitted=omitted)
+    return msgspec.structs.replace(body, messages=kept), _decode(_encode(turn)), truncation
 
 
 _CONTENT_FIELDS = ("content", "tool_calls", "reasoning")

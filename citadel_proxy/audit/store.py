@@ -67,6 +67,8 @@ CROSS JOIN LATERAL ROWS FROM (
 ON CONFLICT DO NOTHING
 """
 
+_STATEMENT_TIMEOUT = b"SELECT set_config('statement_timeout', %s, true)"
+
 _encode = msgspec.json.Encoder().encode
 _NUL_JSON = b"\\u0000"
 _UNESCAPE = re.compile(r"\\(\\|0)")
@@ -126,17 +128,27 @@ class PostgresStore:
     def __init__(self, pool: AsyncConnectionPool, timeout_s: float) -> None:
         self._pool = pool
         self._timeout_s = timeout_s
+        self._statement_timeout = f"{max(1, int(timeout_s * 1000))}ms"
 
     async def insert(self, encoded: Sequence[bytes]) -> None:
         """Store encoded records (`encode_record`); one already stored is skipped."""
         payload = encode_batch(encoded)
         try:
-            async with asyncio.timeout(self._timeout_s):
-                async with self._pool.connection(timeout=self._timeout_s) as conn:
-                    await conn.execute(_INSERT, (payload,))
+            # The server stops the statement itself at the same limit: a cancel from this side can be
+            # lost (sent while the batch is still being sent), and a batch that commits after its writer
+            # gave up keeps a backend busy and is counted as failed. In one pipeline, BEGIN, the setting,
+            # the insert and COMMIT cost one round trip.
+            async with (
+                asyncio.timeout(self._timeout_s),
+                self._pool.connection(timeout=self._timeout_s) as conn,
+                conn.pipeline(),
+                conn.transaction(),
+            ):
+                await conn.execute(_STATEMENT_TIMEOUT, (self._statement_timeout,))
+                await conn.execute(_INSERT, (payload,))
         except (psycopg.DataError, psycopg.IntegrityError) as exc:
             raise StoreRejected(f"PostgreSQL refused audit records: {reason(exc)}") from exc
-        except TimeoutError as exc:
+        except (TimeoutError, psycopg.errors.QueryCanceled) as exc:
             message = f"no answer within write_timeout_s ({self._timeout_s:g} s) for {len(encoded)} records"
             raise StoreUnavailable(f"PostgreSQL cannot store audit records now: {message}") from exc
         except (psycopg.Error, OSError) as exc:
