@@ -125,8 +125,8 @@ class FileOwners:
         if not known:
             try:
                 owner = await asyncio.to_thread(self._claim, conversation_id, key)
-            except OSError:
-                return None
+            except (OSError, msgspec.DecodeError):
+                return None  # a damaged claim file: the request goes on, as with PostgreSQL down
             self._seen.put(conversation_id, owner)
         return owner == key
 

@@ -6,6 +6,8 @@
 
 Records go to the queue only while the database is healthy and the spool is empty, so spooled records
 are replayed before newer ones are written. With no database the spool is the audit log itself.
+A record that keeps failing while the store takes others is set aside after `max_attempts`
+(deadletter.py), so it never holds back the records behind it.
 """
 
 from __future__ import annotations
