@@ -10,6 +10,7 @@ import contextlib
 import uuid
 from pathlib import Path
 
+import aiohttp
 import msgspec
 import pytest
 from psycopg_pool import AsyncConnectionPool
@@ -17,6 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 from citadel_proxy.audit import AuditOptions, AuditSink, open_audit
 from citadel_proxy.audit.records import encode_record
 from citadel_proxy.audit.store import PostgresStore
+from citadel_proxy.auth.keys import generate_key, hash_key
 from citadel_proxy.config.schema import Config
 from citadel_proxy.errors import GatewayError
 from citadel_proxy.pipeline.types import Completion, Context, Reply
@@ -30,6 +32,9 @@ from tests.audit.conftest import (  # noqa: F401
     services,
     wait_for,
 )
+from tests.audit.test_gateway_audit import database_section
+from tests.core.conftest import AUTH, CHAT, REPO, running_gateway, write_config
+from tests.fakes.ollama import Behavior, FakeOllama
 
 HEADER = "X-Conversation-ID"
 
@@ -136,3 +141,31 @@ async def test_without_a_database_too(tmp_path: Path) -> None:
     async with contextlib.AsyncExitStack() as stack:
         restarted = await open_audit(config, stack, options(tmp_path))
         assert await ask(restarted, "team-b", given) == (403, "conversation_not_owned")
+
+
+async def test_through_the_gateway(tmp_path: Path, postgres_dsn: str, pg_schema: str) -> None:
+    """The real app: a voice agent's own session id works; another key gets 403 in OpenAI's shape."""
+    other = generate_key()
+    extra_keys = f"    - {{name: other, sha256: {hash_key(other).hex()}, scopes: [inference]}}"
+    session_id = "voice-call:2026-03-01.42"
+    async with FakeOllama(behavior=Behavior.counted(3)) as fake:
+        config = write_config(
+            tmp_path,
+            fake.port,
+            REPO / "pipelines",
+            extra=database_section(postgres_dsn, pg_schema),
+            extra_keys=extra_keys,
+        )
+        async with running_gateway(config, fake) as gw, aiohttp.ClientSession() as http:
+            mine = AUTH | {HEADER: session_id}
+            theirs = {"Authorization": f"Bearer {other}", HEADER: session_id}
+            async with http.post(gw.url + "/v1/voice/chat/completions", json=CHAT, headers=mine) as r:
+                await r.read()
+                assert r.status == 200 and r.headers[HEADER] == session_id
+            for path in ("/v1/voice/chat/completions", "/v1/chat/completions"):
+                async with http.post(gw.url + path, json=CHAT, headers=theirs) as r:
+                    body = await r.json()
+                    assert r.status == 403, body
+                    assert body["error"]["type"] == "permission_error"
+                    assert body["error"]["code"] == "conversation_not_owned"
+                    assert body["error"]["param"] == HEADER
