@@ -8,11 +8,13 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from citadel_proxy.audit import AuditOptions, open_audit
 from citadel_proxy.audit.bounds import within
 from citadel_proxy.audit.content import ContentPolicy
 from citadel_proxy.audit.deadletter import Attempts, dead_letters, set_aside
+from citadel_proxy.audit.metrics import AuditSeries
 from citadel_proxy.audit.records import (
     Answer,
     AuditMessage,
@@ -24,7 +26,7 @@ from citadel_proxy.audit.records import (
 )
 from citadel_proxy.audit.sink import batches
 from citadel_proxy.config.schema import Config
-from tests.audit.conftest import TcpProxy, chat_context, fetch, record, wait_for
+from tests.audit.conftest import TcpProxy, chat_context, fetch, make_config, record, wait_for
 from tests.audit.test_outage import through
 
 
@@ -127,3 +129,13 @@ async def test_an_outage_never_counts_against_a_record(
     assert sink.metrics.dead_lettered == 0 and not dead_letters(tmp_path / "spool")
     stored = {row[0] for row in fetch(migrated, "SELECT id::text FROM audit_requests")}
     assert stored == {r.id for r in records}
+
+
+async def test_dead_lettered_records_are_exported(tmp_path: Path) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        sink = await open_audit(make_config(None, "", tmp_path), stack, AuditOptions(spool_dir=str(tmp_path)))
+        registry = CollectorRegistry()
+        series = AuditSeries(registry, sink)
+        sink.metrics.dead_lettered += 2
+        series.refresh()
+    assert b'citadel_audit_records_total{outcome="dead_lettered"} 2.0' in generate_latest(registry)
