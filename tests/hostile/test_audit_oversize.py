@@ -3,7 +3,7 @@
 The incident: a 1,040,000-message chat (16.6 MB) was answered, but its INSERT outlasted write_timeout_s,
 was cancelled and retried forever; every later record of that worker stayed spooled, also after a
 restart. Here a 100,000-message chat (about 18 MB as one record, some 1.5 s to insert on this machine)
-meets a write_timeout_s of 0.3 s.
+meets a write_timeout_s of 0.5 s.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ MESSAGES = 100_000
 
 
 def options(tmp_path: Path, **changes: object) -> AuditOptions:
-    base = AuditOptions(spool_dir=str(tmp_path / "spool"), retry_s=0.1, write_timeout_s=0.3, max_attempts=3)
+    base = AuditOptions(spool_dir=str(tmp_path / "spool"), retry_s=0.1, write_timeout_s=0.5, max_attempts=3)
     return msgspec.structs.replace(base, **changes)
 
 
