@@ -1,4 +1,5 @@
-"""Operator commands: `migrate`, `backup`, `restore FILE`, on PostgreSQL or the embedded SQLite store."""
+"""Operator commands: `migrate`, `backup`, `restore FILE` (PostgreSQL or the embedded SQLite store),
+`dead-letters`."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from citadel_proxy.audit.backup import backup, restore
+from citadel_proxy.audit.deadletter import dead_letters
 from citadel_proxy.audit.errors import AuditError
 from citadel_proxy.audit.migrate import migrate
 from citadel_proxy.audit.sqlite_backup import backup_sqlite, restore_sqlite
@@ -35,6 +39,9 @@ def register(subparsers: Any) -> None:
     load = add("restore", "restore a backup into the configured audit store (replaces its content)")
     load.add_argument("file", type=Path, help="a backup file written by `citadel-proxy backup`")
     load.set_defaults(func=_restore)
+    letters = add("dead-letters", "list the audit records set aside after failing audit.max_attempts times")
+    letters.add_argument("--json", action="store_true", help="one JSON line per record, the record included")
+    letters.set_defaults(func=_dead_letters)
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -93,3 +100,21 @@ def _restore(args: argparse.Namespace) -> str:
         return f"restored {args.file} into {sqlite_path(config)}"
     restore(db, args.file)
     return f"restored {args.file} into {db.database} (schema {db.db_schema})"
+
+
+@_guarded
+def _dead_letters(args: argparse.Namespace) -> str:
+    from citadel_proxy.config import config_path
+
+    path = config_path(getattr(args, "config", None))
+    config = load_config(path)
+    root = Path(config.audit.spool_dir or Path(config.paths.data) / "audit")
+    found = dead_letters(root)
+    if args.json:
+        return "\n".join(msgspec.json.encode(letter).decode() for _, letter in found)
+    lines = [
+        f"{letter.id}  {letter.set_aside_at:%Y-%m-%dT%H:%M:%SZ}  {letter.attempts} attempts  "
+        f"{letter.bytes} bytes  {file}  {letter.reason}"
+        for file, letter in found
+    ]
+    return "\n".join([*lines, f"{len(found)} dead-lettered audit records under {root}"])

@@ -13,3 +13,10 @@ class StoreUnavailable(AuditError):
 
 class StoreRejected(AuditError):
     """PostgreSQL refused records for what they contain: retrying would fail the same way."""
+
+
+def reason(exc: BaseException) -> str:
+    """What went wrong, never empty: a timeout or a bare OSError has no message of its own."""
+    if isinstance(exc, TimeoutError) and not str(exc):
+        return "timed out"
+    return str(exc).strip() or type(exc).__name__

@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from citadel_proxy.audit.sink import AuditSink
 
-_OUTCOMES = ("written", "spooled", "replayed", "rejected", "lost")
+_OUTCOMES = ("written", "spooled", "replayed", "rejected", "lost", "dead_lettered")
 _REFRESH_S = 1.0
 
 
@@ -31,7 +31,7 @@ class AuditSeries:
         )
         self.records = Counter(
             "citadel_audit_records_total",
-            "Audit records by what happened to them (lost must stay 0).",
+            "Audit records by what happened to them (lost must stay 0; dead_lettered: see dead-letters).",
             ["outcome"],
             registry=registry,
         )

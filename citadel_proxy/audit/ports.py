@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
@@ -34,6 +33,6 @@ class AuditReader(Protocol):
         cursor: str | None,
     ) -> ConversationPage: ...
 
-    async def conversation(self, conversation_id: uuid.UUID, *, limit: int) -> ConversationDetail | None: ...
+    async def conversation(self, conversation_id: str, *, limit: int) -> ConversationDetail | None: ...
 
     async def stats(self, *, since: datetime | None, until: datetime | None) -> StatsOut: ...

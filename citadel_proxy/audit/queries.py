@@ -18,7 +18,7 @@ from citadel_proxy.errors import InvalidRequest, ServiceUnavailable
 
 
 class ConversationSummary(msgspec.Struct, frozen=True, kw_only=True):
-    id: uuid.UUID
+    id: str
     started_at: datetime
     last_at: datetime | None
     key_name: str | None
@@ -46,7 +46,7 @@ class MessageOut(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ConversationDetail(msgspec.Struct, frozen=True, kw_only=True):
-    id: uuid.UUID
+    id: str
     started_at: datetime
     key_name: str | None
     model: str
@@ -85,7 +85,7 @@ WHERE (%(key)s::text IS NULL OR c.key_name = %(key)s OR EXISTS (
         AND (r.model = %(model)s OR r.model_requested = %(model)s)))
   AND (%(since)s::timestamptz IS NULL OR c.started_at >= %(since)s)
   AND (%(until)s::timestamptz IS NULL OR c.started_at < %(until)s)
-  AND (%(after_at)s::timestamptz IS NULL OR (c.started_at, c.id) < (%(after_at)s, %(after_id)s::uuid))
+  AND (%(after_at)s::timestamptz IS NULL OR (c.started_at, c.id) < (%(after_at)s, %(after_id)s::text))
 ORDER BY c.started_at DESC, c.id DESC
 LIMIT %(limit)s
 """
@@ -118,15 +118,15 @@ ORDER BY model
 """
 
 
-def encode_cursor(started_at: datetime, conversation_id: uuid.UUID) -> str:
+def encode_cursor(started_at: datetime, conversation_id: str) -> str:
     raw = msgspec.json.encode([started_at, conversation_id])
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        return msgspec.json.decode(raw, type=tuple[datetime, uuid.UUID])
+        return msgspec.json.decode(raw, type=tuple[datetime, str])
     except (ValueError, msgspec.DecodeError) as exc:
         raise InvalidRequest("cursor is not one this API returned", param="cursor") from exc
 
@@ -174,7 +174,7 @@ class AuditQueries:
             data=page, next_cursor=encode_cursor(page[-1].started_at, page[-1].id) if more else None
         )
 
-    async def conversation(self, conversation_id: uuid.UUID, *, limit: int) -> ConversationDetail | None:
+    async def conversation(self, conversation_id: str, *, limit: int) -> ConversationDetail | None:
         head = await self._fetch(_ONE, (conversation_id,))
         if not head:
             return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
@@ -17,6 +17,8 @@ from citadel_proxy.pipeline.types import CLIENT_CLOSED_STATUS, Completion, Delta
 if TYPE_CHECKING:
     from citadel_proxy.pipeline.types import Context
 
+T = TypeVar("T")
+
 
 class AuditMessage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     role: str
@@ -24,6 +26,14 @@ class AuditMessage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     sha256: str | None = None
     bytes: int = 0
     truncated: bool = False
+
+
+class Truncation(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What a record left out to stay within `audit.max_record_messages` and `max_record_bytes`."""
+
+    messages_omitted: int = 0  # from the middle of the new turn (its head and tail are kept)
+    request_messages_omitted: int = 0  # from the middle of the request document's messages
+    record_bytes: int = 0  # the record's size before its contents were shortened (0: they were not)
 
 
 class AuditRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -52,6 +62,15 @@ class AuditRecord(msgspec.Struct, frozen=True, kw_only=True):
     response: dict[str, Any] | None = None
     # The new turn: the request's messages after its last assistant message, then the answer.
     messages: list[AuditMessage] = msgspec.field(default_factory=list)
+    truncation: Truncation | None = None
+
+
+def head_and_tail(items: list[T], limit: int) -> tuple[list[T], int]:
+    """At most `limit` items, the middle ones left out (a turn's start and its latest both matter)."""
+    if len(items) <= limit:
+        return items, 0
+    head = (limit + 1) // 2
+    return items[:head] + items[len(items) - (limit - head) :], len(items) - limit
 
 
 def new_id() -> str:
@@ -154,12 +173,22 @@ def build_record(
     policy: ContentPolicy,
     answer: Answer | None,
     failure: Failure | None = None,
+    max_messages: int = 1000,
 ) -> AuditRecord:
     outcome = ctx.outcome
     now = time.perf_counter()
     first, finished = outcome.first_token_at, outcome.finished_at or now
-    encoded = _encode(ctx.body)
+    request, turn_given, truncation = _bounded(ctx.body, max_messages)
+    encoded = _encode(request)
     body = _decode(encoded)
+    turn = (
+        _new_turn(body)
+        if turn_given is None
+        else [(str(m.get("role")), m.get("content")) for m in turn_given]
+    )
+    if len(turn) > max_messages:  # a completions prompt list
+        turn, omitted = head_and_tail(turn, max_messages)
+        truncation = Truncation(messages_omitted=omitted)
     # Every field is shorter than the whole body: when the body fits, the document is the body itself.
     fits = policy.mode == "full" and len(encoded) <= policy.max_bytes
     said = _said(answer)
@@ -184,8 +213,25 @@ def build_record(
         content_mode=policy.mode,
         request=body if fits else _request_document(body, policy),
         response=_response_document(answer, said, outcome.finish_reason, failure, policy),
-        messages=_new_turn(body, policy) + _answer_messages(said, policy),
+        messages=[_message(role, _text_of(content) or "", policy) for role, content in turn]
+        + _answer_messages(said, policy),
+        truncation=truncation,
     )
+
+
+def _bounded(body: Any, limit: int) -> tuple[Any, list[dict[str, Any]] | None, Truncation | None]:
+    """The request with at most `limit` messages, and its new turn likewise (None: the request's).
+
+    Cut while still a struct: decoding a million messages only to drop them cost seconds of the loop.
+    """
+    messages = getattr(body, "messages", None)
+    if not isinstance(messages, list) or len(messages) <= limit:
+        return body, None, None
+    last = max((i for i, m in enumerate(messages) if getattr(m, "role", None) == "assistant"), default=-1)
+    turn, turn_omitted = head_and_tail(messages[last + 1 :], limit)
+    kept, omitted = head_and_tail(messages, limit)
+    truncation = Truncation(messages_omitted=turn_omitted, request_messages_omitted=omitted)
+    return msgspec.structs.replace(body, messages=kept), _decode(_encode(turn)), truncation
 
 
 _CONTENT_FIELDS = ("content", "tool_calls", "reasoning")
@@ -246,15 +292,15 @@ def _message(role: str, text: str, policy: ContentPolicy) -> AuditMessage:
     )
 
 
-def _new_turn(body: dict[str, Any], policy: ContentPolicy) -> list[AuditMessage]:
+def _new_turn(body: dict[str, Any]) -> list[tuple[str, Any]]:
+    """(role, content) of the new turn's messages; kept ones are turned into text (and hashed) later."""
     messages = body.get("messages")
     if isinstance(messages, list):
         last = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=-1)
-        turn = messages[last + 1 :]
-        return [_message(str(m.get("role")), _text_of(m.get("content")) or "", policy) for m in turn]
+        return [(str(m.get("role")), m.get("content")) for m in messages[last + 1 :]]
     prompt = body.get("prompt")
     prompts = [prompt] if isinstance(prompt, str) else list(prompt or [])
-    return [_message("user", str(p), policy) for p in prompts]
+    return [("user", str(p)) for p in prompts]
 
 
 def _answer_messages(said: tuple[str, Any] | None, policy: ContentPolicy) -> list[AuditMessage]:

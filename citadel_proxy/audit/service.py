@@ -12,6 +12,8 @@ from pathlib import Path
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from citadel_proxy.audit.bounds import Limits
+from citadel_proxy.audit.conversations import FileOwners, Owners, PostgresOwners
 from citadel_proxy.audit.errors import StoreUnavailable
 from citadel_proxy.audit.legacy_log import import_audit_log
 from citadel_proxy.audit.migrate import migrate
@@ -44,11 +46,13 @@ async def open_audit(
         prepare = await _ready_or_deferred(
             functools.partial(_prepare_sqlite, store, root, options.batch_size)
         )
+        owners: Owners = FileOwners(root)
     else:
         pool = await _open_pool(db, options, stack)
         store = PostgresStore(pool, options.write_timeout_s)
         queries = AuditQueries(pool, options.write_timeout_s)
         prepare = await _ready_or_deferred(_Deferred(db)) if db.migrate_on_start else None
+        owners = PostgresOwners(pool, options.conversation_claim_timeout_s)
     sink = AuditSink(
         spool,
         store,
@@ -58,8 +62,10 @@ async def open_audit(
         prepare=prepare,
         linger_s=options.linger_s,
         spool_first=options.durability == "spool",
+        limits=Limits.of(options),
     )
     sink.queries = queries
+    sink.owners = owners
     sink.start()
     stack.push_async_callback(sink.close)
     return sink

@@ -7,6 +7,8 @@
 Records go to the queue only while the database is healthy and the spool is empty, so spooled records
 are replayed before newer ones are written. "PostgreSQL" stands for the store: with `database: null` it is
 the embedded SQLite file (audit/sqlite_store.py), behind the same queue and spool.
+A record that keeps failing while the store takes others is set aside after `max_attempts`
+(deadletter.py), so it never holds back the records behind it.
 """
 
 from __future__ import annotations
@@ -14,17 +16,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from citadel_proxy.audit.bounds import Limits, within
+from citadel_proxy.audit.deadletter import Attempts, set_aside
 from citadel_proxy.audit.errors import AuditError, StoreRejected, StoreUnavailable
 from citadel_proxy.audit.records import AuditRecord, encode_record, record_id
 from citadel_proxy.audit.spool import Spool, claim_orphans, quarantine, read_segment
 from citadel_proxy.background import mark_seen
 
 if TYPE_CHECKING:
+    from citadel_proxy.audit.conversations import Owners
     from citadel_proxy.audit.ports import AuditReader, AuditStore
 
 log = logging.getLogger(__name__)
@@ -39,6 +44,7 @@ class AuditMetrics:
     replayed: int = 0  # moved from the spool to PostgreSQL
     rejected: int = 0  # refused by PostgreSQL for their content: kept in rejected.jsonl
     lost: int = 0  # neither stored nor spooled (the disk failed): must stay 0
+    dead_lettered: int = 0  # failed max_attempts times while PostgreSQL took others: in dead-letter.jsonl
 
 
 class AuditSink:
@@ -55,10 +61,14 @@ class AuditSink:
         prepare: Prepare | None = None,
         linger_s: float = 0.0,
         spool_first: bool = False,
+        limits: Limits | None = None,
     ) -> None:
         self.metrics = AuditMetrics()
+        self.limits = limits or Limits()
         # Set by open_audit when there is a database: what the management routes read.
         self.queries: AuditReader | None = None
+        # Set by open_audit: who owns a conversation (PostgreSQL, else files beside the spool).
+        self.owners: Owners | None = None
         self._spool = spool
         self._store = store
         self._batch_size = batch_size
@@ -90,7 +100,7 @@ class AuditSink:
         if self._store is None:
             return 0
         m = self.metrics
-        return max(0, m.spooled - m.replayed - m.rejected)
+        return max(0, m.spooled - m.replayed - m.rejected - m.dead_lettered)
 
     def snapshot(self) -> dict[str, int]:
         return asdict(self.metrics) | {"queue_depth": self.queue_depth}
@@ -110,7 +120,7 @@ class AuditSink:
 
     def offer(self, record: AuditRecord) -> asyncio.Task[None] | None:
         """Like submit, without waiting: for paths that cannot await (a cancelled request)."""
-        return self.offer_encoded(encode_record(record))
+        return self.offer_encoded(within(record, encode_record(record), self.limits.max_record_bytes))
 
     def offer_encoded(self, encoded: bytes) -> asyncio.Task[None] | None:
         """`offer` for a record already encoded (a refusal record, `audit.refusals`)."""
@@ -163,13 +173,18 @@ class AuditSink:
 
     async def _write(self, batch: list[bytes]) -> None:
         if self._healthy:
-            try:
-                await self._insert(batch)
-                self.metrics.written += len(batch)
+            parts = list(batches(batch, len(batch), self.limits.max_batch_bytes))
+            for n, part in enumerate(parts):
+                try:
+                    await self._insert(part)
+                except StoreUnavailable as exc:
+                    log.warning("audit database unavailable, spooling records: %s", exc)
+                    self._healthy = False
+                    batch = [record for rest in parts[n:] for record in rest]
+                    break
+                self.metrics.written += len(part)
+            else:
                 return
-            except StoreUnavailable as exc:
-                log.warning("audit database unavailable, spooling records: %s", exc)
-                self._healthy = False
         # Everything still queued follows this batch to the spool, so order is kept.
         batch += self._take(None)
         # A failure was counted as lost and logged in _spool_records; the writer must keep running.
@@ -236,11 +251,62 @@ class AuditSink:
         segment = await asyncio.to_thread(read_segment, path)
         self.metrics.rejected += await asyncio.to_thread(quarantine, path.parent, segment.bad_lines)
         records = segment.records
-        for start in range(0, len(records), self._batch_size):
-            chunk = records[start : start + self._batch_size]
-            await self._insert(chunk)
-            self.metrics.replayed += len(chunk)
+        attempts = await asyncio.to_thread(Attempts.load, path.parent)
+        if attempts:
+            # Set aside before a crash kept this segment: they are in dead-letter.jsonl already.
+            records = [r for r in records if attempts.count(record_id(r)) < self.limits.max_attempts]
+        for chunk in batches(records, self._batch_size, self.limits.max_batch_bytes):
+            try:
+                await self._insert(chunk)
+            except StoreUnavailable as exc:
+                await self._isolate(chunk, attempts, exc)
+            else:
+                self.metrics.replayed += len(chunk)
+        if attempts:
+            await asyncio.to_thread(attempts.forget, map(record_id, segment.records))
         log.info("replayed %d audit records from %s", len(records), path.name)
+
+    async def _isolate(self, chunk: list[bytes], attempts: Attempts, failure: StoreUnavailable) -> None:
+        """A batch failed: if the store is down, wait (nobody's fault); if not, find who keeps failing."""
+        if not await self._store_answers():
+            raise failure
+        for record in chunk:
+            await self._replay_alone(record, attempts)
+
+    async def _replay_alone(self, record: bytes, attempts: Attempts) -> None:
+        rid = record_id(record)
+        while True:
+            try:
+                await self._insert([record])
+            except StoreUnavailable as exc:
+                if not await self._store_answers():
+                    raise
+                tries = attempts.count(rid) + 1
+                if tries >= self.limits.max_attempts:
+                    # On disk before the count that skips it is: a crash in between lists it twice at worst.
+                    where = await asyncio.to_thread(
+                        set_aside, attempts.directory, rid, record, tries, str(exc)
+                    )
+                    self.metrics.dead_lettered += 1
+                    log.error(
+                        "audit record %s set aside in %s after %d failed writes: %s", rid, where, tries, exc
+                    )
+                await asyncio.to_thread(attempts.charge, rid)
+                if tries >= self.limits.max_attempts:
+                    return
+                log.warning("audit record %s failed to store (attempt %d): %s", rid, tries, exc)
+            else:
+                self.metrics.replayed += 1
+                return
+
+    async def _store_answers(self) -> bool:
+        """Whether the store takes writes at all: an empty batch is one round trip that stores nothing."""
+        assert self._store is not None
+        try:
+            await self._store.insert([])
+        except (StoreUnavailable, StoreRejected):
+            return False
+        return True
 
     async def close(self) -> None:
         """Drain the queue (to PostgreSQL, else the spool) and wait for every spool write."""
@@ -259,3 +325,17 @@ class AuditSink:
                 async with asyncio.timeout(self._retry_s * 5):
                     await self._recover()
         await self._spool.close()
+
+
+def batches(records: Sequence[bytes], count: int, max_bytes: int) -> Iterator[list[bytes]]:
+    """Consecutive batches of at most `count` records and `max_bytes` bytes (a larger record alone)."""
+    batch: list[bytes] = []
+    size = 0
+    for record in records:
+        if batch and (len(batch) >= count or size + len(record) > max_bytes):
+            yield batch
+            batch, size = [], 0
+        batch.append(record)
+        size += len(record)
+    if batch:
+        yield batch

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import uuid
 from datetime import datetime
 from typing import Any
 
@@ -113,7 +112,7 @@ class SqliteQueries:
             "since": _text(since),
             "until": _text(until),
             "after_at": _text(after_at),
-            "after_id": None if after_id is None else str(after_id),
+            "after_id": after_id,
             "limit": limit + 1,
         }
         rows = await self._fetch(_LIST, params)
@@ -123,7 +122,7 @@ class SqliteQueries:
             data=page, next_cursor=encode_cursor(page[-1].started_at, page[-1].id) if more else None
         )
 
-    async def conversation(self, conversation_id: uuid.UUID, *, limit: int) -> ConversationDetail | None:
+    async def conversation(self, conversation_id: str, *, limit: int) -> ConversationDetail | None:
         head = await self._fetch(_ONE, (str(conversation_id),))
         if not head:
             return None

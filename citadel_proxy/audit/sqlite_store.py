@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
+from citadel_proxy.audit.conversations import normalise
 from citadel_proxy.audit.errors import StoreRejected, StoreUnavailable
 from citadel_proxy.audit.refusals import RefusalRecord, split
 from citadel_proxy.audit.sqlite_file import SqliteFile, migrate_sqlite
@@ -48,6 +49,7 @@ class _Row(msgspec.Struct):
     request: msgspec.Raw = msgspec.Raw(b"{}")
     response: msgspec.Raw = msgspec.Raw(b"null")  # (msgspec decodes no union with Raw)
     messages: list[_Message] = msgspec.field(default_factory=list)
+    truncation: msgspec.Raw = msgspec.Raw(b"null")
 
 
 _decode = msgspec.json.Decoder(_Row).decode
@@ -57,9 +59,10 @@ _CONVERSATION = "INSERT INTO conversations VALUES (?, ?, ?, ?) ON CONFLICT DO NO
 _REQUEST = (
     "INSERT INTO audit_requests (id, created_at, conversation_id, route, pipeline, stream, model_requested,"
     " model, key_name, client_addr, status, error_code, ttft_ms, duration_ms, prompt_tokens,"
-    " completion_tokens, cache_hit, content_mode, request, response)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+    " completion_tokens, cache_hit, content_mode, request, response, truncation)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
 )
+_OWNER = "SELECT key_name FROM conversations WHERE id = ?"
 _REFUSAL = (
     "INSERT INTO audit_refusals (id, first_at, last_at, count, client_addr, route, status, reason, key_name,"
     " request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
@@ -83,8 +86,21 @@ def _uuid(value: str) -> str:
     return str(uuid.UUID(value))
 
 
+def _json_or_none(raw: msgspec.Raw) -> str | None:
+    text = bytes(raw).decode()
+    return None if text == "null" else text
+
+
+def _conversation_id(raw: str) -> str:
+    found = normalise(raw)
+    if found is None:
+        raise ValueError(f"{raw[:140]!r} is not a conversation id")
+    return found
+
+
 class _Batch:
-    """A batch's rows for the three tables, checked and converted before the transaction starts."""
+    """A batch's rows for the tables, checked and converted before the transaction starts; which
+    conversation each record joins is settled inside it, against the owners already stored."""
 
     def __init__(self, encoded: Sequence[bytes]) -> None:
         exchanges, refusals = split(encoded)
@@ -93,35 +109,58 @@ class _Batch:
              r.reason, r.key_name, r.request_id)
             for r in map(_decode_refusal, refusals)
         ]  # fmt: skip
-        rows = sorted(((utc_text(row.time), row) for row in map(_decode, exchanges)), key=lambda p: p[0])
-        self.requests: list[tuple[object, ...]] = []
-        self.messages: list[tuple[object, ...]] = []
+        self.rows = sorted(((utc_text(row.time), row) for row in map(_decode, exchanges)), key=lambda p: p[0])
+        self.ids = [_uuid(row.id) for _, row in self.rows]
+        self.conversation_ids = [
+            None if row.conversation_id is None else _conversation_id(row.conversation_id)
+            for _, row in self.rows
+        ]
+
+    def _owners(self, conn: sqlite3.Connection) -> dict[str, str | None]:
+        """Each conversation's key: the stored one, else that of the batch's first record naming it."""
+        owners: dict[str, str | None] = {}
+        for conversation, (_, row) in zip(self.conversation_ids, self.rows, strict=True):
+            if conversation is None or conversation in owners:
+                continue
+            stored = conn.execute(
+                "SELECT key_name FROM conversations WHERE id = ?", (conversation,)
+            ).fetchone()
+            owners[conversation] = stored[0] if stored is not None else row.key_name
+        return owners
+
+    def _tables(self, conn: sqlite3.Connection) -> tuple[list[tuple[object, ...]], ...]:
+        owners = self._owners(conn)
+        requests: list[tuple[object, ...]] = []
+        messages: list[tuple[object, ...]] = []
         first: dict[str, tuple[str, str | None, str]] = {}
-        for at, row in rows:
-            rid, conversation = _uuid(row.id), row.conversation_id
+        for rid, conversation, (at, row) in zip(self.ids, self.conversation_ids, self.rows, strict=True):
+            # As in PostgreSQL: a record of another key never joins the owner's conversation; it gets one
+            # of its own, named by its id.
+            if conversation is not None and owners[conversation] != row.key_name:
+                conversation = rid
             if conversation is not None:
-                conversation = _uuid(conversation)
-                # As in PostgreSQL: a conversation takes its first record's time, key and model.
+                # A conversation takes its first record's time, key and model.
                 first.setdefault(conversation, (at, row.key_name, row.model))
-            response = bytes(row.response).decode()
-            self.requests.append((
+            requests.append((
                 rid, at, conversation, row.route, row.pipeline, row.stream, row.model_requested, row.model,
                 row.key_name, row.client, row.status, row.error_code, row.ttft_ms, row.duration_ms,
                 row.prompt_tokens, row.completion_tokens, row.cache_hit, row.content_mode,
-                bytes(row.request).decode(), None if response == "null" else response,
+                bytes(row.request).decode(), _json_or_none(row.response), _json_or_none(row.truncation),
             ))  # fmt: skip
-            self.messages += [
+            messages += [
                 (rid, i, conversation, at, m.role, m.content, m.sha256, m.bytes, m.truncated)
                 for i, m in enumerate(row.messages)
             ]
-        self.conversations = [(cid, *head) for cid, head in first.items()]
+        conversations: list[tuple[object, ...]] = [(cid, *head) for cid, head in first.items()]
+        return conversations, requests, messages
 
     def store(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.executemany(_CONVERSATION, self.conversations)
-            conn.executemany(_REQUEST, self.requests)
-            conn.executemany(_MESSAGE, self.messages)
+            conversations, requests, messages = self._tables(conn)
+            conn.executemany(_CONVERSATION, conversations)
+            conn.executemany(_REQUEST, requests)
+            conn.executemany(_MESSAGE, messages)
             conn.executemany(_REFUSAL, self.refusals)
             conn.execute("COMMIT")
         except BaseException:

@@ -12,40 +12,53 @@ import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from citadel_proxy.audit.errors import StoreRejected, StoreUnavailable
+from citadel_proxy.audit.errors import StoreRejected, StoreUnavailable, reason
 from citadel_proxy.audit.refusals import INSERT_REFUSALS, split
 
 # The batch arrives as one jsonb array (%t: in text format, the JSON itself); data-modifying CTEs insert
 # conversations, requests and messages in a single statement. ON CONFLICT makes a replayed record a
 # no-op, and messages are inserted only for requests this statement actually inserted.
+# A conversation belongs to the key that opened it: a record naming another key's conversation (one the
+# request-time claim could not check, PostgreSQL being down then) is stored in a conversation of its own,
+# named by the record's id, never in theirs.
 _INSERT = b"""
-WITH batch AS (
+WITH given AS (
     SELECT DISTINCT ON (b.id) b.* FROM jsonb_to_recordset(%t) AS b(
-        id uuid, "time" timestamptz, conversation_id uuid, route text, pipeline text, stream boolean,
+        id uuid, "time" timestamptz, conversation_id text, route text, pipeline text, stream boolean,
         model_requested text, model text, key_name text, client text, status smallint,
         error_code text, ttft_ms double precision, duration_ms double precision, prompt_tokens integer,
         completion_tokens integer, cache_hit boolean, content_mode text, nul_escaped boolean,
-        request jsonb, response jsonb, messages jsonb)
+        request jsonb, response jsonb, messages jsonb, truncation jsonb)
+), owners AS (
+    SELECT DISTINCT ON (g.conversation_id) g.conversation_id AS id,
+        CASE WHEN c.id IS NULL THEN g.key_name ELSE c.key_name END AS key_name
+    FROM given g LEFT JOIN conversations c ON c.id = g.conversation_id
+    WHERE g.conversation_id IS NOT NULL
+    ORDER BY g.conversation_id, g."time"
+), batch AS (
+    SELECT g.*, CASE WHEN o.id IS NULL OR o.key_name IS NOT DISTINCT FROM g.key_name
+        THEN g.conversation_id ELSE g.id::text END AS conv
+    FROM given g LEFT JOIN owners o ON o.id = g.conversation_id
 ), new_conversations AS (
     INSERT INTO conversations (id, started_at, key_name, model)
-    SELECT DISTINCT ON (conversation_id) conversation_id, "time", key_name, model
-    FROM batch WHERE conversation_id IS NOT NULL
-    ORDER BY conversation_id, "time"
+    SELECT DISTINCT ON (conv) conv, "time", key_name, model
+    FROM batch WHERE conv IS NOT NULL
+    ORDER BY conv, "time"
     ON CONFLICT (id) DO NOTHING
 ), new_requests AS (
     INSERT INTO audit_requests (id, created_at, conversation_id, route, pipeline, stream, model_requested,
         model, key_name, client_addr, status, error_code, ttft_ms, duration_ms, prompt_tokens,
-        completion_tokens, cache_hit, content_mode, nul_escaped, request, response)
-    SELECT id, "time", conversation_id, route, pipeline, stream, model_requested, model, key_name,
+        completion_tokens, cache_hit, content_mode, nul_escaped, request, response, truncation)
+    SELECT id, "time", conv, route, pipeline, stream, model_requested, model, key_name,
         client, status, error_code, ttft_ms, duration_ms, prompt_tokens, completion_tokens,
-        cache_hit, content_mode, coalesce(nul_escaped, false), request, response
+        cache_hit, content_mode, coalesce(nul_escaped, false), request, response, truncation
     FROM batch
     ON CONFLICT (id) DO NOTHING
     RETURNING id
 )
 INSERT INTO messages (request_id, position, conversation_id, created_at, role, content, content_sha256,
     content_bytes, truncated)
-SELECT b.id, m.ordinal - 1, b.conversation_id, b."time", m.role, m.content, m.sha256, coalesce(m.bytes, 0),
+SELECT b.id, m.ordinal - 1, b.conv, b."time", m.role, m.content, m.sha256, coalesce(m.bytes, 0),
     coalesce(m.truncated, false)
 FROM batch b
 JOIN new_requests n ON n.id = b.id
@@ -54,6 +67,8 @@ CROSS JOIN LATERAL ROWS FROM (
 ) WITH ORDINALITY AS m(role, content, sha256, bytes, truncated, ordinal)
 ON CONFLICT DO NOTHING
 """
+
+_STATEMENT_TIMEOUT = b"SELECT set_config('statement_timeout', %s, true)"
 
 _encode = msgspec.json.Encoder().encode
 _NUL_JSON = b"\\u0000"
@@ -114,19 +129,32 @@ class PostgresStore:
     def __init__(self, pool: AsyncConnectionPool, timeout_s: float) -> None:
         self._pool = pool
         self._timeout_s = timeout_s
+        self._statement_timeout = f"{max(1, int(timeout_s * 1000))}ms"
 
     async def insert(self, encoded: Sequence[bytes]) -> None:
         """Store encoded records (`encode_record`); one already stored is skipped."""
         exchanges, refusals = split(encoded)
         try:
-            async with asyncio.timeout(self._timeout_s):
-                async with self._pool.connection(timeout=self._timeout_s) as conn:
-                    if exchanges:
-                        await conn.execute(_INSERT, (encode_batch(exchanges),))
-                    if refusals:
-                        await conn.execute(INSERT_REFUSALS, (encode_batch(refusals),))
+            # The server stops the statement itself at the same limit: a cancel from this side can be
+            # lost (sent while the batch is still being sent), and a batch that commits after its writer
+            # gave up keeps a backend busy and is counted as failed. In one pipeline, BEGIN, the setting,
+            # the inserts and COMMIT cost one round trip.
+            async with (
+                asyncio.timeout(self._timeout_s),
+                self._pool.connection(timeout=self._timeout_s) as conn,
+                conn.pipeline(),
+                conn.transaction(),
+            ):
+                await conn.execute(_STATEMENT_TIMEOUT, (self._statement_timeout,))
+                if exchanges:
+                    await conn.execute(_INSERT, (encode_batch(exchanges),))
+                if refusals:
+                    await conn.execute(INSERT_REFUSALS, (encode_batch(refusals),))
         except (psycopg.DataError, psycopg.IntegrityError) as exc:
-            raise StoreRejected(f"PostgreSQL refused audit records: {exc}") from exc
-        except (psycopg.Error, TimeoutError, OSError) as exc:
+            raise StoreRejected(f"PostgreSQL refused audit records: {reason(exc)}") from exc
+        except (TimeoutError, psycopg.errors.QueryCanceled) as exc:
+            message = f"no answer within write_timeout_s ({self._timeout_s:g} s) for {len(encoded)} records"
+            raise StoreUnavailable(f"PostgreSQL cannot store audit records now: {message}") from exc
+        except (psycopg.Error, OSError) as exc:
             # Down, unreachable, not migrated, missing privileges: all fixable, so keep and retry.
-            raise StoreUnavailable(f"PostgreSQL cannot store audit records now: {exc}") from exc
+            raise StoreUnavailable(f"PostgreSQL cannot store audit records now: {reason(exc)}") from exc

@@ -239,6 +239,18 @@ class AuditOptions(Section, frozen=True):
     # The embedded store, used when `database` is null. Default: <paths.data>/audit.sqlite3; a relative
     # path is taken from paths.data.
     sqlite_path: str | None = None
+    # One record's bounds: a turn (and the request's message list) longer than max_record_messages keeps
+    # its head and tail; a record over max_record_bytes has its documents and contents shortened. What
+    # was left out is noted in the record's `truncation`.
+    max_record_messages: PositiveInt = 1000
+    max_record_bytes: Annotated[int, Meta(ge=4096)] = 8 * 1024 * 1024
+    # A batch is cut at this many bytes of records (a larger record is a batch of its own).
+    max_batch_bytes: Annotated[int, Meta(ge=1024)] = 16 * 1024 * 1024
+    # A record whose write failed this many times while PostgreSQL took others goes to dead-letter.jsonl.
+    max_attempts: Annotated[int, Meta(ge=1, le=100)] = 3
+    # How long a request naming a conversation (X-Conversation-ID) waits for PostgreSQL to say whose it
+    # is; past it, or while PostgreSQL is down, the request goes on and the insert keeps the records apart.
+    conversation_claim_timeout_s: Seconds = 1.0
 
 
 class Monitoring(Section, frozen=True):

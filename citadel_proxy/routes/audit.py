@@ -9,7 +9,6 @@ Admin only: list these among the management routes the auth guard protects.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -18,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from citadel_proxy.audit.conversations import normalise
 from citadel_proxy.audit.ports import AuditReader
 from citadel_proxy.audit.sink import AuditSink
 from citadel_proxy.auth.guard import Endpoint
@@ -36,8 +36,16 @@ def _queries(request: Request) -> AuditReader:
     return queries
 
 
-def _time(request: Request, name: str) -> datetime | None:
+def _text(request: Request, name: str) -> str | None:
+    """A query parameter as given, None when empty; NUL is refused here, as PostgreSQL cannot take it."""
     raw = request.query_params.get(name)
+    if raw is not None and "\x00" in raw:
+        raise InvalidRequest(f"{name} must not contain NUL characters", param=name)
+    return raw or None
+
+
+def _time(request: Request, name: str) -> datetime | None:
+    raw = _text(request, name)
     if not raw:
         return None
     try:
@@ -56,23 +64,21 @@ def _limit(request: Request) -> int:
 
 
 async def list_conversations(request: Request) -> Response:
-    params = request.query_params
     page = await _queries(request).conversations(
-        model=params.get("model") or None,
-        key=params.get("key") or None,
+        model=_text(request, "model"),
+        key=_text(request, "key"),
         since=_time(request, "since"),
         until=_time(request, "until"),
         limit=_limit(request),
-        cursor=params.get("cursor") or None,
+        cursor=_text(request, "cursor"),
     )
     return json_response(page)
 
 
 async def get_conversation(request: Request) -> Response:
-    try:
-        conversation_id = uuid.UUID(request.path_params["id"])
-    except ValueError:
-        raise NotFound("no such conversation") from None
+    conversation_id = normalise(request.path_params["id"])
+    if conversation_id is None:
+        raise NotFound("no such conversation")
     detail = await _queries(request).conversation(conversation_id, limit=_MAX_MESSAGES)
     if detail is None:
         raise NotFound("no such conversation")

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated
 
 from msgspec import Meta
 
 from citadel_proxy.audit.content import ContentMode, ContentPolicy
+from citadel_proxy.audit.conversations import normalise
 from citadel_proxy.audit.errors import AuditError
 from citadel_proxy.audit.records import Answer, AuditRecord, Failure, build_record, new_id
-from citadel_proxy.errors import InvalidRequest, ServiceUnavailable
+from citadel_proxy.errors import InvalidRequest, PermissionDenied, ServiceUnavailable
 from citadel_proxy.pipeline.stage import Handler, StageSettings, StageType
 from citadel_proxy.pipeline.types import Context, Delta, Reply, TokenStream
 
@@ -38,16 +38,17 @@ class AuditSettings(StageSettings, frozen=True, kw_only=True, forbid_unknown_fie
 
 
 def conversation_id(ctx: Context) -> str:
-    """The client's X-Conversation-ID (a UUID, normalised), or a new one."""
+    """The client's X-Conversation-ID (its own id, or a UUID, normalised), or a new one."""
     given = ctx.headers.get(CONVERSATION_HEADER)
     if given is None or not given.strip():
         return new_id()
-    try:
-        return str(uuid.UUID(given.strip()))
-    except ValueError:
+    normalised = normalise(given.strip())
+    if normalised is None:
         raise InvalidRequest(
-            f"{CONVERSATION_HEADER} must be a UUID, as returned by this gateway", param=CONVERSATION_HEADER
-        ) from None
+            f"{CONVERSATION_HEADER} must be 1 to 128 characters of A-Z, a-z, 0-9, '.', '_', ':' and '-'",
+            param=CONVERSATION_HEADER,
+        )
+    return normalised
 
 
 class AuditStage:
@@ -58,7 +59,7 @@ class AuditStage:
     async def __call__(self, ctx: Context, call_next: Handler) -> Reply:
         exchange = Exchange(ctx, self._sink, self._policy)
         try:
-            ctx.conversation_id = conversation_id(ctx)
+            ctx.conversation_id = await self._owned(ctx, conversation_id(ctx), exchange.started_at)
             ctx.response_headers[CONVERSATION_HEADER] = ctx.conversation_id
             reply = await call_next(ctx)
         except asyncio.CancelledError:
@@ -75,6 +76,24 @@ class AuditStage:
             outcome.prompt_tokens, outcome.completion_tokens = outcome.tokens(reply.completion)
             await exchange.finish(Answer.of(reply.completion), None, required=True)
         return reply
+
+    async def _owned(self, ctx: Context, conversation: str, started_at: datetime) -> str:
+        """The conversation, if the caller's key may add to it: a conversation belongs to its opener."""
+        owners = self._sink.owners
+        key = ctx.principal.name if ctx.principal is not None else None
+        if owners is not None and not ctx.headers.get(CONVERSATION_HEADER, "").strip():
+            owners.remember(conversation, key)  # minted here, for this key
+            return conversation
+        if owners is None or self._sink.database_failing:
+            return conversation  # no one can tell now: the insert keeps other keys' records apart
+        owned = await owners.claim(conversation, key, model=ctx.model, at=started_at)
+        if owned is False:
+            raise PermissionDenied(
+                f"{CONVERSATION_HEADER} names a conversation another key opened; use an id of your own",
+                param=CONVERSATION_HEADER,
+                code="conversation_not_owned",
+            )
+        return conversation
 
 
 class Exchange:
@@ -97,6 +116,7 @@ class Exchange:
             policy=self._policy,
             answer=answer,
             failure=failure,
+            max_messages=self._sink.limits.max_record_messages,
         )
 
     async def finish(self, answer: Answer | None, failure: Failure | None, *, required: bool = False) -> None:

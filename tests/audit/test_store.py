@@ -9,11 +9,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import msgspec
+import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from citadel_proxy.audit import AuditOptions, AuditSink, open_audit
-from citadel_proxy.audit.errors import StoreRejected
+from citadel_proxy.audit.errors import StoreRejected, StoreUnavailable
 from citadel_proxy.audit.ports import AuditStore
 from citadel_proxy.audit.records import AuditMessage, AuditRecord, encode_record, new_id
 from citadel_proxy.audit.sqlite_file import SqliteFile, sqlite_path
@@ -101,7 +102,7 @@ async def test_conversation_continuity(any_store: Config, tmp_path: Path) -> Non
             history += (answer,)
         await sink.close()
         assert sink.queries is not None
-        detail = await sink.queries.conversation(uuid.UUID(conversation), limit=100)
+        detail = await sink.queries.conversation(conversation, limit=100)
     assert detail is not None
     assert [(m.role, m.content) for m in detail.messages] == [
         ("user", "What is 2+2?"),
@@ -134,7 +135,7 @@ async def test_nul_emoji_and_one_megabyte_stored_faithfully(any_store: Config, t
         assert queries is not None
         for ctx, text in zip(contexts, HARD, strict=True):
             assert ctx.conversation_id is not None
-            detail = await queries.conversation(uuid.UUID(ctx.conversation_id), limit=10)
+            detail = await queries.conversation(ctx.conversation_id, limit=10)
             assert detail is not None
             assert [m.content for m in detail.messages] == [text, text[::-1]]
             assert not any(m.truncated for m in detail.messages)
@@ -220,7 +221,7 @@ async def test_sqlite_refuses_what_postgresql_refuses(tmp_path: Path) -> None:
     async with bare_store(config) as store:
         for bad in [
             msgspec.structs.replace(record(0), duration_ms=-1.0),  # a CHECK of both schemas
-            msgspec.structs.replace(record(1), conversation_id="not-a-uuid"),
+            msgspec.structs.replace(record(1), conversation_id="not an id!"),  # opaque ids: [A-Za-z0-9._:-]
         ]:
             with pytest.raises(StoreRejected):
                 await store.insert([encode_record(bad)])
@@ -254,3 +255,39 @@ async def test_every_column_of_a_record_and_its_messages_is_stored(migrated: Con
         (1, "user", None, "bb", 5, False, full.time),
         (2, "assistant", "tr", "cc", 9, True, full.time),
     ]
+
+
+async def test_a_timed_out_insert_says_why(migrated: Config) -> None:
+    """A write past write_timeout_s ends with its reason, not `...records now: ` and nothing."""
+    assert migrated.database is not None
+    with psycopg.connect(migrated.database.conninfo()) as blocker:
+        blocker.execute("LOCK TABLE audit_requests IN ACCESS EXCLUSIVE MODE")  # held until the end
+        async with AsyncConnectionPool(
+            migrated.database.conninfo(), open=False, kwargs={"autocommit": True}
+        ) as pool:
+            try:
+                await PostgresStore(pool, timeout_s=0.3).insert([encode_record(record(0))])
+            except StoreUnavailable as exc:
+                message = str(exc)
+            else:
+                raise AssertionError("the insert went through a locked table")
+    assert message.endswith("no answer within write_timeout_s (0.3 s) for 1 records"), message
+
+
+async def test_sqlite_keeps_another_keys_record_out_of_a_conversation(tmp_path: Path) -> None:
+    """As PostgreSQL's insert does, for records whose request-time claim could not be checked."""
+    config = make_config(None, "", tmp_path)
+    owner = msgspec.structs.replace(record(0, "call_8f2a:leg-1"), key_name="team-a")
+    other = msgspec.structs.replace(record(1, "call_8f2a:leg-1"), key_name="team-b")
+    again = msgspec.structs.replace(record(2, "call_8f2a:leg-1"), key_name="team-a")
+    async with bare_store(config) as store:
+        await store.insert([encode_record(owner)])
+        await store.insert([encode_record(other), encode_record(again)])
+    rows = fetch_any(config, "SELECT id, conversation_id, key_name FROM audit_requests ORDER BY created_at")
+    assert [(conversation, key) for _, conversation, key in rows] == [
+        ("call_8f2a:leg-1", "team-a"),
+        (str(uuid.UUID(other.id)), "team-b"),
+        ("call_8f2a:leg-1", "team-a"),
+    ]
+    owners = fetch_any(config, "SELECT id, key_name FROM conversations ORDER BY id")
+    assert sorted(owners) == sorted([("call_8f2a:leg-1", "team-a"), (str(uuid.UUID(other.id)), "team-b")])

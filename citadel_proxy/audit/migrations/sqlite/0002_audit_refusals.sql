@@ -1,4 +1,4 @@
--- Requests refused before their pipeline ran (as PostgreSQL's 0003_audit_refusals): metadata only, one
+-- Requests refused before their pipeline ran (as PostgreSQL's 0005_audit_refusals): metadata only, one
 -- row per client, reason, route and key per aggregation interval, with the count and first and last time.
 CREATE TABLE audit_refusals (
     id          TEXT PRIMARY KEY,

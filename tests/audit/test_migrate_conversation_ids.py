@@ -1,0 +1,55 @@
+"""Migration 0004 on a trail written before it: UUID conversation ids become text, links kept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from citadel_proxy.audit import migrate as migrations
+from tests.audit.conftest import execute, fetch, make_config
+
+CONVERSATION = "0190a8f8-0000-7000-8000-000000000001"
+REQUEST = "0190a8f8-0000-7000-8000-0000000000aa"
+
+
+def test_uuid_ids_survive_and_opaque_ones_fit(postgres_dsn: str, pg_schema: str, tmp_path: Path) -> None:
+    config = make_config(postgres_dsn, pg_schema, tmp_path)
+    assert config.database is not None
+    conninfo = config.database.conninfo()
+    migrations.migrate(conninfo, pg_schema, target=3)
+    execute(config, "INSERT INTO conversations VALUES (%s, now(), 'team-a', 'phi3:latest')", CONVERSATION)
+    execute(
+        config,
+        "INSERT INTO audit_requests (id, created_at, conversation_id, route, pipeline, stream,"
+        " model_requested, model, status, duration_ms, content_mode, request)"
+        " VALUES (%s, now(), %s, '/v1/chat/completions', 'chat', false, 'phi3', 'phi3:latest', 200, 1,"
+        " 'full', '{}')",
+        REQUEST,
+        CONVERSATION,
+    )
+    execute(
+        config,
+        "INSERT INTO messages (request_id, position, conversation_id, created_at, role, content_bytes)"
+        " VALUES (%s, 0, %s, now(), 'user', 0)",
+        REQUEST,
+        CONVERSATION,
+    )
+    assert migrations.migrate(conninfo, pg_schema, target=4) == [4]
+    joined = fetch(
+        config,
+        "SELECT c.id, c.key_name FROM conversations c JOIN audit_requests r ON r.conversation_id = c.id"
+        " JOIN messages m ON m.conversation_id = c.id",
+    )
+    assert joined == [(CONVERSATION, "team-a")]
+    execute(config, "INSERT INTO conversations VALUES ('call_8f2a:leg-1', now(), 'team-b', 'phi3:latest')")
+    with pytest.raises(psycopg.errors.CheckViolation):
+        execute(config, "INSERT INTO conversations VALUES ('a b', now(), 'team-b', 'phi3:latest')")
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):
+        execute(
+            config,
+            "INSERT INTO messages (request_id, position, conversation_id, created_at, role, content_bytes)"
+            " VALUES (%s, 1, 'nowhere', now(), 'user', 0)",
+            REQUEST,
+        )
