@@ -13,6 +13,7 @@ import msgspec
 from msgspec import Meta
 
 from citadel_proxy.auth.config import AuthConfig
+from citadel_proxy.management.names import is_valid_host
 
 Port = Annotated[int, Meta(ge=1, le=65535)]
 PositiveInt = Annotated[int, Meta(ge=1)]
@@ -96,6 +97,14 @@ class ModelEntry(Section, frozen=True):
 class Ollama(Section, frozen=True):
     service: OllamaService = msgspec.field(default_factory=OllamaService)
     models: list[ModelEntry] = msgspec.field(default_factory=list)
+    # Registry hosts (`host` or `host:port`) model management may name besides registry.ollama.ai:
+    # a host in a model name makes Ollama connect to it.
+    registries: list[str] = msgspec.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for host in self.registries:
+            if not is_valid_host(host):
+                raise ValueError(f"registries: {host!r} is not a registry host (host or host:port)")
 
 
 class Cors(Section, frozen=True):
@@ -114,7 +123,9 @@ class Cors(Section, frozen=True):
 
 
 class Gateway(Section, frozen=True):
-    host: str = "0.0.0.0"
+    # Loopback: nginx in front terminates TLS and keeps /management/ and /metrics internal (README,
+    # Deployment); binding a public address lets clients skip both.
+    host: str = "127.0.0.1"
     port: Port = 8002
     workers: Annotated[int, Meta(ge=1, le=64)] = 1
     # The specification's `timeout`: the deadline of a pipeline that sets none of its own.
