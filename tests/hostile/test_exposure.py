@@ -11,9 +11,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from citadel_proxy.auth.keys import generate_key, hash_key
 from citadel_proxy.config import load_config
 from citadel_proxy.config.schema import Gateway as GatewaySettings
-from tests.core.conftest import AUTH, REPO, Gateway, running_gateway, write_config
+from tests.core.conftest import AUTH, REPO, Gateway, free_port, running_gateway, write_config
 from tests.fakes.ollama import FakeOllama
 
 # --- Bind address ------------------------------------------------------------------------------------
@@ -52,9 +53,15 @@ async def fake() -> AsyncIterator[FakeOllama]:
         yield server
 
 
+INFERENCE_KEY = generate_key()
+READER = {"Authorization": f"Bearer {INFERENCE_KEY}"}
+
+
 @pytest.fixture
 async def gateway(fake: FakeOllama, tmp_path: Path) -> AsyncIterator[Gateway]:
-    config = with_registries(write_config(tmp_path, fake.port, REPO / "pipelines"), ["registry.example.com"])
+    reader = f"    - {{name: reader, sha256: {hash_key(INFERENCE_KEY).hex()}, scopes: [inference]}}"
+    config = write_config(tmp_path, fake.port, REPO / "pipelines", extra_keys=reader)
+    config = with_registries(config, ["registry.example.com"])
     async with running_gateway(config, fake) as gw:
         yield gw
 
@@ -95,3 +102,41 @@ async def test_ollamas_registry_and_listed_registries_are_forwarded(
         "registry.ollama.ai/library/phi3",
         "REGISTRY.example.com/team/model:v1",
     ]
+
+
+# --- /health: status per component for everyone, details for an admin key ---------------------------
+
+
+async def health_of(gw: Gateway, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(gw.url + "/health", headers=headers) as response,
+    ):
+        return response.status, await response.json()
+
+
+async def test_public_health_shows_no_hosts_ports_or_errors(tmp_path: Path) -> None:
+    # Redis on a closed port and Ollama gone: both failures name their host and port in the details.
+    redis_port, ollama_port = free_port(), free_port()
+    config = write_config(tmp_path, ollama_port, REPO / "pipelines", extra=f"redis: {{port: {redis_port}}}")
+    async with FakeOllama() as fake, running_gateway(config, fake) as gw:
+        status, public = await health_of(gw)
+        admin_status, detailed = await health_of(gw, AUTH)
+    assert status == admin_status == 503
+    assert public == {
+        "status": "unavailable",
+        "checks": {"ollama": {"status": "down"}, "redis": {"status": "down"}, "audit": {"status": "ok"}},
+    }
+    shown = str(detailed["checks"])
+    assert str(redis_port) in shown and str(ollama_port) in shown
+    assert all("detail" in check for check in detailed["checks"].values())
+
+
+async def test_health_details_need_the_admin_scope(gateway: Gateway) -> None:
+    status, detailed = await health_of(gateway, AUTH)
+    assert status == 200 and "latency_ms" in detailed["checks"]["ollama"]
+    for headers in (None, READER):
+        status, public = await health_of(gateway, headers)
+        assert status == 200 and public["checks"]["ollama"] == {"status": "ok"}
+    status, refused = await health_of(gateway, {"Authorization": "Bearer cit_not-a-key-at-all-000000"})
+    assert status == 401 and refused["error"]["type"] == "authentication_error"
