@@ -159,9 +159,27 @@ class Paths(Section, frozen=True):
     backups: str = "../var/backups"
 
 
+def _check_networks(key: str, entries: list[str]) -> None:
+    import ipaddress
+
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ValueError(f"{key}: {entry!r} is not an address or network") from None
+
+
 class Prometheus(Section, frozen=True):
+    # false: no /metrics route at all (404).
     enabled: bool = True
     port: Port = 9090
+    # Clients (the address after gateway.trusted_proxies) that read /metrics without a key.
+    allow: list[str] = msgspec.field(default_factory=lambda: ["127.0.0.1", "::1"])
+    # Anyone else with a key holding the `metrics` or `admin` scope; false: the networks above only.
+    allow_keys: bool = True
+
+    def __post_init__(self) -> None:
+        _check_networks("allow", self.allow)
 
 
 class HealthChecks(Section, frozen=True):

@@ -3,6 +3,7 @@ management may make Ollama contact."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -140,3 +141,62 @@ async def test_health_details_need_the_admin_scope(gateway: Gateway) -> None:
         assert status == 200 and public["checks"]["ollama"] == {"status": "ok"}
     status, refused = await health_of(gateway, {"Authorization": "Bearer cit_not-a-key-at-all-000000"})
     assert status == 401 and refused["error"]["type"] == "authentication_error"
+
+
+# --- /metrics: off, on for listed networks, or with a `metrics` key ---------------------------------
+
+METRICS_KEY = generate_key()
+SCRAPER = {"Authorization": f"Bearer {METRICS_KEY}"}
+INSIDE, OUTSIDE = "10.1.2.3", "203.0.113.5"
+
+
+@contextlib.asynccontextmanager
+async def metrics_gateway(tmp_path: Path, fake: FakeOllama, prometheus: str) -> AsyncIterator[Gateway]:
+    keys = "\n".join(
+        f"    - {{name: {name}, sha256: {hash_key(key).hex()}, scopes: [{scope}]}}"
+        for name, key, scope in (("reader", INFERENCE_KEY, "inference"), ("scraper", METRICS_KEY, "metrics"))
+    )
+    extra = f"monitoring:\n  prometheus: {prometheus}"
+    config = write_config(tmp_path, fake.port, REPO / "pipelines", extra=extra, extra_keys=keys)
+    async with running_gateway(config, fake) as gw:
+        yield gw
+
+
+async def metrics_status(
+    gw: Gateway, client: str | None = None, headers: dict[str, str] | None = None
+) -> int:
+    """The status of GET /metrics; `client` is the address nginx (a trusted proxy) names."""
+    sent = {**(headers or {}), **({"X-Forwarded-For": client} if client else {})}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(gw.url + "/metrics", headers=sent) as response,
+    ):
+        if response.status == 200:
+            assert b"citadel_requests_total" in await response.read()
+        return response.status
+
+
+async def test_metrics_can_be_switched_off(tmp_path: Path, fake: FakeOllama) -> None:
+    async with metrics_gateway(tmp_path, fake, "{enabled: false}") as gw:
+        assert await metrics_status(gw) == 404
+        assert await metrics_status(gw, headers=AUTH) == 404
+
+
+async def test_metrics_by_default_loopback_or_a_metrics_key(tmp_path: Path, fake: FakeOllama) -> None:
+    async with metrics_gateway(tmp_path, fake, "{}") as gw:
+        assert await metrics_status(gw) == 200
+        assert await metrics_status(gw, OUTSIDE) == 401
+        assert await metrics_status(gw, OUTSIDE, READER) == 403
+        assert await metrics_status(gw, OUTSIDE, SCRAPER) == 200
+        assert await metrics_status(gw, OUTSIDE, AUTH) == 200  # admin
+
+
+async def test_metrics_for_listed_networks_only(tmp_path: Path, fake: FakeOllama) -> None:
+    async with metrics_gateway(tmp_path, fake, "{allow: [10.0.0.0/8], allow_keys: false}") as gw:
+        assert await metrics_status(gw, INSIDE) == 200
+        async with aiohttp.ClientSession() as session:
+            for client in (OUTSIDE, None):  # None: 127.0.0.1 itself, not listed here
+                headers = {**SCRAPER, **({"X-Forwarded-For": client} if client else {})}
+                async with session.get(gw.url + "/metrics", headers=headers) as response:
+                    assert response.status == 403
+                    assert (await response.json())["error"]["code"] == "forbidden_network"
