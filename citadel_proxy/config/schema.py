@@ -141,6 +141,17 @@ class Gateway(Section, frozen=True):
     server: Literal["hypercorn", "uvicorn"] = "uvicorn"
     # Peers allowed to name the client in X-Forwarded-For (the nginx in front); addresses or networks.
     trusted_proxies: list[str] = msgspec.field(default_factory=lambda: ["127.0.0.1", "::1"])
+    # The request line and headers together; past it 431, before the rest of them is read (the
+    # servers' own defaults let an 8 MiB header through). nginx in front allows 4 x 8 KiB by default.
+    max_header_bytes: Annotated[int, Meta(ge=1024)] = 64 * 1024
+    # Header lines in one request; past it 431.
+    max_headers: Annotated[int, Meta(ge=1, le=10_000)] = 100
+    # From a connection's start, or a keep-alive request's first byte, until its headers are in; then
+    # 408 and the connection is closed (slow clients cannot hold connections open a byte at a time).
+    header_timeout_s: Seconds = 10.0
+    # An idle keep-alive connection is closed after this; above nginx's upstream keepalive_timeout (60 s),
+    # so nginx never sends a request on a connection the gateway is closing.
+    keep_alive_timeout_s: Annotated[int, Meta(ge=1)] = 75
 
     def __post_init__(self) -> None:
         import ipaddress
