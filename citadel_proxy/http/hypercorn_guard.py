@@ -78,11 +78,13 @@ class GuardedH11Protocol(H11Protocol):
             await super()._send_error_response(status_code)
             return
         self._refused = True
+        self._stop_head_deadline()
         await self._to_server(RawData(data=refusal(self.limits.too_large())))
         # hypercorn sends Closed next: _send turns it into a lingering close.
 
     async def _refuse(self, error: errors.GatewayError) -> None:
         self._refused = True
+        self._stop_head_deadline()
         await self._to_server(RawData(data=refusal(error)))
         await self.send(Closed())
 
