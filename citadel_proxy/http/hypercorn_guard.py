@@ -1,10 +1,11 @@
 """hypercorn's HTTP/1.1 protocol with the head limits it lacks (http.head_limits): lines and time.
 
-hypercorn bounds an unfinished head (h11_max_incomplete_size, answered 431 with an empty body here in
+hypercorn bounds an unfinished head (h11_max_incomplete_size, answered 431 with an empty body; here in
 JSON), but not the number of header lines, nor a complete head read in one go past the limit, and it
 times a head out only with its keep-alive timeout (75 s), so a client sending a byte a second holds a
-connection that long. hypercorn builds its protocol by name (`hypercorn.protocol.H11Protocol`) and
-offers no setting for it: `install` puts this subclass there, in the process that serves.
+connection that long. It would also switch to HTTP/2, where none of this applies; here it does not.
+hypercorn builds its protocol by name (`hypercorn.protocol.H11Protocol`) and offers no setting for
+it: `install` puts this subclass there, in the process that serves.
 """
 
 from __future__ import annotations
@@ -62,7 +63,15 @@ class GuardedH11Protocol(H11Protocol):
     def _awaiting_head(self) -> bool:
         return isinstance(self.connection, h11.Connection) and self.connection.their_state is h11.IDLE
 
+    async def _check_protocol(self, event: h11.Request) -> None:
+        """No switch to HTTP/2 (prior knowledge or h2c): the limits here are HTTP/1.1's, uvicorn speaks
+        HTTP/1.1 only, and so does nginx to the gateway. An h2c upgrade is ignored, as HTTP allows."""
+        if event.method == b"PRI" and event.http_version == b"2.0":
+            await self._refuse(errors.InvalidRequest("HTTP/2 is not served here: use HTTP/1.1"))
+
     async def _create_stream(self, request: h11.Request) -> None:
+        if self._refused:
+            return
         self._stop_head_deadline()
         self._head_received = 0
         head_bytes = REQUEST_LINE_OVERHEAD + len(request.method) + len(request.target)

@@ -205,3 +205,18 @@ def test_with_several_workers_the_limits_hold(served_by_workers: Served) -> None
         sock.sendall(REQUEST[:10])
         status, body = answer(sock)
     assert status == 408 and body is not None
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        REQUEST + b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n",
+    ],
+)
+def test_no_switch_to_http2_around_the_limits(served: Served, head: bytes) -> None:
+    with connect(served) as sock:
+        sock.sendall(head + (b"" if head.startswith(b"PRI") else b"Connection: close\r\n\r\n"))
+        raw = read_until_closed(sock)
+    # HTTP/1.1 either way: refused (prior knowledge), or answered as if no upgrade were offered (h2c).
+    assert raw.startswith((b"HTTP/1.1 400 ", b"HTTP/1.1 503 ")), raw[:100]
