@@ -54,8 +54,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._refused is not None:
             return  # lingering: read and dropped
         if self._head_pending:
-            # A keep-alive connection's next request: its headers are timed from their first byte.
-            self._start_head_timer()
+            # A keep-alive connection's next request: its headers are timed from their first byte,
+            # once the previous response is done (an answer to a timeout must not land inside it).
+            if self.cycle is None or self.cycle.response_complete:
+                self._start_head_timer()
             self._head_received += len(data)
         super().data_received(data)
         if self._refused is None and self._head_pending and self._head_received > self.limits.max_bytes:

@@ -220,3 +220,30 @@ def test_no_switch_to_http2_around_the_limits(served: Served, head: bytes) -> No
         raw = read_until_closed(sock)
     # HTTP/1.1 either way: refused (prior knowledge), or answered as if no upgrade were offered (h2c).
     assert raw.startswith((b"HTTP/1.1 400 ", b"HTTP/1.1 503 ")), raw[:100]
+
+
+def read_response(sock: socket.socket) -> bytes:
+    """One whole response with a Content-Length, leaving the connection open."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head
+
+
+def test_keep_alive_requests_are_served_and_a_slow_next_head_is_timed_out(served: Served) -> None:
+    with connect(served) as sock:
+        for _ in range(3):
+            sock.sendall(REQUEST + b"\r\n")
+            assert read_response(sock).startswith(b"HTTP/1.1 503 ")
+        # The next head starts, then stalls: timed from its first byte, not from the last response.
+        sock.sendall(REQUEST[:5])
+        status, body = answer(sock)
+    assert status == 408 and body is not None and body["error"]["code"] == "request_timeout"  # type: ignore[index]
