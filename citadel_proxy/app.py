@@ -24,7 +24,7 @@ from citadel_proxy.auth.guard import admin_only, any_key
 from citadel_proxy.auth.store import open_key_store
 from citadel_proxy.cache.service import open_cache
 from citadel_proxy.config.models import ModelRouter
-from citadel_proxy.config.schema import Config
+from citadel_proxy.config.schema import Config, Prometheus
 from citadel_proxy.embeddings.terminal import with_embeddings
 from citadel_proxy.health.watch import UpstreamWatch, watch_in_background
 from citadel_proxy.http.forwarded import TrustedProxies
@@ -41,7 +41,7 @@ from citadel_proxy.redis_client import open_redis
 from citadel_proxy.reload import reload_on_sighup, reload_pipelines
 from citadel_proxy.routes import audit as audit_routes
 from citadel_proxy.routes import embeddings, health, inference, models, openai_models, system
-from citadel_proxy.routes.metrics import metrics_endpoint
+from citadel_proxy.routes.metrics import guarded_metrics
 from citadel_proxy.services import Services
 from citadel_proxy.stages.registry import stage_types
 from citadel_proxy.system.gpu import open_gpu_probe
@@ -67,15 +67,17 @@ def load_pipeline_set(config: Config) -> PipelineSet:
     return load_pipelines(Path(config.paths.pipelines), stage_types(), config.gateway.timeout)
 
 
-def public_routes(pipelines: PipelineSet) -> list[BaseRoute]:
+def public_routes(pipelines: PipelineSet, prometheus: Prometheus) -> list[BaseRoute]:
     routes: list[BaseRoute] = [
         Route("/health", health.health, methods=["GET"]),
         Route("/v1/models", any_key(health.list_models), methods=["GET"]),
         # {model:path}: names such as `namespace/model:tag` hold slashes.
         Route("/v1/models/{model:path}", any_key(openai_models.retrieve_model), methods=["GET"]),
         Route("/v1/agents/stream", inference.agent_stream, methods=["POST"]),
-        Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
+    if prometheus.enabled:
+        # Allowed networks, else a `metrics` key: routes/metrics.py.
+        routes.append(Route("/metrics", guarded_metrics(prometheus), methods=["GET"]))
     for path in sorted(pipelines.by_route):
         embedding = pipelines.by_route[path].format == "embeddings"
         endpoint = embeddings.embeddings_route if embedding else inference.pipeline_route
@@ -195,7 +197,7 @@ def create_app(
             yield {"services": services}
 
     routed = Starlette(
-        routes=public_routes(pipelines) + management_routes(),
+        routes=public_routes(pipelines, config.monitoring.prometheus) + management_routes(),
         lifespan=lifespan,
         exception_handlers={
             errors.GatewayError: on_gateway_error,

@@ -10,8 +10,10 @@
     ├── NotFound                      404 not_found_error
     │   └── ModelNotFound             404 model_not_found
     ├── MethodNotAllowed              405 method_not_allowed
+    ├── RequestTimeout                408 request_timeout (headers not in within gateway.header_timeout_s)
     ├── PayloadTooLarge               413 payload_too_large
     ├── RateLimited                   429 rate_limit_exceeded (Retry-After)
+    ├── HeadersTooLarge               431 request_header_fields_too_large
     ├── ClientClosedRequest           499 client_closed (nginx's code; nobody is left to read it)
     ├── UpstreamError                 502 upstream_error (Ollama failed or said something we cannot use)
     │   ├── UpstreamUnavailable       502 upstream_unavailable (could not connect)
@@ -123,6 +125,12 @@ class MethodNotAllowed(GatewayError):
     code = "method_not_allowed"
 
 
+class RequestTimeout(GatewayError):
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+
+
 class PayloadTooLarge(GatewayError):
     status = 413
     type = "invalid_request_error"
@@ -133,6 +141,12 @@ class RateLimited(GatewayError):
     status = 429
     type = "rate_limit_error"
     code = "rate_limit_exceeded"
+
+
+class HeadersTooLarge(GatewayError):
+    status = 431
+    type = "invalid_request_error"
+    code = "request_header_fields_too_large"
 
 
 class ClientClosedRequest(GatewayError):

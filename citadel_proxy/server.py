@@ -16,12 +16,12 @@ from typing import Any
 from hypercorn.config import Config as HypercornConfig
 
 from citadel_proxy.config.schema import Config
+from citadel_proxy.http.head_limits import HeadLimits
 from citadel_proxy.observability.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
 from citadel_proxy.supervisor import run_workers, watch_shutdown
 
 APP_FACTORY = "citadel_proxy.asgi:from_environment"
 GRACEFUL_S = 30.0
-KEEP_ALIVE_S = 75.0
 
 
 def serve(config: Config, config_file: Path, bind: str | None, workers: int | None) -> int:
@@ -29,9 +29,11 @@ def serve(config: Config, config_file: Path, bind: str | None, workers: int | No
     os.environ["CITADEL_CONFIG"] = str(config_file.resolve())
     address = bind or f"{config.gateway.host}:{config.gateway.port}"
     count = workers or config.gateway.workers
+    limits = HeadLimits.of(config.gateway)
     # Bound before anything else starts, so a taken port is one line and exit 2, not a traceback.
     try:
-        run = _bind_uvicorn(address) if config.gateway.server == "uvicorn" else _bind_hypercorn(address)
+        bind_server = _bind_uvicorn if config.gateway.server == "uvicorn" else _bind_hypercorn
+        run = bind_server(address, limits)
     except OSError as exc:
         sys.stderr.write(f"citadel-proxy: cannot listen on {address}: {_why(exc)}\n")
         return 2
@@ -55,35 +57,45 @@ def _why(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
-def _bind_hypercorn(address: str) -> Callable[[int], int]:
-    server = hypercorn_config(address)
-    return functools.partial(_serve_hypercorn, server, server.create_sockets())
+def _bind_hypercorn(address: str, limits: HeadLimits) -> Callable[[int], int]:
+    server = hypercorn_config(address, limits)
+    return functools.partial(_serve_hypercorn, server, server.create_sockets(), limits)
 
 
-def _serve_hypercorn(server: HypercornConfig, sockets: Any, count: int) -> int:
-    worker = _hypercorn_worker(server)
+def _serve_hypercorn(server: HypercornConfig, sockets: Any, limits: HeadLimits, count: int) -> int:
     try:
         if count == 1:
             # In this process (what hypercorn's run() does with workers=0): no supervisor, less memory.
-            worker(server, sockets)
+            hypercorn_worker(server, sockets, limits)
             return 0
         server.workers = count
-        return run_workers(worker, {"config": server, "sockets": sockets}, count, GRACEFUL_S)
+        kwargs = {"config": server, "sockets": sockets, "limits": limits}
+        return run_workers(hypercorn_worker, kwargs, count, GRACEFUL_S)
     finally:
         for sock in [*sockets.secure_sockets, *sockets.insecure_sockets]:
             sock.close()
 
 
-def hypercorn_config(bind: str) -> HypercornConfig:
+def hypercorn_worker(
+    config: HypercornConfig, sockets: Any, limits: HeadLimits, shutdown_event: Any = None
+) -> None:
+    """One spawned worker: it imports hypercorn afresh, so the head limits are installed here."""
+    from citadel_proxy.http import hypercorn_guard
+
+    hypercorn_guard.install(limits)
+    _hypercorn_worker(config)(config=config, sockets=sockets, shutdown_event=shutdown_event)
+
+
+def hypercorn_config(bind: str, limits: HeadLimits) -> HypercornConfig:
     server = HypercornConfig()
     server.bind = [bind]
     server.worker_class = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     server.application_path = f"{APP_FACTORY}()"
     server.graceful_timeout = GRACEFUL_S
-    server.keep_alive_timeout = KEEP_ALIVE_S
+    server.keep_alive_timeout = limits.keep_alive_s
     # By default hypercorn closes a keep-alive connection after 1000 requests; nginx would reconnect.
     server.keep_alive_max_requests = 1_000_000
-    server.h11_max_incomplete_size = 64 * 1024
+    server.h11_max_incomplete_size = limits.max_bytes
     server.accesslog = None
     # A Logger, not "-": records go through the root handler, as JSON like every other line.
     server.errorlog = logging.getLogger("hypercorn.error")
@@ -101,7 +113,7 @@ def _hypercorn_worker(server: HypercornConfig) -> Any:
     return asyncio_worker
 
 
-def _bind_uvicorn(address: str) -> Callable[[int], int]:
+def _bind_uvicorn(address: str, limits: HeadLimits) -> Callable[[int], int]:
     host, _, port = address.rpartition(":")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -113,37 +125,39 @@ def _bind_uvicorn(address: str) -> Callable[[int], int]:
         sock.close()
         raise
     sock.set_inheritable(True)
-    return functools.partial(_serve_uvicorn, sock)
+    return functools.partial(_serve_uvicorn, sock, limits)
 
 
-def _serve_uvicorn(sock: socket.socket, count: int) -> int:
+def _serve_uvicorn(sock: socket.socket, limits: HeadLimits, count: int) -> int:
     try:
         if count == 1:
-            uvicorn_worker(sock)
+            uvicorn_worker(sock, limits)
             return 0
-        return run_workers(uvicorn_worker, {"sock": sock}, count, GRACEFUL_S)
+        return run_workers(uvicorn_worker, {"sock": sock, "limits": limits}, count, GRACEFUL_S)
     finally:
         sock.close()
 
 
-def uvicorn_worker(sock: socket.socket, shutdown_event: Any = None) -> None:
+def uvicorn_worker(sock: socket.socket, limits: HeadLimits, shutdown_event: Any = None) -> None:
     import uvicorn
 
+    from citadel_proxy.http.uvicorn_guard import guarded_httptools
+
     has_uvloop = importlib.util.find_spec("uvloop") is not None
-    has_httptools = importlib.util.find_spec("httptools") is not None
     server = uvicorn.Server(
         uvicorn.Config(
             APP_FACTORY,
             factory=True,
             loop="uvloop" if has_uvloop else "asyncio",
-            http="httptools" if has_httptools else "h11",
+            # httptools with the head limits uvicorn lacks (size, lines, time): http.uvicorn_guard.
+            http=guarded_httptools(limits),
             lifespan="on",
             log_config=None,
             access_log=False,
             server_header=False,
             # http.front trusts only gateway.trusted_proxies; uvicorn's would trust 127.0.0.1 too.
             proxy_headers=False,
-            timeout_keep_alive=int(KEEP_ALIVE_S),
+            timeout_keep_alive=limits.keep_alive_s,
             timeout_graceful_shutdown=int(GRACEFUL_S),
             ws="none",
         )

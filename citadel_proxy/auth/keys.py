@@ -26,9 +26,11 @@ DISPLAY_CHARS = len(KEY_PREFIX) + 8
 # Longer than any key we issue; bounds the work an attacker can make us do per request.
 MAX_KEY_CHARS = 256
 
-Scope = Literal["inference", "embeddings", "admin"]
-SCOPES: tuple[Scope, ...] = ("inference", "embeddings", "admin")
+Scope = Literal["inference", "embeddings", "admin", "metrics"]
+SCOPES: tuple[Scope, ...] = ("inference", "embeddings", "admin", "metrics")
 ADMIN: Scope = "admin"
+# Reads /metrics from outside monitoring.prometheus.allow (a Prometheus scraping through nginx).
+METRICS: Scope = "metrics"
 
 Sha256Hex = Annotated[str, Meta(pattern="^[0-9a-f]{64}$")]
 KeyName = Annotated[str, Meta(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.@:-]+$")]

@@ -13,6 +13,7 @@ import msgspec
 from msgspec import Meta
 
 from citadel_proxy.auth.config import AuthConfig
+from citadel_proxy.management.names import is_valid_host
 
 Port = Annotated[int, Meta(ge=1, le=65535)]
 PositiveInt = Annotated[int, Meta(ge=1)]
@@ -105,6 +106,14 @@ class ModelEntry(Section, frozen=True):
 class Ollama(Section, frozen=True):
     service: OllamaService = msgspec.field(default_factory=OllamaService)
     models: list[ModelEntry] = msgspec.field(default_factory=list)
+    # Registry hosts (`host` or `host:port`) model management may name besides registry.ollama.ai:
+    # a host in a model name makes Ollama connect to it.
+    registries: list[str] = msgspec.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for host in self.registries:
+            if not is_valid_host(host):
+                raise ValueError(f"registries: {host!r} is not a registry host (host or host:port)")
 
 
 # The gateway's own response headers: the conversation to continue, the id to quote in a report, and
@@ -140,7 +149,9 @@ class Cors(Section, frozen=True):
 
 
 class Gateway(Section, frozen=True):
-    host: str = "0.0.0.0"
+    # Loopback: nginx in front terminates TLS and keeps /management/ and /metrics internal (README,
+    # Deployment); binding a public address lets clients skip both.
+    host: str = "127.0.0.1"
     port: Port = 8002
     workers: Annotated[int, Meta(ge=1, le=64)] = 1
     # The specification's `timeout`: the deadline of a pipeline that sets none of its own.
@@ -156,6 +167,17 @@ class Gateway(Section, frozen=True):
     server: Literal["hypercorn", "uvicorn"] = "uvicorn"
     # Peers allowed to name the client in X-Forwarded-For (the nginx in front); addresses or networks.
     trusted_proxies: list[str] = msgspec.field(default_factory=lambda: ["127.0.0.1", "::1"])
+    # The request line and headers together; past it 431, before the rest of them is read (the
+    # servers' own defaults let an 8 MiB header through). nginx in front allows 4 x 8 KiB by default.
+    max_header_bytes: Annotated[int, Meta(ge=1024)] = 64 * 1024
+    # Header lines in one request; past it 431.
+    max_headers: Annotated[int, Meta(ge=1, le=10_000)] = 100
+    # From a connection's start, or a keep-alive request's first byte, until its headers are in; then
+    # 408 and the connection is closed (slow clients cannot hold connections open a byte at a time).
+    header_timeout_s: Seconds = 10.0
+    # An idle keep-alive connection is closed after this; above nginx's upstream keepalive_timeout (60 s),
+    # so nginx never sends a request on a connection the gateway is closing.
+    keep_alive_timeout_s: Annotated[int, Meta(ge=1)] = 75
 
     def __post_init__(self) -> None:
         import ipaddress
@@ -174,9 +196,27 @@ class Paths(Section, frozen=True):
     backups: str = "../var/backups"
 
 
+def _check_networks(key: str, entries: list[str]) -> None:
+    import ipaddress
+
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ValueError(f"{key}: {entry!r} is not an address or network") from None
+
+
 class Prometheus(Section, frozen=True):
+    # false: no /metrics route at all (404).
     enabled: bool = True
     port: Port = 9090
+    # Clients (the address after gateway.trusted_proxies) that read /metrics without a key.
+    allow: list[str] = msgspec.field(default_factory=lambda: ["127.0.0.1", "::1"])
+    # Anyone else with a key holding the `metrics` or `admin` scope; false: the networks above only.
+    allow_keys: bool = True
+
+    def __post_init__(self) -> None:
+        _check_networks("allow", self.allow)
 
 
 class HealthChecks(Section, frozen=True):

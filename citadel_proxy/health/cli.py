@@ -85,7 +85,7 @@ async def collect(config: Config, url: str, key: str | None) -> Report:
     async with aiohttp.ClientSession(timeout=timeout) as session:
         names = ("gateway", "ollama", "models", "database", "redis", "resources", "recent_errors")
         results = await asyncio.gather(
-            checks.gateway(session, url),
+            checks.gateway(session, url, key),
             checks.ollama(session, url, key),
             checks.models(session, url, key),
             checks.database(config),

@@ -3,11 +3,16 @@
 The character rules are Ollama's (`types/model/name.go`): every part starts with a letter, digit or
 underscore; a host may hold `.`, `-` and `:` (a port); a namespace `-`; a model and a tag `.` and `-`.
 Anything else (spaces, `..`, a leading `/`, a digest, URL tricks) is refused with a 400.
+
+A host part makes Ollama connect to that host (a pull fetches `https://HOST/v2/...`), so an admin key
+could point it at any address Ollama reaches (`127.0.0.1:6379/ns/m`, `169.254.169.254/latest/meta-data`):
+only Ollama's own registry and the hosts listed in `ollama.registries` are accepted.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 
 from citadel_proxy import errors
 
@@ -19,7 +24,8 @@ _PART = {
 }
 # Parts are named from the right, as Ollama does: `a/b` is namespace/model, `a/b/c` host/namespace/model.
 _PREFIXES = {1: (), 2: ("namespace",), 3: ("host", "namespace")}
-_DEFAULT_PREFIXES = ("registry.ollama.ai/library/", "library/")
+DEFAULT_REGISTRY = "registry.ollama.ai"
+_DEFAULT_PREFIXES = (f"{DEFAULT_REGISTRY}/library/", "library/")
 MAX_NAME_CHARS = 512
 
 
@@ -33,13 +39,32 @@ def is_valid(name: str) -> bool:
     return all(_PART[kind].fullmatch(text) for kind, text in named)
 
 
-def validate_name(name: str, param: str = "model") -> str:
-    """`name` unchanged when Ollama would accept it; otherwise a 400 naming the field."""
+def is_valid_host(host: str) -> bool:
+    return _PART["host"].fullmatch(host) is not None
+
+
+def registry_of(name: str) -> str:
+    """The registry host Ollama would contact for `name` (lower case)."""
+    parts = name.split("/")
+    return parts[0].lower() if len(parts) == 3 else DEFAULT_REGISTRY
+
+
+def validate_name(name: str, param: str = "model", registries: Collection[str] | None = None) -> str:
+    """`name` unchanged when Ollama would accept it and, when `registries` is given, its host is
+    Ollama's registry or one of them; otherwise a 400 naming the field."""
     if not is_valid(name):
         raise errors.InvalidRequest(
             f"invalid model name {name[:100]!r}: expected [host/][namespace/]model[:tag], "
             "letters, digits, '_', '-' and '.' only",
             param=param,
+        )
+    host = registry_of(name)
+    if registries is not None and host != DEFAULT_REGISTRY and host not in {r.lower() for r in registries}:
+        raise errors.InvalidRequest(
+            f"registry host {host!r} is not allowed: only {DEFAULT_REGISTRY} and the hosts listed in "
+            "ollama.registries",
+            param=param,
+            code="registry_not_allowed",
         )
     return name
 

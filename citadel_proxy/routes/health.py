@@ -1,4 +1,8 @@
-"""`GET /health` (per-component checks) and `GET /v1/models` (the configured models, OpenAI's shape)."""
+"""`GET /health` (per-component checks) and `GET /v1/models` (the configured models, OpenAI's shape).
+
+`/health` is public (load balancers, nginx's health checks): it shows each component's status only.
+Latencies and details name internal hosts, ports and driver errors, so only an `admin` key sees them.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from citadel_proxy import errors
+from citadel_proxy.auth.guard import identify
+from citadel_proxy.auth.keys import ADMIN
 from citadel_proxy.config.schema import Database
 from citadel_proxy.config.schema import Redis as RedisSettings
 from citadel_proxy.health.probes import ProbeFailed, elapsed_ms, probe_database, probe_redis
@@ -80,9 +86,20 @@ def check_audit(services: Services) -> Check:
     return Check("ok", detail=f"queue {counts['queue_depth']}")
 
 
+async def _shows_details(request: Request, services: Services) -> bool:
+    """True for an `admin` key; a key that is presented but unknown is refused (401), as everywhere."""
+    principal = await identify(services.key_store, request.headers)
+    return principal is not None and ADMIN in principal.scopes
+
+
+def _shown(checks: dict[str, Check], detailed: bool) -> dict[str, Check]:
+    return checks if detailed else {name: Check(check.status) for name, check in checks.items()}
+
+
 async def health(request: Request) -> Response:
     services: Services = request.state.services
     config = services.config
+    detailed = await _shows_details(request, services)
     probes: dict[str, Awaitable[Check]] = {"ollama": check_upstream(services)}
     if config.database is not None:
         probes["database"] = check_database(config.database)
@@ -95,9 +112,9 @@ async def health(request: Request) -> Response:
     # Without Ollama nothing can be answered: the gateway cannot serve. Without PostgreSQL or Redis it
     # still serves (audit spools to disk, limits and cache fall back in process): degraded.
     if checks["ollama"].status != "ok":
-        return json_response(Health("unavailable", checks), status=503)
+        return json_response(Health("unavailable", _shown(checks, detailed)), status=503)
     degraded = any(check.status != "ok" for check in checks.values())
-    return json_response(Health("degraded" if degraded else "ok", checks))
+    return json_response(Health("degraded" if degraded else "ok", _shown(checks, detailed)))
 
 
 async def list_models(request: Request) -> Response:

@@ -42,7 +42,7 @@ def _services(request: Request) -> Services:
 
 async def _model_from_body(request: Request) -> str:
     body = decode(await read_body(request, _MAX_BODY), _request_decoder)
-    return validate_name(body.model)
+    return validate_name(body.model, registries=_services(request).config.ollama.registries)
 
 
 async def list_models(request: Request) -> Response:
@@ -67,8 +67,11 @@ async def running(request: Request) -> Response:
 
 
 async def info(request: Request) -> Response:
-    name = validate_name(request.path_params["name"], param="name")
-    reply = await ollama.show(_services(request).upstream, name)
+    services = _services(request)
+    name = validate_name(
+        request.path_params["name"], param="name", registries=services.config.ollama.registries
+    )
+    reply = await ollama.show(services.upstream, name)
     architecture, context_length, parameter_count = ollama.model_facts(reply)
     body = ModelInfo(
         name=name,
