@@ -130,6 +130,9 @@ class Gateway(Section, frozen=True):
     server: Literal["hypercorn", "uvicorn"] = "uvicorn"
     # Peers allowed to name the client in X-Forwarded-For (the nginx in front); addresses or networks.
     trusted_proxies: list[str] = msgspec.field(default_factory=lambda: ["127.0.0.1", "::1"])
+    # A write to a client blocked this long (the client stopped reading) ends the stream and drops the
+    # client's connection; the upstream request is closed with it.
+    write_timeout_s: Seconds = 30.0
 
     def __post_init__(self) -> None:
         import ipaddress

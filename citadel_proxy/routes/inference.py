@@ -74,6 +74,7 @@ async def run(request: Request, services: Services, built: BuiltPipeline, route:
             deadlines=services.deadlines,
             keepalive_s=gateway.keepalive_s,
             header_grace_s=gateway.header_grace_ms / 1000,
+            write_timeout_s=gateway.write_timeout_s,
             on_finish=log_request,
         )
     completion = await complete_logged(request, ctx, built)

@@ -85,6 +85,8 @@ class OllamaClient:
         try:
             return await response.read_all()
         except LeanError as exc:
+            if exc.silent:
+                raise errors.UpstreamTimeout(f"Ollama's answer stopped: {exc}") from None
             raise errors.UpstreamIncomplete(f"Ollama's answer was cut off: {exc}") from None
         finally:
             response.release()
@@ -100,8 +102,9 @@ class OllamaClient:
                     raise self._cannot_connect(errors.reason(exc)) from None
                 await _backoff(attempt)
             except LeanError as exc:
-                code = "upstream_timeout" if exc.silent else "upstream_error"
-                raise errors.UpstreamError(f"request to Ollama failed: {exc}", code=code) from None
+                if exc.silent:
+                    raise errors.UpstreamTimeout(f"request to Ollama failed: {exc}") from None
+                raise errors.UpstreamError(f"request to Ollama failed: {exc}") from None
         if response.status != 200:
             raise await _status_error(response)
         return response
@@ -149,7 +152,7 @@ class OllamaClient:
                 if attempt + 1 == attempts:
                     raise errors.UpstreamUnavailable("Ollama closed the connection") from None
             except TimeoutError:
-                raise errors.UpstreamError("Ollama did not answer in time", code="upstream_timeout") from None
+                raise errors.UpstreamTimeout("Ollama did not answer in time") from None
             except aiohttp.ClientError as exc:
                 raise errors.UpstreamError(f"request to Ollama failed: {exc}") from None
         if response.status != 200:

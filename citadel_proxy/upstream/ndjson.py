@@ -102,7 +102,11 @@ class UpstreamStream(Generic[Line]):
                 return None
             try:
                 data = await content.readany()
-            except (aiohttp.ClientError, LeanError, TimeoutError) as exc:
+            except LeanError as exc:
+                if exc.silent:
+                    raise errors.UpstreamTimeout(f"Ollama's stream stopped: {exc}") from None
+                raise errors.UpstreamIncomplete(f"Ollama's stream broke off: {exc!r}") from None
+            except (aiohttp.ClientError, TimeoutError) as exc:
                 raise errors.UpstreamIncomplete(f"Ollama's stream broke off: {exc!r}") from None
             block = blocks.take(data) if data else blocks.rest()
             if block is None:
