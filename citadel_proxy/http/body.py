@@ -9,6 +9,7 @@ import msgspec
 from starlette.requests import Request
 
 from citadel_proxy import errors
+from citadel_proxy.http.json_depth import too_deep
 
 T = TypeVar("T")
 
@@ -45,3 +46,6 @@ def decode(body: bytes, decoder: msgspec.json.Decoder[T]) -> T:
         raise errors.InvalidRequest(f"{path}: {message}" if path else message, param=path) from None
     except msgspec.DecodeError as exc:
         raise errors.InvalidJSON(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        # Nesting deeper than Python's recursion limit, anywhere (unknown fields are skipped recursively).
+        raise too_deep(None) from None

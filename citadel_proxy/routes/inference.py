@@ -17,6 +17,7 @@ from citadel_proxy.http.responses import json_response
 from citadel_proxy.http.stream_response import StreamResponse, deadline_error
 from citadel_proxy.observability.logs import log_request
 from citadel_proxy.observability.request_id import new_request_id
+from citadel_proxy.openai.limits import check_chat, check_completion
 from citadel_proxy.openai.responses import chat_completion, text_completion
 from citadel_proxy.openai.sse import ChatChunks, ChunkEncoder, TextChunks
 from citadel_proxy.openai.translate import chat_to_ollama, completion_to_ollama
@@ -96,9 +97,11 @@ def _context(request: Request, services: Services, built: BuiltPipeline, route: 
     model = services.models.resolve(wire.model)
     stream = wire.stream if wire.stream is not None else pipeline.stream_default
     if isinstance(wire, ChatRequest):
+        check_chat(wire, services.config.gateway)
         endpoint: Endpoint = "/api/chat"
         upstream = chat_to_ollama(wire, model, stream)
     else:
+        check_completion(wire, services.config.gateway)
         endpoint, upstream = "/api/generate", completion_to_ollama(wire, model, stream)
     usage = bool(wire.stream_options and wire.stream_options.include_usage)
     ctx = Context(

@@ -83,8 +83,10 @@ class OllamaClient:
             return await self.fetch("POST", path, body)
         response = await self._lean_post(self._lean, path, body)
         try:
-            return await response.read_all()
+            return await response.read_all(self.service.max_answer_bytes)
         except LeanError as exc:
+            if exc.too_large:
+                raise errors.UpstreamTooLarge(str(exc)) from None
             if exc.silent:
                 raise errors.UpstreamTimeout(f"Ollama's answer stopped: {exc}") from None
             raise errors.UpstreamIncomplete(f"Ollama's answer was cut off: {exc}") from None
@@ -165,11 +167,21 @@ class OllamaClient:
         """A whole (non-streamed) answer body."""
         response = await self.open_response(method, path, body, total_s=total_s, read_bufsize=_WHOLE_BUFSIZE)
         try:
-            return await response.read()
+            return await _read_capped(response, self.service.max_answer_bytes)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise errors.UpstreamIncomplete(f"Ollama's answer was cut off: {exc}") from None
         finally:
             response.release()
+
+
+async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    out = bytearray()
+    while chunk := await response.content.readany():
+        out += chunk
+        if len(out) > limit:
+            response.close()
+            raise errors.UpstreamTooLarge(f"Ollama's answer is longer than {limit} bytes")
+    return bytes(out)
 
 
 async def _backoff(attempt: int) -> None:

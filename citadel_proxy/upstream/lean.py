@@ -22,12 +22,15 @@ _MAX_IDLE = 64
 class LeanError(Exception):
     """The connection failed or broke. `stale`: closed before a single byte came back, as a pooled
     keep-alive connection that Ollama had already closed is: the request never reached it. `silent`:
-    Ollama sent nothing for longer than the read timeout."""
+    Ollama sent nothing for longer than the read timeout. `too_large`: the answer passed its cap."""
 
-    def __init__(self, message: str, *, stale: bool = False, silent: bool = False) -> None:
+    def __init__(
+        self, message: str, *, stale: bool = False, silent: bool = False, too_large: bool = False
+    ) -> None:
         super().__init__(message)
         self.stale = stale
         self.silent = silent
+        self.too_large = too_large
 
 
 class LeanResponse(asyncio.Protocol):
@@ -143,14 +146,23 @@ class LeanResponse(asyncio.Protocol):
             self._transport.resume_reading()
         return data
 
-    async def read_all(self) -> bytes:
-        """The whole answer (a non-streamed one usually arrives in one piece)."""
+    async def read_all(self, limit: int) -> bytes:
+        """The whole answer (a non-streamed one usually arrives in one piece), at most `limit` bytes:
+        a longer one raises LeanError(too_large) and the connection is closed, unread."""
         first = await self.readany()
         if not first:
             return b""
         rest = bytearray()
+        size = len(first)
         while chunk := await self.readany():
+            size += len(chunk)
+            if size > limit:
+                self.close()
+                raise LeanError(f"Ollama's answer is longer than {limit} bytes", too_large=True)
             rest += chunk
+        if size > limit:
+            self.close()
+            raise LeanError(f"Ollama's answer is longer than {limit} bytes", too_large=True)
         return first + rest if rest else first
 
     async def read(self, limit: int) -> bytes:

@@ -27,9 +27,12 @@ def upstream_handler(client: OllamaClient) -> Handler:
         body = _encode(ctx.upstream)
         if ctx.stream:
             response = await client.stream(ctx.endpoint, body)
+            cap = client.service.max_line_bytes
             if ctx.endpoint == "/api/chat":
-                return Reply(stream=UpstreamStream(response, chat_line_decoder, chat_delta, ctx.outcome))
-            return Reply(stream=UpstreamStream(response, generate_line_decoder, generate_delta, ctx.outcome))
+                return Reply(stream=UpstreamStream(response, chat_line_decoder, chat_delta, ctx.outcome, cap))
+            return Reply(
+                stream=UpstreamStream(response, generate_line_decoder, generate_delta, ctx.outcome, cap)
+            )
         raw = await client.post(ctx.endpoint, body)
         return Reply(completion=_completion(ctx, raw))
 

@@ -13,17 +13,15 @@ from tests.core.conftest import TEST_KEY, Gateway, running_gateway, write_config
 from tests.fakes.ollama import FakeOllama
 
 # /v1/short: a voice-like stream with a 1 s deadline; /v1/long: a stream whose deadline never comes into it;
-# /v1/plain: whole answers; /v1/gui and /v1/ide: chunked streams of ten and five tokens.
+# /v1/plain and /v1/text: whole chat and completion answers; /api/embed and /v1/embeddings: no cache.
 PIPELINES = {
     "short.yaml": "format: chat\nroutes: [/v1/short]\nstream_default: true\ntimeout: 1\n"
     "stages:\n  - chunking: {chunk_size: 1}\n",
     "long.yaml": "format: chat\nroutes: [/v1/long]\nstream_default: true\ntimeout: 600\n"
     "stages:\n  - chunking: {chunk_size: 1}\n",
     "plain.yaml": "format: chat\nroutes: [/v1/plain]\ntimeout: 600\n",
-    "gui.yaml": "format: chat\nroutes: [/v1/gui]\nstream_default: true\ntimeout: 60\n"
-    "stages:\n  - chunking: {chunk_size: 10, max_delay_ms: 10000}\n",
-    "ide.yaml": "format: completion\nroutes: [/v1/ide]\nstream_default: true\ntimeout: 60\n"
-    "stages:\n  - chunking: {chunk_size: 5, max_delay_ms: 10000}\n",
+    "text.yaml": "format: completion\nroutes: [/v1/text]\ntimeout: 600\n",
+    "embed.yaml": "format: embeddings\nroutes: [/api/embed, /v1/embeddings]\ntimeout: 600\n",
 }
 
 
@@ -41,6 +39,8 @@ async def gateway_on(
 ) -> AsyncIterator[Gateway]:
     """A gateway on PIPELINES; `gateway` adds keys under `gateway:`, `ollama` to `ollama.service`."""
     config = write_config(tmp_path, fake.port, pipelines(tmp_path), extra_gateway=gateway)
+    embedder = '    - name: "nomic-embed-text:latest"\n'
+    config.write_text(config.read_text().replace("model_routing:", embedder + "model_routing:", 1))
     if ollama:
         text = config.read_text().replace("connect_timeout_s: 2}", f"connect_timeout_s: 2, {ollama}}}")
         config.write_text(text)
