@@ -10,6 +10,7 @@ from starlette.requests import Request
 
 from citadel_proxy import errors
 from citadel_proxy.http.json_depth import too_deep
+from citadel_proxy.memory import MMAP_THRESHOLD_BYTES as TRIM_AFTER_BYTES
 
 T = TypeVar("T")
 
@@ -28,6 +29,8 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise errors.PayloadTooLarge(f"request body is larger than {limit} bytes")
         chunks.append(chunk)
     body = b"".join(chunks)
+    if size >= TRIM_AFTER_BYTES:
+        request.state.trim_after = True  # http.front trims the heap once the response is done
     if not body.strip():
         raise errors.InvalidRequest("request body is empty: send a JSON object")
     return body

@@ -62,8 +62,7 @@ async def embeddings_route(request: Request) -> Response:
         raise errors.NotFound(f"no embeddings pipeline serves {route} since the last reload")
     shape = shape_of(route)
     principal = await admit(request, built)
-    body = await read_body(request, services.config.gateway.max_body_bytes)
-    wire, job = shape.parse(body, services.models)
+    wire, job = shape.parse(await read_body(request, services.config.gateway.max_body_bytes), services.models)
     if job.options:
         check_depth(_encode(job.options), services.config.gateway.max_json_depth, "options")
     ctx = _context(request, built, route, wire, job)

@@ -58,8 +58,8 @@ async def agent_stream(request: Request) -> Response | ASGIApp:
 async def run(request: Request, services: Services, built: BuiltPipeline, route: str) -> Response | ASGIApp:
     gateway = services.config.gateway
     principal = await admit(request, built)
-    body = await read_body(request, gateway.max_body_bytes)
-    ctx = _context(request, services, built, route, body)
+    # Not kept in this frame: a whole answer is awaited here, and a large body is not needed once decoded.
+    ctx = _context(request, services, built, route, await read_body(request, gateway.max_body_bytes))
     ctx.principal = principal
     request.state.access_logged = True
     if ctx.stream:
