@@ -135,7 +135,7 @@ class UpstreamStream(Generic[Line]):
     def _decode(self, block: bytes) -> list[Line]:
         try:
             lines: list[Line] = self._decoder.decode_lines(block)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
             raise errors.UpstreamMalformed(f"Ollama sent a line that is not valid: {exc}") from None
         return lines
 

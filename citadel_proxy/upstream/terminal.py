@@ -52,7 +52,7 @@ def _completion(ctx: Context, raw: bytes) -> Completion:
             generated = generate_line_decoder.decode(raw)
             line = generated
             content, thinking, calls = generated.response, generated.thinking, generated.tool_calls or []
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
         raise errors.UpstreamMalformed(f"Ollama's answer is not valid: {exc}") from None
     if line.error is not None:
         raise errors.UpstreamError(f"Ollama failed: {line.error}")

@@ -10,6 +10,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from citadel_proxy import errors
+from citadel_proxy.pipeline.types import Outcome
+from citadel_proxy.upstream.ndjson import UpstreamStream, chat_delta, chat_line_decoder
 from tests.core.conftest import AUTH, CHAT, Gateway
 from tests.fakes.ollama import Behavior, FakeOllama
 from tests.hostile.limits_helpers import gateway_on
@@ -147,3 +150,24 @@ async def test_an_oversize_line_is_a_clean_error_event(gw: Gateway) -> None:
     assert error_of(events[-1])["code"] == "upstream_too_large"
     record = gw.fake.streams[-1]
     assert record.outcome != "done" or record.disconnected
+
+
+class _Lines:
+    """The `content` of an answer whose bytes are given: what UpstreamStream reads."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    async def readany(self) -> bytes:
+        data, self._data = self._data, b""
+        return data
+
+
+async def test_an_answer_nested_too_deep_is_upstream_malformed() -> None:
+    deep = '{"message": {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "f", '
+    deep += '"arguments": ' + nested(10_000) + '}}]}, "done": false}\n'
+    answer = type("Answer", (), {"content": _Lines(deep.encode())})()
+    stream = UpstreamStream(answer, chat_line_decoder, chat_delta, Outcome())  # type: ignore[arg-type]
+    # Before: a RecursionError, reported as the gateway's own bug.
+    with pytest.raises(errors.UpstreamMalformed):
+        await stream.read()
