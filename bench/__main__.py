@@ -8,7 +8,7 @@ gr-1w (granian, measured only), all with the bare pipelines (chunking and cache 
 metrics, cache). 2-worker targets run only the c32 scenarios and the held-open streams; gr-1w runs chat,
 stream, voice and the held-open streams; uv-full runs chat, voice and embeddings (bench/targets.py).
 `bodies` (bench/bodies.py) posts 1, 4 and 13 MB chats to uv-1w, hc-1w and uv-full and checks the memory
-they take.
+they take (in a full run, or when named; not with --quick).
 """
 
 from __future__ import annotations
@@ -127,7 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="citadel-bench-")))
-        bodies_wanted = not args.scenarios or BODIES in args.scenarios.split(",")
+        # Named, or part of a full run: --quick leaves it out (it takes about half a minute).
+        named = BODIES in (args.scenarios or "").split(",")
+        bodies_wanted = named or not (args.scenarios or args.quick)
         targets = start_targets(stack, workdir, scenarios, notes, with_full=bodies_wanted)
         load = LoadProcess()
         stack.callback(load.close)
