@@ -29,9 +29,11 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise errors.PayloadTooLarge(f"request body is larger than {limit} bytes")
         chunks.append(chunk)
     body = b"".join(chunks)
+    # Neither the pieces nor a stripped copy are kept beside the body: each would be one more body's size.
+    chunks.clear()
     if size >= TRIM_AFTER_BYTES:
         request.state.trim_after = True  # http.front trims the heap once the response is done
-    if not body.strip():
+    if not body or body.isspace():
         raise errors.InvalidRequest("request body is empty: send a JSON object")
     return body
 
