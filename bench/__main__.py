@@ -1,12 +1,14 @@
 """`python -m bench`: the gateway against direct and nginx baselines, interleaved round by round.
 
-python -m bench [--quick] [--scenarios chat,voice,slow] [--rounds 3] [--json PATH] [--profile 10]
+python -m bench [--quick] [--scenarios chat,voice,slow,bodies] [--rounds 3] [--json PATH] [--profile 10]
 
 Targets: direct (the fake Ollama), nginx, uv-1w/uv-2w (uvicorn, the default), hc-1w/hc-2w (hypercorn),
 gr-1w (granian, measured only), all with the bare pipelines (chunking and cache only), and uv-full
 (uvicorn, the repository's pipelines with every stage: auth, rate limit in Redis, audit to PostgreSQL,
 metrics, cache). 2-worker targets run only the c32 scenarios and the held-open streams; gr-1w runs chat,
 stream, voice and the held-open streams; uv-full runs chat, voice and embeddings (bench/targets.py).
+`bodies` (bench/bodies.py) posts 1, 4 and 13 MB chats to uv-1w, hc-1w and uv-full and checks the memory
+they take (in a full run, or when named; not with --quick).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import time
 from pathlib import Path
 
 from bench import report
+from bench.bodies import BodyRun, measure_bodies
 from bench.loadgen import LoadProcess
 from bench.measure import Sample, measure, settle
 from bench.procs import REPO, BenchError, find_tool
@@ -31,6 +34,7 @@ from bench.scenarios import FULL, QUICK, Budget, Scenario, Target, all_scenarios
 from bench.targets import route_exists, start_targets
 
 DEFAULT_JSON = REPO / "bench" / "results" / "latest.json"
+BODIES = "bodies"
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -73,7 +77,7 @@ def select(scenarios: list[Scenario], wanted: str | None) -> list[Scenario]:
         return scenarios
     prefixes = [p.strip() for p in wanted.split(",") if p.strip()]
     chosen = [s for s in scenarios if any(s.name.startswith(p) for p in prefixes)]
-    if not chosen:
+    if not chosen and prefixes != [BODIES]:
         raise BenchError(f"no scenario matches {wanted!r}; known: {', '.join(s.name for s in scenarios)}")
     return chosen
 
@@ -123,12 +127,20 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="citadel-bench-")))
-        targets = start_targets(stack, workdir, scenarios, notes)
+        # Named, or part of a full run: --quick leaves it out (it takes about half a minute).
+        named = BODIES in (args.scenarios or "").split(",")
+        bodies_wanted = named or not (args.scenarios or args.quick)
+        targets = start_targets(stack, workdir, scenarios, notes, with_full=bodies_wanted)
         load = LoadProcess()
         stack.callback(load.close)
         scenarios = _drop_missing_routes(scenarios, targets, notes)
         warm_up(load, targets, scenarios)
         samples = run_rounds(load, targets, scenarios, budget, rounds)
+        bodies: list[BodyRun] = []
+        kept: dict[str, float] = {}
+        if bodies_wanted:
+            _log_line("bench: large bodies on uv-1w, hc-1w and uv-full")
+            bodies, kept = measure_bodies(targets, (report.UVICORN_1W, report.GATEWAY_1W, report.FULL))
         # The raw stacks stay beside the results, for questions the top-15 table does not answer.
         raw = args.json.with_name(args.json.stem + "-profile.txt")
         top = _profile(
@@ -148,8 +160,22 @@ def main(argv: list[str] | None = None) -> int:
         report.FULL: [report.full_check(found)],
     }
     _print(found, checks, notes, top, rounds, time.monotonic() - started)
-    _write_json(args.json, argv, rounds, budget, samples, found, checks, notes, top)
+    _print_bodies(bodies, kept)
+    _write_json(args.json, argv, rounds, budget, samples, found, checks, notes, top, bodies, kept)
     return 0
+
+
+def _log_line(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _print_bodies(bodies: list[BodyRun], kept: dict[str, float]) -> None:
+    if not bodies:
+        return
+    print("\nMemory per large request (worker RSS in MiB; issue 12: peak <= 4x body + 10 MiB, handed back):")
+    print("\n".join("  " + run.line() for run in bodies))
+    for name, mib in kept.items():
+        print(f"  {name}: after every large request the worker holds +{mib:.1f} MiB over its RSS before them")
 
 
 def _drop_missing_routes(
@@ -229,6 +255,8 @@ def _write_json(
     checks: dict[str, list[report.Check]],
     notes: list[str],
     top: str,
+    bodies: list[BodyRun],
+    kept: dict[str, float],
 ) -> None:
     document = {
         "command": ["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)],
@@ -249,6 +277,10 @@ def _write_json(
         "samples": [sample.to_json() for sample in samples],
         "notes": notes,
         "profile": top,
+        "bodies": [
+            {**run.__dict__, "per_request_mib": run.per_request_mib, "verdict": run.verdict} for run in bodies
+        ],
+        "bodies_kept_mib": kept,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(_finite(document), indent=2, default=str) + "\n")

@@ -47,9 +47,14 @@ def _start(stack: contextlib.ExitStack, server: Server) -> Server:
 
 
 def start_targets(
-    stack: contextlib.ExitStack, workdir: Path, scenarios: list[Scenario], notes: list[str]
+    stack: contextlib.ExitStack,
+    workdir: Path,
+    scenarios: list[Scenario],
+    notes: list[str],
+    with_full: bool = False,
 ) -> list[Target]:
-    """direct, nginx (when installed), the GATEWAYS and uv-full; each with a fast and a slow fake behind."""
+    """direct, nginx (when installed), the GATEWAYS and uv-full (for its scenarios, or `with_full`); each
+    with a fast and a slow fake behind."""
     slow = any(s.slow for s in scenarios)
     _log("starting fake Ollama" + (" x2" if slow else ""))
     fast = _start(stack, start_fake("fake", workdir, TOKENS, 0.0))
@@ -68,7 +73,8 @@ def start_targets(
         notes.append("granian is not installed (make bench installs it): no gr-1w")
         specs = [spec for spec in specs if spec.server != "granian"]
     headers = b""
-    if any(s.name.startswith(FULL) for s in scenarios) and (full := prepare(stack, notes)) is not None:
+    wants_full = with_full or any(s.name.startswith(FULL) for s in scenarios)
+    if wants_full and (full := prepare(stack, notes)) is not None:
         full_pipelines(workdir)
         specs.append(
             GatewaySpec("uv-full", server="uvicorn", pipelines="pipelines-full", extra=full.extra, only=FULL)

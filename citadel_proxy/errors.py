@@ -18,7 +18,9 @@
     ├── UpstreamError                 502 upstream_error (Ollama failed or said something we cannot use)
     │   ├── UpstreamUnavailable       502 upstream_unavailable (could not connect)
     │   ├── UpstreamMalformed         502 upstream_malformed
-    │   └── UpstreamIncomplete        502 upstream_incomplete (stream ended without done)
+    │   ├── UpstreamIncomplete        502 upstream_incomplete (stream ended without done)
+    │   ├── UpstreamTooLarge          502 upstream_too_large (an answer or line over its configured cap)
+    │   └── UpstreamTimeout           504 upstream_timeout (Ollama silent past ollama.service.timeout)
     ├── ServiceUnavailable            503 service_unavailable
     └── DeadlineExceeded              504 timeout
 
@@ -171,6 +173,15 @@ class UpstreamMalformed(UpstreamError):
 
 class UpstreamIncomplete(UpstreamError):
     code = "upstream_incomplete"
+
+
+class UpstreamTooLarge(UpstreamError):
+    code = "upstream_too_large"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    code = "upstream_timeout"
 
 
 class ServiceUnavailable(GatewayError):

@@ -89,6 +89,10 @@ class OllamaService(Section, frozen=True):
     connect_timeout_s: Seconds = 5.0
     max_retries: Annotated[int, Meta(ge=0, le=10)] = 3
     max_connections: PositiveInt = 256
+    # The most bytes read of a whole (non-streamed) answer, and of one line of a streamed one: past them
+    # the request fails with 502 upstream_too_large instead of the worker holding what Ollama sends.
+    max_answer_bytes: Annotated[int, Meta(ge=1024)] = 32 * 1024 * 1024
+    max_line_bytes: Annotated[int, Meta(ge=1024)] = 4 * 1024 * 1024
 
     @property
     def base_url(self) -> str:
@@ -178,6 +182,15 @@ class Gateway(Section, frozen=True):
     # An idle keep-alive connection is closed after this; above nginx's upstream keepalive_timeout (60 s),
     # so nginx never sends a request on a connection the gateway is closing.
     keep_alive_timeout_s: Annotated[int, Meta(ge=1)] = 75
+    # A write to a client blocked this long (the client stopped reading) ends the stream and drops the
+    # client's connection; the upstream request is closed with it.
+    write_timeout_s: Seconds = 30.0
+    # Free-form JSON in a request (tool parameters, schemas, tool-call arguments, embeddings options) may
+    # nest this deep; deeper is a 400. msgspec itself refuses what Python's recursion limit cannot hold.
+    max_json_depth: Annotated[int, Meta(ge=8, le=512)] = 100
+    max_messages: PositiveInt = 4096
+    # The largest max_tokens (max_completion_tokens) a request may ask of Ollama (num_predict).
+    max_output_tokens: PositiveInt = 131_072
 
     def __post_init__(self) -> None:
         import ipaddress

@@ -88,7 +88,7 @@ async def _embeddings(client: OllamaClient, job: EmbedJob, text: str) -> Vector:
 def _decode(decoder: msgspec.json.Decoder[T], raw: bytes) -> T:
     try:
         return decoder.decode(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
         raise errors.UpstreamMalformed(f"Ollama's embeddings answer is not valid: {exc}") from None
 
 

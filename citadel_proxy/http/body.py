@@ -9,6 +9,8 @@ import msgspec
 from starlette.requests import Request
 
 from citadel_proxy import errors
+from citadel_proxy.http.json_depth import too_deep
+from citadel_proxy.memory import MMAP_THRESHOLD_BYTES as TRIM_AFTER_BYTES
 
 T = TypeVar("T")
 
@@ -27,7 +29,11 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise errors.PayloadTooLarge(f"request body is larger than {limit} bytes")
         chunks.append(chunk)
     body = b"".join(chunks)
-    if not body.strip():
+    # Neither the pieces nor a stripped copy are kept beside the body: each would be one more body's size.
+    chunks.clear()
+    if size >= TRIM_AFTER_BYTES:
+        request.state.trim_after = True  # http.front trims the heap once the response is done
+    if not body or body.isspace():
         raise errors.InvalidRequest("request body is empty: send a JSON object")
     return body
 
@@ -45,3 +51,6 @@ def decode(body: bytes, decoder: msgspec.json.Decoder[T]) -> T:
         raise errors.InvalidRequest(f"{path}: {message}" if path else message, param=path) from None
     except msgspec.DecodeError as exc:
         raise errors.InvalidJSON(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        # Nesting deeper than Python's recursion limit, anywhere (unknown fields are skipped recursively).
+        raise too_deep(None) from None

@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from citadel_proxy import errors
 from citadel_proxy.http.forwarded import TrustedProxies
 from citadel_proxy.http.responses import logged_bug, refusal
+from citadel_proxy.memory import trim_soon
 from citadel_proxy.observability.request_id import HEADER, request_id_from
 
 Endpoint = Callable[[Request], Awaitable[Response | ASGIApp]]
@@ -47,14 +48,17 @@ class Front:
             return
         self._proxies.apply(scope)
         request_id = request_id_from(scope["headers"])
-        scope.setdefault("state", {})["request_id"] = request_id
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
         endpoint = self._fast_endpoint(scope["path"]) if scope["method"] == "POST" else None
         if endpoint is None:
             await self._app(scope, receive, _with_request_id(send, request_id))
-            return
-        # Served in this frame, not a helper's: a held stream keeps every frame on its path alive.
-        response = await _respond(endpoint, Request(scope, receive))
-        await response(scope, receive, send)
+        else:
+            # Served in this frame, not a helper's: a held stream keeps every frame on its path alive.
+            response = await _respond(endpoint, Request(scope, receive))
+            await response(scope, receive, send)
+        if state.get("trim_after"):  # a large body was read (http.body): its memory is free by now
+            trim_soon()
 
     def _fast_endpoint(self, path: str) -> Endpoint | None:
         endpoint = self._fast.get(path)

@@ -14,12 +14,12 @@ from collections.abc import Callable, Mapping
 from starlette.types import Message, Receive, Scope, Send
 
 from citadel_proxy import errors
-from citadel_proxy.http.disconnect import cancel_on_disconnect
+from citadel_proxy.http.disconnect import cancel_on_disconnect, drop_connection
 from citadel_proxy.http.responses import logged_bug
 from citadel_proxy.openai.sse import KEEPALIVE, ChunkEncoder
 from citadel_proxy.pipeline.replay import CompletionStream
 from citadel_proxy.pipeline.stage import Handler
-from citadel_proxy.pipeline.types import Context, Reply, TokenStream
+from citadel_proxy.pipeline.types import CLIENT_CLOSED_STATUS, Context, Reply, TokenStream
 from citadel_proxy.timeouts import TimeoutSweeper
 
 _log = logging.getLogger("citadel_proxy.stream")
@@ -32,7 +32,12 @@ _SSE_HEADERS = [
 
 class StreamResponse:
     """The pipeline's deadline is held by `deadlines` (one sweep for every open stream, not a timer each):
-    when it passes, the task is cancelled and the cancellation turned into the deadline's error."""
+    when it passes, the task is cancelled and the cancellation turned into the deadline's error.
+
+    The same sweep ends a stream whose write to the client has been blocked for `write_timeout_s` (the
+    client stopped reading): the upstream request is closed and the client's connection dropped. A
+    write in progress is marked by an odd `_writes`, two additions per event rather than a clock read.
+    """
 
     __slots__ = (
         "_client_gone",
@@ -48,8 +53,13 @@ class StreamResponse:
         "_keepalive_s",
         "_on_finish",
         "_send",
+        "_stall_mark",
+        "_stall_since",
+        "_stalled",
         "_stream",
         "_task",
+        "_write_timeout_s",
+        "_writes",
         "ctx",
     )  # fmt: skip
 
@@ -62,6 +72,7 @@ class StreamResponse:
         deadlines: TimeoutSweeper,
         keepalive_s: float,
         header_grace_s: float,
+        write_timeout_s: float,
         on_finish: Callable[[Context], None] | None = None,
     ) -> None:
         self.ctx = ctx
@@ -80,6 +91,11 @@ class StreamResponse:
         self._grace_at: float | None = None
         self._send: Send | None = None
         self._keepalive: asyncio.Task[None] | None = None
+        self._write_timeout_s = write_timeout_s
+        self._writes = 0
+        self._stall_mark = 0
+        self._stall_since = 0.0
+        self._stalled = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         task = asyncio.current_task()
@@ -102,10 +118,14 @@ class StreamResponse:
                     # Let go of the last tokens and event before waiting again: an idle stream holds neither.
                     data, batch = encode(batch), None
                     if data:
+                        self._writes += 1
                         await send({"type": "http.response.body", "body": data, "more_body": True})
+                        self._writes += 1
                     data = b""
                 trailer = self._encoder.trailer(self.ctx.outcome, self.ctx.include_usage)
+                self._writes += 1
                 await send({"type": "http.response.body", "body": trailer, "more_body": False})
+                self._writes += 1
             finally:
                 self._deadlines.unwatch(self)
         except errors.GatewayError as error:
@@ -118,25 +138,47 @@ class StreamResponse:
             if self._client_gone:
                 task.uncancel()
                 self.ctx.outcome.client_gone()
-            elif self._expired and task.uncancel() <= cancelling:
-                await self._fail(deadline_error(self.ctx), send)
+            elif (self._stalled or self._expired) and task.uncancel() <= cancelling:
+                if self._stalled:
+                    self.ctx.outcome.failed(CLIENT_CLOSED_STATUS, "client_write_timeout")
+                    await self._close_upstream()
+                    await drop_connection(send)
+                else:
+                    await self._fail(deadline_error(self.ctx), send)
             else:
                 raise
         finally:
             watcher.cancel()
-            if self._stream is not None:
-                await self._stream.aclose()
+            await self._close_upstream()
             if self._on_finish is not None:
                 self._on_finish(self.ctx)
 
-    # timeouts.Watched: the pipeline's deadline, and the header grace while Ollama has not answered
+    # timeouts.Watched: the pipeline's deadline, a blocked write, and the header grace while Ollama has
+    # not answered
 
     def due(self, now: float) -> bool:
         grace_at = self._grace_at
-        return now >= self._deadline or (grace_at is not None and now >= grace_at)
+        return (
+            now >= self._deadline
+            or (grace_at is not None and now >= grace_at)
+            or (self._writes & 1 == 1 and self._write_blocked(now))
+        )
+
+    def _write_blocked(self, now: float) -> bool:
+        """True once the same write has been in progress for the write timeout (seen from sweep to sweep)."""
+        if self._writes != self._stall_mark:
+            self._stall_mark, self._stall_since = self._writes, now
+            return False
+        return now - self._stall_since >= self._write_timeout_s
 
     def expire(self) -> None:
-        if asyncio.get_running_loop().time() < self._deadline:
+        now = asyncio.get_running_loop().time()
+        if now < self._deadline and self._writes & 1 == 1 and self._write_blocked(now):
+            if self._task is not None and not self._client_gone:
+                self._stalled = True
+                self._task.cancel()
+            return
+        if now < self._deadline:
             # The header grace passed: keep the client's connection alive until Ollama answers.
             if self._send is not None and self._keepalive is None:
                 self._keepalive = asyncio.create_task(self._keep_alive(self._send))
@@ -191,10 +233,24 @@ class StreamResponse:
         # After the send: a keep-alive helper cancelled while waiting to write has sent nothing.
         self._headers_sent = True
 
+    async def _close_upstream(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            await stream.aclose()
+
     async def _fail(self, error: errors.GatewayError, send: Send) -> None:
         self.ctx.outcome.failed(error.status, error.code)
         if self._client_gone:
             return
+        # Ollama is let go before the error is written: a client that does not read must not hold it.
+        await self._close_upstream()
+        try:
+            async with asyncio.timeout(self._write_timeout_s):
+                await self._send_error(error, send)
+        except TimeoutError:
+            await drop_connection(send)
+
+    async def _send_error(self, error: errors.GatewayError, send: Send) -> None:
         if self._headers_sent:
             message: Message = {"type": "http.response.body", "body": errors.sse_error_event(error)}
             await send(message)

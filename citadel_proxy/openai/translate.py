@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from citadel_proxy import errors
+from citadel_proxy.http.json_depth import too_deep
 from citadel_proxy.openai.refusals import refuse_unhonourable_chat, refuse_unhonourable_completion
 from citadel_proxy.openai.wire import (
     ChatMessage,
@@ -175,6 +176,8 @@ def _image_data(url: str, at: str) -> str:
 def _tool_call(call: ToolCallIn, at: str) -> ToolCall:
     try:
         arguments = msgspec.json.decode(call.function.arguments)
+    except RecursionError:
+        raise too_deep(None, f"{at}.function.arguments") from None
     except msgspec.DecodeError:
         raise errors.InvalidRequest(
             "tool call arguments are not valid JSON", param=f"{at}.function.arguments"

@@ -31,6 +31,7 @@ from citadel_proxy.embeddings.wire import (
     OpenAIUsage,
 )
 from citadel_proxy.http.body import decode, read_body
+from citadel_proxy.http.json_depth import check_depth
 from citadel_proxy.http.responses import json_response
 from citadel_proxy.pipeline.table import BuiltPipeline
 from citadel_proxy.pipeline.types import Context
@@ -43,6 +44,7 @@ Render = Callable[[Context, EmbeddingsRequest, EmbedJob], Any]
 _embed_decoder = msgspec.json.Decoder(EmbedBody)
 _embeddings_decoder = msgspec.json.Decoder(EmbeddingsBody)
 _openai_decoder = msgspec.json.Decoder(OpenAIEmbeddingsBody)
+_encode = msgspec.json.Encoder().encode
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +62,9 @@ async def embeddings_route(request: Request) -> Response:
         raise errors.NotFound(f"no embeddings pipeline serves {route} since the last reload")
     shape = shape_of(route)
     principal = await admit(request, built)
-    body = await read_body(request, services.config.gateway.max_body_bytes)
-    wire, job = shape.parse(body, services.models)
+    wire, job = shape.parse(await read_body(request, services.config.gateway.max_body_bytes), services.models)
+    if job.options:
+        check_depth(_encode(job.options), services.config.gateway.max_json_depth, "options")
     ctx = _context(request, built, route, wire, job)
     ctx.principal = principal
     request.state.access_logged = True

@@ -21,6 +21,7 @@ from citadel_proxy.http.responses import json_response
 from citadel_proxy.http.stream_response import StreamResponse, deadline_error
 from citadel_proxy.observability.logs import log_request
 from citadel_proxy.observability.request_id import new_request_id
+from citadel_proxy.openai.limits import check_chat, check_completion
 from citadel_proxy.openai.responses import chat_completion, text_completion
 from citadel_proxy.openai.sse import ChatChunks, ChunkEncoder, TextChunks
 from citadel_proxy.openai.translate import chat_to_ollama, completion_to_ollama
@@ -101,8 +102,8 @@ async def run(
     if api is None:
         api = "chat" if built.spec.format == "chat" else "completion"
     principal = await admit(request, built)
-    body = await read_body(request, gateway.max_body_bytes)
-    ctx = _context(request, services, built, route, body, api)
+    # Not kept in this frame: a whole answer is awaited here, and a large body is not needed once decoded.
+    ctx = _context(request, services, built, route, await read_body(request, gateway.max_body_bytes), api)
     ctx.principal = principal
     request.state.access_logged = True
     if ctx.stream:
@@ -118,6 +119,7 @@ async def run(
             deadlines=services.deadlines,
             keepalive_s=gateway.keepalive_s,
             header_grace_s=gateway.header_grace_ms / 1000,
+            write_timeout_s=gateway.write_timeout_s,
             on_finish=log_request,
         )
     completion = await complete_logged(request, ctx, built)
@@ -142,9 +144,11 @@ def _context(
     model = services.models.resolve(wire.model)
     stream = wire.stream if wire.stream is not None else pipeline.stream_default
     if isinstance(wire, ChatRequest):
+        check_chat(wire, services.config.gateway)
         endpoint: Endpoint = "/api/chat"
         upstream = chat_to_ollama(wire, model, stream)
     else:
+        check_completion(wire, services.config.gateway)
         endpoint, upstream = "/api/generate", completion_to_ollama(wire, model, stream)
     usage = bool(wire.stream_options and wire.stream_options.include_usage)
     ctx = Context(

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 from msgspec import Meta
 
+from citadel_proxy.errors import GatewayError
 from citadel_proxy.pipeline.stage import Handler, StageSettings, StageType
 from citadel_proxy.pipeline.types import Context, Delta, Reply, TokenStream
 
@@ -64,6 +65,7 @@ class ChunkedStream:
         self._ready: list[Delta] = []
         self._first_at = 0.0
         self._ended = False
+        self._failure: GatewayError | None = None
 
     async def read(self) -> list[Delta] | None:
         while True:
@@ -74,10 +76,17 @@ class ChunkedStream:
                     return ready
                 self._ready = ready[self._max_events :]
                 return ready[: self._max_events]
+            if self._failure is not None:
+                raise self._failure
             if self._ended:
                 return None
             if self._pending:
-                batch = await self._read_until_due()
+                try:
+                    batch = await self._read_until_due()
+                except GatewayError as exc:
+                    # The tokens held for a chunk were delivered by Ollama: they go out before the error.
+                    self._failure = exc
+                    return [self._flush()]
                 if batch is _DUE:
                     return [self._flush()]
             else:

@@ -25,6 +25,8 @@ from citadel_proxy.errors import (
     UpstreamError,
     UpstreamIncomplete,
     UpstreamMalformed,
+    UpstreamTimeout,
+    UpstreamTooLarge,
     UpstreamUnavailable,
 )
 from citadel_proxy.observability.metrics import OTHER_MODEL, Metrics
@@ -39,8 +41,11 @@ _COUNTED_STAGES = ("auth", "rate_limit", "cache")
 # Error codes that say the exchange with Ollama failed (an outcome carries only the code).
 _UPSTREAM_CODES = frozenset(
     cls.code
-    for cls in (UpstreamError, UpstreamUnavailable, UpstreamMalformed, UpstreamIncomplete, DeadlineExceeded)
-)
+    for cls in (
+        UpstreamError, UpstreamUnavailable, UpstreamMalformed, UpstreamIncomplete, UpstreamTooLarge,
+        UpstreamTimeout, DeadlineExceeded,
+    )
+)  # fmt: skip
 
 
 class MetricsSettings(StageSettings, frozen=True):

@@ -93,8 +93,12 @@ class OllamaClient:
             return await self.fetch("POST", path, body)
         response = await self._lean_post(self._lean, path, body)
         try:
-            return await response.read_all()
+            return await response.read_all(self.service.max_answer_bytes)
         except LeanError as exc:
+            if exc.too_large:
+                raise errors.UpstreamTooLarge(str(exc)) from None
+            if exc.silent:
+                raise errors.UpstreamTimeout(f"Ollama's answer stopped: {exc}") from None
             raise errors.UpstreamIncomplete(f"Ollama's answer was cut off: {exc}") from None
         finally:
             response.release()
@@ -110,8 +114,9 @@ class OllamaClient:
                     raise self._cannot_connect(errors.reason(exc)) from None
                 await _backoff(attempt)
             except LeanError as exc:
-                code = "upstream_timeout" if exc.silent else "upstream_error"
-                raise errors.UpstreamError(f"request to Ollama failed: {exc}", code=code) from None
+                if exc.silent:
+                    raise errors.UpstreamTimeout(f"request to Ollama failed: {exc}") from None
+                raise errors.UpstreamError(f"request to Ollama failed: {exc}") from None
         if response.status != 200:
             raise await _status_error(response)
         self._on_reachable(True, "")
@@ -162,7 +167,7 @@ class OllamaClient:
                 if attempt + 1 == attempts:
                     raise errors.UpstreamUnavailable("Ollama closed the connection") from None
             except TimeoutError:
-                raise errors.UpstreamError("Ollama did not answer in time", code="upstream_timeout") from None
+                raise errors.UpstreamTimeout("Ollama did not answer in time") from None
             except aiohttp.ClientError as exc:
                 raise errors.UpstreamError(f"request to Ollama failed: {exc}") from None
         if response.status != 200:
@@ -176,11 +181,21 @@ class OllamaClient:
         """A whole (non-streamed) answer body."""
         response = await self.open_response(method, path, body, total_s=total_s, read_bufsize=_WHOLE_BUFSIZE)
         try:
-            return await response.read()
+            return await _read_capped(response, self.service.max_answer_bytes)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise errors.UpstreamIncomplete(f"Ollama's answer was cut off: {exc}") from None
         finally:
             response.release()
+
+
+async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    out = bytearray()
+    while chunk := await response.content.readany():
+        out += chunk
+        if len(out) > limit:
+            response.close()
+            raise errors.UpstreamTooLarge(f"Ollama's answer is longer than {limit} bytes")
+    return bytes(out)
 
 
 async def _backoff(attempt: int) -> None:

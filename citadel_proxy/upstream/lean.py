@@ -22,12 +22,15 @@ _MAX_IDLE = 64
 class LeanError(Exception):
     """The connection failed or broke. `stale`: closed before a single byte came back, as a pooled
     keep-alive connection that Ollama had already closed is: the request never reached it. `silent`:
-    Ollama sent nothing for longer than the read timeout."""
+    Ollama sent nothing for longer than the read timeout. `too_large`: the answer passed its cap."""
 
-    def __init__(self, message: str, *, stale: bool = False, silent: bool = False) -> None:
+    def __init__(
+        self, message: str, *, stale: bool = False, silent: bool = False, too_large: bool = False
+    ) -> None:
         super().__init__(message)
         self.stale = stale
         self.silent = silent
+        self.too_large = too_large
 
 
 class LeanResponse(asyncio.Protocol):
@@ -143,14 +146,23 @@ class LeanResponse(asyncio.Protocol):
             self._transport.resume_reading()
         return data
 
-    async def read_all(self) -> bytes:
-        """The whole answer (a non-streamed one usually arrives in one piece)."""
+    async def read_all(self, limit: int) -> bytes:
+        """The whole answer (a non-streamed one usually arrives in one piece), at most `limit` bytes:
+        a longer one raises LeanError(too_large) and the connection is closed, unread."""
         first = await self.readany()
         if not first:
             return b""
         rest = bytearray()
+        size = len(first)
         while chunk := await self.readany():
+            size += len(chunk)
+            if size > limit:
+                self.close()
+                raise LeanError(f"Ollama's answer is longer than {limit} bytes", too_large=True)
             rest += chunk
+        if size > limit:
+            self.close()
+            raise LeanError(f"Ollama's answer is longer than {limit} bytes", too_large=True)
         return first + rest if rest else first
 
     async def read(self, limit: int) -> bytes:
@@ -180,10 +192,12 @@ class LeanResponse(asyncio.Protocol):
 
     # internals used by the pool
 
-    async def send(self, request: bytes) -> None:
-        """Write the request and wait for the status line and headers (bounded by the silence timer)."""
+    async def send(self, request: tuple[bytes, bytes]) -> None:
+        """Write the request (head, body) and wait for the status line and headers (bounded by the silence
+        timer)."""
         assert self._transport is not None
-        self._transport.write(request)
+        # One writev on uvloop, without joining the two.
+        self._transport.writelines(request)
         self._heard_at = self._loop.time()
         if self._pool.read_timeout_s is not None:
             self._pool.sweeper.watch(self)
@@ -254,10 +268,9 @@ class LeanPool:
         A pooled connection found stale is retried once on a new one. Other failures raise LeanError,
         or OSError / TimeoutError from connecting.
         """
-        request = b"POST %s HTTP/1.1\r\n%sContent-Length: %d\r\n\r\n%s" % (
-            path.encode(),
-            self._head,
-            len(body),
+        # Head and body are written apart: joining them copied the body, a second copy of a large request.
+        request = (
+            b"POST %s HTTP/1.1\r\n%sContent-Length: %d\r\n\r\n" % (path.encode(), self._head, len(body)),
             body,
         )
         try:
@@ -267,7 +280,7 @@ class LeanPool:
                 raise
         return await self._attempt(request, reuse=False)
 
-    async def _attempt(self, request: bytes, *, reuse: bool) -> LeanResponse:
+    async def _attempt(self, request: tuple[bytes, bytes], *, reuse: bool) -> LeanResponse:
         await self._slots.acquire()
         try:
             response = (self._take_idle() if reuse else None) or await self._connect()

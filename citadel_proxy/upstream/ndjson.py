@@ -20,7 +20,8 @@ Answer = aiohttp.ClientResponse | LeanResponse
 
 Line = TypeVar("Line", ChatLine, GenerateLine)
 
-MAX_LINE_BYTES = 32 * 1024 * 1024
+# For pull progress; chat and generate lines are held to ollama.service.max_line_bytes.
+MAX_LINE_BYTES = 4 * 1024 * 1024
 
 
 class ByteSource(Protocol):
@@ -33,9 +34,10 @@ _DRAIN_AFTER_DONE_S = 1.0
 class LineBlocks:
     """Whole lines from a byte stream, as many as have arrived per call, without aiohttp's line limit."""
 
-    def __init__(self, content: ByteSource) -> None:
+    def __init__(self, content: ByteSource, max_line_bytes: int = MAX_LINE_BYTES) -> None:
         self._content = content
         self._carry = bytearray()
+        self._max_line_bytes = max_line_bytes
 
     async def read(self) -> bytes | None:
         """One or more complete lines, or None at EOF. Cancel-safe: state changes only after a read."""
@@ -50,8 +52,10 @@ class LineBlocks:
         end = data.rfind(b"\n")
         if end < 0:
             self._carry += data
-            if len(self._carry) > MAX_LINE_BYTES:
-                raise errors.UpstreamMalformed(f"Ollama sent a line longer than {MAX_LINE_BYTES} bytes")
+            if len(self._carry) > self._max_line_bytes:
+                # Let go of it now: a stream that failed may wait for its client before it is closed.
+                self._carry = bytearray()
+                raise self._too_long()
             return None
         # The usual read ends on a line end with nothing carried: no copy and no new buffer.
         if self._carry:
@@ -62,7 +66,15 @@ class LineBlocks:
             block = data if end + 1 == len(data) else data[: end + 1]
         if end + 1 < len(data):
             self._carry += data[end + 1 :]
+        # A long line that arrived in one read is only found here; lines are split only for a block
+        # that could hold one.
+        if len(block) > self._max_line_bytes and max(map(len, block.split(b"\n"))) > self._max_line_bytes:
+            self._carry = bytearray()
+            raise self._too_long()
         return block
+
+    def _too_long(self) -> errors.UpstreamTooLarge:
+        return errors.UpstreamTooLarge(f"Ollama sent a line longer than {self._max_line_bytes} bytes")
 
     def rest(self) -> bytes | None:
         """At EOF: a last line without its newline, if any."""
@@ -81,10 +93,11 @@ class UpstreamStream(Generic[Line]):
         decoder: msgspec.json.Decoder[Line],
         to_delta: Callable[[Line], Delta | None],
         outcome: Outcome,
+        max_line_bytes: int = MAX_LINE_BYTES,
     ) -> None:
         self._response = response
         self._content: ByteSource = response.content
-        self._blocks = LineBlocks(response.content)
+        self._blocks = LineBlocks(response.content, max_line_bytes)
         self._decoder: msgspec.json.Decoder[Line] = decoder
         self._to_delta: Callable[[Line], Delta | None] = to_delta
         self._outcome = outcome
@@ -102,7 +115,11 @@ class UpstreamStream(Generic[Line]):
                 return None
             try:
                 data = await content.readany()
-            except (aiohttp.ClientError, LeanError, TimeoutError) as exc:
+            except LeanError as exc:
+                if exc.silent:
+                    raise errors.UpstreamTimeout(f"Ollama's stream stopped: {exc}") from None
+                raise errors.UpstreamIncomplete(f"Ollama's stream broke off: {exc!r}") from None
+            except (aiohttp.ClientError, TimeoutError) as exc:
                 raise errors.UpstreamIncomplete(f"Ollama's stream broke off: {exc!r}") from None
             block = blocks.take(data) if data else blocks.rest()
             if block is None:
@@ -123,7 +140,7 @@ class UpstreamStream(Generic[Line]):
     def _decode(self, block: bytes) -> list[Line]:
         try:
             lines: list[Line] = self._decoder.decode_lines(block)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
             raise errors.UpstreamMalformed(f"Ollama sent a line that is not valid: {exc}") from None
         return lines
 

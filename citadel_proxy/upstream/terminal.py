@@ -27,9 +27,12 @@ def upstream_handler(client: OllamaClient) -> Handler:
         body = _encode(ctx.upstream)
         if ctx.stream:
             response = await client.stream(ctx.endpoint, body)
+            cap = client.service.max_line_bytes
             if ctx.endpoint == "/api/chat":
-                return Reply(stream=UpstreamStream(response, chat_line_decoder, chat_delta, ctx.outcome))
-            return Reply(stream=UpstreamStream(response, generate_line_decoder, generate_delta, ctx.outcome))
+                return Reply(stream=UpstreamStream(response, chat_line_decoder, chat_delta, ctx.outcome, cap))
+            return Reply(
+                stream=UpstreamStream(response, generate_line_decoder, generate_delta, ctx.outcome, cap)
+            )
         raw = await client.post(ctx.endpoint, body)
         return Reply(completion=_completion(ctx, raw))
 
@@ -49,7 +52,7 @@ def _completion(ctx: Context, raw: bytes) -> Completion:
             generated = generate_line_decoder.decode(raw)
             line = generated
             content, thinking, calls = generated.response, generated.thinking, generated.tool_calls or []
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
         raise errors.UpstreamMalformed(f"Ollama's answer is not valid: {exc}") from None
     if line.error is not None:
         raise errors.UpstreamError(f"Ollama failed: {line.error}")

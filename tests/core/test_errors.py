@@ -191,7 +191,7 @@ async def test_ollama_silent_past_its_timeout_is_upstream_timeout(fake: FakeOlla
     async with running_gateway(config, fake) as gw:
         fake.next(Behavior.counted(2, first_token_delay_s=3))
         status, error, _ = await call(gw, "POST", "/v1/chat/completions", json=CHAT)
-        assert (status, error["code"]) == (502, "upstream_timeout")
+        assert (status, error["code"]) == (504, "upstream_timeout")
         fake.next(Behavior.counted(2, first_token_delay_s=3))
         status, text = await stream_text(gw, "/v1/chat/completions", {**CHAT, "stream": True})
         [event] = [e for e in text.split("\n\n") if e.startswith("data: ")]
