@@ -47,7 +47,7 @@ class AuditRecord(msgspec.Struct, frozen=True, kw_only=True):
     completion_tokens: int = 0
     cache_hit: bool = False
     content_mode: str = "full"
-    # The OpenAI request body (content fields as the content mode keeps them).
+    # The request as the pipeline carried it (pipeline/request.py), content fields as the mode keeps them.
     request: dict[str, Any] = msgspec.field(default_factory=dict)
     response: dict[str, Any] | None = None
     # The new turn: the request's messages after its last assistant message, then the answer.
@@ -158,7 +158,7 @@ def build_record(
     outcome = ctx.outcome
     now = time.perf_counter()
     first, finished = outcome.first_token_at, outcome.finished_at or now
-    encoded = _encode(ctx.body)
+    encoded = _encode(ctx.request)
     body = _decode(encoded)
     # Every field is shorter than the whole body: when the body fits, the document is the body itself.
     fits = policy.mode == "full" and len(encoded) <= policy.max_bytes
@@ -188,7 +188,7 @@ def build_record(
     )
 
 
-_CONTENT_FIELDS = ("content", "tool_calls", "reasoning")
+_CONTENT_FIELDS = ("content", "tool_calls", "thinking", "images")
 
 
 def _request_document(body: dict[str, Any], policy: ContentPolicy) -> dict[str, Any]:
@@ -198,7 +198,7 @@ def _request_document(body: dict[str, Any], policy: ContentPolicy) -> dict[str, 
             {k: policy.document(v) if k in _CONTENT_FIELDS else v for k, v in message.items()}
             for message in body["messages"]
         ]
-    for key in ("prompt", "suffix"):
+    for key in ("prompt", "suffix", "system", "images", "input"):
         if key in document:
             document[key] = policy.document(document[key])
     return document
