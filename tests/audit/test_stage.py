@@ -15,6 +15,7 @@ from citadel_proxy.audit.content import ContentPolicy
 from citadel_proxy.errors import GatewayError, InvalidRequest, UpstreamIncomplete
 from citadel_proxy.openai.translate import chat_to_request
 from citadel_proxy.openai.wire import ChatRequest
+from citadel_proxy.pipeline.request import InferenceRequest, Message
 from citadel_proxy.pipeline.types import Completion, Context, Delta, Reply
 from citadel_proxy.stages.audit import STAGE, AuditSettings
 from tests.audit.conftest import FakeStream, chat_context, completion_context, drain, make_config, services
@@ -228,3 +229,20 @@ async def test_the_request_document_keeps_the_clients_json_exactly(tmp_path: Pat
     assert "options" not in record.request
     schema = record.request["tools"][0]["function"]["parameters"]
     assert schema["properties"]["x"] == {"type": ["string", "null"], "default": None}
+
+
+async def test_hashed_mode_keeps_no_embedding_input_or_image(tmp_path: Path) -> None:
+    """Every content field of the neutral request is kept as the mode says: embedding inputs and images
+    too (a native /api/embed body's `input` used to be stored whole)."""
+    ctx = chat_context("x")
+    ctx.request = InferenceRequest(kind="embed", model="nomic-embed-text:latest", input=["secret one", "two"])
+    await run_stage(tmp_path, ctx, Reply(completion=Completion(content="")), content="hashed")
+    ctx = chat_context("x")
+    ctx.request = InferenceRequest(
+        kind="chat", model="llava:latest", messages=[Message(role="user", content="hi", images=["SECRETIMG"])]
+    )
+    await run_stage(tmp_path, ctx, Reply(completion=Completion(content="")), content="hashed")
+    embed, chat = log_records(tmp_path)
+    text = msgspec.json.encode([embed, chat]).decode()
+    assert "secret one" not in text and "SECRETIMG" not in text
+    assert embed.request["input"]["bytes"] > 0 and chat.request["messages"][0]["images"]["bytes"] > 0
