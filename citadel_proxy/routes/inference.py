@@ -205,6 +205,7 @@ async def complete(request: Request, ctx: Context, built: BuiltPipeline) -> Repl
 
 
 def whole(reply: Reply) -> Completion:
+    """The completion of a non-streaming request's reply (a stage that answered with a stream is a bug)."""
     if reply.completion is None:
         raise errors.GatewayError("a stage answered a non-streaming request with a stream")
     return reply.completion
