@@ -57,7 +57,7 @@ class AuditRecord(msgspec.Struct, frozen=True, kw_only=True):
     completion_tokens: int = 0
     cache_hit: bool = False
     content_mode: str = "full"
-    # The OpenAI request body (content fields as the content mode keeps them).
+    # The request as the pipeline carried it (pipeline/request.py), content fields as the mode keeps them.
     request: dict[str, Any] = msgspec.field(default_factory=dict)
     response: dict[str, Any] | None = None
     # The new turn: the request's messages after its last assistant message, then the answer.
@@ -178,7 +178,7 @@ def build_record(
     outcome = ctx.outcome
     now = time.perf_counter()
     first, finished = outcome.first_token_at, outcome.finished_at or now
-    request, turn_given, truncation = _bounded(ctx.body, max_messages)
+    request, turn_given, truncation = _bounded(ctx.request, max_messages)
     encoded = _encode(request)
     body = _decode(encoded)
     turn = (
@@ -234,7 +234,7 @@ def _bounded(body: Any, limit: int) -> tuple[Any, list[dict[str, Any]] | None, T
     return msgspec.structs.replace(body, messages=kept), _decode(_encode(turn)), truncation
 
 
-_CONTENT_FIELDS = ("content", "tool_calls", "reasoning")
+_CONTENT_FIELDS = ("content", "tool_calls", "thinking", "images")
 
 
 def _request_document(body: dict[str, Any], policy: ContentPolicy) -> dict[str, Any]:
@@ -244,7 +244,7 @@ def _request_document(body: dict[str, Any], policy: ContentPolicy) -> dict[str, 
             {k: policy.document(v) if k in _CONTENT_FIELDS else v for k, v in message.items()}
             for message in body["messages"]
         ]
-    for key in ("prompt", "suffix"):
+    for key in ("prompt", "suffix", "system", "images", "input"):
         if key in document:
             document[key] = policy.document(document[key])
     return document

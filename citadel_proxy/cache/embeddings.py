@@ -10,37 +10,41 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import msgspec
+
 from citadel_proxy import errors
 from citadel_proxy.cache.codec import Vector, decode_vector, encode_vector
 from citadel_proxy.cache.control import X_CACHE, Directives
 from citadel_proxy.cache.flight import Flight, SingleFlight
 from citadel_proxy.cache.keys import Key, embedding_key
 from citadel_proxy.cache.service import CacheSpace
-from citadel_proxy.embeddings.job import EmbedJob
+from citadel_proxy.pipeline.request import InferenceRequest
 from citadel_proxy.pipeline.stage import Handler
 from citadel_proxy.pipeline.types import Completion, Context, Reply
 
 
 @dataclass(slots=True)
 class _Batch:
-    """A job's inputs grouped by key: an input given twice is looked up and embedded once."""
+    """A request's inputs grouped by key: an input given twice is looked up and embedded once."""
 
-    job: EmbedJob
+    request: InferenceRequest
     keys: dict[str, Key]
     inputs: dict[str, list[int]]
+    vectors: list[Vector | None]
 
     @classmethod
-    def of(cls, job: EmbedJob, prefix: str) -> _Batch:
-        batch = cls(job, {}, {})
-        for index, text in enumerate(job.inputs):
+    def of(cls, request: InferenceRequest, prefix: str) -> _Batch:
+        texts = request.inputs()
+        batch = cls(request, {}, {}, [None] * len(texts))
+        for index, text in enumerate(texts):
             key = embedding_key(
                 prefix,
-                endpoint=job.endpoint,
-                model=job.model,
+                normalize=request.normalize,
+                model=request.model,
                 text=text,
-                truncate=job.truncate,
-                dimensions=job.dimensions,
-                options=job.options,
+                truncate=request.truncate,
+                dimensions=request.dimensions,
+                options=request.options,
             )
             batch.keys[key.name] = key
             batch.inputs.setdefault(key.name, []).append(index)
@@ -48,7 +52,14 @@ class _Batch:
 
     def fill(self, name: str, vector: Vector) -> None:
         for index in self.inputs[name]:
-            self.job.vectors[index] = vector
+            self.vectors[index] = vector
+
+    def results(self) -> list[Vector]:
+        """Every vector, in input order, once the pipeline has run."""
+        done = [v for v in self.vectors if v is not None]
+        if len(done) != len(self.vectors):
+            raise errors.GatewayError("an embeddings pipeline ended without a vector for every input")
+        return done
 
     def count(self, names: list[str]) -> int:
         return sum(len(self.inputs[name]) for name in names)
@@ -59,22 +70,23 @@ class EmbeddingCache:
         self.space = space
         self._flights = flights
 
-    async def run(self, ctx: Context, job: EmbedJob, call_next: Handler, control: Directives) -> Reply:
+    async def run(self, ctx: Context, call_next: Handler, control: Directives) -> Reply:
         ctx.response_headers[X_CACHE] = "MISS"
-        if not job.inputs or not control.store:
-            self.space.misses.inc(len(job.inputs))
+        texts = ctx.request.inputs()
+        if not texts or not control.store:
+            self.space.misses.inc(len(texts))
             return await call_next(ctx)
-        batch = _Batch.of(job, self.space.prefix)
+        batch = _Batch.of(ctx.request, self.space.prefix)
         if not control.read:
-            self.space.misses.inc(len(job.inputs))
+            self.space.misses.inc(len(texts))
             await self._fetch(ctx, batch, list(batch.inputs), call_next)
-            return _reply(ctx)
+            return _reply(ctx, batch)
         flights = {name: self._flights.join(name) for name in batch.inputs}
         led = [flight for flight in flights.values() if flight.leader]
         try:
             hits = await self._lookup(batch, led)
             self.space.hits.inc(batch.count(hits))
-            self.space.misses.inc(len(job.inputs) - batch.count(hits))
+            self.space.misses.inc(len(texts) - batch.count(hits))
             missing = [f.key for f in led if f.key not in hits]
             if missing:
                 entries = await self._fetch(ctx, batch, missing, call_next)
@@ -87,7 +99,7 @@ class EmbeddingCache:
         if len(hits) == len(flights):
             ctx.outcome.cache_hit = True
             ctx.response_headers[X_CACHE] = "HIT"
-        return _reply(ctx)
+        return _reply(ctx, batch)
 
     async def _lookup(self, batch: _Batch, led: list[Flight]) -> list[str]:
         """Fill in the entries the cache has for the keys this caller leads; their flights end here."""
@@ -119,14 +131,18 @@ class EmbeddingCache:
         self, ctx: Context, batch: _Batch, names: list[str], call_next: Handler
     ) -> dict[str, bytes]:
         """Embed one input per key upstream, store the vectors, and return their entries by key."""
-        job = batch.job
-        job.todo = [batch.inputs[name][0] for name in names]
-        await call_next(ctx)
+        request = batch.request
+        texts = request.inputs()
+        # The stages after this one, and the backend, see only the inputs the cache could not answer.
+        ctx.request = msgspec.structs.replace(request, input=[texts[batch.inputs[name][0]] for name in names])
+        try:
+            vectors = (await call_next(ctx)).embeddings
+        finally:
+            ctx.request = request
+        if vectors is None or len(vectors) != len(names):
+            raise errors.GatewayError("the embeddings terminal left an input without a vector")
         entries: dict[str, bytes] = {}
-        for name in names:
-            vector = job.vectors[batch.inputs[name][0]]
-            if vector is None:
-                raise errors.GatewayError("the embeddings terminal left an input without a vector")
+        for name, vector in zip(names, vectors, strict=True):
             batch.fill(name, vector)
             entries[name] = encode_vector(batch.keys[name].tag, vector)
         await self.space.put_many([(batch.keys[name], entry) for name, entry in entries.items()])
@@ -142,8 +158,9 @@ class EmbeddingCache:
         return vector
 
 
-def _reply(ctx: Context) -> Reply:
+def _reply(ctx: Context, batch: _Batch) -> Reply:
     # Tokens only for what Ollama embedded for this request: cached vectors cost it nothing.
     return Reply(
-        completion=Completion(content="", finish_reason=None, prompt_tokens=ctx.outcome.prompt_tokens)
+        completion=Completion(content="", finish_reason=None, prompt_tokens=ctx.outcome.prompt_tokens),
+        embeddings=batch.results(),
     )

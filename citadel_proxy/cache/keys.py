@@ -8,11 +8,12 @@ from typing import Any
 
 import msgspec
 
+from citadel_proxy.pipeline.request import Options
 from citadel_proxy.pipeline.types import Context
-from citadel_proxy.upstream.wire import OllamaChatRequest, OllamaGenerateRequest
 
 # Bumped when what a key covers (or an entry's layout) changes, so old entries are simply never found.
-KEY_VERSION = 1
+# 2: keys cover the pipeline's own request (pipeline/request.py), no longer Ollama's.
+KEY_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,22 +31,21 @@ class Key:
 def embedding_key(
     prefix: str,
     *,
-    endpoint: str,
+    normalize: bool,
     model: str,
     text: str,
     truncate: bool | None,
     dimensions: int | None,
-    options: dict[str, Any] | None,
+    options: Options | None,
 ) -> Key:
-    """The endpoint counts: /api/embed normalises vectors, the older /api/embeddings does not."""
+    """Normalising counts: Ollama's /api/embed normalises vectors, the older /api/embeddings does not."""
     truncate = True if truncate is None else truncate
-    return Key.of(prefix, [endpoint, model, truncate, dimensions, options or None, text])
+    return Key.of(prefix, [normalize, model, truncate, dimensions, options, text])
 
 
 def response_key(prefix: str, ctx: Context) -> Key:
-    """The request as sent to Ollama (resolved model, messages, options), whether streamed or not."""
-    sent = ctx.upstream
-    if not isinstance(sent, OllamaChatRequest | OllamaGenerateRequest):
+    """The request as the pipeline carries it (resolved model, messages, options), streamed or not."""
+    request = ctx.request
+    if request.kind == "embed":
         raise TypeError("the response cache serves chat and completion pipelines only")
-    upstream = msgspec.structs.replace(sent, stream=False)
-    return Key.of(prefix, [ctx.endpoint, upstream])
+    return Key.of(prefix, msgspec.structs.replace(request, stream=False))

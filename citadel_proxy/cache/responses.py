@@ -11,7 +11,6 @@ from citadel_proxy.cache.codec import decode_completion, encode_completion
 from citadel_proxy.cache.control import X_CACHE, Directives
 from citadel_proxy.cache.keys import Key, response_key
 from citadel_proxy.cache.service import CacheSpace
-from citadel_proxy.openai.wire import SamplingRequest
 from citadel_proxy.pipeline.replay import CompletionStream
 from citadel_proxy.pipeline.stage import Handler
 from citadel_proxy.pipeline.types import Completion, Context, Reply
@@ -19,10 +18,10 @@ from citadel_proxy.pipeline.types import Completion, Context, Reply
 
 def deterministic(ctx: Context) -> bool:
     """Temperature 0 or a seed: the client asked for the same answer to the same request."""
-    body = ctx.body
-    if not isinstance(body, SamplingRequest):
+    options = ctx.request.options
+    if options is None:
         return False
-    return body.temperature == 0 or body.seed is not None
+    return options.temperature == 0 or options.seed is not None
 
 
 class ResponseCache:

@@ -1,1 +1,1 @@
-"""Embeddings: the wire shapes clients use, the job the cache and the terminal share, the upstream call."""
+"""Embeddings: the wire shapes clients and Ollama use, and the upstream call."""

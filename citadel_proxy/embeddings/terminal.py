@@ -9,16 +9,12 @@ import msgspec
 
 from citadel_proxy import errors
 from citadel_proxy.cache.codec import Vector, pack
-from citadel_proxy.embeddings.job import EmbedJob, job_of
-from citadel_proxy.embeddings.wire import (
-    UpstreamEmbed,
-    UpstreamEmbedAnswer,
-    UpstreamEmbeddings,
-    UpstreamEmbeddingsAnswer,
-)
+from citadel_proxy.embeddings.wire import UpstreamEmbedAnswer, UpstreamEmbeddingsAnswer
+from citadel_proxy.pipeline.request import InferenceRequest
 from citadel_proxy.pipeline.stage import Handler
 from citadel_proxy.pipeline.types import Completion, Context, Reply
 from citadel_proxy.upstream.client import OllamaClient
+from citadel_proxy.upstream.translate import embed_to_ollama, embeddings_to_ollama
 
 T = TypeVar("T")
 _encode = msgspec.json.Encoder().encode
@@ -27,45 +23,33 @@ _embeddings_decoder = msgspec.json.Decoder(UpstreamEmbeddingsAnswer)
 
 
 def with_embeddings(other: Handler, client: OllamaClient) -> Handler:
-    """The terminal of every pipeline: embeddings jobs go to Ollama's embed endpoints, the rest to `other`."""
+    """The terminal of every pipeline: embed requests go to Ollama's embed endpoints, the rest to `other`."""
 
     async def terminal(ctx: Context) -> Reply:
-        job = job_of(ctx)
-        if job is None:
+        if ctx.request.kind != "embed":
             return await other(ctx)
-        tokens = await embed(client, job)
+        vectors = await embed(client, ctx.request)
+        tokens = sum(vector.tokens for vector in vectors)
         ctx.outcome.prompt_tokens += tokens
-        return Reply(completion=Completion(content="", finish_reason=None, prompt_tokens=tokens))
+        completion = Completion(content="", finish_reason=None, prompt_tokens=tokens)
+        return Reply(completion=completion, embeddings=vectors)
 
     return terminal
 
 
-async def embed(client: OllamaClient, job: EmbedJob) -> int:
-    """Embed the job's pending inputs into `job.vectors`; returns the prompt tokens Ollama counted."""
-    todo = job.pending()
-    texts = [job.inputs[i] for i in todo]
-    if job.endpoint == "/api/embed":
-        vectors = await _embed(client, job, texts)
-    elif texts:
-        vectors = list(await asyncio.gather(*(_embeddings(client, job, text) for text in texts)))
-    else:
-        vectors = []
-        await _embeddings(client, job, "")
-    for index, vector in zip(todo, vectors, strict=True):
-        job.vectors[index] = vector
-    return sum(vector.tokens for vector in vectors)
+async def embed(client: OllamaClient, request: InferenceRequest) -> list[Vector]:
+    """The request's inputs embedded, in their order, each with its share of the prompt tokens."""
+    texts = request.inputs()
+    if request.normalize:
+        return await _embed(client, request, texts)
+    if texts:
+        return list(await asyncio.gather(*(_embeddings(client, request, text) for text in texts)))
+    await _embeddings(client, request, "")
+    return []
 
 
-async def _embed(client: OllamaClient, job: EmbedJob, texts: list[str]) -> list[Vector]:
-    request = UpstreamEmbed(
-        model=job.model,
-        input=texts or None,
-        truncate=job.truncate,
-        dimensions=job.dimensions,
-        options=job.options,
-        keep_alive=job.keep_alive,
-    )
-    raw = await client.post("/api/embed", _encode(request))
+async def _embed(client: OllamaClient, request: InferenceRequest, texts: list[str]) -> list[Vector]:
+    raw = await client.post("/api/embed", _encode(embed_to_ollama(request)))
     answer = _decode(_embed_decoder, raw)
     if len(answer.embeddings) != len(texts) or not all(answer.embeddings):
         raise errors.UpstreamMalformed(
@@ -75,9 +59,8 @@ async def _embed(client: OllamaClient, job: EmbedJob, texts: list[str]) -> list[
     return [Vector(pack(v), n) for v, n in zip(answer.embeddings, shares, strict=True)]
 
 
-async def _embeddings(client: OllamaClient, job: EmbedJob, text: str) -> Vector:
-    request = UpstreamEmbeddings(model=job.model, prompt=text, options=job.options, keep_alive=job.keep_alive)
-    raw = await client.post("/api/embeddings", _encode(request))
+async def _embeddings(client: OllamaClient, request: InferenceRequest, text: str) -> Vector:
+    raw = await client.post("/api/embeddings", _encode(embeddings_to_ollama(request, text)))
     answer = _decode(_embeddings_decoder, raw)
     if text and not answer.embedding:
         raise errors.UpstreamMalformed("Ollama answered an empty embedding")

@@ -1,4 +1,4 @@
-"""Pure functions between OpenAI's request shapes and Ollama's (shared/ollama-protocol.md, section 9)."""
+"""Pure functions from OpenAI's request shapes to the pipeline's own request (pipeline/request.py)."""
 
 from __future__ import annotations
 
@@ -17,13 +17,8 @@ from citadel_proxy.openai.wire import (
     SamplingRequest,
     ToolCallIn,
 )
+from citadel_proxy.pipeline.request import InferenceRequest, Message, Options
 from citadel_proxy.pipeline.types import ToolCall, ToolFunction
-from citadel_proxy.upstream.wire import (
-    OllamaChatRequest,
-    OllamaGenerateRequest,
-    OllamaMessage,
-    OllamaOptions,
-)
 
 _JSON_FORMAT = msgspec.Raw(b'"json"')
 _THINK: dict[str, bool | str] = {
@@ -43,11 +38,12 @@ _DATA_IMAGE_PREFIXES: tuple[str, ...] = (
 _DATA_IMAGE_PREFIXES += ("data:image/webp;base64,", "data:image/gif;base64,", "data:;base64,")
 
 
-def chat_to_ollama(req: ChatRequest, model: str, stream: bool) -> OllamaChatRequest:
+def chat_to_request(req: ChatRequest, model: str, stream: bool) -> InferenceRequest:
     refuse_unhonourable_chat(req)
     tool_names: dict[str, str] = {}
     messages = [_message(m, i, tool_names) for i, m in enumerate(req.messages)]
-    return OllamaChatRequest(
+    return InferenceRequest(
+        kind="chat",
         model=model,
         messages=messages,
         stream=stream,
@@ -58,14 +54,15 @@ def chat_to_ollama(req: ChatRequest, model: str, stream: bool) -> OllamaChatRequ
     )
 
 
-def completion_to_ollama(req: CompletionRequest, model: str, stream: bool) -> OllamaGenerateRequest:
+def completion_to_request(req: CompletionRequest, model: str, stream: bool) -> InferenceRequest:
     refuse_unhonourable_completion(req)
     prompt = req.prompt
     if isinstance(prompt, list):
         if len(prompt) != 1:
             raise errors.UnsupportedParameter("prompt must be one string", param="prompt")
         prompt = prompt[0]
-    return OllamaGenerateRequest(
+    return InferenceRequest(
+        kind="generate",
         model=model,
         prompt=prompt,
         suffix=req.suffix or None,
@@ -81,10 +78,10 @@ def _tools(req: ChatRequest) -> msgspec.Raw | None:
     return msgspec.Raw(msgspec.json.encode(req.tools))
 
 
-def _options(req: SamplingRequest, max_tokens: int | None) -> OllamaOptions | None:
+def _options(req: SamplingRequest, max_tokens: int | None) -> Options | None:
     # Left-out values stay unset, so the model's own Modelfile defaults apply (Ollama's /v1 forces 1.0).
     stop = [req.stop] if isinstance(req.stop, str) else req.stop
-    options = OllamaOptions(
+    options = Options(
         num_predict=max_tokens,
         temperature=req.temperature,
         top_p=req.top_p,
@@ -96,7 +93,7 @@ def _options(req: SamplingRequest, max_tokens: int | None) -> OllamaOptions | No
     return None if options == _NO_OPTIONS else options
 
 
-_NO_OPTIONS = OllamaOptions()
+_NO_OPTIONS = Options()
 
 
 def _format(response_format: ResponseFormat | None) -> msgspec.Raw | None:
@@ -124,7 +121,7 @@ def _think(effort: str | None) -> bool | str | None:
         ) from None
 
 
-def _message(message: ChatMessage, index: int, tool_names: dict[str, str]) -> OllamaMessage:
+def _message(message: ChatMessage, index: int, tool_names: dict[str, str]) -> Message:
     at = f"messages[{index}]"
     text, images = _content(message.content, at)
     tool_calls = None
@@ -137,7 +134,7 @@ def _message(message: ChatMessage, index: int, tool_names: dict[str, str]) -> Ol
     tool_name = None
     if role == "tool":
         tool_name = tool_names.get(message.tool_call_id or "") or message.name
-    return OllamaMessage(
+    return Message(
         role=role,
         content=text,
         thinking=message.reasoning or "",

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from citadel_proxy.services import Services
 
 Handler = Callable[[Context], Coroutine[Any, Any, Reply]]
+# A pipeline's first step: the headers alone, before the route reads the body; refuses by raising.
+Admit = Callable[[Mapping[str, str]], Coroutine[Any, Any, Principal | None]]
 
 
 class Stage(Protocol):
@@ -48,6 +50,25 @@ class StageType:
     build: Callable[[Any, Services], Stage]
     # Checked at load time against the other stages of the same pipeline; returns a problem or None.
     check: Callable[[Any, Sequence[str]], str | None] | None = None
+
+
+def admission(stages: Sequence[Stage]) -> Admit | None:
+    """The admissions among `stages` (auth), in their order, as one step; None when there are none.
+
+    A caller refused here costs no body read or decode; the route records the refusal (counted,
+    logged, audited) as it does any answered before the handler runs.
+    """
+    admissions = [stage for stage in stages if isinstance(stage, Admission)]
+    if not admissions:
+        return None
+
+    async def admit(headers: Mapping[str, str]) -> Principal | None:
+        principal = None
+        for step in admissions:
+            principal = await step.admit(headers) or principal
+        return principal
+
+    return admit
 
 
 def chain(stages: Sequence[Stage], terminal: Handler) -> Handler:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from citadel_proxy.pipeline.spec import Pipeline, PipelineSet
-from citadel_proxy.pipeline.stage import Admission, Handler, chain
+from citadel_proxy.pipeline.stage import Admit, Handler, admission, chain
 
 if TYPE_CHECKING:
     from citadel_proxy.services import Services
@@ -14,10 +14,12 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class BuiltPipeline:
+    """A pipeline's two steps: `admit` on the headers before the body is read, then `handler`."""
+
     spec: Pipeline
     handler: Handler
-    # Stages that check headers before the body is read (auth), in pipeline order.
-    admissions: tuple[Admission, ...] = ()
+    # The first step: the stages that check headers alone (auth), in pipeline order; None without any.
+    admit: Admit | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,8 +38,7 @@ def build(pipelines: PipelineSet, services: Services, terminal: Handler) -> Buil
 
 def _build_one(pipeline: Pipeline, services: Services, terminal: Handler) -> BuiltPipeline:
     stages = [configured.type.build(configured.settings, services) for configured in pipeline.stages]
-    admissions = tuple(stage for stage in stages if isinstance(stage, Admission))
-    return BuiltPipeline(pipeline, chain(stages, terminal), admissions)
+    return BuiltPipeline(pipeline, chain(stages, terminal), admission(stages))
 
 
 class PipelineTable:

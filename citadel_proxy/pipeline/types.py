@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 
 if TYPE_CHECKING:
     from starlette.datastructures import Headers
 
-    from citadel_proxy.embeddings.job import EmbedJob
-    from citadel_proxy.embeddings.wire import EmbeddingsRequest
-    from citadel_proxy.openai.wire import ChatRequest, CompletionRequest
+    from citadel_proxy.cache.codec import Vector
+    from citadel_proxy.pipeline.request import InferenceRequest
     from citadel_proxy.pipeline.spec import Pipeline
-    from citadel_proxy.upstream.wire import OllamaChatRequest, OllamaGenerateRequest
 
 
 class ToolFunction(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -107,9 +105,6 @@ class Principal:
     tokens_per_minute: int | None = None
 
 
-Endpoint = Literal["/api/chat", "/api/generate", "/api/embed", "/api/embeddings"]
-
-
 @dataclass(slots=True)
 class Context:
     """Everything one request carries through the pipeline. Stages read and extend it."""
@@ -119,10 +114,8 @@ class Context:
     route: str
     client: str
     headers: Headers
-    # The client's request as decoded, and what goes to Ollama (an embeddings job fills in from a cache).
-    body: ChatRequest | CompletionRequest | EmbeddingsRequest
-    endpoint: Endpoint
-    upstream: OllamaChatRequest | OllamaGenerateRequest | EmbedJob
+    # The request in no wire format (pipeline/request.py): the route's decoding of the client's body.
+    request: InferenceRequest
     model_requested: str
     model: str
     stream: bool
@@ -136,7 +129,11 @@ class Context:
 
 @dataclass(slots=True)
 class Reply:
-    """A whole completion, or a stream of deltas still arriving (exactly one is set)."""
+    """A whole completion, or a stream of deltas still arriving (exactly one is set).
+
+    An embed request's reply is a completion (its prompt tokens) with the vectors in input order.
+    """
 
     completion: Completion | None = None
     stream: TokenStream | None = None
+    embeddings: list[Vector] | None = None

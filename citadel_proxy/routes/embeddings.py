@@ -17,8 +17,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from citadel_proxy import errors
+from citadel_proxy.cache.codec import Vector
 from citadel_proxy.config.models import ModelRouter
-from citadel_proxy.embeddings.job import EmbedJob
 from citadel_proxy.embeddings.wire import (
     EmbedAnswer,
     EmbedBody,
@@ -33,13 +33,14 @@ from citadel_proxy.embeddings.wire import (
 from citadel_proxy.http.body import decode, read_body
 from citadel_proxy.http.json_depth import check_depth
 from citadel_proxy.http.responses import json_response
+from citadel_proxy.pipeline.request import InferenceRequest, Options
 from citadel_proxy.pipeline.table import BuiltPipeline
 from citadel_proxy.pipeline.types import Context
 from citadel_proxy.routes.inference import admit, caller, complete_logged
 from citadel_proxy.services import Services
 
-Parse = Callable[[bytes, ModelRouter], tuple[EmbeddingsRequest, EmbedJob]]
-Render = Callable[[Context, EmbeddingsRequest, EmbedJob], Any]
+Parse = Callable[[bytes, ModelRouter], tuple[EmbeddingsRequest, InferenceRequest]]
+Render = Callable[[Context, EmbeddingsRequest, list[Vector]], Any]
 
 _embed_decoder = msgspec.json.Decoder(EmbedBody)
 _embeddings_decoder = msgspec.json.Decoder(EmbeddingsBody)
@@ -62,53 +63,62 @@ async def embeddings_route(request: Request) -> Response:
         raise errors.NotFound(f"no embeddings pipeline serves {route} since the last reload")
     shape = shape_of(route)
     principal = await admit(request, built)
-    wire, job = shape.parse(await read_body(request, services.config.gateway.max_body_bytes), services.models)
-    if job.options:
-        check_depth(_encode(job.options), services.config.gateway.max_json_depth, "options")
-    ctx = _context(request, built, route, wire, job)
+    body = await read_body(request, services.config.gateway.max_body_bytes)
+    wire, neutral = shape.parse(body, services.models)
+    del body  # decoded: a large body is not kept while the answer is awaited
+    if neutral.options is not None and neutral.options.extra:
+        check_depth(_encode(neutral.options.extra), services.config.gateway.max_json_depth, "options")
+    ctx = _context(request, built, route, wire, neutral)
     ctx.principal = principal
     request.state.access_logged = True
-    await complete_logged(request, ctx, built)
-    return json_response(shape.render(ctx, wire, job), headers=ctx.response_headers)
+    reply = await complete_logged(request, ctx, built)
+    if reply.embeddings is None:
+        raise errors.GatewayError("an embeddings pipeline ended without its vectors")
+    return json_response(shape.render(ctx, wire, reply.embeddings), headers=ctx.response_headers)
 
 
 def _context(
-    request: Request, built: BuiltPipeline, route: str, wire: EmbeddingsRequest, job: EmbedJob
+    request: Request, built: BuiltPipeline, route: str, wire: EmbeddingsRequest, neutral: InferenceRequest
 ) -> Context:
     request_id, client = caller(request)
     model_requested: str = getattr(wire, "model", "")
     return Context(
-        request_id, built.spec, route, client, request.headers,
-        wire, job.endpoint, job,
-        model_requested, job.model, False,
+        request_id, built.spec, route, client, request.headers, neutral,
+        model_requested, neutral.model, False,
     )  # fmt: skip
 
 
-def _parse_embed(body: bytes, models: ModelRouter) -> tuple[EmbeddingsRequest, EmbedJob]:
+def _parse_embed(body: bytes, models: ModelRouter) -> tuple[EmbeddingsRequest, InferenceRequest]:
     wire = decode(body, _embed_decoder)
     given = wire.input
     inputs = ([given] if given else []) if isinstance(given, str) or given is None else list(given)
-    job = EmbedJob(
-        "/api/embed", models.resolve(wire.model), inputs, wire.truncate, wire.dimensions, wire.options,
-        wire.keep_alive,
+    neutral = InferenceRequest(
+        kind="embed", model=models.resolve(wire.model), input=inputs, truncate=wire.truncate,
+        dimensions=wire.dimensions, options=_options(wire.options), keep_alive=wire.keep_alive,
     )  # fmt: skip
-    return wire, job
+    return wire, neutral
 
 
-def _parse_embeddings(body: bytes, models: ModelRouter) -> tuple[EmbeddingsRequest, EmbedJob]:
+def _parse_embeddings(body: bytes, models: ModelRouter) -> tuple[EmbeddingsRequest, InferenceRequest]:
     wire = decode(body, _embeddings_decoder)
     inputs = [wire.prompt] if wire.prompt else []
-    job = EmbedJob(
-        "/api/embeddings",
-        models.resolve(wire.model),
-        inputs,
-        options=wire.options,
+    neutral = InferenceRequest(
+        kind="embed",
+        model=models.resolve(wire.model),
+        input=inputs,
+        options=_options(wire.options),
         keep_alive=wire.keep_alive,
+        normalize=False,
     )
-    return wire, job
+    return wire, neutral
 
 
-def _parse_openai(body: bytes, models: ModelRouter) -> tuple[EmbeddingsRequest, EmbedJob]:
+def _options(given: dict[str, Any] | None) -> Options | None:
+    # A native body's options are runner settings for Ollama, passed on as given.
+    return Options(extra=given) if given else None
+
+
+def _parse_openai(body: bytes, models: ModelRouter) -> tuple[EmbeddingsRequest, InferenceRequest]:
     wire = decode(body, _openai_decoder)
     inputs = [wire.input] if isinstance(wire.input, str) else wire.input
     if not inputs:
@@ -120,12 +130,13 @@ def _parse_openai(body: bytes, models: ModelRouter) -> tuple[EmbeddingsRequest, 
             param="input",
         )
     texts = cast(list[str], inputs)
-    job = EmbedJob("/api/embed", models.resolve(wire.model), texts, dimensions=wire.dimensions)
-    return wire, job
+    neutral = InferenceRequest(
+        kind="embed", model=models.resolve(wire.model), input=texts, dimensions=wire.dimensions
+    )
+    return wire, neutral
 
 
-def _render_embed(ctx: Context, _wire: EmbeddingsRequest, job: EmbedJob) -> EmbedAnswer:
-    vectors = job.results()
+def _render_embed(ctx: Context, _wire: EmbeddingsRequest, vectors: list[Vector]) -> EmbedAnswer:
     return EmbedAnswer(
         model=ctx.model,
         embeddings=[vector.floats() for vector in vectors],
@@ -134,14 +145,12 @@ def _render_embed(ctx: Context, _wire: EmbeddingsRequest, job: EmbedJob) -> Embe
     )
 
 
-def _render_embeddings(_ctx: Context, _wire: EmbeddingsRequest, job: EmbedJob) -> EmbeddingsAnswer:
-    vectors = job.results()
+def _render_embeddings(_ctx: Context, _wire: EmbeddingsRequest, vectors: list[Vector]) -> EmbeddingsAnswer:
     return EmbeddingsAnswer(vectors[0].floats() if vectors else [])
 
 
-def _render_openai(ctx: Context, wire: EmbeddingsRequest, job: EmbedJob) -> OpenAIEmbeddingList:
+def _render_openai(ctx: Context, wire: EmbeddingsRequest, vectors: list[Vector]) -> OpenAIEmbeddingList:
     as_base64 = isinstance(wire, OpenAIEmbeddingsBody) and wire.encoding_format == "base64"
-    vectors = job.results()
     data = [
         OpenAIEmbedding(
             embedding=base64.b64encode(vector.packed).decode() if as_base64 else vector.floats(), index=index

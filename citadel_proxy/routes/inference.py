@@ -24,12 +24,11 @@ from citadel_proxy.observability.request_id import new_request_id
 from citadel_proxy.openai.limits import check_chat, check_completion
 from citadel_proxy.openai.responses import chat_completion, text_completion
 from citadel_proxy.openai.sse import ChatChunks, ChunkEncoder, TextChunks
-from citadel_proxy.openai.translate import chat_to_ollama, completion_to_ollama
+from citadel_proxy.openai.translate import chat_to_request, completion_to_request
 from citadel_proxy.openai.wire import ChatRequest, CompletionRequest
 from citadel_proxy.pipeline.table import BuiltPipeline
-from citadel_proxy.pipeline.types import Completion, Context, Endpoint, Principal
+from citadel_proxy.pipeline.types import Completion, Context, Principal, Reply
 from citadel_proxy.services import Services
-from citadel_proxy.upstream.wire import OllamaChatRequest, OllamaGenerateRequest
 
 _chat_decoder = msgspec.json.Decoder(ChatRequest)
 _completion_decoder = msgspec.json.Decoder(CompletionRequest)
@@ -122,7 +121,7 @@ async def run(
             write_timeout_s=gateway.write_timeout_s,
             on_finish=log_request,
         )
-    completion = await complete_logged(request, ctx, built)
+    completion = whole(await complete_logged(request, ctx, built))
     created = int(time.time())
     answer = (
         chat_completion(completion, ctx.model, created)
@@ -138,21 +137,19 @@ def _context(
     pipeline = built.spec
     request_id, client = caller(request)
     wire: ChatRequest | CompletionRequest
-    upstream: OllamaChatRequest | OllamaGenerateRequest
     wire = decode(body, _chat_decoder) if api == "chat" else decode(body, _completion_decoder)
     request.scope["state"]["model"] = wire.model
     model = services.models.resolve(wire.model)
     stream = wire.stream if wire.stream is not None else pipeline.stream_default
     if isinstance(wire, ChatRequest):
         check_chat(wire, services.config.gateway)
-        endpoint: Endpoint = "/api/chat"
-        upstream = chat_to_ollama(wire, model, stream)
+        neutral = chat_to_request(wire, model, stream)
     else:
         check_completion(wire, services.config.gateway)
-        endpoint, upstream = "/api/generate", completion_to_ollama(wire, model, stream)
+        neutral = completion_to_request(wire, model, stream)
     usage = bool(wire.stream_options and wire.stream_options.include_usage)
     ctx = Context(
-        request_id, pipeline, route, client, request.headers, wire, endpoint, upstream,
+        request_id, pipeline, route, client, request.headers, neutral,
         wire.model, model, stream, usage,
     )  # fmt: skip
     ctx.response_headers["X-Request-ID"] = request_id  # no middleware adds it on http.front's short way
@@ -160,12 +157,11 @@ def _context(
 
 
 async def admit(request: Request, built: BuiltPipeline) -> Principal | None:
-    """The pipeline's admissions (auth) on the headers alone, before the body is read."""
-    principal = None
-    if built.admissions:
-        refuse_locked_out(request)
-    for admission in built.admissions:
-        principal = await admission.admit(request.headers) or principal
+    """The pipeline's first step (auth) on the headers alone, before the body is read."""
+    if built.admit is None:
+        return None
+    refuse_locked_out(request)
+    principal = await built.admit(request.headers)
     if principal is not None:
         request.state.key_name = principal.name  # for the audit of a refusal that follows (bad body)
     return principal
@@ -177,7 +173,7 @@ def caller(request: Request) -> tuple[str, str]:
     return request_id, request.client.host if request.client else ""
 
 
-async def complete_logged(request: Request, ctx: Context, built: BuiltPipeline) -> Completion:
+async def complete_logged(request: Request, ctx: Context, built: BuiltPipeline) -> Reply:
     """`complete`, with the outcome of an error recorded and the access line written either way."""
     try:
         return await complete(request, ctx, built)
@@ -188,7 +184,7 @@ async def complete_logged(request: Request, ctx: Context, built: BuiltPipeline) 
         log_request(ctx)
 
 
-async def complete(request: Request, ctx: Context, built: BuiltPipeline) -> Completion:
+async def complete(request: Request, ctx: Context, built: BuiltPipeline) -> Reply:
     """Run a non-streaming pipeline under its deadline, dropping the upstream if the client leaves."""
     task = asyncio.current_task()
     assert task is not None
@@ -209,6 +205,11 @@ async def complete(request: Request, ctx: Context, built: BuiltPipeline) -> Comp
         raise errors.ClientClosedRequest("the client closed the connection before the answer") from None
     finally:
         watcher.cancel()
+    return reply
+
+
+def whole(reply: Reply) -> Completion:
+    """The completion of a non-streaming request's reply (a stage that answered with a stream is a bug)."""
     if reply.completion is None:
         raise errors.GatewayError("a stage answered a non-streaming request with a stream")
     return reply.completion

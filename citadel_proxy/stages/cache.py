@@ -16,7 +16,6 @@ from msgspec import Meta
 from citadel_proxy.cache.control import Directives
 from citadel_proxy.cache.embeddings import EmbeddingCache
 from citadel_proxy.cache.responses import ResponseCache
-from citadel_proxy.embeddings.job import job_of
 from citadel_proxy.pipeline.stage import Handler, StageSettings, StageType
 from citadel_proxy.pipeline.types import Context, Reply
 
@@ -74,9 +73,8 @@ class CacheStage:
         if not self._enabled:
             return await call_next(ctx)
         control = Directives.of(ctx.headers)
-        job = job_of(ctx)
-        if job is not None:
-            return await self._embeddings.run(ctx, job, call_next, control)
+        if ctx.request.kind == "embed":
+            return await self._embeddings.run(ctx, call_next, control)
         return await self._responses.run(ctx, call_next, control)
 
 

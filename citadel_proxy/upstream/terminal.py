@@ -1,4 +1,4 @@
-"""The handler at the end of every pipeline: the call to Ollama itself."""
+"""The handler at the end of every pipeline: the call to Ollama itself, its request translated here."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from citadel_proxy.upstream.ndjson import (
     generate_delta,
     generate_line_decoder,
 )
+from citadel_proxy.upstream.translate import chat_to_ollama, generate_to_ollama
 from citadel_proxy.upstream.wire import ChatLine, GenerateLine
 
 _encode = msgspec.json.Encoder().encode
@@ -24,24 +25,28 @@ _encode = msgspec.json.Encoder().encode
 
 def upstream_handler(client: OllamaClient) -> Handler:
     async def call_ollama(ctx: Context) -> Reply:
-        body = _encode(ctx.upstream)
+        is_chat = ctx.request.kind == "chat"
+        if is_chat:
+            endpoint, body = "/api/chat", _encode(chat_to_ollama(ctx.request))
+        else:
+            endpoint, body = "/api/generate", _encode(generate_to_ollama(ctx.request))
         if ctx.stream:
-            response = await client.stream(ctx.endpoint, body)
+            response = await client.stream(endpoint, body)
             cap = client.service.max_line_bytes
-            if ctx.endpoint == "/api/chat":
+            if is_chat:
                 return Reply(stream=UpstreamStream(response, chat_line_decoder, chat_delta, ctx.outcome, cap))
             return Reply(
                 stream=UpstreamStream(response, generate_line_decoder, generate_delta, ctx.outcome, cap)
             )
-        raw = await client.post(ctx.endpoint, body)
-        return Reply(completion=_completion(ctx, raw))
+        raw = await client.post(endpoint, body)
+        return Reply(completion=_completion(ctx, raw, is_chat))
 
     return call_ollama
 
 
-def _completion(ctx: Context, raw: bytes) -> Completion:
+def _completion(ctx: Context, raw: bytes, is_chat: bool) -> Completion:
     try:
-        if ctx.endpoint == "/api/chat":
+        if is_chat:
             chat = chat_line_decoder.decode(raw)
             line: ChatLine | GenerateLine = chat
             message = chat.message

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 from citadel_proxy.pipeline.types import Delta, ToolCall
+
+KeepAlive = int | float | str | None
 
 
 class OllamaMessage(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -33,19 +37,24 @@ class OllamaChatRequest(msgspec.Struct, frozen=True, omit_defaults=True):
     stream: bool = True
     tools: msgspec.Raw | None = None
     format: msgspec.Raw | None = None
-    options: OllamaOptions | None = None
+    options: OllamaOptions | dict[str, Any] | None = None
     think: bool | str | None = None
+    keep_alive: KeepAlive = None
 
 
 class OllamaGenerateRequest(msgspec.Struct, frozen=True, omit_defaults=True):
     model: str
     prompt: str
     suffix: str | None = None
+    system: str | None = None
+    template: str | None = None
+    raw: bool | None = None
     images: list[str] | None = None
     stream: bool = True
     format: msgspec.Raw | None = None
-    options: OllamaOptions | None = None
+    options: OllamaOptions | dict[str, Any] | None = None
     think: bool | str | None = None
+    keep_alive: KeepAlive = None
 
 
 class _Line(msgspec.Struct, frozen=True):

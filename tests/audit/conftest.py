@@ -21,6 +21,7 @@ from citadel_proxy.audit.migrate import migrate
 from citadel_proxy.audit.records import AuditMessage, AuditRecord, new_id
 from citadel_proxy.audit.sqlite_file import sqlite_path
 from citadel_proxy.config.schema import Config, Database, Paths
+from citadel_proxy.openai.translate import chat_to_request, completion_to_request
 from citadel_proxy.openai.wire import ChatMessage, ChatRequest, CompletionRequest
 from citadel_proxy.pipeline.spec import Pipeline
 from citadel_proxy.pipeline.types import Context, Delta, Principal
@@ -157,9 +158,7 @@ def chat_context(
         route="/v1/chat/completions",
         client="127.0.0.1",
         headers=Headers(headers or {}),
-        body=body,
-        endpoint="/api/chat",
-        upstream=None,  # type: ignore[arg-type]
+        request=chat_to_request(body, f"{model}:latest", stream),
         model_requested=model,
         model=f"{model}:latest",
         stream=stream,
@@ -175,9 +174,7 @@ def completion_context(prompt: str) -> Context:
         route="/v1/completions",
         client="127.0.0.1",
         headers=Headers({}),
-        body=body,
-        endpoint="/api/generate",
-        upstream=None,  # type: ignore[arg-type]
+        request=completion_to_request(body, "phi3:latest", False),
         model_requested="phi3",
         model="phi3:latest",
         stream=False,

@@ -13,6 +13,9 @@ import pytest
 from citadel_proxy.audit import AuditOptions, AuditRecord, open_audit
 from citadel_proxy.audit.content import ContentPolicy
 from citadel_proxy.errors import GatewayError, InvalidRequest, UpstreamIncomplete
+from citadel_proxy.openai.translate import chat_to_request
+from citadel_proxy.openai.wire import ChatRequest
+from citadel_proxy.pipeline.request import InferenceRequest, Message
 from citadel_proxy.pipeline.types import Completion, Context, Delta, Reply
 from citadel_proxy.stages.audit import STAGE, AuditSettings
 from tests.audit.conftest import (
@@ -69,7 +72,7 @@ async def test_non_stream_record(tmp_path: Path) -> None:
     )
     assert (record.prompt_tokens, record.completion_tokens, record.stream) == (5, 2, False)
     assert record.request["messages"] == [{"role": "user", "content": "hello there"}]
-    assert record.request["temperature"] == 0.2
+    assert record.request["options"] == {"temperature": 0.2}
     assert record.response == {"content": "hi!", "finish_reason": "stop"}
     assert [(m.role, m.content) for m in record.messages] == [("user", "hello there"), ("assistant", "hi!")]
 
@@ -217,15 +220,33 @@ async def test_every_record_kept_with_its_new_turn_only(tmp_path: Path) -> None:
 async def test_the_request_document_keeps_the_clients_json_exactly(tmp_path: Path) -> None:
     """Unset fields are left out; what the client wrote inside free-form JSON is kept, nulls included."""
     ctx = chat_context("hello")
-    ctx.body = msgspec.json.decode(
+    body = msgspec.json.decode(
         b'{"model":"phi3","messages":[{"role":"user","content":"hello","name":null}],"temperature":null,'
         b'"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object",'
         b'"properties":{"x":{"type":["string","null"],"default":null}}}}}]}',
-        type=type(ctx.body),
+        type=ChatRequest,
     )
+    ctx.request = chat_to_request(body, "phi3:latest", False)
     await run_stage(tmp_path, ctx, Reply(completion=Completion(content="hi")))
     [record] = log_records(tmp_path)
     assert record.request["messages"] == [{"role": "user", "content": "hello"}]
-    assert "temperature" not in record.request
+    assert "options" not in record.request
     schema = record.request["tools"][0]["function"]["parameters"]
     assert schema["properties"]["x"] == {"type": ["string", "null"], "default": None}
+
+
+async def test_hashed_mode_keeps_no_embedding_input_or_image(tmp_path: Path) -> None:
+    """Every content field of the neutral request is kept as the mode says: embedding inputs and images
+    too (a native /api/embed body's `input` used to be stored whole)."""
+    ctx = chat_context("x")
+    ctx.request = InferenceRequest(kind="embed", model="nomic-embed-text:latest", input=["secret one", "two"])
+    await run_stage(tmp_path, ctx, Reply(completion=Completion(content="")), content="hashed")
+    ctx = chat_context("x")
+    ctx.request = InferenceRequest(
+        kind="chat", model="llava:latest", messages=[Message(role="user", content="hi", images=["SECRETIMG"])]
+    )
+    await run_stage(tmp_path, ctx, Reply(completion=Completion(content="")), content="hashed")
+    embed, chat = log_records(tmp_path)
+    text = msgspec.json.encode([embed, chat]).decode()
+    assert "secret one" not in text and "SECRETIMG" not in text
+    assert embed.request["input"]["bytes"] > 0 and chat.request["messages"][0]["images"]["bytes"] > 0

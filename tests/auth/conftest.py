@@ -83,9 +83,7 @@ def make_ctx(headers: dict[str, str] | None = None, client: str = "127.0.0.1") -
         route="/v1/chat/completions",
         client=client,
         headers=Headers(headers or {}),
-        body=None,  # type: ignore[arg-type]
-        endpoint="/api/chat",
-        upstream=None,  # type: ignore[arg-type]
+        request=None,  # type: ignore[arg-type]
         model_requested="m",
         model="m",
         stream=False,

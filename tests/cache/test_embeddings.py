@@ -201,7 +201,7 @@ async def test_bad_requests(gateway: Gateway, http: httpx.AsyncClient) -> None:
 def _key_of(client: redis_sync.Redis, prefix: str, text: str) -> str:
     key = embedding_key(
         "embeddings:",
-        endpoint="/api/embed",
+        normalize=True,
         model=EMBED_MODEL,
         text=text,
         truncate=None,

@@ -11,8 +11,9 @@ import openai
 import pytest
 
 from citadel_proxy import errors
-from citadel_proxy.openai.translate import chat_to_ollama, completion_to_ollama
+from citadel_proxy.openai.translate import chat_to_request, completion_to_request
 from citadel_proxy.openai.wire import ChatRequest, CompletionRequest
+from citadel_proxy.upstream.translate import chat_to_ollama
 from tests.core.conftest import AUTH, CHAT, TEST_KEY, Gateway
 
 TOOLS = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
@@ -46,7 +47,7 @@ def completion(**fields: object) -> CompletionRequest:
 )
 def test_chat_fields_that_cannot_be_honoured_are_refused(fields: dict[str, object], param: str) -> None:
     with pytest.raises(errors.UnsupportedParameter) as caught:
-        chat_to_ollama(chat(**fields), "m", False)
+        chat_to_request(chat(**fields), "m", False)
     assert caught.value.param == param and caught.value.status == 400
 
 
@@ -63,7 +64,7 @@ def test_chat_fields_that_cannot_be_honoured_are_refused(fields: dict[str, objec
 )
 def test_completion_fields_that_cannot_be_honoured_are_refused(fields: dict[str, object], param: str) -> None:
     with pytest.raises(errors.UnsupportedParameter) as caught:
-        completion_to_ollama(completion(**fields), "c", False)
+        completion_to_request(completion(**fields), "c", False)
     assert caught.value.param == param
 
 
@@ -74,16 +75,21 @@ def test_harmless_and_default_valued_fields_are_accepted() -> None:
         "store": False, "service_tier": "auto", "prediction": {"type": "content", "content": "x"},
         "stream_options": {"include_usage": True}, "something_new": {"x": 1},
     }  # fmt: skip
-    chat_to_ollama(chat(**harmless, tools=TOOLS, tool_choice="auto"), "m", True)
+    chat_to_request(chat(**harmless, tools=TOOLS, tool_choice="auto"), "m", True)
     # parallel_tool_calls false without tools cannot change anything.
-    chat_to_ollama(chat(parallel_tool_calls=False), "m", True)
-    completion_to_ollama(completion(logprobs=None, echo=False, best_of=1, user="u", logit_bias={}), "c", True)
+    chat_to_request(chat(parallel_tool_calls=False), "m", True)
+    completion_to_request(
+        completion(logprobs=None, echo=False, best_of=1, user="u", logit_bias={}), "c", True
+    )
 
 
 def test_tool_choice_none_is_honoured_by_not_offering_the_tools() -> None:
-    out = json.loads(msgspec.json.encode(chat_to_ollama(chat(tools=TOOLS, tool_choice="none"), "m", False)))
-    assert "tools" not in out
-    out = json.loads(msgspec.json.encode(chat_to_ollama(chat(tools=TOOLS, tool_choice="auto"), "m", False)))
+    def sent(choice: str) -> dict[str, Any]:
+        request = chat_to_request(chat(tools=TOOLS, tool_choice=choice), "m", False)
+        return json.loads(msgspec.json.encode(chat_to_ollama(request)))  # type: ignore[no-any-return]
+
+    assert "tools" not in sent("none")
+    out = sent("auto")
     assert out["tools"] == TOOLS
 
 

@@ -9,9 +9,10 @@ import pytest
 
 from citadel_proxy import errors
 from citadel_proxy.openai.sse import ChatChunks, TextChunks
-from citadel_proxy.openai.translate import chat_to_ollama, completion_to_ollama
+from citadel_proxy.openai.translate import chat_to_request, completion_to_request
 from citadel_proxy.openai.wire import ChatRequest, CompletionRequest
 from citadel_proxy.pipeline.types import Delta, Outcome, ToolCall, ToolFunction
+from citadel_proxy.upstream.translate import chat_to_ollama, generate_to_ollama
 
 
 def chat(**fields: object) -> ChatRequest:
@@ -25,7 +26,7 @@ def test_chat_mapping_of_parameters() -> None:
         response_format={"type": "json_object"},
         tools=[{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
     )  # fmt: skip
-    out = json.loads(msgspec.json.encode(chat_to_ollama(req, "m:latest", True)))
+    out = json.loads(msgspec.json.encode(chat_to_ollama(chat_to_request(req, "m:latest", True))))
     assert out["model"] == "m:latest"
     assert out["options"] == {"num_predict": 5, "temperature": 0.2, "top_p": 0.5, "seed": 7, "stop": ["END"]}
     assert out["format"] == "json"
@@ -34,7 +35,7 @@ def test_chat_mapping_of_parameters() -> None:
 
 
 def test_left_out_sampling_stays_unset_and_stream_false_is_sent() -> None:
-    out = json.loads(msgspec.json.encode(chat_to_ollama(chat(), "m", False)))
+    out = json.loads(msgspec.json.encode(chat_to_ollama(chat_to_request(chat(), "m", False))))
     assert "options" not in out and out["stream"] is False
 
 
@@ -53,7 +54,7 @@ def test_json_schema_images_and_tool_history() -> None:
             {"role": "tool", "tool_call_id": "call_1", "content": "42"},
         ],
     )  # fmt: skip
-    out = json.loads(msgspec.json.encode(chat_to_ollama(req, "m", True)))
+    out = json.loads(msgspec.json.encode(chat_to_ollama(chat_to_request(req, "m", True))))
     assert out["format"] == {"type": "object"}
     system, user, assistant, tool = out["messages"]
     assert system == {"role": "system", "content": "be brief"}
@@ -79,7 +80,7 @@ def test_json_schema_images_and_tool_history() -> None:
 )  # fmt: skip
 def test_meaning_changing_requests_are_refused_with_the_field(fields: dict[str, object], param: str) -> None:
     with pytest.raises(errors.InvalidRequest) as caught:
-        chat_to_ollama(chat(**fields), "m", True)
+        chat_to_request(chat(**fields), "m", True)
     assert caught.value.param == param and caught.value.status == 400
 
 
@@ -87,7 +88,7 @@ def test_completion_with_suffix_and_refusals() -> None:
     req = msgspec.json.decode(
         b'{"model":"c","prompt":["def f("],"suffix":"return x"}', type=CompletionRequest
     )
-    out = json.loads(msgspec.json.encode(completion_to_ollama(req, "c:code", True)))
+    out = json.loads(msgspec.json.encode(generate_to_ollama(completion_to_request(req, "c:code", True))))
     assert out == {"model": "c:code", "prompt": "def f(", "suffix": "return x"}
     for bad, param in [
         (b'"echo":true', "echo"),
@@ -96,7 +97,7 @@ def test_completion_with_suffix_and_refusals() -> None:
     ]:
         body = b'{"model":"c","prompt":"x",' + bad + b"}"
         with pytest.raises(errors.UnsupportedParameter) as caught:
-            completion_to_ollama(msgspec.json.decode(body, type=CompletionRequest), "c", True)
+            completion_to_request(msgspec.json.decode(body, type=CompletionRequest), "c", True)
         assert caught.value.param == param
 
 

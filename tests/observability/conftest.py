@@ -10,9 +10,8 @@ import msgspec
 import pytest
 from starlette.datastructures import Headers
 
-from citadel_proxy.openai.wire import ChatRequest
+from citadel_proxy.pipeline.request import InferenceRequest
 from citadel_proxy.pipeline.types import Context, Principal
-from citadel_proxy.upstream.wire import OllamaChatRequest
 
 SECRET_KEY = "sk-citadel-0123456789abcdefSECRET"
 SECRET_TEXT = "my bank password is hunter2-PRIVATE"
@@ -31,11 +30,9 @@ def promtool() -> str:
 
 def make_context(**overrides: Any) -> Context:
     """A chat context carrying a key and message text, as a real request would."""
-    body = msgspec.convert(
-        {"model": "llama3:8b", "messages": [{"role": "user", "content": SECRET_TEXT}]}, ChatRequest
-    )
-    upstream = msgspec.convert(
-        {"model": "llama3:8b", "messages": [{"role": "user", "content": SECRET_TEXT}]}, OllamaChatRequest
+    request = msgspec.convert(
+        {"kind": "chat", "model": "llama3:8b", "messages": [{"role": "user", "content": SECRET_TEXT}]},
+        InferenceRequest,
     )
     fields: dict[str, Any] = {
         "request_id": "req-1",
@@ -43,9 +40,7 @@ def make_context(**overrides: Any) -> Context:
         "route": "/v1/chat/completions",
         "client": "127.0.0.1",
         "headers": Headers({"authorization": f"Bearer {SECRET_KEY}", "x-api-key": SECRET_KEY}),
-        "body": body,
-        "endpoint": "/api/chat",
-        "upstream": upstream,
+        "request": request,
         "model_requested": "llama3",
         "model": "llama3:8b",
         "stream": True,
