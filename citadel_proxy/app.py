@@ -33,6 +33,7 @@ from citadel_proxy.http.responses import on_gateway_error, on_http_error, on_une
 from citadel_proxy.management.pulls import open_pull_manager
 from citadel_proxy.observability.logs import configure_logging
 from citadel_proxy.observability.metrics import open_metrics
+from citadel_proxy.observability.metrics_port import serve_metrics_port
 from citadel_proxy.observability.refusals import open_refusals
 from citadel_proxy.pipeline import table
 from citadel_proxy.pipeline.spec import PipelineSet, load_pipelines
@@ -75,7 +76,7 @@ def public_routes(pipelines: PipelineSet, prometheus: Prometheus) -> list[BaseRo
         Route("/v1/models/{model:path}", any_key(openai_models.retrieve_model), methods=["GET"]),
         Route("/v1/agents/stream", inference.agent_stream, methods=["POST"]),
     ]
-    if prometheus.enabled:
+    if prometheus.enabled and prometheus.port is None:
         # Allowed networks, else a `metrics` key: routes/metrics.py.
         routes.append(Route("/metrics", guarded_metrics(prometheus), methods=["GET"]))
     for path in sorted(pipelines.by_route):
@@ -193,6 +194,7 @@ def create_app(
                 config_file,
             )
             stack.enter_context(reload_on_sighup(reload))
+            await serve_metrics_port(config, services, stack)
             tune_garbage_collector()
             yield {"services": services}
 

@@ -222,11 +222,14 @@ def _check_networks(key: str, entries: list[str]) -> None:
 class Prometheus(Section, frozen=True):
     # false: no /metrics route at all (404).
     enabled: bool = True
-    port: Port = 9090
+    # null: /metrics on the gateway's own port. A port: /metrics on a listener of its own there (bound to
+    # `host`), and not on the gateway's port; the same `allow` and keys guard it.
+    port: Port | None = None
     # Clients (the address after gateway.trusted_proxies) that read /metrics without a key.
     allow: list[str] = msgspec.field(default_factory=lambda: ["127.0.0.1", "::1"])
     # Anyone else with a key holding the `metrics` or `admin` scope; false: the networks above only.
     allow_keys: bool = True
+    host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         _check_networks("allow", self.allow)
