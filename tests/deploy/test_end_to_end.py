@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import math
@@ -183,9 +184,15 @@ async def test_request_id_goes_through_both_ways(stack: Stack) -> None:
     assert given.headers.get("x-request-id") == "deploy-test-42"
     # Without one, nginx mints it ($request_id: 32 hex digits) and the gateway uses that same id.
     assert re.fullmatch(r"[0-9a-f]{32}", minted.headers.get("x-request-id", ""))
-    access_log = (stack.layout.logs / "citadel-proxy.access.log").read_text()
-    assert "rid=deploy-test-42 " in access_log
-    assert f"rid={minted.headers['x-request-id']} " in access_log
+    wanted = ["rid=deploy-test-42 ", f"rid={minted.headers['x-request-id']} "]
+    log = stack.layout.logs / "citadel-proxy.access.log"
+    # nginx writes its access line in the log phase, which may come just after the client has the answer.
+    for _ in range(100):
+        access_log = log.read_text()
+        if all(w in access_log for w in wanted):
+            break
+        await asyncio.sleep(0.02)
+    assert all(w in access_log for w in wanted), access_log[-2000:]
 
 
 @pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
