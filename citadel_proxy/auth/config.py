@@ -35,6 +35,11 @@ class AuthConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     # How long a worker reuses a database lookup. Revocations also reach every worker at once through
     # PostgreSQL NOTIFY; this bounds the damage if a notification is lost. 0: look up every request.
     cache_ttl_s: Annotated[float, Meta(ge=0, le=60)] = 1.0
+    # Every worker keeps a copy of the live database keys (digests only), reloaded on every NOTIFY and
+    # at least this often; while PostgreSQL is unreachable, keys are checked against that copy.
+    snapshot_refresh_s: Annotated[float, Meta(gt=0, le=86400)] = 60.0
+    # The longest a request waits for PostgreSQL to check a key before the copy answers instead.
+    lookup_timeout_s: Annotated[float, Meta(gt=0, le=60)] = 0.5
 
     def __post_init__(self) -> None:
         names = [key.name for key in self.keys]
