@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -144,7 +144,17 @@ class PgKeys:
     async def load(self, snapshot: KeySnapshot) -> None:
         async with translated("reading the keys"), self.pool.connection() as conn:
             snapshot.replace(await live_keys(conn))
+        snapshot.confirm()
         await asyncio.to_thread(snapshot.save)
+
+    async def ping(self, timeout_s: float) -> None:
+        """Whether a lookup would find a working connection now (the pool checks it when taken)."""
+        async with (
+            translated("connecting"),
+            asyncio.timeout(timeout_s),
+            self.pool.connection(timeout=timeout_s),
+        ):
+            pass
 
     async def has_admin(self) -> bool:
         sql = "SELECT EXISTS (SELECT 1 FROM api_keys WHERE revoked_at IS NULL AND 'admin' = ANY(scopes))"
@@ -159,6 +169,7 @@ class Follower:
     """Keeps a worker's key copy current over one LISTEN connection. Runs until cancelled."""
 
     conninfo: str
+    db: PgKeys
     snapshot: KeySnapshot
     cache: KeyCache
     refresh_s: float
@@ -194,15 +205,32 @@ class Follower:
                 self.cache.clear()
                 self.cache.listening = True
                 await asyncio.to_thread(self.snapshot.save)
-                await self._next_reason(conn)
+                if await self._pool_answers():
+                    await self._next_reason(conn, self.refresh_s, wake_on_suspect=True)
+                else:
+                    await self._next_reason(conn, self.retry_s, wake_on_suspect=False)
 
-    async def _next_reason(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        """Return on a key change, after `refresh_s`, or soon after a lookup failed."""
-        deadline = asyncio.get_running_loop().time() + self.refresh_s
-        while not self.snapshot.suspected:
+    async def _pool_answers(self) -> bool:
+        # After an outage the pool reconnects on its own schedule (with back-off): until it has a
+        # connection, lookups would each wait for one, so the copy answers alone until then.
+        try:
+            await self.db.ping(self.timeout_s)
+        except ServiceUnavailable:
+            return False
+        self.snapshot.confirm()
+        return True
+
+    async def _next_reason(
+        self, conn: psycopg.AsyncConnection[Any], wait_s: float, *, wake_on_suspect: bool
+    ) -> None:
+        """Return on a key change, after `wait_s`, or (`wake_on_suspect`) soon after a lookup failed."""
+        deadline = asyncio.get_running_loop().time() + wait_s
+        while not (wake_on_suspect and self.snapshot.suspected):
             left = deadline - asyncio.get_running_loop().time()
             if left <= 0:
                 return
-            async for _ in conn.notifies(timeout=min(left, self.poll_s), stop_after=1):
-                self.cache.clear()  # at once: the reload that follows takes a round trip
-                return
+            # aclosing: the generator holds the connection's lock until closed, and the reload needs it.
+            async with aclosing(conn.notifies(timeout=min(left, self.poll_s), stop_after=1)) as changes:
+                async for _ in changes:
+                    self.cache.clear()  # at once: the reload that follows takes a round trip
+                    return

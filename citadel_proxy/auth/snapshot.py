@@ -44,10 +44,13 @@ class KeySnapshot:
         return any(ADMIN in r.scopes for r in self._records)
 
     def replace(self, records: list[KeyRecord]) -> None:
-        """The database's live keys, just read: the copy, and the database known to answer."""
+        """The database's live keys, just read."""
         live = [r for r in records if r.revoked_at is None]
         self._records = live
         self._by_digest = {r.digest: r.principal() for r in live}
+
+    def confirm(self) -> None:
+        """The database answers again, through the pool that lookups use."""
         self.reachable = True
         self._suspect.clear()
 

@@ -29,13 +29,15 @@ from citadel_proxy.auth.keys import (
     hash_key,
     looks_like_key,
 )
-from citadel_proxy.auth.pgkeys import Follower, PgKeys, translated
+from citadel_proxy.auth.pgkeys import Follower, PgKeys
 from citadel_proxy.auth.snapshot import SNAPSHOT_FILE, KeySnapshot
 from citadel_proxy.config.schema import Database
 from citadel_proxy.errors import InvalidRequest, ServiceUnavailable
 from citadel_proxy.pipeline.types import Principal
 
 log = logging.getLogger(__name__)
+
+_RECONNECT_S = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +165,7 @@ async def open_key_store(
     if listen_changes:
         follower = Follower(
             config.database.conninfo(),
+            db,
             snapshot,
             cache,
             refresh_s=settings.snapshot_refresh_s,
@@ -177,9 +180,9 @@ async def _first_contact(database: Database, db: PgKeys, snapshot: KeySnapshot, 
     """Migrate and read the keys; with PostgreSQL down, start from the saved copy if there is one."""
     saved = await asyncio.to_thread(snapshot.load_saved)
     try:
-        async with translated("connecting"):
-            # With a saved copy there is no reason to hold the start for the pool's whole timeout.
-            await db.pool.wait(timeout=timeout_s if saved else database.pool_timeout)
+        # Not pool.wait(), which closes the pool when it times out. With a saved copy there is no
+        # reason to hold the start for the pool's whole timeout.
+        await db.ping(timeout_s if saved else database.pool_timeout)
         if database.migrate_on_start:
             await db.migrate()
         await db.load(snapshot)
@@ -204,6 +207,9 @@ async def _open_pool(database: Database, stack: contextlib.AsyncExitStack) -> As
         max_lifetime=database.pool_recycle,
         # Checked when taken: a connection broken by a database restart is replaced, not handed out.
         check=AsyncConnectionPool.check_connection,
+        # After an outage the pool's own back-off (1, 2, 4 ... s) could keep it from PostgreSQL long
+        # after it is back; giving up soon lets the follower's next ping start a fresh attempt.
+        reconnect_timeout=_RECONNECT_S,
         open=False,
         name="citadel-keys",
     )
@@ -214,6 +220,10 @@ async def _open_pool(database: Database, stack: contextlib.AsyncExitStack) -> As
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
+    # Again until it ends: on Python 3.11, asyncio.wait_for (used by psycopg_pool while the follower
+    # waits for a connection) can swallow a cancellation that arrives as its wait completes.
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
     with contextlib.suppress(asyncio.CancelledError):
         await task

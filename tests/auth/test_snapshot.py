@@ -126,7 +126,7 @@ async def test_the_copy_on_disk_holds_digests_only_and_lets_a_start_during_an_ou
         assert await promptly(store, new.key)
         assert await store.has_admin()  # the first admin key is not made again during the outage
         await proxy.restore()
-        await eventually(lambda: _reachable(store), 5)
+        await eventually(lambda: _reachable(store), 10)
         assert await store.authenticate(new.key) is not None
 
 
