@@ -204,7 +204,7 @@ class Follower:
                     self.snapshot.replace(await live_keys(conn))
                 self.cache.clear()
                 self.cache.listening = True
-                await asyncio.to_thread(self.snapshot.save)
+                await asyncio.to_thread(self.snapshot.save, self.refresh_s)
                 if await self._pool_answers():
                     await self._next_reason(conn, self.refresh_s, wake_on_suspect=True)
                 else:

@@ -159,7 +159,11 @@ async def open_key_store(
     if config.database is None:
         return KeyStore(static, None, cache)
     # The CLI changes keys and must see the database itself: it neither reads nor writes the copy.
-    snapshot = KeySnapshot(path=data / SNAPSHOT_FILE if listen_changes else None)
+    snapshot = KeySnapshot(
+        path=data / SNAPSHOT_FILE if listen_changes else None,
+        database=_identity(config.database),
+        max_age_s=settings.snapshot_max_age_s,
+    )
     db = PgKeys(await _open_pool(config.database, stack))
     await _first_contact(config.database, db, snapshot, settings.lookup_timeout_s)
     if listen_changes:
@@ -174,6 +178,10 @@ async def open_key_store(
         task = asyncio.create_task(follower.run(), name="api-key-listener")
         stack.push_async_callback(_cancel, task)
     return KeyStore(static, db, cache, snapshot, settings.lookup_timeout_s)
+
+
+def _identity(database: Database) -> str:
+    return f"{database.host}:{database.port}/{database.database} schema {database.db_schema}"
 
 
 async def _first_contact(database: Database, db: PgKeys, snapshot: KeySnapshot, timeout_s: float) -> None:

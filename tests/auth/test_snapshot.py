@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import msgspec
 import pytest
 
 from citadel_proxy.auth.config import AuthConfig
-from citadel_proxy.auth.keys import hash_key
+from citadel_proxy.auth.keys import KeyRecord, generate_key, hash_key
 from citadel_proxy.auth.pgkeys import PgKeys
-from citadel_proxy.auth.snapshot import SNAPSHOT_FILE
+from citadel_proxy.auth.snapshot import SNAPSHOT_FILE, KeySnapshot, SnapshotFile
 from citadel_proxy.auth.store import KeyStore, open_key_store
 from citadel_proxy.config.schema import Database
 from citadel_proxy.errors import ServiceUnavailable
@@ -113,8 +115,8 @@ async def test_the_copy_on_disk_holds_digests_only_and_lets_a_start_during_an_ou
     async with contextlib.AsyncExitStack() as stack:
         store = await gateway_store(make_config, config.database, stack)
         new = await store.create("svc", ["inference", "admin"])
-        await eventually(lambda: _in_copy(store, new.key), 5)
-    saved = tmp_path / "data" / SNAPSHOT_FILE
+        saved = tmp_path / "data" / SNAPSHOT_FILE
+        await eventually(lambda: _on_disk(saved, new.key), 5)
     text = saved.read_text()
     assert hash_key(new.key).hex() in text and new.key not in text and new.key[12:] not in text
     assert os.stat(saved).st_mode & 0o777 == 0o600
@@ -137,6 +139,26 @@ async def test_without_a_saved_copy_a_start_during_an_outage_still_fails_clearly
     unreachable = msgspec.structs.replace(database, port=proxy.port, pool_timeout=0.5)
     with pytest.raises(ServiceUnavailable, match="unavailable while connecting"):
         await open_key_store(make_config(unreachable), stack)
+
+
+def test_a_saved_copy_is_used_only_from_the_same_database_and_recent_enough(tmp_path: Path) -> None:
+    path = tmp_path / SNAPSHOT_FILE
+    key = generate_key()
+    record = KeyRecord(name="svc", sha256=hash_key(key).hex(), scopes=["inference"], source="database")
+
+    def saved(database: str, age_s: float) -> None:
+        verified_at = datetime.now(UTC) - timedelta(seconds=age_s)
+        copy = SnapshotFile(database=database, verified_at=verified_at, keys=[record])
+        path.write_bytes(msgspec.json.encode(copy))
+
+    saved("db-a", 10)
+    assert not KeySnapshot(path, database="db-b").load_saved()  # pointed at another database since
+    copy = KeySnapshot(path, database="db-a", max_age_s=60)
+    assert copy.load_saved() and copy.lookup(hash_key(key)) is not None
+    saved("db-a", 120)  # the gateway was stopped for a while: keys may have been revoked since
+    assert not KeySnapshot(path, database="db-a", max_age_s=60).load_saved()
+    path.write_text("{not json")
+    assert not KeySnapshot(path, database="db-a").load_saved()
 
 
 async def test_a_postgresql_restart_costs_no_lookup(
@@ -162,6 +184,13 @@ async def _in_copy(store: KeyStore, key: str) -> bool:
 
 async def _not_in_copy(store: KeyStore, key: str) -> bool:
     return store.snapshot.lookup(hash_key(key)) is None
+
+
+async def _on_disk(path: Path, key: str) -> bool:
+    def holds() -> bool:
+        return path.exists() and hash_key(key).hex() in path.read_text()
+
+    return await asyncio.to_thread(holds)
 
 
 async def _reachable(store: KeyStore) -> bool:
