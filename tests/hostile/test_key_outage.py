@@ -143,3 +143,5 @@ async def test_keys_in_postgresql_survive_an_outage_and_a_sigkill(
     assert stored == expected, (sorted(missing), twice, stored.keys() - expected.keys())
     assert during["admin"][0] == 200 and during["known"][0] == 200 and during["unknown"][0] == 401
     assert max(seconds for _, seconds in during.values()) < PROMPT_S, during
+    # The restart really happened while PostgreSQL was cut, and the keys came from the saved copy.
+    assert "PostgreSQL is unreachable at start" in (tmp_path / "gateway.log").read_text()
