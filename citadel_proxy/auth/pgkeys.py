@@ -176,7 +176,7 @@ class Follower:
     timeout_s: float
     retry_s: float = 1.0
     # How often a wait for NOTIFY looks whether a failed lookup asks for a reload now.
-    poll_s: float = 0.1
+    poll_s: float = 0.5
 
     async def run(self) -> None:
         while True:
