@@ -11,7 +11,6 @@ alone, without waiting for the database.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import threading
@@ -41,11 +40,12 @@ class KeySnapshot:
     database: str = ""
     max_age_s: float = 3600.0
     reachable: bool = False
+    # A lookup failed while `reachable`: the follower re-reads the copy and tries the pool soon.
+    suspected: bool = False
     _records: list[KeyRecord] = field(default_factory=list)
     _by_digest: dict[bytes, Principal] = field(default_factory=dict)
     _verified_at: datetime | None = None
     _saved: SnapshotFile | None = None
-    _suspect: asyncio.Event = field(default_factory=asyncio.Event)
     _writing: threading.Lock = field(default_factory=threading.Lock)
 
     def __len__(self) -> int:
@@ -68,18 +68,14 @@ class KeySnapshot:
     def confirm(self) -> None:
         """The database answers again, through the pool that lookups use."""
         self.reachable = True
-        self._suspect.clear()
+        self.suspected = False
 
     def suspect(self, reason: Exception) -> None:
-        """A lookup failed: answer from the copy until a reload succeeds (the follower is woken for one)."""
+        """A lookup failed: answer from the copy until a reload and the pool succeed again."""
         if self.reachable:
             log.warning("key database unavailable (%s); checking keys against the last known copy", reason)
         self.reachable = False
-        self._suspect.set()
-
-    @property
-    def suspected(self) -> bool:
-        return self._suspect.is_set()
+        self.suspected = True
 
     def lost(self) -> None:
         """The LISTEN connection is gone: changes may be missed, and the database probably cannot answer."""
