@@ -92,6 +92,9 @@ async def _open_pool(
         timeout=db.pool_timeout,
         max_lifetime=db.pool_recycle,
         kwargs={"autocommit": True, "connect_timeout": max(1, int(options.write_timeout_s))},
+        # Checked when taken: after a database restart a broken connection is replaced, not used to fail
+        # a batch (which would send it, and everything queued behind it, to the spool).
+        check=AsyncConnectionPool.check_connection,
         name="audit",
         open=False,
     )

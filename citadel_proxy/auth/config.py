@@ -41,6 +41,14 @@ class AuthConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     failed_auth_window_s: Annotated[float, Meta(gt=0, le=86_400)] = 60.0
     # Addresses remembered per worker; past this the oldest windows are forgotten first.
     failed_auth_max_clients: Annotated[int, Meta(ge=1)] = 10_000
+    # Every worker keeps a copy of the live database keys (digests only), reloaded on every NOTIFY and
+    # at least this often; while PostgreSQL is unreachable, keys are checked against that copy.
+    snapshot_refresh_s: Annotated[float, Meta(gt=0, le=86400)] = 60.0
+    # The longest a request waits for PostgreSQL to check a key before the copy answers instead.
+    lookup_timeout_s: Annotated[float, Meta(gt=0, le=60)] = 0.5
+    # A gateway started while PostgreSQL is down uses the copy saved on disk only if the database
+    # confirmed it this recently: an older one could still hold keys revoked since.
+    snapshot_max_age_s: Annotated[float, Meta(ge=0)] = 3600.0
 
     def __post_init__(self) -> None:
         names = [key.name for key in self.keys]

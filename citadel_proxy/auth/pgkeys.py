@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -16,6 +16,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from citadel_proxy.auth.cache import KeyCache
 from citadel_proxy.auth.keys import SCOPES, KeyRecord, same_digest
+from citadel_proxy.auth.snapshot import KeySnapshot
 from citadel_proxy.errors import InvalidRequest, ServiceUnavailable
 from citadel_proxy.pipeline.types import Principal
 
@@ -53,8 +54,15 @@ async def translated(action: str) -> AsyncIterator[None]:
     """Database trouble reaches clients as 503, never as a traceback."""
     try:
         yield
-    except (psycopg.OperationalError, PoolTimeout) as exc:
+    except (psycopg.OperationalError, PoolTimeout, TimeoutError) as exc:
         raise ServiceUnavailable(f"the key database is unavailable while {action}") from exc
+
+
+async def live_keys(conn: psycopg.AsyncConnection[Any]) -> list[KeyRecord]:
+    cur = await conn.cursor(row_factory=dict_row).execute(
+        f"SELECT {_COLUMNS} FROM api_keys WHERE revoked_at IS NULL ORDER BY id"
+    )
+    return [_record(row) for row in await cur.fetchall()]
 
 
 def _record(row: dict[str, Any]) -> KeyRecord:
@@ -82,8 +90,13 @@ class PgKeys:
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
             await conn.execute(sql)
 
-    async def lookup(self, digest: bytes) -> Principal | None:
-        async with translated("checking a key"), self.pool.connection() as conn:
+    async def lookup(self, digest: bytes, timeout_s: float) -> Principal | None:
+        """The key's principal; ServiceUnavailable after `timeout_s` at most, never the pool's timeout."""
+        async with (
+            translated("checking a key"),
+            asyncio.timeout(timeout_s),
+            self.pool.connection(timeout=timeout_s) as conn,
+        ):
             cur = await conn.cursor(row_factory=dict_row).execute(_LOOKUP, {"digest": digest})
             row = await cur.fetchone()
         if row is None or not same_digest(bytes(row["key_hash"]), digest):
@@ -128,6 +141,21 @@ class PgKeys:
         revoked: bool = cur.rowcount > 0
         return revoked
 
+    async def load(self, snapshot: KeySnapshot) -> None:
+        async with translated("reading the keys"), self.pool.connection() as conn:
+            snapshot.replace(await live_keys(conn))
+        snapshot.confirm()
+        await asyncio.to_thread(snapshot.save)
+
+    async def ping(self, timeout_s: float) -> None:
+        """Whether a lookup would find a working connection now (the pool checks it when taken)."""
+        async with (
+            translated("connecting"),
+            asyncio.timeout(timeout_s),
+            self.pool.connection(timeout=timeout_s),
+        ):
+            pass
+
     async def has_admin(self) -> bool:
         sql = "SELECT EXISTS (SELECT 1 FROM api_keys WHERE revoked_at IS NULL AND 'admin' = ANY(scopes))"
         async with translated("looking for an admin key"), self.pool.connection() as conn:
@@ -136,19 +164,73 @@ class PgKeys:
         return bool(row and row[0])
 
 
-async def listen(conninfo: str, cache: KeyCache, retry_s: float = 1.0) -> None:
-    """Empty `cache` on every key change; while disconnected the cache keeps nothing. Runs until cancelled."""
-    while True:
+@dataclass(frozen=True, slots=True)
+class Follower:
+    """Keeps a worker's key copy current over one LISTEN connection. Runs until cancelled."""
+
+    conninfo: str
+    db: PgKeys
+    snapshot: KeySnapshot
+    cache: KeyCache
+    refresh_s: float
+    timeout_s: float
+    retry_s: float = 1.0
+    # How often a wait for NOTIFY looks whether a failed lookup asks for a reload now.
+    poll_s: float = 0.5
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self._follow()
+            except (psycopg.Error, TimeoutError, OSError) as exc:
+                log.warning("key change listener disconnected (%s); checking keys against the copy", exc)
+            finally:
+                self.snapshot.lost()
+                self.cache.listening = False
+                self.cache.clear()
+            await asyncio.sleep(self.retry_s)
+
+    async def _follow(self) -> None:
+        # connect_timeout in whole seconds (libpq's unit); asyncio.timeout holds the finer bound.
+        async with asyncio.timeout(self.timeout_s + 1):
+            conn = await psycopg.AsyncConnection.connect(
+                self.conninfo, autocommit=True, connect_timeout=max(2, int(self.timeout_s) + 1)
+            )
+        async with conn:
+            await conn.execute(f"LISTEN {CHANNEL}")
+            while True:
+                # Read after LISTEN: a change committed from here on is either in this read or notified.
+                async with asyncio.timeout(self.timeout_s + 1):
+                    self.snapshot.replace(await live_keys(conn))
+                self.cache.clear()
+                self.cache.listening = True
+                await asyncio.to_thread(self.snapshot.save, self.refresh_s)
+                if await self._pool_answers():
+                    await self._next_reason(conn, self.refresh_s, wake_on_suspect=True)
+                else:
+                    await self._next_reason(conn, self.retry_s, wake_on_suspect=False)
+
+    async def _pool_answers(self) -> bool:
+        # After an outage the pool reconnects on its own schedule (with back-off): until it has a
+        # connection, lookups would each wait for one, so the copy answers alone until then.
         try:
-            async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
-                await conn.execute(f"LISTEN {CHANNEL}")
-                cache.clear()
-                cache.listening = True
-                async for _ in conn.notifies():
-                    cache.clear()
-        except psycopg.Error as exc:
-            log.warning("key change listener lost its connection (%s); looking keys up every request", exc)
-        finally:
-            cache.listening = False
-            cache.clear()
-        await asyncio.sleep(retry_s)
+            await self.db.ping(self.timeout_s)
+        except ServiceUnavailable:
+            return False
+        self.snapshot.confirm()
+        return True
+
+    async def _next_reason(
+        self, conn: psycopg.AsyncConnection[Any], wait_s: float, *, wake_on_suspect: bool
+    ) -> None:
+        """Return on a key change, after `wait_s`, or (`wake_on_suspect`) soon after a lookup failed."""
+        deadline = asyncio.get_running_loop().time() + wait_s
+        while not (wake_on_suspect and self.snapshot.suspected):
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return
+            # aclosing: the generator holds the connection's lock until closed, and the reload needs it.
+            async with aclosing(conn.notifies(timeout=min(left, self.poll_s), stop_after=1)) as changes:
+                async for _ in changes:
+                    self.cache.clear()  # at once: the reload that follows takes a round trip
+                    return

@@ -1,9 +1,15 @@
-"""One place to ask "whose key is this?": config and file keys first, then PostgreSQL behind a cache."""
+"""One place to ask "whose key is this?": config and file keys first, then PostgreSQL behind a cache.
+
+While PostgreSQL cannot answer, database keys are checked against each worker's copy of them
+(`snapshot.py`): known keys keep working, others are refused at once, and no request waits for the pool.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,10 +29,15 @@ from citadel_proxy.auth.keys import (
     hash_key,
     looks_like_key,
 )
-from citadel_proxy.auth.pgkeys import PgKeys, listen, translated
+from citadel_proxy.auth.pgkeys import Follower, PgKeys
+from citadel_proxy.auth.snapshot import SNAPSHOT_FILE, KeySnapshot
 from citadel_proxy.config.schema import Database
-from citadel_proxy.errors import InvalidRequest
+from citadel_proxy.errors import InvalidRequest, ServiceUnavailable
 from citadel_proxy.pipeline.types import Principal
+
+log = logging.getLogger(__name__)
+
+_RECONNECT_S = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +51,8 @@ class KeyStore:
     static: StaticKeys
     db: PgKeys | None
     cache: KeyCache
+    snapshot: KeySnapshot = dataclasses.field(default_factory=KeySnapshot)
+    lookup_timeout_s: float = 0.5
 
     async def authenticate(self, key: str) -> Principal | None:
         if not looks_like_key(key):
@@ -49,15 +62,28 @@ class KeyStore:
             return principal
         if (entry := self.cache.get(digest)) is not None:
             return entry[1]
+        if not self.snapshot.reachable:
+            return self.snapshot.lookup(digest)
         generation = self.cache.generation
-        principal = await self.db.lookup(digest)
+        try:
+            principal = await self.db.lookup(digest, self.lookup_timeout_s)
+        except ServiceUnavailable as exc:
+            self.snapshot.suspect(exc)
+            return self.snapshot.lookup(digest)
         self.cache.put(digest, principal, generation)
         return principal
 
     async def has_admin(self) -> bool:
         if any(ADMIN in r.scopes and r.revoked_at is None for r in self.static.records()):
             return True
-        return self.db is not None and await self.db.has_admin()
+        if self.db is None:
+            return False
+        if self.snapshot.reachable:
+            try:
+                return await self.db.has_admin()
+            except ServiceUnavailable as exc:
+                self.snapshot.suspect(exc)
+        return self.snapshot.has_admin()
 
     async def create(
         self,
@@ -127,20 +153,56 @@ async def open_key_store(
 ) -> KeyStore:
     """The key store for the app's lifespan (or the CLI, which passes `listen_changes=False`)."""
     settings = config.auth
-    static = StaticKeys(
-        config_keys=tuple(k.record() for k in settings.keys),
-        path=Path(config.paths.data) / KEYS_FILE,
-    )
+    data = Path(config.paths.data)
+    static = StaticKeys(config_keys=tuple(k.record() for k in settings.keys), path=data / KEYS_FILE)
     cache = KeyCache(ttl_s=settings.cache_ttl_s)
     if config.database is None:
         return KeyStore(static, None, cache)
+    # The CLI changes keys and must see the database itself: it neither reads nor writes the copy.
+    snapshot = KeySnapshot(
+        path=data / SNAPSHOT_FILE if listen_changes else None,
+        database=_identity(config.database),
+        max_age_s=settings.snapshot_max_age_s,
+    )
     db = PgKeys(await _open_pool(config.database, stack))
-    if config.database.migrate_on_start:
-        await db.migrate()
+    await _first_contact(config.database, db, snapshot, settings.lookup_timeout_s)
     if listen_changes:
-        task = asyncio.create_task(listen(config.database.conninfo(), cache), name="api-key-listener")
+        follower = Follower(
+            config.database.conninfo(),
+            db,
+            snapshot,
+            cache,
+            refresh_s=settings.snapshot_refresh_s,
+            timeout_s=settings.lookup_timeout_s,
+        )
+        task = asyncio.create_task(follower.run(), name="api-key-listener")
         stack.push_async_callback(_cancel, task)
-    return KeyStore(static, db, cache)
+    return KeyStore(static, db, cache, snapshot, settings.lookup_timeout_s)
+
+
+def _identity(database: Database) -> str:
+    return f"{database.host}:{database.port}/{database.database} schema {database.db_schema}"
+
+
+async def _first_contact(database: Database, db: PgKeys, snapshot: KeySnapshot, timeout_s: float) -> None:
+    """Migrate and read the keys; with PostgreSQL down, start from the saved copy if there is one."""
+    saved = await asyncio.to_thread(snapshot.load_saved)
+    try:
+        # Not pool.wait(), which closes the pool when it times out. With a saved copy there is no
+        # reason to hold the start for the pool's whole timeout.
+        await db.ping(timeout_s if saved else database.pool_timeout)
+        if database.migrate_on_start:
+            await db.migrate()
+        await db.load(snapshot)
+    except ServiceUnavailable as exc:
+        if not saved:
+            raise
+        log.warning(
+            "PostgreSQL is unreachable at start (%s); checking keys against the %d saved in %s",
+            exc.__cause__ or exc,
+            len(snapshot),
+            snapshot.path,
+        )
 
 
 async def _open_pool(database: Database, stack: contextlib.AsyncExitStack) -> AsyncConnectionPool[Any]:
@@ -151,17 +213,25 @@ async def _open_pool(database: Database, stack: contextlib.AsyncExitStack) -> As
         max_size=min(database.pool_size, 4),
         timeout=database.pool_timeout,
         max_lifetime=database.pool_recycle,
+        # Checked when taken: a connection broken by a database restart is replaced, not handed out.
+        check=AsyncConnectionPool.check_connection,
+        # After an outage the pool's own back-off (1, 2, 4 ... s) could keep it from PostgreSQL long
+        # after it is back; giving up soon lets the follower's next ping start a fresh attempt.
+        reconnect_timeout=_RECONNECT_S,
         open=False,
         name="citadel-keys",
     )
-    # wait: an unreachable database stops the start here, with a clear error, not at the first request.
     stack.push_async_callback(pool.close)
-    async with translated("connecting"):
-        await pool.open(wait=True, timeout=database.pool_timeout)
+    # wait=False: _first_contact waits, and may give up sooner when a saved key copy lets us start.
+    await pool.open(wait=False)
     return pool
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
+    # Again until it ends: on Python 3.11, asyncio.wait_for (used by psycopg_pool while the follower
+    # waits for a connection) can swallow a cancellation that arrives as its wait completes.
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
     with contextlib.suppress(asyncio.CancelledError):
         await task

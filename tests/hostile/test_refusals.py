@@ -112,8 +112,9 @@ async def test_a_refusal_while_postgresql_is_down_reaches_it_through_the_spool(
     try:
         async with running_gateway(config, fake) as gw, httpx.AsyncClient(base_url=gw.url) as client:
             await proxy.cut()
-            # An unknown key must be looked up in the key database, which is gone: 503.
-            assert await send(client, "POST", "/v1/chat/completions", BAD_KEY, CHAT) == 503
+            # The key database is gone: an unknown key is answered from the worker's copy of the keys (401),
+            # and its refusal record waits in the spool until PostgreSQL is back.
+            assert await send(client, "POST", "/v1/chat/completions", BAD_KEY, CHAT) == 401
             await proxy.restore()
             await wait_for(lambda: bool(refusal_rows(postgres_dsn, pg_schema)), timeout_s=30)
             exposition = (await client.get("/metrics")).text
@@ -122,10 +123,10 @@ async def test_a_refusal_while_postgresql_is_down_reaches_it_through_the_spool(
     [row] = refusal_rows(postgres_dsn, pg_schema)
     assert (row["route"], row["status"], row["reason"]) == (
         "/v1/chat/completions",
-        503,
-        "service_unavailable",
+        401,
+        "invalid_api_key",
     )
-    labels = (("model", "other"), ("route", "/v1/chat/completions"), ("status", "503"))
+    labels = (("model", "other"), ("route", "/v1/chat/completions"), ("status", "401"))
     assert samples(exposition, "citadel_requests_total")[labels] == 1.0
 
 
