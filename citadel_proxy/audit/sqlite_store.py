@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import msgspec
 
 from citadel_proxy.audit.conversations import normalise
-from citadel_proxy.audit.errors import StoreRejected, StoreUnavailable
+from citadel_proxy.audit.errors import StoreRejected, StoreUnavailable, reason
 from citadel_proxy.audit.refusals import RefusalRecord, split
 from citadel_proxy.audit.sqlite_file import SqliteFile, migrate_sqlite
 
@@ -197,6 +197,10 @@ class SqliteStore:
             raise StoreRejected(f"SQLite refused audit records: {exc}") from exc
         except (sqlite3.IntegrityError, sqlite3.DataError) as exc:
             raise StoreRejected(f"SQLite refused audit records: {exc}") from exc
-        except (sqlite3.Error, TimeoutError, OSError) as exc:
+        except TimeoutError as exc:
+            # TimeoutError says nothing of itself: the log line would end in an empty reason.
+            message = f"no answer within write_timeout_s ({self._timeout_s:g} s) for {len(encoded)} records"
+            raise StoreUnavailable(f"SQLite cannot store audit records now: {message}") from exc
+        except (sqlite3.Error, OSError) as exc:
             # Locked past the timeout, disk full or read-only, not migrated: all fixable, so keep and retry.
-            raise StoreUnavailable(f"SQLite cannot store audit records now: {exc}") from exc
+            raise StoreUnavailable(f"SQLite cannot store audit records now: {reason(exc)}") from exc

@@ -4,6 +4,7 @@ hard strings."""
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -272,6 +273,29 @@ async def test_a_timed_out_insert_says_why(migrated: Config) -> None:
             else:
                 raise AssertionError("the insert went through a locked table")
     assert message.endswith("no answer within write_timeout_s (0.3 s) for 1 records"), message
+
+
+async def test_a_timed_out_sqlite_insert_says_why(tmp_path: Path) -> None:
+    """As PostgreSQL's: a write past write_timeout_s on the embedded store ends with its reason."""
+    config = make_config(None, "", tmp_path)
+    path = sqlite_path(config, config.audit)
+    file = SqliteFile(path, timeout_s=1, name="test-sqlite")
+    try:
+        store = SqliteStore(file, timeout_s=0.2)
+        await store.migrate()
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")  # another process holding the file's write lock
+        try:
+            await store.insert([encode_record(record(0))])
+        except StoreUnavailable as exc:
+            message = str(exc)
+        else:
+            raise AssertionError("the insert went through a locked file")
+        finally:
+            blocker.close()
+    finally:
+        await file.close()
+    assert message.endswith("no answer within write_timeout_s (0.2 s) for 1 records"), message
 
 
 async def test_sqlite_keeps_another_keys_record_out_of_a_conversation(tmp_path: Path) -> None:

@@ -29,6 +29,11 @@ def test_the_gateway_binds_loopback_by_default_and_as_shipped() -> None:
     upstream = re.search(r"server (\S+);", (REPO / "nginx" / "citadel-proxy.conf").read_text())
     assert upstream is not None and upstream.group(1) == f"{shipped.host}:{shipped.port}"
     assert "127.0.0.1:8002" in (REPO / "systemd" / "citadel-proxy.service").read_text()
+    # The README's first lines tell a newcomer where `make run` listens.
+    make_run = next(
+        line for line in (REPO / "README.md").read_text().splitlines() if line.startswith("make run")
+    )
+    assert f"{shipped.host}:{shipped.port}" in make_run, make_run
 
 
 # --- Registry hosts in model names (server-side request forgery through Ollama) ----------------------
