@@ -25,6 +25,7 @@ from citadel_proxy.auth.store import open_key_store
 from citadel_proxy.cache.service import open_cache
 from citadel_proxy.config.models import ModelRouter
 from citadel_proxy.config.schema import Config, Prometheus
+from citadel_proxy.console.app import console_routes
 from citadel_proxy.embeddings.terminal import with_embeddings
 from citadel_proxy.health.watch import UpstreamWatch, watch_in_background
 from citadel_proxy.http.forwarded import TrustedProxies
@@ -197,7 +198,12 @@ def create_app(
             yield {"services": services}
 
     routed = Starlette(
-        routes=public_routes(pipelines, config.monitoring.prometheus) + management_routes(),
+        routes=[
+            *public_routes(pipelines, config.monitoring.prometheus),
+            *management_routes(),
+            # Signed-in operators only, by session cookie: citadel_proxy/console.
+            *console_routes(config),
+        ],
         lifespan=lifespan,
         exception_handlers={
             errors.GatewayError: on_gateway_error,
