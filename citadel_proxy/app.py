@@ -142,7 +142,7 @@ def create_app(
     pipelines = pipelines if pipelines is not None else load_pipeline_set(config)
 
     @contextlib.asynccontextmanager
-    async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, Services]]:
+    async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, object]]:
         async with contextlib.AsyncExitStack() as stack:
             configure_logging(
                 config.monitoring.logging,
@@ -195,7 +195,8 @@ def create_app(
             )
             stack.enter_context(reload_on_sighup(reload))
             tune_garbage_collector()
-            yield {"services": services}
+            # `reload`: the console's pipeline editor reloads this worker directly (console/pipelines.py).
+            yield {"services": services, "reload": reload}
 
     routed = Starlette(
         routes=[

@@ -3,6 +3,8 @@ as they are, plus the few things only the console does (keys, keep warm/unload, 
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 import msgspec
@@ -12,7 +14,7 @@ from starlette.routing import Route
 
 from citadel_proxy import errors
 from citadel_proxy.auth.keys import Scope
-from citadel_proxy.console import guard, overview
+from citadel_proxy.console import guard, overview, pipelines, playground
 from citadel_proxy.http.body import decode, read_body
 from citadel_proxy.http.responses import NO_STORE, json_response
 from citadel_proxy.management.names import validate_name
@@ -22,6 +24,7 @@ from citadel_proxy.services import Services
 _MAX_BODY = 16 * 1024
 # Loading a large model from disk into VRAM can take minutes.
 _LOAD_TIMEOUT_S = 300.0
+_MAX_PIPELINE_BYTES = 256 * 1024
 _SSE_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 
 
@@ -40,6 +43,19 @@ class KeepRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     model: str
     # Ollama's keep_alive: "30m", "-1" (for ever), or 0 to unload now.
     keep_alive: str | int
+
+
+class PipelineEdit(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    file: str
+    text: str
+
+
+class Applied(msgspec.Struct, frozen=True, kw_only=True):
+    ok: bool
+    error: str | None
+    diff: str
+    backup: str | None = None
+    reloaded: bool = False
 
 
 class Created(msgspec.Struct, frozen=True, kw_only=True):
@@ -91,6 +107,38 @@ async def keep_model(request: Request) -> Response:
     return json_response({"model": name, "keep_alive": body.keep_alive})
 
 
+async def list_pipelines(request: Request) -> Response:
+    config = _services(request).config
+    return json_response(await asyncio.to_thread(pipelines.files, config), headers=NO_STORE)
+
+
+async def _edit(request: Request) -> PipelineEdit:
+    body = await read_body(request, _MAX_PIPELINE_BYTES)
+    return decode(body, msgspec.json.Decoder(PipelineEdit))
+
+
+async def check_pipeline(request: Request) -> Response:
+    edit = await _edit(request)
+    config = _services(request).config
+    return json_response(await asyncio.to_thread(pipelines.check, config, edit.file, edit.text))
+
+
+async def apply_pipeline(request: Request) -> Response:
+    """Checked first: a file that would not load is never written. Then this worker reloads at once
+    (its outcome is the answer), and the others through the parent's SIGHUP."""
+    edit = await _edit(request)
+    services = _services(request)
+    checked = await asyncio.to_thread(pipelines.check, services.config, edit.file, edit.text)
+    if not checked.ok:
+        return json_response(Applied(ok=False, error=checked.error, diff=checked.diff), status=422)
+    backup = await asyncio.to_thread(pipelines.write, services.config, edit.file, edit.text)
+    reload: Callable[[], Awaitable[bool]] = request.state.reload
+    reloaded = await reload()
+    pipelines.signal_other_workers(services.metrics.multiprocess_dir is not None)
+    applied = Applied(ok=True, error=None, diff=checked.diff, backup=str(backup), reloaded=reloaded)
+    return json_response(applied)
+
+
 def routes() -> list[Route]:
     return [
         Route("/api/overview", guard.data(overview_stream), methods=["GET"]),
@@ -104,4 +152,9 @@ def routes() -> list[Route]:
         Route("/api/keys/revoke", guard.data(revoke_key), methods=["POST"]),
         Route("/api/audit/conversations", guard.data(audit.list_conversations), methods=["GET"]),
         Route("/api/audit/conversations/{id}", guard.data(audit.get_conversation), methods=["GET"]),
+        Route("/api/pipelines", guard.data(list_pipelines), methods=["GET"]),
+        Route("/api/pipelines/check", guard.data(check_pipeline), methods=["POST"]),
+        Route("/api/pipelines/apply", guard.data(apply_pipeline), methods=["POST"]),
+        # {route:path}: a pipeline route such as v1/voice/chat/completions.
+        Route("/api/playground/{route:path}", guard.data(playground.run_pipeline), methods=["POST"]),
     ]

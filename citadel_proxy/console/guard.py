@@ -15,6 +15,7 @@ from pathlib import Path
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.types import ASGIApp
 
 from citadel_proxy.config.schema import Config
 from citadel_proxy.console import session as sessions
@@ -26,7 +27,8 @@ CSRF_HEADER = "x-csrf-token"
 MAX_FORM_BYTES = 4096
 _SAFE = frozenset({"GET", "HEAD"})
 
-Endpoint = Callable[[Request], Awaitable[Response]]
+# A pipeline's stream is answered by an ASGI app of its own (http/stream_response.py), not a Response.
+Endpoint = Callable[[Request], Awaitable[Response | ASGIApp]]
 
 
 class ConsoleKeys:
@@ -85,7 +87,7 @@ def _forbidden() -> Response:
 
 def _guarded(endpoint: Endpoint, *, page: bool) -> Endpoint:
     @functools.wraps(endpoint)
-    async def guarded(request: Request) -> Response:
+    async def guarded(request: Request) -> Response | ASGIApp:
         session = await current_session(request)
         if session is None:
             if page:

@@ -114,6 +114,15 @@ def summarise(oldest: Counters, newest: Counters) -> tuple[float, list[Latency],
     return rate, latencies, errors
 
 
+def _baseline(window: collections.deque[Counters]) -> Counters:
+    """The window's oldest read; on a stream's first snapshot, zero histograms and errors (everything
+    since the start) and no rate, so a fresh page has figures at once."""
+    if len(window) > 1:
+        return window[0]
+    first = window[0]
+    return Counters(at=first.at, requests=first.requests, active=first.active, buckets={}, errors={})
+
+
 async def snapshots(services: Services, interval_s: float) -> AsyncIterator[Snapshot]:
     window: collections.deque[Counters] = collections.deque(maxlen=WINDOW)
     while True:
@@ -121,7 +130,7 @@ async def snapshots(services: Services, interval_s: float) -> AsyncIterator[Snap
         now = time.monotonic()
         exposition = await asyncio.to_thread(services.metrics.exposition)
         window.append(read_counters(exposition, now))
-        rate, latencies, errors = summarise(window[0], window[-1])
+        rate, latencies, errors = summarise(_baseline(window), window[-1])
         yield Snapshot(
             at=time.time(),
             backends=backends,

@@ -21,7 +21,7 @@ from citadel_proxy.services import Services
 LOGIN_COOKIE = "citadel_console_login"
 _LOGIN_COOKIE_S = 600
 TEMPLATES = Jinja2Templates(directory=Path(__file__).with_name("templates"))
-PAGES = ("overview", "models", "keys", "audit")
+PAGES = ("overview", "models", "keys", "audit", "pipelines", "playground")
 
 
 def _services(request: Request) -> Services:
@@ -119,3 +119,13 @@ async def keys(request: Request) -> Response:
 
 async def audit(request: Request) -> Response:
     return await render(request, "audit")
+
+
+async def pipelines(request: Request) -> Response:
+    return await render(request, "pipelines")
+
+
+async def playground(request: Request) -> Response:
+    built = _services(request).pipelines.current.by_route
+    routes = sorted(route for route, p in built.items() if p.spec.format != "embeddings")
+    return await render(request, "playground", routes=routes)
