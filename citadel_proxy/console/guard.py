@@ -17,10 +17,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp
 
+from citadel_proxy.auth.keys import ADMIN
 from citadel_proxy.config.schema import Config
 from citadel_proxy.console import session as sessions
 from citadel_proxy.console.session import Session
 from citadel_proxy.http.body import read_body
+from citadel_proxy.pipeline.types import Principal
+from citadel_proxy.services import Services
 
 LOGIN_PATH = "/console/login"
 CSRF_HEADER = "x-csrf-token"
@@ -85,20 +88,37 @@ def _forbidden() -> Response:
     )
 
 
+def _signed_out(page: bool) -> Response:
+    if page:
+        return RedirectResponse(LOGIN_PATH, status_code=303)
+    return JSONResponse(
+        {"error": {"message": "sign in to the console", "type": "auth_error", "code": "no_session"}},
+        status_code=401,
+    )
+
+
+async def live_principal(services: Services, session: Session) -> Principal | None:
+    """The key that signed in, if it is still live and still admin: revoking it (or taking its admin
+    scope away) ends its console sessions at their next request, not at their expiry."""
+    for record in await services.key_store.list():
+        if record.name == session.key_name and record.revoked_at is None and ADMIN in record.scopes:
+            return record.principal()
+    return None
+
+
 def _guarded(endpoint: Endpoint, *, page: bool) -> Endpoint:
     @functools.wraps(endpoint)
     async def guarded(request: Request) -> Response | ASGIApp:
         session = await current_session(request)
         if session is None:
-            if page:
-                return RedirectResponse(LOGIN_PATH, status_code=303)
-            return JSONResponse(
-                {"error": {"message": "sign in to the console", "type": "auth_error", "code": "no_session"}},
-                status_code=401,
-            )
+            return _signed_out(page)
         if request.method not in _SAFE and not await csrf_ok(request, session):
             return _forbidden()
+        principal = await live_principal(request.state.services, session)
+        if principal is None:
+            return _signed_out(page)
         request.state.console_session = session
+        request.state.console_principal = principal
         # What logs and audit records name as the caller, as the admin key would be named.
         request.state.key_name = session.key_name
         return await endpoint(request)

@@ -3,8 +3,8 @@
 The browser holds no API key: a key in page memory is one script injection away from leaving the
 machine, and a short-lived key would still be a bearer secret, minted per visit. Instead the request
 rides the HttpOnly session cookie and its CSRF token, and runs the pipeline as the signed-in key
-(looked up afresh on every call, so a revoked key stops here at once): audit records, logs and rate
-limits name that key, as if it had called the route itself.
+(looked up afresh on every call by the console's guard, so a revoked key stops at once): audit
+records, logs and rate limits name that key, as if it had called the route itself.
 """
 
 from __future__ import annotations
@@ -16,18 +16,9 @@ from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from citadel_proxy import errors
-from citadel_proxy.auth.keys import ADMIN
-from citadel_proxy.console.session import Session
 from citadel_proxy.pipeline.types import Principal
 from citadel_proxy.routes import inference
 from citadel_proxy.services import Services
-
-
-async def session_principal(services: Services, session: Session) -> Principal:
-    for record in await services.key_store.list():
-        if record.name == session.key_name and record.revoked_at is None and ADMIN in record.scopes:
-            return record.principal()
-    raise errors.AuthenticationFailed(f"the key {session.key_name!r} that signed in is no longer valid")
 
 
 async def run_pipeline(request: Request) -> Response | ASGIApp:
@@ -37,7 +28,8 @@ async def run_pipeline(request: Request) -> Response | ASGIApp:
     built = services.pipelines.current.by_route.get(route)
     if built is None or built.spec.format == "embeddings":
         raise errors.NotFound(f"no chat or completion pipeline serves {route}")
-    principal = await session_principal(services, request.state.console_session)
+    # Checked live by the console's guard on this very request (guard.live_principal).
+    principal: Principal = request.state.console_principal
 
     async def admit(_headers: object) -> Principal:
         return principal

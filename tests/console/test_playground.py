@@ -31,7 +31,7 @@ async def test_the_playground_streams_a_pipeline_on_the_session(fake: FakeOllama
             assert response.status == 404
 
 
-async def test_a_revoked_key_ends_its_playground(fake: FakeOllama, tmp_path: Path) -> None:
+async def test_a_revoked_key_ends_its_console_sessions(fake: FakeOllama, tmp_path: Path) -> None:
     config = write_config(tmp_path, fake.port, REPO / "pipelines")
     async with running_gateway(config, fake) as gateway:
         # A file key with the admin scope, made through the console's own API, signs in.
@@ -60,3 +60,8 @@ async def test_a_revoked_key_ends_its_playground(fake: FakeOllama, tmp_path: Pat
                     assert response.status == 200
             async with session.post(VOICE, json=BODY, headers={"X-CSRF-Token": token}) as response:
                 assert response.status == 401
+            # The whole console session ends with its key, not only the playground.
+            async with session.get("/console/api/keys") as response:
+                assert response.status == 401
+            async with session.get("/console/keys", allow_redirects=False) as response:
+                assert response.status == 303

@@ -12,7 +12,7 @@ import aiohttp
 from citadel_proxy.console import session as sessions
 from citadel_proxy.console.headers import CONTENT_SECURITY_POLICY
 from tests.console.conftest import browser, csrf_of, sign_in
-from tests.core.conftest import AUTH, Gateway
+from tests.core.conftest import AUTH, TEST_KEY, Gateway
 from tests.management.conftest import INFERENCE_KEY
 
 PAGES = ["/console/", "/console/overview", "/console/models", "/console/keys", "/console/audit"]
@@ -159,3 +159,24 @@ def test_sessions_expire_and_resist_tampering(tmp_path: Path) -> None:
     assert sessions.verify(b"another" * 8, cookie, now=1000.0) is None
     assert sessions.csrf_valid(secret, session, sessions.csrf_token(secret, session))
     assert not sessions.csrf_valid(secret, session, None)
+
+
+async def test_behind_tls_the_cookies_are_secure(gateway: Gateway) -> None:
+    """nginx in front (a trusted proxy, loopback here) says the browser came over HTTPS."""
+    https = {"X-Forwarded-Proto": "https"}
+    # No cookie jar: it would (rightly) keep a Secure cookie from a plain-HTTP request to itself.
+    async with aiohttp.ClientSession(gateway.url, cookie_jar=aiohttp.DummyCookieJar()) as session:
+        async with session.get("/console/login", headers=https) as form:
+            token = re.search(r'name="csrf" value="([^"]+)"', await form.text())
+            login_cookie = form.headers["Set-Cookie"]
+        assert token is not None and "; secure" in login_cookie.lower()
+        async with session.post(
+            "/console/login",
+            data={"csrf": token.group(1), "key": TEST_KEY},
+            headers=https | {"Cookie": login_cookie.split(";")[0]},
+            allow_redirects=False,
+        ) as response:
+            assert response.status == 303
+            cookies = response.headers.getall("Set-Cookie")
+    [issued] = [c for c in cookies if c.startswith(sessions.COOKIE + "=")]
+    assert "secure" in [part.strip().lower() for part in issued.split(";")]
