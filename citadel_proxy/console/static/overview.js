@@ -11,6 +11,7 @@
     svg.setAttribute("viewBox", "0 0 120 24");
     svg.setAttribute("role", "img");
     svg.setAttribute("aria-label", "p95 over the last minutes");
+    if (values.length === 1) values = [values[0], values[0]]; // a flat line, not nothing
     const top = Math.max(...values, 1e-9);
     const line = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
     const step = values.length > 1 ? 120 / (values.length - 1) : 0;
@@ -22,7 +23,7 @@
   function draw(s) {
     document.getElementById("in-flight").textContent = s.in_flight;
     document.getElementById("rps").textContent = s.requests_per_s.toFixed(2);
-    document.getElementById("window").textContent = `over the last ${s.window_s} s`;
+    document.getElementById("window").textContent = s.window_s ? `over the last ${s.window_s} s` : "measuring…";
     document.querySelector("#backends tbody").replaceChildren(...s.backends.map((b) => row(
       `${b.name} (${b.base_url})`,
       el("span", { class: b.healthy ? "ok" : "down" }, b.healthy ? "healthy" : `down: ${b.error || ""}`),
