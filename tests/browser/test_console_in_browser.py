@@ -98,6 +98,23 @@ async def overview(page: Page) -> None:
     # Nothing scrolls sideways at a phone's width: wide tables scroll inside themselves.
     assert await page.evaluate("document.documentElement.scrollWidth") <= 390
     await shoot(page, "overview")
+    assert await page.evaluate("document.documentElement.scrollWidth") <= 1280
+    await keyboard(page)
+
+
+async def press_tab(page: Page) -> str:
+    for kind in ("keyDown", "keyUp"):
+        await page.call("Input.dispatchKeyEvent", type=kind, key="Tab", code="Tab", windowsVirtualKeyCode=9)
+    return str(await page.evaluate("document.activeElement.textContent.trim()"))
+
+
+async def keyboard(page: Page) -> None:
+    """From the top of the page, Tab reaches the skip link, then every page's link, then sign-out."""
+    await page.evaluate("document.activeElement.blur(); window.scrollTo(0, 0); true")
+    reached = [await press_tab(page) for _ in range(8)]
+    assert reached == [
+        "Skip to content", "Overview", "Models", "Keys", "Audit", "Pipelines", "Playground", "Sign out",
+    ]  # fmt: skip
 
 
 async def models(page: Page, base: str) -> None:
