@@ -228,6 +228,7 @@ async def test_an_operator_drives_the_gateway_from_the_console(
                     await response.read()
             async with headless_page(chromium, tmp_path / "chromium-profile") as page:
                 await page.call("Page.enable")
+                await page.call("Log.enable")
                 await sign_in(page, gw.url)
                 await overview(page)
                 await models(page, gw.url)
@@ -235,4 +236,7 @@ async def test_an_operator_drives_the_gateway_from_the_console(
                 await audit(page, gw.url)
                 await pipelines(page, gw.url)
                 await playground(page, gw.url)
+                # The pages live within their Content-Security-Policy: Chromium reported no violation.
+                logged = [e["params"]["entry"].get("text", "") for e in page.seen("Log.entryAdded")]
+                assert not [text for text in logged if "Content Security Policy" in text], logged
     report_screenshot(request.config, ARTIFACTS)
