@@ -180,3 +180,11 @@ async def test_behind_tls_the_cookies_are_secure(gateway: Gateway) -> None:
             cookies = response.headers.getall("Set-Cookie")
     [issued] = [c for c in cookies if c.startswith(sessions.COOKIE + "=")]
     assert "secure" in [part.strip().lower() for part in issued.split(";")]
+
+
+def test_a_disabled_console_has_no_routes() -> None:
+    from citadel_proxy.config.schema import Config, ConsoleOptions
+    from citadel_proxy.console.app import console_routes
+
+    assert console_routes(Config(console=ConsoleOptions(enabled=False))) == []
+    assert console_routes(Config()) != []
