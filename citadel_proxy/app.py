@@ -25,6 +25,7 @@ from citadel_proxy.auth.store import open_key_store
 from citadel_proxy.cache.service import open_cache
 from citadel_proxy.config.models import ModelRouter
 from citadel_proxy.config.schema import Config, Prometheus
+from citadel_proxy.console.app import console_routes
 from citadel_proxy.embeddings.terminal import with_embeddings
 from citadel_proxy.health.watch import UpstreamWatch, watch_in_background
 from citadel_proxy.http.forwarded import TrustedProxies
@@ -142,7 +143,7 @@ def create_app(
     pipelines = pipelines if pipelines is not None else load_pipeline_set(config)
 
     @contextlib.asynccontextmanager
-    async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, Services]]:
+    async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, object]]:
         async with contextlib.AsyncExitStack() as stack:
             configure_logging(
                 config.monitoring.logging,
@@ -196,10 +197,16 @@ def create_app(
             stack.enter_context(reload_on_sighup(reload))
             await serve_metrics_port(config, services, stack)
             tune_garbage_collector()
-            yield {"services": services}
+            # `reload`: the console's pipeline editor reloads this worker directly (console/pipelines.py).
+            yield {"services": services, "reload": reload}
 
     routed = Starlette(
-        routes=public_routes(pipelines, config.monitoring.prometheus) + management_routes(),
+        routes=[
+            *public_routes(pipelines, config.monitoring.prometheus),
+            *management_routes(),
+            # Signed-in operators only, by session cookie: citadel_proxy/console.
+            *console_routes(config),
+        ],
         lifespan=lifespan,
         exception_handlers={
             errors.GatewayError: on_gateway_error,

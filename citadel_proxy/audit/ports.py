@@ -31,6 +31,7 @@ class AuditReader(Protocol):
         until: datetime | None,
         limit: int,
         cursor: str | None,
+        text: str | None = None,
     ) -> ConversationPage: ...
 
     async def conversation(self, conversation_id: str, *, limit: int) -> ConversationDetail | None: ...

@@ -85,6 +85,8 @@ WHERE (%(key)s::text IS NULL OR c.key_name = %(key)s OR EXISTS (
         AND (r.model = %(model)s OR r.model_requested = %(model)s)))
   AND (%(since)s::timestamptz IS NULL OR c.started_at >= %(since)s)
   AND (%(until)s::timestamptz IS NULL OR c.started_at < %(until)s)
+  AND (%(text)s::text IS NULL OR EXISTS (
+        SELECT 1 FROM messages m WHERE m.conversation_id = c.id AND m.content ILIKE %(text)s ESCAPE '\\'))
   AND (%(after_at)s::timestamptz IS NULL OR (c.started_at, c.id) < (%(after_at)s, %(after_id)s::text))
 ORDER BY c.started_at DESC, c.id DESC
 LIMIT %(limit)s
@@ -116,6 +118,14 @@ WHERE (%(since)s::timestamptz IS NULL OR created_at >= %(since)s)
 GROUP BY model
 ORDER BY model
 """
+
+
+def contains_pattern(text: str | None) -> str | None:
+    """A LIKE pattern matching `text` anywhere, its own `%`, `_` and `\\` taken literally."""
+    if not text:
+        return None
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
 
 
 def encode_cursor(started_at: datetime, conversation_id: str) -> str:
@@ -156,9 +166,11 @@ class AuditQueries:
         until: datetime | None,
         limit: int,
         cursor: str | None,
+        text: str | None = None,
     ) -> ConversationPage:
         after_at, after_id = decode_cursor(cursor) if cursor else (None, None)
         params = {
+            "text": contains_pattern(text),
             "model": model,
             "key": key,
             "since": since,

@@ -15,6 +15,7 @@ from citadel_proxy.audit.queries import (
     ConversationSummary,
     ModelStats,
     StatsOut,
+    contains_pattern,
     decode_cursor,
     encode_cursor,
 )
@@ -34,6 +35,8 @@ WHERE (:key IS NULL OR c.key_name = :key OR EXISTS (
         AND (r.model = :model OR r.model_requested = :model)))
   AND (:since IS NULL OR c.started_at >= :since)
   AND (:until IS NULL OR c.started_at < :until)
+  AND (:text IS NULL OR EXISTS (
+        SELECT 1 FROM messages m WHERE m.conversation_id = c.id AND m.content LIKE :text ESCAPE '\\'))
   AND (:after_at IS NULL OR (c.started_at, c.id) < (:after_at, :after_id))
 ORDER BY c.started_at DESC, c.id DESC
 LIMIT :limit
@@ -104,9 +107,11 @@ class SqliteQueries:
         until: datetime | None,
         limit: int,
         cursor: str | None,
+        text: str | None = None,
     ) -> ConversationPage:
         after_at, after_id = decode_cursor(cursor) if cursor else (None, None)
         params = {
+            "text": contains_pattern(text),
             "model": model,
             "key": key,
             "since": _text(since),

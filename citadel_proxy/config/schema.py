@@ -320,6 +320,15 @@ class ModelRouting(Section, frozen=True):
     valid_models: list[str] = msgspec.field(default_factory=list)
 
 
+# The `console` section: the operator's console in the browser (/console/, citadel_proxy/console).
+class ConsoleOptions(Section, frozen=True):
+    enabled: bool = True
+    # A session cookie lasts this long after sign-in; then the operator signs in again.
+    session_ttl_s: Annotated[int, Meta(ge=60, le=7 * 24 * 3600)] = 8 * 3600
+    # How often the Overview's server-sent events carry a new snapshot.
+    overview_interval_s: Annotated[float, Meta(ge=0.2, le=60)] = 2.0
+
+
 class Config(Section, frozen=True):
     project: Project = msgspec.field(default_factory=Project)
     database: Database | None = None
@@ -331,6 +340,7 @@ class Config(Section, frozen=True):
     model_routing: ModelRouting = msgspec.field(default_factory=ModelRouting)
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     audit: AuditOptions = msgspec.field(default_factory=AuditOptions)
+    console: ConsoleOptions = msgspec.field(default_factory=ConsoleOptions)
 
     def __post_init__(self) -> None:
         wanted = self.monitoring.logging.level

@@ -1,6 +1,6 @@
 """Management reads of the audit trail: conversations (filtered, keyset pages), one conversation, stats.
 
-    GET /management/audit/conversations?model=&key=&since=&until=&limit=&cursor=
+    GET /management/audit/conversations?model=&key=&since=&until=&limit=&cursor=&text=
     GET /management/audit/conversations/{id}
     GET /management/audit/stats?since=&until=        (default: the last 24 hours)
 
@@ -71,6 +71,7 @@ async def list_conversations(request: Request) -> Response:
         until=_time(request, "until"),
         limit=_limit(request),
         cursor=_text(request, "cursor"),
+        text=_text(request, "text"),
     )
     return json_response(page)
 

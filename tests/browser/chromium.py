@@ -75,6 +75,10 @@ class Page:
                     return message
                 self._events.append(message)
 
+    def seen(self, method: str) -> list[dict[str, Any]]:
+        """The events of `method` met so far and not waited for (e.g. Log.entryAdded after Log.enable)."""
+        return [event for event in self._events if event.get("method") == method]
+
     async def _receive(self) -> dict[str, Any]:
         message = await self._ws.receive()
         if message.type != aiohttp.WSMsgType.TEXT:

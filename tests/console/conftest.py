@@ -1,0 +1,62 @@
+"""A gateway in front of a fake Ollama, and a way to sign in to its console as a browser would."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.core.conftest import TEST_KEY, Gateway, running_gateway
+from tests.fakes.ollama import FakeOllama
+from tests.management.conftest import PULL_STEP_S, write_management_config
+
+_CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
+_LOGIN_CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeOllama]:
+    async with FakeOllama(pull_step_delay_s=PULL_STEP_S) as server:
+        yield server
+
+
+@pytest.fixture
+async def gateway(fake: FakeOllama, tmp_path: Path) -> AsyncIterator[Gateway]:
+    async with running_gateway(write_management_config(tmp_path, fake.port), fake) as gw:
+        yield gw
+
+
+def browser(gateway: Gateway) -> aiohttp.ClientSession:
+    # unsafe=True: the gateway is on 127.0.0.1, and aiohttp keeps no cookies for IP hosts otherwise.
+    return aiohttp.ClientSession(gateway.url, cookie_jar=aiohttp.CookieJar(unsafe=True))
+
+
+async def sign_in(session: aiohttp.ClientSession, key: str = TEST_KEY) -> aiohttp.ClientResponse:
+    """GET the form (its one-off token and cookie), then POST the key; the redirect is not followed."""
+    async with session.get("/console/login") as form:
+        token = _LOGIN_CSRF.search(await form.text())
+    assert token is not None
+    async with session.post(
+        "/console/login", data={"csrf": token.group(1), "key": key}, allow_redirects=False
+    ) as response:
+        await response.read()
+        return response
+
+
+async def csrf_of(session: aiohttp.ClientSession) -> str:
+    async with session.get("/console/") as page:
+        assert page.status == 200
+        found = _CSRF_META.search(await page.text())
+    assert found is not None
+    return found.group(1)
+
+
+@pytest.fixture
+async def console(gateway: Gateway) -> AsyncIterator[tuple[aiohttp.ClientSession, str]]:
+    """A signed-in session and its CSRF token."""
+    async with browser(gateway) as session:
+        assert (await sign_in(session)).status == 303
+        yield session, await csrf_of(session)
