@@ -31,6 +31,7 @@ from citadel_proxy.auth.keys import (
 )
 from citadel_proxy.auth.pgkeys import Follower, PgKeys
 from citadel_proxy.auth.snapshot import SNAPSHOT_FILE, KeySnapshot
+from citadel_proxy.auth.usage import KeyUsage, last_used
 from citadel_proxy.config.schema import Database
 from citadel_proxy.errors import InvalidRequest, ServiceUnavailable
 from citadel_proxy.pipeline.types import Principal
@@ -38,6 +39,8 @@ from citadel_proxy.pipeline.types import Principal
 log = logging.getLogger(__name__)
 
 _RECONNECT_S = 3.0
+# How often the last use of config and file keys is written out (and once more at shutdown).
+_USAGE_FLUSH_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,12 +56,16 @@ class KeyStore:
     cache: KeyCache
     snapshot: KeySnapshot = dataclasses.field(default_factory=KeySnapshot)
     lookup_timeout_s: float = 0.5
+    # When config and file keys were last used (database keys keep theirs in api_keys.last_used).
+    usage: KeyUsage | None = None
 
     async def authenticate(self, key: str) -> Principal | None:
         if not looks_like_key(key):
             return None
         digest = hash_key(key)
         if (principal := self.static.lookup(digest)) is not None or self.db is None:
+            if principal is not None and self.usage is not None:
+                self.usage.seen(digest)
             return principal
         if (entry := self.cache.get(digest)) is not None:
             return entry[1]
@@ -116,7 +123,14 @@ class KeyStore:
 
     async def list(self) -> list[KeyRecord]:
         stored = await self.db.list() if self.db is not None else []
-        return [*self.static.records(), *stored]
+        static = self.static.records()
+        if self.usage is not None:
+            used = await asyncio.to_thread(last_used, self.usage.path.parent)
+            static = [
+                msgspec.structs.replace(r, last_used=used[r.sha256]) if r.sha256 in used else r
+                for r in static
+            ]
+        return [*static, *stored]
 
     async def revoke(self, name: str) -> bool:
         if any(r.name == name for r in self.static.config_keys):
@@ -156,8 +170,12 @@ async def open_key_store(
     data = Path(config.paths.data)
     static = StaticKeys(config_keys=tuple(k.record() for k in settings.keys), path=data / KEYS_FILE)
     cache = KeyCache(ttl_s=settings.cache_ttl_s)
+    usage = KeyUsage(data)
+    if listen_changes:
+        task = asyncio.create_task(usage.run(_USAGE_FLUSH_S), name="key-usage")
+        stack.push_async_callback(_cancel, task)
     if config.database is None:
-        return KeyStore(static, None, cache)
+        return KeyStore(static, None, cache, usage=usage)
     # The CLI changes keys and must see the database itself: it neither reads nor writes the copy.
     snapshot = KeySnapshot(
         path=data / SNAPSHOT_FILE if listen_changes else None,
@@ -177,7 +195,7 @@ async def open_key_store(
         )
         task = asyncio.create_task(follower.run(), name="api-key-listener")
         stack.push_async_callback(_cancel, task)
-    return KeyStore(static, db, cache, snapshot, settings.lookup_timeout_s)
+    return KeyStore(static, db, cache, snapshot, settings.lookup_timeout_s, usage)
 
 
 def _identity(database: Database) -> str:
