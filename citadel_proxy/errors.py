@@ -53,6 +53,9 @@ class GatewayError(Exception):
     status: int = 500
     type: str = "api_error"
     code: str = "internal_error"
+    # What an operator may see beyond the client's message (internal addresses, system errors): shown on
+    # admin-only routes, never in a client's answer.
+    detail: str = ""
 
     def __init__(
         self,

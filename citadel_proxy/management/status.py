@@ -26,7 +26,7 @@ async def ollama_status(client: OllamaClient) -> OllamaStatus:
             version=None,
             latency_ms=None,
             loaded_models=[],
-            error=exc.message,
+            error=exc.detail or exc.message,
         )
     latency_ms = elapsed_ms(started)
     loaded: list[LoadedModel] = []

@@ -123,8 +123,11 @@ class OllamaClient:
         return response
 
     def _cannot_connect(self, why: object) -> errors.UpstreamUnavailable:
-        error = errors.UpstreamUnavailable(f"cannot connect to Ollama at {self.service.base_url}: {why}")
-        self._on_reachable(False, error.message)
+        # The client is told that Ollama is unreachable, not where it lives: the address and the system's
+        # reason go to the operator (the health watch logs them; /health shows them to an admin key).
+        error = errors.UpstreamUnavailable("cannot connect to Ollama; try again later")
+        error.detail = f"cannot connect to Ollama at {self.service.base_url}: {why}"
+        self._on_reachable(False, error.detail)
         return error
 
     @property
