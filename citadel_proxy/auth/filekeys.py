@@ -16,6 +16,7 @@ import msgspec
 from citadel_proxy.auth.keys import KeyRecord, same_digest
 from citadel_proxy.errors import ServiceUnavailable
 from citadel_proxy.pipeline.types import Principal
+from citadel_proxy.private_files import replace_private
 
 KEYS_FILE = "keys.json"
 
@@ -41,18 +42,7 @@ def read_keys_file(path: Path) -> list[KeyRecord]:
 
 def write_keys_file(path: Path, keys: list[KeyRecord]) -> None:
     """Replace the file atomically; the new file is created 0600, never widened then narrowed."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(_encode(KeysFile(keys=keys)))
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    replace_private(path, _encode(KeysFile(keys=keys)))
 
 
 @dataclass(slots=True)

@@ -12,7 +12,6 @@ alone, without waiting for the database.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,6 +21,7 @@ import msgspec
 
 from citadel_proxy.auth.keys import ADMIN, KeyRecord
 from citadel_proxy.pipeline.types import Principal
+from citadel_proxy.private_files import replace_private
 
 log = logging.getLogger(__name__)
 
@@ -122,26 +122,9 @@ class KeySnapshot:
             return
         copy = SnapshotFile(database=self.database, verified_at=self._verified_at, keys=self._records)
         try:
-            _write_private(self.path, msgspec.json.encode(copy))
+            replace_private(self.path, msgspec.json.encode(copy))
         except OSError as exc:
             # The copy in memory still serves this run; only a restart during an outage would miss it.
             log.warning("cannot write the key copy %s: %s", self.path, exc)
             return
         self._saved = copy
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Replace `path` atomically with a file created 0600 (never readable by others, even briefly)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)  # left by a killed process that had our pid
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

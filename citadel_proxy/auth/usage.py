@@ -18,6 +18,8 @@ from pathlib import Path
 
 import msgspec
 
+from citadel_proxy.private_files import replace_private
+
 USAGE_FILE = "key-usage.json"
 
 _log = logging.getLogger(__name__)
@@ -73,11 +75,7 @@ def merge_usage_file(path: Path, times: dict[bytes, float]) -> None:
         for digest, when in times.items():
             key = digest.hex()
             merged[key] = max(when, merged.get(key, 0.0))
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(_encode(merged))
-        os.replace(tmp, path)
+        replace_private(path, _encode(merged))
     finally:
         os.close(lock)
 

@@ -16,7 +16,7 @@ KeepAlive = int | float | str | None
 
 
 class EmbedBody(msgspec.Struct, frozen=True, kw_only=True):
-    """POST /api/embed (shared/ollama-protocol.md 5.1)."""
+    """POST /api/embed."""
 
     model: Model
     input: str | list[str] | None = None

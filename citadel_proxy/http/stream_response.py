@@ -1,7 +1,7 @@
 """The ASGI response that runs a streaming pipeline and writes its events straight to `send`.
 
 Why not Starlette's StreamingResponse: it adds a task group and a disconnect listener per response
-(shared/PERFORMANCE-NOTES.md); here one listener per stream cancels the work when the client leaves,
+(README, Performance); here one listener per stream cancels the work when the client leaves,
 so the upstream request is closed and Ollama stops generating.
 """
 

@@ -1,4 +1,4 @@
-"""Ollama's native API as typed structs (see shared/ollama-protocol.md sections 1, 2 and 4)."""
+"""Ollama's native API as typed structs."""
 
 from __future__ import annotations
 
