@@ -13,6 +13,7 @@ endpoint's response and nothing in between; the endpoint puts the request id in 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Mapping
 
 from starlette.requests import Request
@@ -50,6 +51,7 @@ class Front:
         request_id = request_id_from(scope["headers"])
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
+        state["started"] = time.perf_counter()  # a refusal's access line says how long it took
         endpoint = self._fast_endpoint(scope["path"]) if scope["method"] == "POST" else None
         if endpoint is None:
             await self._app(scope, receive, _with_request_id(send, request_id))

@@ -51,8 +51,9 @@ def _record_refusal(request: Request, error: errors.GatewayError, label: str | N
     model = state.get("model", "")[:200]  # the client's text, refused: kept short
     if refusals is None:  # a router run without the gateway's lifespan (a test's): the line alone
         log_refusal(
-            state.get("request_id", ""), path, client, error.status, error.code, key=key_name, model=model
-        )
+            state.get("request_id", ""), path, client, error.status, error.code,
+            key=key_name, model=model, started=state.get("started"),
+        )  # fmt: skip
         return
     if isinstance(error, errors.AuthenticationFailed):
         services.failed_auth.failed(client)
@@ -65,6 +66,7 @@ def _record_refusal(request: Request, error: errors.GatewayError, label: str | N
         key_name=key_name,
         request_id=state.get("request_id", ""),
         model=model,
+        started=state.get("started"),
     )
 
 

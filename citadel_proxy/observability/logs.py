@@ -86,9 +86,10 @@ def log_refusal(
     *,
     key: str | None = None,
     model: str = "",
+    started: float | None = None,
 ) -> None:
     """The access line of a request refused before it had a context (bad body, unknown route, auth);
-    `key` and `model` as far as they were known when it was refused."""
+    `key` and `model` as far as they were known when it was refused, `started` its perf_counter start."""
     if not _access.isEnabledFor(logging.INFO):
         return
     line = AccessLine(
@@ -96,6 +97,7 @@ def log_refusal(
         request_id=request_id,
         route=route,
         model=model,
+        duration_ms=round((time.perf_counter() - started) * 1000, 3) if started is not None else 0.0,
         status=status,
         key=key,
         client=client,

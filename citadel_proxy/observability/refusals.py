@@ -66,6 +66,7 @@ class Refusals:
         key_name: str | None,
         request_id: str,
         model: str = "",
+        started: float | None = None,
     ) -> None:
         """One refused request; `label` is its route as a bounded metrics label (a template); `model` as
         the client named it, for the access line."""
@@ -81,7 +82,7 @@ class Refusals:
             group.last_at = now
             return
         self._groups[key] = _Group(now, now, time.monotonic(), status, request_id)
-        log_refusal(request_id, route, client, status, reason, key=key_name, model=model)
+        log_refusal(request_id, route, client, status, reason, key=key_name, model=model, started=started)
 
     def _count(self, label: str, status: int, reason: str) -> None:
         m = self._metrics

@@ -30,6 +30,7 @@ async def test_refused_request_names_the_key_and_model_it_carried(
     [line] = [x for x in access_lines(caplog) if x["status"] == 404]
     assert line["key"] == "tester" and line["model"] == "no-such-model"
     assert line["error_code"] == "model_not_found"
+    assert isinstance(line["duration_ms"], float) and line["duration_ms"] > 0
 
 
 async def test_cancelled_stream_logs_the_tokens_that_went_out(
