@@ -40,7 +40,7 @@ from citadel_proxy.ratelimit import open_rate_limiter
 from citadel_proxy.redis_client import open_redis
 from citadel_proxy.reload import reload_on_sighup, reload_pipelines
 from citadel_proxy.routes import audit as audit_routes
-from citadel_proxy.routes import embeddings, health, inference, models, openai_models, system
+from citadel_proxy.routes import formats, health, inference, models, ollama_native, openai_models, system
 from citadel_proxy.routes.metrics import guarded_metrics
 from citadel_proxy.services import Services
 from citadel_proxy.stages.registry import stage_types
@@ -79,9 +79,9 @@ def public_routes(pipelines: PipelineSet, prometheus: Prometheus) -> list[BaseRo
         # Allowed networks, else a `metrics` key: routes/metrics.py.
         routes.append(Route("/metrics", guarded_metrics(prometheus), methods=["GET"]))
     for path in sorted(pipelines.by_route):
-        embedding = pipelines.by_route[path].format == "embeddings"
-        endpoint = embeddings.embeddings_route if embedding else inference.pipeline_route
-        routes.append(Route(path, endpoint, methods=["POST"]))
+        routes.append(Route(path, formats.endpoint_of(pipelines.by_route[path].format), methods=["POST"]))
+    # Ollama's own model routes, for its clients (routes/ollama_native.py; pull and delete need admin).
+    routes += [Route(path, endpoint, methods=methods) for path, endpoint, methods in ollama_native.routes()]
     # Every agent profile as an OpenAI base URL (/v1/<profile>); after the pipelines' own routes.
     return [*routes, *profile_routes()]
 
@@ -118,8 +118,8 @@ def fast_routes(pipelines: PipelineSet) -> dict[str, Endpoint]:
     public_routes, so other methods on them get Starlette's 405)."""
     fast: dict[str, Endpoint] = {"/v1/agents/stream": inference.agent_stream}
     for path, spec in pipelines.by_route.items():
-        if spec.format != "embeddings":
-            fast[path] = inference.pipeline_route
+        if formats.is_fast(spec.format):
+            fast[path] = formats.endpoint_of(spec.format)
     return fast
 
 

@@ -13,8 +13,12 @@ from citadel_proxy.config.loader import load_struct
 from citadel_proxy.config.yamlsource import YamlSource, YamlSourceError, read_yaml
 from citadel_proxy.pipeline.stage import StageSettings, StageType
 
-# embeddings: /api/embed, /api/embeddings and /v1/embeddings shapes (routes/embeddings.py).
-Format = Literal["chat", "completion", "embeddings"]
+# embeddings: /api/embed, /api/embeddings and /v1/embeddings shapes (routes/embeddings.py). The other
+# client protocols (routes/formats.py): ollama-chat and ollama-generate (Ollama's /api/chat and
+# /api/generate, NDJSON streams).
+Format = Literal["chat", "completion", "embeddings", "ollama-chat", "ollama-generate"]
+# The formats an agent profile may have: /v1/agents/stream and /v1/<profile>/… speak OpenAI's.
+_AGENT_FORMATS = ("chat", "completion")
 
 
 class PipelineFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -59,8 +63,8 @@ def load_pipeline(path: Path, registry: dict[str, StageType], default_timeout_s:
         raise source.error((), "the file is empty")
     spec = load_struct(source, PipelineFile)
     stages = tuple(_stage(source, index, entry, registry) for index, entry in enumerate(spec.stages))
-    if spec.format == "embeddings" and spec.agent:
-        raise source.error(("agent",), "an embeddings pipeline cannot be an agent profile")
+    if spec.agent and spec.format not in _AGENT_FORMATS:
+        raise source.error(("agent",), f"a pipeline of format {spec.format} cannot be an agent profile")
     names = [s.type.name for s in stages]
     for index, stage in enumerate(stages):
         if names.count(stage.type.name) > 1:

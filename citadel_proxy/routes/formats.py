@@ -1,0 +1,23 @@
+"""Which endpoint serves the routes of a pipeline, by the pipeline's `format` (its wire protocol)."""
+
+from __future__ import annotations
+
+from citadel_proxy.http.front import Endpoint
+from citadel_proxy.routes import embeddings, inference, ollama_native
+from citadel_proxy.routes.protocol import protocol_endpoint
+
+_PROTOCOLS: dict[str, Endpoint] = {
+    "ollama-chat": protocol_endpoint(ollama_native.CHAT, "ollama-chat"),
+    "ollama-generate": protocol_endpoint(ollama_native.GENERATE, "ollama-generate"),
+}
+
+
+def endpoint_of(format_name: str) -> Endpoint:
+    if format_name == "embeddings":
+        return embeddings.embeddings_route
+    return _PROTOCOLS.get(format_name, inference.pipeline_route)
+
+
+def is_fast(format_name: str) -> bool:
+    """Served by http.front's short way in (inference streams); embeddings go through Starlette."""
+    return format_name != "embeddings"
