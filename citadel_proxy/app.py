@@ -39,8 +39,17 @@ from citadel_proxy.pipeline.spec import PipelineSet, load_pipelines
 from citadel_proxy.ratelimit import open_rate_limiter
 from citadel_proxy.redis_client import open_redis
 from citadel_proxy.reload import reload_on_sighup, reload_pipelines
+from citadel_proxy.routes import (
+    anthropic_messages,
+    formats,
+    health,
+    inference,
+    models,
+    ollama_native,
+    openai_models,
+    system,
+)
 from citadel_proxy.routes import audit as audit_routes
-from citadel_proxy.routes import formats, health, inference, models, ollama_native, openai_models, system
 from citadel_proxy.routes.metrics import guarded_metrics
 from citadel_proxy.services import Services
 from citadel_proxy.stages.registry import stage_types
@@ -82,6 +91,7 @@ def public_routes(pipelines: PipelineSet, prometheus: Prometheus) -> list[BaseRo
         routes.append(Route(path, formats.endpoint_of(pipelines.by_route[path].format), methods=["POST"]))
     # Ollama's own model routes, for its clients (routes/ollama_native.py; pull and delete need admin).
     routes += [Route(path, endpoint, methods=methods) for path, endpoint, methods in ollama_native.routes()]
+    routes.append(Route("/v1/messages/count_tokens", anthropic_messages.count_tokens, methods=["POST"]))
     # Every agent profile as an OpenAI base URL (/v1/<profile>); after the pipelines' own routes.
     return [*routes, *profile_routes()]
 
