@@ -15,8 +15,17 @@ from citadel_proxy.pipeline.stage import StageSettings, StageType
 
 # embeddings: /api/embed, /api/embeddings and /v1/embeddings shapes (routes/embeddings.py). The other
 # client protocols (routes/formats.py): ollama-chat and ollama-generate (Ollama's /api/chat and
-# /api/generate, NDJSON streams), anthropic-messages (Anthropic's /v1/messages).
-Format = Literal["chat", "completion", "embeddings", "ollama-chat", "ollama-generate", "anthropic-messages"]
+# /api/generate, NDJSON streams), anthropic-messages (Anthropic's /v1/messages), openai-responses
+# (OpenAI's /v1/responses, stateless).
+Format = Literal[
+    "chat",
+    "completion",
+    "embeddings",
+    "ollama-chat",
+    "ollama-generate",
+    "anthropic-messages",
+    "openai-responses",
+]
 # The formats an agent profile may have: /v1/agents/stream and /v1/<profile>/… speak OpenAI's.
 _AGENT_FORMATS = ("chat", "completion")
 

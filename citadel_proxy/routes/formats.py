@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from citadel_proxy.http.front import Endpoint
-from citadel_proxy.routes import anthropic_messages, embeddings, inference, ollama_native
+from citadel_proxy.routes import anthropic_messages, embeddings, inference, ollama_native, openai_responses
 from citadel_proxy.routes.protocol import protocol_endpoint
 
 _PROTOCOLS: dict[str, Endpoint] = {
     "ollama-chat": protocol_endpoint(ollama_native.CHAT, "ollama-chat"),
     "ollama-generate": protocol_endpoint(ollama_native.GENERATE, "ollama-generate"),
     "anthropic-messages": protocol_endpoint(anthropic_messages.MESSAGES, "anthropic-messages"),
+    "openai-responses": protocol_endpoint(openai_responses.RESPONSES, "openai-responses"),
 }
 
 
