@@ -20,6 +20,7 @@ from citadel_proxy.http.responses import ErrorRender, logged_bug, refusal
 from citadel_proxy.http.stream_encoder import StreamEncoder
 from citadel_proxy.http.stream_response import StreamResponse
 from citadel_proxy.observability.logs import log_request
+from citadel_proxy.pipeline.options import with_model_defaults
 from citadel_proxy.pipeline.request import InferenceRequest
 from citadel_proxy.pipeline.types import Completion, Context
 from citadel_proxy.routes.inference import admit, caller, complete_logged, whole
@@ -71,7 +72,7 @@ async def _serve(request: Request, protocol: WireProtocol, format_name: str) -> 
     decoded = protocol.decode(
         await read_body(request, gateway.max_body_bytes), services, built.spec.stream_default
     )
-    neutral = decoded.request
+    neutral = with_model_defaults(decoded.request, services.models)
     check_limits(neutral, gateway)
     request_id, client = caller(request)
     ctx = Context(

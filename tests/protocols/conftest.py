@@ -26,7 +26,7 @@ ollama:
   service: {{host: 127.0.0.1, port: {ollama_port}, max_retries: 0, connect_timeout_s: 2}}
   models:
     - name: "phi3:latest"
-    - name: "qwen3:latest"
+    - {{name: "qwen3:latest", num_ctx: 16384, keep_alive: 1h, options: {{top_k: 30, temperature: 0.6}}}}
     - name: "codellama:code"
     - name: "configured-not-pulled:latest"
     - name: "{EMBED_MODEL}"

@@ -1,0 +1,78 @@
+"""Ollama's runtime options: passed through from the OpenAI routes (top_k, num_ctx, options, keep_alive,
+which were dropped silently before), and per-model defaults from the config under what a request sets."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.core.conftest import Gateway
+from tests.protocols.conftest import INFERENCE_KEY
+
+HELLO = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture
+async def http(gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
+    headers = {"Authorization": f"Bearer {INFERENCE_KEY}"}
+    async with httpx.AsyncClient(base_url=gateway.url, headers=headers, timeout=10) as raw:
+        yield raw
+
+
+def last(gateway: Gateway, path: str) -> dict[str, Any]:
+    body: dict[str, Any] = [r for r in gateway.fake.requests if r.path == path][-1].json
+    return body
+
+
+async def test_openai_routes_pass_ollamas_options_on(gateway: Gateway, http: httpx.AsyncClient) -> None:
+    body = {
+        "model": "phi3", "messages": HELLO, "temperature": 0.1, "top_k": 5, "num_ctx": 8192,
+        "keep_alive": "5m", "options": {"num_gpu": 1, "temperature": 0.9, "repeat_last_n": 64},
+    }  # fmt: skip
+    assert (await http.post("/v1/chat/completions", json=body)).status_code == 200
+    sent = last(gateway, "/api/chat")
+    # The top-level fields win over the options map.
+    assert sent["options"] == {
+        "num_gpu": 1,
+        "temperature": 0.1,
+        "repeat_last_n": 64,
+        "top_k": 5,
+        "num_ctx": 8192,
+    }
+    assert sent["keep_alive"] == "5m"
+    completion = {"model": "phi3", "prompt": "x", "min_p": 0.05, "keep_alive": 0}
+    assert (await http.post("/v1/completions", json=completion)).status_code == 200
+    sent = last(gateway, "/api/generate")
+    assert sent["options"] == {"min_p": 0.05} and sent["keep_alive"] == 0
+
+
+async def test_options_cannot_pass_the_output_token_limit(http: httpx.AsyncClient) -> None:
+    body = {"model": "phi3", "messages": HELLO, "options": {"num_predict": 10_000_000}}
+    refused = await http.post("/v1/chat/completions", json=body)
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "options.num_predict"
+
+
+async def test_per_model_defaults_under_the_request(gateway: Gateway, http: httpx.AsyncClient) -> None:
+    # qwen3:latest has num_ctx 16384, keep_alive 1h and options {top_k: 30, temperature: 0.6} in the config.
+    await http.post("/v1/chat/completions", json={"model": "qwen3:latest", "messages": HELLO})
+    sent = last(gateway, "/api/chat")
+    assert (
+        sent["options"] == {"top_k": 30, "temperature": 0.6, "num_ctx": 16384} and sent["keep_alive"] == "1h"
+    )
+    native = {
+        "model": "qwen3",
+        "messages": HELLO,
+        "stream": False,
+        "options": {"num_ctx": 4096},
+        "keep_alive": "2m",
+    }
+    await http.post("/api/chat", json=native)
+    sent = last(gateway, "/api/chat")
+    assert (
+        sent["options"] == {"top_k": 30, "temperature": 0.6, "num_ctx": 4096} and sent["keep_alive"] == "2m"
+    )
+    await http.post("/api/chat", json={"model": "phi3", "messages": HELLO, "stream": False})
+    assert "options" not in last(gateway, "/api/chat")  # a model without defaults gets none
