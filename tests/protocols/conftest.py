@@ -18,7 +18,7 @@ INFERENCE_KEY = generate_key()
 EMBED_MODEL = "nomic-embed-text:latest"
 
 
-def write_protocols_config(tmp_path: Path, ollama_port: int) -> Path:
+def write_protocols_config(tmp_path: Path, ollama_port: int, pipelines: Path = REPO / "pipelines") -> Path:
     path = tmp_path / "citadel.yaml"
     path.write_text(
         f"""
@@ -33,7 +33,7 @@ ollama:
 model_routing:
   aliases: {{phi3: "phi3:latest", coder: "codellama:code", nomic-embed-text: "{EMBED_MODEL}"}}
 gateway: {{keepalive_s: 0.3, header_grace_ms: 100}}
-paths: {{pipelines: {REPO / "pipelines"}, data: {tmp_path}/data, logs: {tmp_path}/log,
+paths: {{pipelines: {pipelines}, data: {tmp_path}/data, logs: {tmp_path}/log,
          backups: {tmp_path}/backups}}
 auth:
   keys:
