@@ -45,9 +45,9 @@ auth:
     return path
 
 
-@pytest.fixture
-async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
+@pytest.fixture(params=["uvicorn", "hypercorn"])
+async def gateway(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Gateway]:
     async with FakeOllama() as fake:
         config = write_protocols_config(tmp_path, fake.port)
-        async with running_gateway(config, fake, server="uvicorn") as gw:
+        async with running_gateway(config, fake, server=request.param) as gw:
             yield gw
