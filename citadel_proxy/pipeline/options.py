@@ -1,5 +1,6 @@
-"""Ollama's runtime options on the neutral request: a free-form options map read into `Options`, and a
-model's configured defaults (`ollama.models[]`: num_ctx, keep_alive, options) put under what a request set."""
+"""Ollama's runtime options on the neutral request: a free-form options map read into `Options`, and the
+configured defaults (the model's in `ollama.models[]`: num_ctx, keep_alive, options; over them the
+pipeline's `options` and `keep_alive`) put under what a request set."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from citadel_proxy.pipeline.request import InferenceRequest, Options
 
 if TYPE_CHECKING:
     from citadel_proxy.config.models import ModelRouter
+    from citadel_proxy.pipeline.spec import Pipeline
 
 # The options the neutral request names (the rate limiter, the limits and the audit read them); the rest
 # of a map (num_ctx, top_k, num_gpu, …) travels in `extra`, untouched.
@@ -48,16 +50,23 @@ def options_to_map(options: Options | None) -> dict[str, Any]:
     return extra | {k: v for k, v in named.items() if v is not None}
 
 
-def with_model_defaults(request: InferenceRequest, models: ModelRouter) -> InferenceRequest:
-    """The request with its model's configured defaults beneath what it set itself."""
+def with_model_defaults(
+    request: InferenceRequest, models: ModelRouter, pipeline: Pipeline
+) -> InferenceRequest:
+    """The request over its pipeline's options, over its model's configured defaults."""
     entry = models.defaults.get(request.model)
-    if entry is None:
+    if entry is None and pipeline.options is None and pipeline.keep_alive is None:
         return request
-    base = dict(entry.options or {})
-    if entry.num_ctx is not None:
-        base["num_ctx"] = entry.num_ctx
+    base: dict[str, Any] = {}
+    keep_alive = pipeline.keep_alive
+    if entry is not None:
+        base |= entry.options or {}
+        if entry.num_ctx is not None:
+            base["num_ctx"] = entry.num_ctx
+        keep_alive = keep_alive if keep_alive is not None else entry.keep_alive
+    base |= pipeline.options or {}
     options = options_from_map(base | options_to_map(request.options)) if base else request.options
-    keep_alive = request.keep_alive if request.keep_alive is not None else entry.keep_alive
+    keep_alive = request.keep_alive if request.keep_alive is not None else keep_alive
     return msgspec.structs.replace(request, options=options, keep_alive=keep_alive)
 
 

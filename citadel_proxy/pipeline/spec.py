@@ -42,6 +42,10 @@ class PipelineFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     # The deadline of the whole exchange in seconds (the specification's `timeout`); none: gateway.timeout.
     timeout: Annotated[float, Meta(gt=0)] | None = None
     stages: list[str | dict[str, Any]] = msgspec.field(default_factory=list)
+    # Ollama's runtime options for this pipeline's requests (num_ctx, top_k, …) and how long the model
+    # stays loaded: over the model's configured defaults, under what a request sets.
+    options: dict[str, Any] | None = None
+    keep_alive: int | float | str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +65,8 @@ class Pipeline:
     timeout_s: float
     description: str
     stages: tuple[ConfiguredStage, ...]
+    options: dict[str, Any] | None = None
+    keep_alive: int | float | str | None = None
 
     def settings_of(self, stage_name: str) -> StageSettings | None:
         return next((s.settings for s in self.stages if s.type.name == stage_name), None)
@@ -90,6 +96,8 @@ def load_pipeline(path: Path, registry: dict[str, StageType], default_timeout_s:
         timeout_s=spec.timeout if spec.timeout is not None else default_timeout_s,
         description=spec.description,
         stages=stages,
+        options=spec.options,
+        keep_alive=spec.keep_alive,
     )
 
 

@@ -66,7 +66,7 @@ async def embeddings_route(request: Request) -> Response:
     principal = await admit(request, built)
     body = await read_body(request, services.config.gateway.max_body_bytes)
     wire, neutral = shape.parse(body, services.models)
-    neutral = with_model_defaults(neutral, services.models)
+    neutral = with_model_defaults(neutral, services.models, built.spec)
     del body  # decoded: a large body is not kept while the answer is awaited
     if neutral.options is not None and neutral.options.extra:
         check_depth(_encode(neutral.options.extra), services.config.gateway.max_json_depth, "options")

@@ -148,7 +148,7 @@ def _context(
     else:
         check_completion(wire, services.config.gateway)
         neutral = completion_to_request(wire, model, stream)
-    neutral = with_model_defaults(neutral, services.models)
+    neutral = with_model_defaults(neutral, services.models, pipeline)
     usage = bool(wire.stream_options and wire.stream_options.include_usage)
     ctx = Context(
         request_id, pipeline, route, client, request.headers, neutral,

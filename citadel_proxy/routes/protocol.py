@@ -72,7 +72,7 @@ async def _serve(request: Request, protocol: WireProtocol, format_name: str) -> 
     decoded = protocol.decode(
         await read_body(request, gateway.max_body_bytes), services, built.spec.stream_default
     )
-    neutral = with_model_defaults(decoded.request, services.models)
+    neutral = with_model_defaults(decoded.request, services.models, built.spec)
     check_limits(neutral, gateway)
     request_id, client = caller(request)
     ctx = Context(

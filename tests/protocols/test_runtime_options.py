@@ -1,16 +1,19 @@
 """Ollama's runtime options: passed through from the OpenAI routes (top_k, num_ctx, options, keep_alive,
-which were dropped silently before), and per-model defaults from the config under what a request sets."""
+which were dropped silently before); per-model defaults from the config and a pipeline's options over
+them, all under what a request sets."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.core.conftest import Gateway
-from tests.protocols.conftest import INFERENCE_KEY
+from tests.core.conftest import Gateway, running_gateway
+from tests.fakes.ollama import FakeOllama
+from tests.protocols.conftest import INFERENCE_KEY, write_protocols_config
 
 HELLO = [{"role": "user", "content": "hi"}]
 
@@ -76,3 +79,28 @@ async def test_per_model_defaults_under_the_request(gateway: Gateway, http: http
     )
     await http.post("/api/chat", json={"model": "phi3", "messages": HELLO, "stream": False})
     assert "options" not in last(gateway, "/api/chat")  # a model without defaults gets none
+
+
+async def test_a_pipelines_options_over_the_models_under_the_request(tmp_path: Path) -> None:
+    folder = tmp_path / "pipelines"
+    folder.mkdir()
+    (folder / "long.yaml").write_text(
+        "format: chat\nroutes: [/v1/long/chat/completions]\n"
+        "options: {num_ctx: 2048, top_k: 7}\nkeep_alive: 5m\n"
+        "stages:\n  - auth: {required: true, scope: inference}\n"
+    )
+    headers = {"Authorization": f"Bearer {INFERENCE_KEY}"}
+    async with FakeOllama() as fake:
+        config = write_protocols_config(tmp_path, fake.port, folder)
+        async with (
+            running_gateway(config, fake, server="uvicorn") as gw,
+            httpx.AsyncClient(base_url=gw.url, headers=headers, timeout=10) as http,
+        ):
+            await http.post("/v1/long/chat/completions", json={"model": "qwen3:latest", "messages": HELLO})
+            sent = last(gw, "/api/chat")
+            assert sent["options"] == {"top_k": 7, "temperature": 0.6, "num_ctx": 2048}
+            assert sent["keep_alive"] == "5m"
+            asked = {"model": "qwen3:latest", "messages": HELLO, "num_ctx": 1000, "keep_alive": 0}
+            await http.post("/v1/long/chat/completions", json=asked)
+            sent = last(gw, "/api/chat")
+            assert sent["options"]["num_ctx"] == 1000 and sent["keep_alive"] == 0
