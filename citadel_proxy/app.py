@@ -36,6 +36,7 @@ from citadel_proxy.observability.metrics import open_metrics
 from citadel_proxy.observability.refusals import open_refusals
 from citadel_proxy.pipeline import table
 from citadel_proxy.pipeline.spec import PipelineSet, load_pipelines
+from citadel_proxy.preload import preload_models
 from citadel_proxy.ratelimit import open_rate_limiter
 from citadel_proxy.redis_client import open_redis
 from citadel_proxy.reload import reload_on_sighup, reload_pipelines
@@ -169,6 +170,7 @@ def create_app(
             await upstream.open()
             stack.push_async_callback(upstream.close)
             await watch_in_background(watch, upstream, config.monitoring.health_checks, stack)
+            await preload_models(config, upstream, stack)
             redis = await open_redis(config, stack)
             services = Services(
                 config=config,

@@ -111,6 +111,9 @@ class ModelEntry(Section, frozen=True):
     num_ctx: Annotated[int, Meta(ge=1)] | None = None
     keep_alive: int | float | str | None = None
     options: dict[str, Any] | None = None
+    # Load the model into Ollama when the gateway starts (with its num_ctx and keep_alive), so that the
+    # first request does not wait for the load.
+    preload: bool = False
 
 
 class Ollama(Section, frozen=True):

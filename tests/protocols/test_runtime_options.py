@@ -4,6 +4,7 @@ them, all under what a request sets."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -104,3 +105,18 @@ async def test_a_pipelines_options_over_the_models_under_the_request(tmp_path: P
             await http.post("/v1/long/chat/completions", json=asked)
             sent = last(gw, "/api/chat")
             assert sent["options"]["num_ctx"] == 1000 and sent["keep_alive"] == 0
+
+
+async def test_models_marked_preload_are_loaded_at_start(tmp_path: Path) -> None:
+    async with FakeOllama() as fake:
+        config = write_protocols_config(tmp_path, fake.port)
+        text = config.read_text().replace('name: "qwen3:latest",', 'name: "qwen3:latest", preload: true,')
+        config.write_text(text)
+        async with running_gateway(config, fake, server="uvicorn"):
+            for _ in range(500):  # the fake has no event for a load: polled, 10 s at most
+                if "qwen3:latest" in fake.loaded:
+                    break
+                await asyncio.sleep(0.02)
+    [load] = [r.json for r in fake.requests if r.path == "/api/generate"]
+    assert load == {"model": "qwen3:latest", "prompt": "", "stream": False, "keep_alive": "1h",
+                    "options": {"num_ctx": 16384}}  # fmt: skip
