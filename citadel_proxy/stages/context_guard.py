@@ -7,7 +7,8 @@ endpoint) against the effective `num_ctx` (the request's, else the model's confi
 `num_ctx` to fit, up to `max_num_ctx` and the model's own context length (from `/api/show`, remembered),
 and refuses past them. After: Ollama keeps the last `num_ctx` tokens of a longer prompt, so an answer
 whose `prompt_eval_count` reaches `num_ctx` was cut: `X-Context-Truncated: true` on a whole answer, and
-`citadel_context_truncated_total{model}` either way.
+`citadel_context_truncated_total{model}` and `context_truncated: true` in the audit record's response
+either way.
 """
 
 from __future__ import annotations
@@ -105,6 +106,7 @@ class ContextGuard:
         return length
 
     def flag(self, ctx: Context) -> None:
+        ctx.outcome.context_truncated = True
         ctx.response_headers["X-Context-Truncated"] = "true"
         self.truncated.labels(model=ctx.model).inc()
 

@@ -4,6 +4,9 @@ count reached num_ctx is flagged in a header and a metric."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,7 +17,7 @@ from tests.core.conftest import AUTH, Gateway, running_gateway
 from tests.fakes.ollama import Behavior, FakeOllama
 from tests.protocols.conftest import write_protocols_config
 
-STAGES = "stages:\n  - metrics\n  - auth: {required: true, scope: inference}\n"
+STAGES = "stages:\n  - audit\n  - metrics\n  - auth: {required: true, scope: inference}\n"
 
 
 @pytest.fixture
@@ -79,3 +82,18 @@ async def test_a_cut_prompt_is_flagged(gateway: Gateway, http: httpx.AsyncClient
         await response.aread()
     metrics = (await http.get("/metrics")).text
     assert 'citadel_context_truncated_total{model="phi3:latest"} 2.0' in metrics
+    assert await flagged_records(gateway) == 2  # the two cut answers, not the whole one
+
+
+async def flagged_records(gateway: Gateway) -> int:
+    """Audit records (the embedded SQLite store) whose response says the prompt was cut, once all three
+    exchanges are written (a batch later, linger_s)."""
+    database = gateway.config_path.parent / "data" / "audit.sqlite3"
+    for _ in range(400):
+        if database.exists():
+            with sqlite3.connect(database) as db:
+                rows = [r[0] for r in db.execute("SELECT response FROM audit_requests")]
+            if len(rows) >= 3:
+                return sum(json.loads(r or "{}").get("context_truncated") is True for r in rows)
+        await asyncio.sleep(0.05)
+    raise AssertionError("the audit records were not written")
