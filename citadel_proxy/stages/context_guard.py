@@ -5,7 +5,8 @@ Before: the prompt's tokens are estimated (characters / `chars_per_token`; Ollam
 endpoint) against the effective `num_ctx` (the request's, else the model's configured default, else
 `default_num_ctx`). `policy: refuse` answers 400 `context_length_exceeded`; `policy: raise` raises
 `num_ctx` to fit, up to `max_num_ctx` and the model's own context length (from `/api/show`, remembered),
-and refuses past them. After: Ollama keeps the last `num_ctx` tokens of a longer prompt, so an answer
+and refuses past them; `policy: fallback` sends the request to `fallback_model` (a longer-context model)
+with num_ctx raised likewise. After: Ollama keeps the last `num_ctx` tokens of a longer prompt, so an answer
 whose `prompt_eval_count` reaches `num_ctx` was cut: `X-Context-Truncated: true` on a whole answer, and
 `citadel_context_truncated_total{model}` and `context_truncated: true` in the audit record's response
 either way.
@@ -30,6 +31,7 @@ from citadel_proxy.pipeline.types import Context, Delta, Reply, TokenStream
 if TYPE_CHECKING:
     from prometheus_client import Counter
 
+    from citadel_proxy.config.models import ModelRouter
     from citadel_proxy.pipeline.request import InferenceRequest
     from citadel_proxy.services import Services
     from citadel_proxy.upstream.client import OllamaClient
@@ -40,7 +42,8 @@ _STEP_TOKENS = 2048
 
 
 class ContextGuardSettings(StageSettings, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    policy: Literal["refuse", "raise"] = "refuse"
+    # refuse: 400; raise: a larger num_ctx; fallback: `fallback_model` (longer context), num_ctx raised.
+    policy: Literal["refuse", "raise", "fallback"] = "refuse"
     # Ollama's context size when neither the request nor the model's config sets one.
     default_num_ctx: Annotated[int, Meta(ge=1)] = 4096
     # policy raise: the largest num_ctx the gateway will ask for (memory grows with it).
@@ -48,6 +51,12 @@ class ContextGuardSettings(StageSettings, frozen=True, kw_only=True, forbid_unkn
     chars_per_token: Annotated[float, Meta(gt=0)] = 4.0
     # How long a model's context length from /api/show is remembered.
     model_info_ttl_s: Annotated[float, Meta(ge=0)] = 3600.0
+    # policy fallback: a configured model (or alias) with a longer context.
+    fallback_model: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.policy == "fallback" and not self.fallback_model:
+            raise ValueError("policy fallback needs fallback_model (a configured model or alias)")
 
 
 @dataclass(slots=True)
@@ -55,6 +64,7 @@ class ContextGuard:
     settings: ContextGuardSettings
     upstream: OllamaClient
     truncated: Counter
+    models: ModelRouter
     # model -> (its context length or None when unknown, when that was learned)
     _lengths: dict[str, tuple[int | None, float]] = field(default_factory=dict)
 
@@ -76,19 +86,25 @@ class ContextGuard:
         return reply
 
     async def _fit(self, ctx: Context, needed: int, num_ctx: int) -> int:
-        request = ctx.request
-        model_max = await self._context_length(request.model)
+        request, policy = ctx.request, self.settings.policy
+        model = request.model
+        if policy == "fallback" and self.settings.fallback_model:
+            model = self.models.resolve(self.settings.fallback_model)
+        model_max = await self._context_length(model)
         ceiling = min(self.settings.max_num_ctx, model_max or self.settings.max_num_ctx)
-        if self.settings.policy == "raise" and needed <= ceiling:
+        if policy != "refuse" and needed <= ceiling:
             raised = min(ceiling, math.ceil(needed / _STEP_TOKENS) * _STEP_TOKENS)
             given = options_to_map(request.options) | {"num_ctx": raised}
-            ctx.request = msgspec.structs.replace(request, options=options_from_map(given))
+            ctx.request = msgspec.structs.replace(request, model=model, options=options_from_map(given))
             ctx.response_headers["X-Context-Num-Ctx"] = str(raised)
+            if model != request.model:
+                ctx.model = model
+                ctx.response_headers["X-Context-Model"] = model
             return raised
-        limit = ceiling if self.settings.policy == "raise" else num_ctx
+        limit = ceiling if policy != "refuse" else num_ctx
         raise errors.InvalidRequest(
             f"the prompt is about {needed} tokens (estimated), more than the {limit} tokens of context "
-            f"available for {request.model}; shorten it or ask for a larger num_ctx",
+            f"available for {model}; shorten it or ask for a larger num_ctx",
             param="messages" if request.kind == "chat" else "prompt",
             code="context_length_exceeded",
         )
@@ -142,7 +158,7 @@ def _prompt_chars(request: InferenceRequest) -> int:
 
 
 def build(settings: ContextGuardSettings, services: Services) -> ContextGuard:
-    return ContextGuard(settings, services.upstream, services.metrics.context_truncated)
+    return ContextGuard(settings, services.upstream, services.metrics.context_truncated, services.models)
 
 
 STAGE = StageType(name="context_guard", settings=ContextGuardSettings, build=build)

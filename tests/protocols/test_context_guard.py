@@ -13,6 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from citadel_proxy.config.yamlsource import YamlSourceError
+from citadel_proxy.pipeline.spec import load_pipeline
+from citadel_proxy.stages.registry import stage_types
 from tests.core.conftest import AUTH, Gateway, running_gateway
 from tests.fakes.ollama import Behavior, FakeOllama
 from tests.protocols.conftest import write_protocols_config
@@ -32,6 +35,10 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
     (folder / "raise.yaml").write_text(
         "format: ollama-chat\nroutes: [/api/chat]\n" + STAGES
         + "  - context_guard: {policy: raise, default_num_ctx: 100, max_num_ctx: 3000}\n"
+    )  # fmt: skip
+    (folder / "fallback.yaml").write_text(
+        "format: completion\nroutes: [/v1/completions]\n" + STAGES
+        + "  - context_guard: {policy: fallback, fallback_model: qwen3, default_num_ctx: 100}\n"
     )  # fmt: skip
     async with FakeOllama() as fake:
         config = write_protocols_config(tmp_path, fake.port, folder)
@@ -71,6 +78,18 @@ async def test_num_ctx_is_raised_up_to_the_ceiling(gateway: Gateway, http: httpx
     assert too_long.status_code == 400 and "3000 tokens" in too_long.json()["error"]
 
 
+async def test_a_longer_context_model_takes_what_does_not_fit(
+    gateway: Gateway, http: httpx.AsyncClient
+) -> None:
+    answer = await http.post("/v1/completions", json={"model": "phi3", "prompt": "x" * 4000})
+    assert answer.status_code == 200 and answer.headers["x-context-model"] == "qwen3:latest"
+    sent = [r for r in gateway.fake.requests if r.path == "/api/generate"][-1].json
+    assert sent["model"] == "qwen3:latest" and sent["options"]["num_ctx"] == 2048
+    short = await http.post("/v1/completions", json={"model": "phi3", "prompt": "x" * 40})
+    assert "x-context-model" not in short.headers
+    assert [r for r in gateway.fake.requests if r.path == "/api/generate"][-1].json["model"] == "phi3:latest"
+
+
 async def test_a_cut_prompt_is_flagged(gateway: Gateway, http: httpx.AsyncClient) -> None:
     gateway.fake.next(Behavior(prompt_eval_count=100))  # Ollama kept the last num_ctx tokens
     cut = await http.post("/v1/chat/completions", json={"model": "phi3", "messages": chat(300)})
@@ -97,3 +116,10 @@ async def flagged_records(gateway: Gateway) -> int:
                 return sum(json.loads(r or "{}").get("context_truncated") is True for r in rows)
         await asyncio.sleep(0.05)
     raise AssertionError("the audit records were not written")
+
+
+def test_the_fallback_policy_needs_its_model(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("format: chat\nroutes: [/v1/x]\nstages:\n  - context_guard: {policy: fallback}\n")
+    with pytest.raises(YamlSourceError, match="fallback_model"):
+        load_pipeline(path, stage_types(), 60.0)
