@@ -38,11 +38,21 @@ from citadel_proxy.observability.metrics_port import serve_metrics_port
 from citadel_proxy.observability.refusals import open_refusals
 from citadel_proxy.pipeline import table
 from citadel_proxy.pipeline.spec import PipelineSet, load_pipelines
+from citadel_proxy.preload import preload_models
 from citadel_proxy.ratelimit import open_rate_limiter
 from citadel_proxy.redis_client import open_redis
 from citadel_proxy.reload import reload_on_sighup, reload_pipelines
+from citadel_proxy.routes import (
+    anthropic_messages,
+    formats,
+    health,
+    inference,
+    models,
+    ollama_native,
+    openai_models,
+    system,
+)
 from citadel_proxy.routes import audit as audit_routes
-from citadel_proxy.routes import embeddings, health, inference, models, openai_models, system
 from citadel_proxy.routes.metrics import guarded_metrics
 from citadel_proxy.services import Services
 from citadel_proxy.stages.registry import stage_types
@@ -81,9 +91,10 @@ def public_routes(pipelines: PipelineSet, prometheus: Prometheus) -> list[BaseRo
         # Allowed networks, else a `metrics` key: routes/metrics.py.
         routes.append(Route("/metrics", guarded_metrics(prometheus), methods=["GET"]))
     for path in sorted(pipelines.by_route):
-        embedding = pipelines.by_route[path].format == "embeddings"
-        endpoint = embeddings.embeddings_route if embedding else inference.pipeline_route
-        routes.append(Route(path, endpoint, methods=["POST"]))
+        routes.append(Route(path, formats.endpoint_of(pipelines.by_route[path].format), methods=["POST"]))
+    # Ollama's own model routes, for its clients (routes/ollama_native.py; pull and delete need admin).
+    routes += [Route(path, endpoint, methods=methods) for path, endpoint, methods in ollama_native.routes()]
+    routes.append(Route("/v1/messages/count_tokens", anthropic_messages.count_tokens, methods=["POST"]))
     # Every agent profile as an OpenAI base URL (/v1/<profile>); after the pipelines' own routes.
     return [*routes, *profile_routes()]
 
@@ -120,8 +131,8 @@ def fast_routes(pipelines: PipelineSet) -> dict[str, Endpoint]:
     public_routes, so other methods on them get Starlette's 405)."""
     fast: dict[str, Endpoint] = {"/v1/agents/stream": inference.agent_stream}
     for path, spec in pipelines.by_route.items():
-        if spec.format != "embeddings":
-            fast[path] = inference.pipeline_route
+        if formats.is_fast(spec.format):
+            fast[path] = formats.endpoint_of(spec.format)
     return fast
 
 
@@ -161,6 +172,7 @@ def create_app(
             await upstream.open()
             stack.push_async_callback(upstream.close)
             await watch_in_background(watch, upstream, config.monitoring.health_checks, stack)
+            await preload_models(config, upstream, stack)
             redis = await open_redis(config, stack)
             services = Services(
                 config=config,

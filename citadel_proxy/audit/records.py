@@ -12,7 +12,7 @@ import msgspec
 from citadel_proxy.audit.content import ContentPolicy
 from citadel_proxy.entropy import random_bytes
 from citadel_proxy.errors import GatewayError
-from citadel_proxy.pipeline.types import CLIENT_CLOSED_STATUS, Completion, Delta, ToolCall
+from citadel_proxy.pipeline.types import CLIENT_CLOSED_STATUS, Completion, Delta, Outcome, ToolCall
 
 if TYPE_CHECKING:
     from citadel_proxy.pipeline.types import Context
@@ -212,11 +212,18 @@ def build_record(
         cache_hit=outcome.cache_hit,
         content_mode=policy.mode,
         request=body if fits else _request_document(body, policy),
-        response=_response_document(answer, said, outcome.finish_reason, failure, policy),
+        response=_flagged(_response_document(answer, said, outcome.finish_reason, failure, policy), outcome),
         messages=[_message(role, _text_of(content) or "", policy) for role, content in turn]
         + _answer_messages(said, policy),
         truncation=truncation,
     )
+
+
+def _flagged(response: dict[str, Any] | None, outcome: Outcome) -> dict[str, Any] | None:
+    """The response document, marked when Ollama cut the prompt (a record to look for afterwards)."""
+    if not outcome.context_truncated:
+        return response
+    return {**(response or {}), "context_truncated": True}
 
 
 def _bounded(body: Any, limit: int) -> tuple[Any, list[dict[str, Any]] | None, Truncation | None]:

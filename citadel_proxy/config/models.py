@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from citadel_proxy import errors
-from citadel_proxy.config.schema import Config
+from citadel_proxy.config.schema import Config, ModelEntry
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,6 +14,8 @@ class ModelRouter:
 
     routes: dict[str, str]
     inactive: frozenset[str]
+    # Models with runtime defaults in the config (num_ctx, keep_alive, options), by name.
+    defaults: dict[str, ModelEntry] = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, config: Config) -> ModelRouter:
@@ -23,7 +25,12 @@ class ModelRouter:
         for name in config.model_routing.valid_models:
             routes.setdefault(name, name if ":" in name else f"{name}:latest")
         routes.update(config.model_routing.aliases)
-        return cls({k: v for k, v in routes.items() if v not in inactive}, inactive)
+        defaults = {
+            m.name: m
+            for m in config.ollama.models
+            if m.num_ctx is not None or m.keep_alive is not None or m.options
+        }
+        return cls({k: v for k, v in routes.items() if v not in inactive}, inactive, defaults)
 
     def resolve(self, name: str) -> str:
         found = self.routes.get(name)

@@ -7,7 +7,7 @@ their unit (`connect_timeout_s`, `max_body_bytes`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
@@ -105,6 +105,15 @@ class ModelEntry(Section, frozen=True):
     quantization: str = ""
     description: str = ""
     active: bool = True
+    # Runtime defaults for this model on every route, under what a request sets: Ollama's context size
+    # (its own default, 2048 or 4096 tokens, cuts long prompts silently), how long it stays loaded, and
+    # any other Ollama option (top_k, num_gpu, …).
+    num_ctx: Annotated[int, Meta(ge=1)] | None = None
+    keep_alive: int | float | str | None = None
+    options: dict[str, Any] | None = None
+    # Load the model into Ollama when the gateway starts (with its num_ctx and keep_alive), so that the
+    # first request does not wait for the load.
+    preload: bool = False
 
 
 class Ollama(Section, frozen=True):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
@@ -19,15 +19,17 @@ _encode = msgspec.json.Encoder().encode
 # For figures that change from one second to the next: a proxy must not serve yesterday's.
 NO_STORE = {"Cache-Control": "no-store"}
 _log = logging.getLogger("citadel_proxy.errors")
+# An error's body in a client protocol's own shape (Ollama's, Anthropic's); by default OpenAI's object.
+ErrorRender = Callable[[errors.GatewayError], bytes]
 
 
 def json_response(value: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
     return Response(_encode(value), status_code=status, headers=headers, media_type="application/json")
 
 
-def error_response(error: errors.GatewayError) -> Response:
+def error_response(error: errors.GatewayError, render: ErrorRender | None = None) -> Response:
     return Response(
-        error.to_json(),
+        error.to_json() if render is None else render(error),
         status_code=error.status,
         headers=error.headers or None,
         media_type="application/json",
@@ -70,10 +72,10 @@ def _record_refusal(request: Request, error: errors.GatewayError, label: str | N
     )
 
 
-def refusal(request: Request, error: errors.GatewayError) -> Response:
+def refusal(request: Request, error: errors.GatewayError, render: ErrorRender | None = None) -> Response:
     """An error answer on http.front's short way in, where no middleware adds the request id."""
     _record_refusal(request, error, label=request.scope["path"])  # a configured route: a bounded label
-    response = error_response(error)
+    response = error_response(error, render)
     response.headers["x-request-id"] = request.scope["state"]["request_id"]
     return response
 
@@ -82,6 +84,12 @@ async def on_gateway_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.GatewayError)
     _record_refusal(request, exc)
     return error_response(exc)
+
+
+def shaped_error(request: Request, error: errors.GatewayError, render: ErrorRender) -> Response:
+    """An error of a routed endpoint (Starlette adds the request id) in its protocol's shape."""
+    _record_refusal(request, error)
+    return error_response(error, render)
 
 
 async def on_http_error(request: Request, exc: Exception) -> Response:

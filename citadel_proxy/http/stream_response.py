@@ -16,18 +16,13 @@ from starlette.types import Message, Receive, Scope, Send
 from citadel_proxy import errors
 from citadel_proxy.http.disconnect import cancel_on_disconnect, drop_connection
 from citadel_proxy.http.responses import logged_bug
-from citadel_proxy.openai.sse import KEEPALIVE, ChunkEncoder
+from citadel_proxy.http.stream_encoder import StreamEncoder
 from citadel_proxy.pipeline.replay import CompletionStream
 from citadel_proxy.pipeline.stage import Handler
 from citadel_proxy.pipeline.types import CLIENT_CLOSED_STATUS, Context, Reply, TokenStream
 from citadel_proxy.timeouts import TimeoutSweeper
 
 _log = logging.getLogger("citadel_proxy.stream")
-_SSE_HEADERS = [
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-cache"),
-    (b"x-accel-buffering", b"no"),
-]
 
 
 class StreamResponse:
@@ -67,7 +62,7 @@ class StreamResponse:
         self,
         ctx: Context,
         handler: Handler,
-        encoder: ChunkEncoder,
+        encoder: StreamEncoder,
         *,
         deadlines: TimeoutSweeper,
         keepalive_s: float,
@@ -131,8 +126,8 @@ class StreamResponse:
         except errors.GatewayError as error:
             await self._fail(error, send)
         except Exception as exc:
-            # A bug of ours: the client gets an error in OpenAI's shape (JSON, or an SSE error event once
-            # the stream is open), the traceback goes to the log.
+            # A bug of ours: the client gets an error in its protocol's shape (JSON, or an error event
+            # once the stream is open), the traceback goes to the log.
             await self._fail(logged_bug(exc), send)
         except asyncio.CancelledError:
             if self._client_gone:
@@ -213,8 +208,9 @@ class StreamResponse:
 
     async def _keep_alive(self, send: Send) -> None:
         await self._send_headers(send)
-        while True:
-            await send({"type": "http.response.body", "body": KEEPALIVE, "more_body": True})
+        keepalive = self._encoder.keepalive
+        while keepalive:
+            await send({"type": "http.response.body", "body": keepalive, "more_body": True})
             await asyncio.sleep(self._keepalive_s)
 
     async def _stop_keep_alive(self) -> None:
@@ -228,7 +224,7 @@ class StreamResponse:
             _log.debug("keep-alive stopped: %r", keepalive.exception())
 
     async def _send_headers(self, send: Send) -> None:
-        headers = _SSE_HEADERS + _raw_headers(self.ctx.response_headers)
+        headers = self._encoder.headers + _raw_headers(self.ctx.response_headers)
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         # After the send: a keep-alive helper cancelled while waiting to write has sent nothing.
         self._headers_sent = True
@@ -252,13 +248,13 @@ class StreamResponse:
 
     async def _send_error(self, error: errors.GatewayError, send: Send) -> None:
         if self._headers_sent:
-            message: Message = {"type": "http.response.body", "body": errors.sse_error_event(error)}
+            message: Message = {"type": "http.response.body", "body": self._encoder.error_event(error)}
             await send(message)
             return
         headers = [(b"content-type", b"application/json")]
         headers += _raw_headers({**self.ctx.response_headers, **error.headers})
         await send({"type": "http.response.start", "status": error.status, "headers": headers})
-        await send({"type": "http.response.body", "body": error.to_json()})
+        await send({"type": "http.response.body", "body": self._encoder.error_body(error)})
 
 
 def _raw_headers(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:

@@ -142,6 +142,12 @@ class Metrics:
             multiprocess_mode="livemin",
         )
         self.config_reload_ok.set(1.0)
+        self.context_truncated = Counter(
+            "citadel_context_truncated_total",
+            "Answers whose prompt count reached num_ctx: Ollama cut the prompt (the context_guard stage).",
+            ["model"],
+            registry=r,
+        )
 
     def set_upstream_up(self, up: bool) -> None:
         self.upstream_up.set(1.0 if up else 0.0)

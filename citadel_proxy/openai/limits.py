@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import msgspec
+
 from citadel_proxy import errors
 from citadel_proxy.config.schema import Gateway
 from citadel_proxy.http.json_depth import check_depth
 from citadel_proxy.openai.wire import ChatRequest, CompletionRequest, SamplingRequest
+
+_encode = msgspec.json.encode
 
 
 def check_chat(req: ChatRequest, limits: Gateway) -> None:
@@ -36,6 +40,11 @@ def check_completion(req: CompletionRequest, limits: Gateway) -> None:
 def _check_tokens(req: SamplingRequest, limits: Gateway) -> None:
     if req.max_tokens is not None and req.max_tokens > limits.max_output_tokens:
         raise _too_many_tokens("max_tokens", limits)
+    if req.options:
+        check_depth(_encode(req.options), limits.max_json_depth, "options")
+        asked = req.options.get("num_predict")
+        if isinstance(asked, int | float) and asked > limits.max_output_tokens:
+            raise _too_many_tokens("options.num_predict", limits)
 
 
 def _too_many_tokens(param: str, limits: Gateway) -> errors.InvalidRequest:

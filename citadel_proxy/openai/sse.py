@@ -6,10 +6,10 @@ hot path of every stream.
 
 from __future__ import annotations
 
-from typing import Protocol
-
 import msgspec
 
+from citadel_proxy import errors
+from citadel_proxy.http.stream_encoder import SSE_HEADERS, StreamEncoder
 from citadel_proxy.openai.responses import finish_reason, new_id, tool_calls_out
 from citadel_proxy.pipeline.types import Delta, Outcome, ToolCall
 
@@ -19,10 +19,20 @@ KEEPALIVE = b": keep-alive\n\n"
 _encode = msgspec.json.Encoder().encode
 
 
-class ChunkEncoder(Protocol):
-    def encode(self, batch: list[Delta]) -> bytes: ...
+ChunkEncoder = StreamEncoder
 
-    def trailer(self, outcome: Outcome, include_usage: bool) -> bytes: ...
+
+class _OpenAIEvents:
+    """What OpenAI's two chunk formats share: SSE, comments as keep-alives, OpenAI's error object."""
+
+    headers = SSE_HEADERS
+    keepalive = KEEPALIVE
+
+    def error_event(self, error: errors.GatewayError) -> bytes:
+        return errors.sse_error_event(error)
+
+    def error_body(self, error: errors.GatewayError) -> bytes:
+        return error.to_json()
 
 
 def _usage(outcome: Outcome) -> bytes:
@@ -30,7 +40,7 @@ def _usage(outcome: Outcome) -> bytes:
     return b'{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d}' % (p, c, p + c)
 
 
-class ChatChunks:
+class ChatChunks(_OpenAIEvents):
     """`chat.completion.chunk` events: role in the first delta, a finish chunk, optional usage, [DONE]."""
 
     def __init__(self, model: str, created: int) -> None:
@@ -79,7 +89,7 @@ class ChatChunks:
         return out + DONE
 
 
-class TextChunks:
+class TextChunks(_OpenAIEvents):
     """`text_completion` events (the legacy completions API, used by copilot-style clients)."""
 
     def __init__(self, model: str, created: int) -> None:

@@ -17,6 +17,7 @@ from citadel_proxy.openai.wire import (
     SamplingRequest,
     ToolCallIn,
 )
+from citadel_proxy.pipeline.options import options_from_map
 from citadel_proxy.pipeline.request import InferenceRequest, Message, Options
 from citadel_proxy.pipeline.types import ToolCall, ToolFunction
 
@@ -51,6 +52,7 @@ def chat_to_request(req: ChatRequest, model: str, stream: bool) -> InferenceRequ
         format=_format(req.response_format),
         options=_options(req, req.max_completion_tokens or req.max_tokens),
         think=_think(req.reasoning_effort),
+        keep_alive=req.keep_alive,
     )
 
 
@@ -68,6 +70,7 @@ def completion_to_request(req: CompletionRequest, model: str, stream: bool) -> I
         suffix=req.suffix or None,
         stream=stream,
         options=_options(req, req.max_tokens),
+        keep_alive=req.keep_alive,
     )
 
 
@@ -81,15 +84,23 @@ def _tools(req: ChatRequest) -> msgspec.Raw | None:
 def _options(req: SamplingRequest, max_tokens: int | None) -> Options | None:
     # Left-out values stay unset, so the model's own Modelfile defaults apply (Ollama's /v1 forces 1.0).
     stop = [req.stop] if isinstance(req.stop, str) else req.stop
-    options = Options(
-        num_predict=max_tokens,
-        temperature=req.temperature,
-        top_p=req.top_p,
-        seed=req.seed,
-        stop=stop or None,
-        frequency_penalty=req.frequency_penalty,
-        presence_penalty=req.presence_penalty,
-    )
+    named = {
+        "num_predict": max_tokens,
+        "temperature": req.temperature,
+        "top_p": req.top_p,
+        "seed": req.seed,
+        "stop": stop or None,
+        "frequency_penalty": req.frequency_penalty,
+        "presence_penalty": req.presence_penalty,
+        # Ollama's own settings, named at the top level by clients that know them.
+        "top_k": req.top_k,
+        "min_p": req.min_p,
+        "repeat_penalty": req.repeat_penalty,
+        "num_ctx": req.num_ctx,
+    }
+    # An `options` map (Ollama's shape) under the top-level fields, which win.
+    given = (req.options or {}) | {k: v for k, v in named.items() if v is not None}
+    options = options_from_map(given)
     return None if options == _NO_OPTIONS else options
 
 

@@ -95,6 +95,14 @@ class SamplingRequest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=T
     user: str | None = None
     # Read only to be refused when they ask for what Ollama's answers cannot give (openai/refusals.py).
     logit_bias: dict[str, float] | None = None
+    # Ollama's runtime settings, passed on: sampling fields OpenAI lacks, the context size, any other
+    # option, and how long the model stays loaded.
+    top_k: Annotated[int, Meta(ge=0)] | None = None
+    min_p: float | None = None
+    repeat_penalty: float | None = None
+    num_ctx: Annotated[int, Meta(ge=1)] | None = None
+    options: dict[str, Any] | None = None
+    keep_alive: int | float | str | None = None
 
 
 class ChatRequest(SamplingRequest, frozen=True, kw_only=True, omit_defaults=True):

@@ -13,8 +13,21 @@ from citadel_proxy.config.loader import load_struct
 from citadel_proxy.config.yamlsource import YamlSource, YamlSourceError, read_yaml
 from citadel_proxy.pipeline.stage import StageSettings, StageType
 
-# embeddings: /api/embed, /api/embeddings and /v1/embeddings shapes (routes/embeddings.py).
-Format = Literal["chat", "completion", "embeddings"]
+# embeddings: /api/embed, /api/embeddings and /v1/embeddings shapes (routes/embeddings.py). The other
+# client protocols (routes/formats.py): ollama-chat and ollama-generate (Ollama's /api/chat and
+# /api/generate, NDJSON streams), anthropic-messages (Anthropic's /v1/messages), openai-responses
+# (OpenAI's /v1/responses, stateless).
+Format = Literal[
+    "chat",
+    "completion",
+    "embeddings",
+    "ollama-chat",
+    "ollama-generate",
+    "anthropic-messages",
+    "openai-responses",
+]
+# The formats an agent profile may have: /v1/agents/stream and /v1/<profile>/… speak OpenAI's.
+_AGENT_FORMATS = ("chat", "completion")
 
 
 class PipelineFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -29,6 +42,10 @@ class PipelineFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     # The deadline of the whole exchange in seconds (the specification's `timeout`); none: gateway.timeout.
     timeout: Annotated[float, Meta(gt=0)] | None = None
     stages: list[str | dict[str, Any]] = msgspec.field(default_factory=list)
+    # Ollama's runtime options for this pipeline's requests (num_ctx, top_k, …) and how long the model
+    # stays loaded: over the model's configured defaults, under what a request sets.
+    options: dict[str, Any] | None = None
+    keep_alive: int | float | str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +65,8 @@ class Pipeline:
     timeout_s: float
     description: str
     stages: tuple[ConfiguredStage, ...]
+    options: dict[str, Any] | None = None
+    keep_alive: int | float | str | None = None
 
     def settings_of(self, stage_name: str) -> StageSettings | None:
         return next((s.settings for s in self.stages if s.type.name == stage_name), None)
@@ -59,8 +78,8 @@ def load_pipeline(path: Path, registry: dict[str, StageType], default_timeout_s:
         raise source.error((), "the file is empty")
     spec = load_struct(source, PipelineFile)
     stages = tuple(_stage(source, index, entry, registry) for index, entry in enumerate(spec.stages))
-    if spec.format == "embeddings" and spec.agent:
-        raise source.error(("agent",), "an embeddings pipeline cannot be an agent profile")
+    if spec.agent and spec.format not in _AGENT_FORMATS:
+        raise source.error(("agent",), f"a pipeline of format {spec.format} cannot be an agent profile")
     names = [s.type.name for s in stages]
     for index, stage in enumerate(stages):
         if names.count(stage.type.name) > 1:
@@ -77,6 +96,8 @@ def load_pipeline(path: Path, registry: dict[str, StageType], default_timeout_s:
         timeout_s=spec.timeout if spec.timeout is not None else default_timeout_s,
         description=spec.description,
         stages=stages,
+        options=spec.options,
+        keep_alive=spec.keep_alive,
     )
 
 

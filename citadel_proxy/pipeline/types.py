@@ -74,6 +74,8 @@ class Outcome:
     status: int = 200
     error_code: str | None = None
     cache_hit: bool = False
+    # Ollama's prompt count reached num_ctx: it cut the prompt (the context_guard stage notices).
+    context_truncated: bool = False
 
     def tokens(self, completion: Completion | None) -> tuple[int, int]:
         """Prompt and completion tokens: Ollama's counts as recorded here, else the whole answer's."""

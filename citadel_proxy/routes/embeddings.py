@@ -33,6 +33,7 @@ from citadel_proxy.embeddings.wire import (
 from citadel_proxy.http.body import decode, read_body
 from citadel_proxy.http.json_depth import check_depth
 from citadel_proxy.http.responses import json_response
+from citadel_proxy.pipeline.options import with_model_defaults
 from citadel_proxy.pipeline.request import InferenceRequest, Options
 from citadel_proxy.pipeline.table import BuiltPipeline
 from citadel_proxy.pipeline.types import Context
@@ -65,6 +66,7 @@ async def embeddings_route(request: Request) -> Response:
     principal = await admit(request, built)
     body = await read_body(request, services.config.gateway.max_body_bytes)
     wire, neutral = shape.parse(body, services.models)
+    neutral = with_model_defaults(neutral, services.models, built.spec)
     del body  # decoded: a large body is not kept while the answer is awaited
     if neutral.options is not None and neutral.options.extra:
         check_depth(_encode(neutral.options.extra), services.config.gateway.max_json_depth, "options")

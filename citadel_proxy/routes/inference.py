@@ -26,6 +26,7 @@ from citadel_proxy.openai.responses import chat_completion, text_completion
 from citadel_proxy.openai.sse import ChatChunks, ChunkEncoder, TextChunks
 from citadel_proxy.openai.translate import chat_to_request, completion_to_request
 from citadel_proxy.openai.wire import ChatRequest, CompletionRequest
+from citadel_proxy.pipeline.options import with_model_defaults
 from citadel_proxy.pipeline.table import BuiltPipeline
 from citadel_proxy.pipeline.types import Completion, Context, Principal, Reply
 from citadel_proxy.services import Services
@@ -147,6 +148,7 @@ def _context(
     else:
         check_completion(wire, services.config.gateway)
         neutral = completion_to_request(wire, model, stream)
+    neutral = with_model_defaults(neutral, services.models, pipeline)
     usage = bool(wire.stream_options and wire.stream_options.include_usage)
     ctx = Context(
         request_id, pipeline, route, client, request.headers, neutral,

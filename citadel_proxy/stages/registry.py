@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from citadel_proxy.pipeline.stage import StageType
-from citadel_proxy.stages import audit, auth, cache, chunking, metrics, rate_limit
+from citadel_proxy.stages import audit, auth, cache, chunking, context_guard, metrics, rate_limit
 
 
 def stage_types() -> dict[str, StageType]:
     stages = [audit.STAGE, metrics.STAGE, auth.STAGE, rate_limit.STAGE, chunking.STAGE, cache.STAGE]
+    stages.append(context_guard.STAGE)
     return {stage.name: stage for stage in stages}

@@ -17,6 +17,10 @@ WIRE = (
     "citadel_proxy.embeddings.wire",
     "citadel_proxy.upstream.wire",
     "citadel_proxy.upstream.translate",
+    # The other client protocols (Ollama's own API, Anthropic's Messages, OpenAI's Responses).
+    "citadel_proxy.ollama_native",
+    "citadel_proxy.anthropic",
+    "citadel_proxy.openai_responses",
 )
 
 

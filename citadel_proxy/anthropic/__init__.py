@@ -1,0 +1,1 @@
+"""Anthropic's Messages API, spoken to clients (the anthropic SDKs, coding agents)."""
