@@ -52,7 +52,7 @@ class UpstreamWatch:
         try:
             await upstream.fetch("GET", "/api/version", total_s=timeout_s)
         except errors.GatewayError as exc:
-            self.observe(False, exc.message)
+            self.observe(False, exc.detail or exc.message)
         else:
             self.observe(True)
 

@@ -55,7 +55,7 @@ async def check_upstream(services: Services) -> Check:
     try:
         await services.upstream.fetch("GET", "/api/version", total_s=_PROBE_TIMEOUT_S)
     except errors.GatewayError as exc:
-        return Check("down", detail=exc.message)
+        return Check("down", detail=exc.detail or exc.message)
     return Check("ok", latency_ms=elapsed_ms(started))
 
 
