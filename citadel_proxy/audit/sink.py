@@ -212,6 +212,8 @@ class AuditSink:
                     await self._wake.wait()
             except TimeoutError:
                 pass
+            if self._closing:
+                return  # close() makes the last move itself
             self._wake.clear()
             if self._spool_first and self._linger_s:
                 await asyncio.sleep(self._linger_s)  # let a burst gather in one segment
@@ -316,8 +318,13 @@ class AuditSink:
         if self._tasks:
             await self._queue.put(None)
             await self._tasks[0]
-            self._tasks[1].cancel()
-            await asyncio.gather(self._tasks[1], return_exceptions=True)
+            # Let a move in progress finish (a cancel between a batch's insert and its segment's removal
+            # would leave the segment to be replayed again at the next start); cancel one that hangs.
+            recovering = self._tasks[1]
+            self._wake.set()
+            await asyncio.wait({recovering}, timeout=self._retry_s * 5)
+            recovering.cancel()
+            await asyncio.gather(recovering, return_exceptions=True)
         await asyncio.gather(*self._background, return_exceptions=True)
         if self._spool_first:
             # One last move to PostgreSQL; whatever it cannot take stays spooled for the next start.
