@@ -1,0 +1,147 @@
+"""The OpenTelemetry SDK's side of tracing: its BatchSpanProcessor and OTLP exporter (HTTP or gRPC).
+
+Imported only when `monitoring.tracing.enabled` is true. A request hands over one span, its own
+(`RequestSpan`), carrying the notes of its waits; `Unfold` makes the notes into child spans in the
+processor's export thread, right before the SDK's exporter encodes and sends the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
+
+if TYPE_CHECKING:
+    from citadel_proxy.config.schema import Project, Tracing
+    from citadel_proxy.observability.tracing import Note, RequestTrace
+
+_HTTP_DEFAULT = "http://127.0.0.1:4318/v1/traces"
+_GRPC_DEFAULT = "http://127.0.0.1:4317"
+_UNSET = Status(StatusCode.UNSET)
+_FLAGS = {True: TraceFlags(TraceFlags.SAMPLED), False: TraceFlags(TraceFlags.DEFAULT)}
+
+
+class RequestSpan(ReadableSpan):
+    """A request's span, with the notes its children are made from at export."""
+
+    def __init__(self, notes: list[Note], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.notes = notes
+
+
+class Unfold(SpanExporter):
+    """Passes each request span to the SDK's exporter followed by its children, made from its notes."""
+
+    def __init__(self, inner: SpanExporter) -> None:
+        self._inner = inner
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return self._inner.export([each for span in spans for each in _family(span)])
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+
+def _family(span: ReadableSpan) -> Iterator[ReadableSpan]:
+    yield span
+    if not isinstance(span, RequestSpan):
+        return
+    parent = span.context
+    for note in span.notes:
+        yield _child(span, parent, note)
+
+
+def _child(span: RequestSpan, parent: SpanContext, note: Note) -> ReadableSpan:
+    context = SpanContext(parent.trace_id, note.span_id, False, parent.trace_flags, parent.trace_state)
+    attributes: dict[str, Any] = dict(note.attributes or {})
+    if note.error_type:
+        attributes["error.type"] = note.error_type
+    status = _UNSET if note.error_message is None else Status(StatusCode.ERROR, note.error_message)
+    events = () if note.first_token_ns is None else (Event("first_token", None, note.first_token_ns),)
+    return ReadableSpan(
+        name=note.name,
+        context=context,
+        parent=parent,
+        resource=span.resource,
+        attributes=attributes,
+        events=events,
+        kind=SpanKind.CLIENT if note.attributes is not None else SpanKind.INTERNAL,
+        status=status,
+        start_time=note.start_ns,
+        end_time=note.end_ns or span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
+
+
+class Export:
+    """The SDK's batch processor (queue, export thread) in front of its OTLP exporter."""
+
+    def __init__(self, settings: Tracing, project: Project) -> None:
+        resource: dict[str, Any] = {"service.name": project.name}
+        if project.version:
+            resource["service.version"] = project.version
+        if project.environment:
+            resource["deployment.environment.name"] = project.environment
+        # Resource.create also reads OTEL_RESOURCE_ATTRIBUTES, as every OpenTelemetry SDK does.
+        self._resource = Resource.create(resource)
+        self._scope = InstrumentationScope("citadel_proxy", project.version or None)
+        self._processor = BatchSpanProcessor(Unfold(_exporter(settings)))
+
+    def emit(
+        self, trace: RequestTrace, name: str, attributes: dict[str, Any], failure: str | None, end_ns: int
+    ) -> None:
+        state = TraceState.from_header([trace.trace_state]) if trace.trace_state else None
+        context = SpanContext(trace.trace_id, trace.span_id, False, _FLAGS[trace.sampled], state)
+        parent = None
+        if trace.parent_id is not None:
+            parent = SpanContext(trace.trace_id, trace.parent_id, True, _FLAGS[trace.sampled], state)
+        span = RequestSpan(
+            trace.notes,
+            name=name,
+            context=context,
+            parent=parent,
+            resource=self._resource,
+            attributes=attributes,
+            kind=SpanKind.SERVER,
+            status=_UNSET if failure is None else Status(StatusCode.ERROR, failure),
+            start_time=trace.start_ns,
+            end_time=end_ns,
+            instrumentation_scope=self._scope,
+        )
+        self._processor.on_end(span)
+
+    def force_flush(self) -> bool:
+        return self._processor.force_flush()
+
+    def shutdown(self) -> None:
+        self._processor.shutdown()  # type: ignore[no-untyped-call]
+
+
+def _exporter(settings: Tracing) -> SpanExporter:
+    if settings.protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+
+        endpoint = settings.endpoint or _GRPC_DEFAULT
+        return GrpcExporter(endpoint=endpoint, insecure=urlsplit(endpoint).scheme != "https")
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+
+    return HttpExporter(endpoint=http_endpoint(settings.endpoint))
+
+
+def http_endpoint(endpoint: str | None) -> str:
+    """The traces URL: a collector's address without a path gets OTLP's /v1/traces."""
+    if not endpoint:
+        return _HTTP_DEFAULT
+    parts = urlsplit(endpoint)
+    if parts.path in ("", "/"):
+        return endpoint.rstrip("/") + "/v1/traces"
+    return endpoint
