@@ -7,6 +7,7 @@ processor's export thread, right before the SDK's exporter encodes and sends the
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -28,11 +29,41 @@ _FLAGS = {True: TraceFlags(TraceFlags.SAMPLED), False: TraceFlags(TraceFlags.DEF
 
 
 class RequestSpan(ReadableSpan):
-    """A request's span, with the notes its children are made from at export."""
+    """A request's span as the request hands it over: only its context (all the processor reads) is set;
+    `Unfold` makes the rest, and the children from the trace's notes, in the export thread."""
 
-    def __init__(self, notes: list[Note], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.notes = notes
+    def __init__(  # the base's __init__ runs in complete(), off the request's thread
+        self, context: SpanContext, export: Export, trace: RequestTrace, name: str,
+        attributes: dict[str, Any], failure: str | None, end_ns: int,
+    ) -> None:  # fmt: skip
+        self._context = context
+        self.own_context = context
+        self.trace = trace
+        self._pending = (export, name, attributes, failure, end_ns)
+
+    def complete(self) -> None:
+        export, name, attributes, failure, end_ns = self._pending
+        trace = self.trace
+        context = self.own_context
+        state = TraceState.from_header([trace.trace_state]) if trace.trace_state else None
+        if state is not None:
+            context = SpanContext(trace.trace_id, trace.span_id, False, context.trace_flags, state)
+        parent = None
+        if trace.parent_id is not None:
+            parent = SpanContext(trace.trace_id, trace.parent_id, True, context.trace_flags, state)
+        ReadableSpan.__init__(
+            self,
+            name=name,
+            context=context,
+            parent=parent,
+            resource=export.resource,
+            attributes=attributes,
+            kind=SpanKind.SERVER,
+            status=_UNSET if failure is None else Status(StatusCode.ERROR, failure),
+            start_time=trace.start_ns,
+            end_time=end_ns,
+            instrumentation_scope=export.scope,
+        )
 
 
 class Unfold(SpanExporter):
@@ -52,16 +83,19 @@ class Unfold(SpanExporter):
 
 
 def _family(span: ReadableSpan) -> Iterator[ReadableSpan]:
-    yield span
     if not isinstance(span, RequestSpan):
+        yield span
         return
+    span.complete()
+    yield span
     parent = span.context
-    for note in span.notes:
+    for note in span.trace.notes:
         yield _child(span, parent, note)
 
 
 def _child(span: RequestSpan, parent: SpanContext, note: Note) -> ReadableSpan:
-    context = SpanContext(parent.trace_id, note.span_id, False, parent.trace_flags, parent.trace_state)
+    span_id = note.span_id or random.getrandbits(64) or 1
+    context = SpanContext(parent.trace_id, span_id, False, parent.trace_flags, parent.trace_state)
     attributes: dict[str, Any] = dict(note.attributes or {})
     if note.error_type:
         attributes["error.type"] = note.error_type
@@ -85,39 +119,23 @@ def _child(span: RequestSpan, parent: SpanContext, note: Note) -> ReadableSpan:
 class Export:
     """The SDK's batch processor (queue, export thread) in front of its OTLP exporter."""
 
-    def __init__(self, settings: Tracing, project: Project) -> None:
+    def __init__(self, settings: Tracing, project: Project, exporter: SpanExporter | None = None) -> None:
         resource: dict[str, Any] = {"service.name": project.name}
         if project.version:
             resource["service.version"] = project.version
         if project.environment:
             resource["deployment.environment.name"] = project.environment
         # Resource.create also reads OTEL_RESOURCE_ATTRIBUTES, as every OpenTelemetry SDK does.
-        self._resource = Resource.create(resource)
-        self._scope = InstrumentationScope("citadel_proxy", project.version or None)
-        self._processor = BatchSpanProcessor(Unfold(_exporter(settings)))
+        self.resource = Resource.create(resource)
+        self.scope = InstrumentationScope("citadel_proxy", project.version or None)
+        # `exporter`: another than the configured OTLP one (bench/tracing_cost.py measures with its own).
+        self._processor = BatchSpanProcessor(Unfold(exporter or _exporter(settings)))
 
     def emit(
         self, trace: RequestTrace, name: str, attributes: dict[str, Any], failure: str | None, end_ns: int
     ) -> None:
-        state = TraceState.from_header([trace.trace_state]) if trace.trace_state else None
-        context = SpanContext(trace.trace_id, trace.span_id, False, _FLAGS[trace.sampled], state)
-        parent = None
-        if trace.parent_id is not None:
-            parent = SpanContext(trace.trace_id, trace.parent_id, True, _FLAGS[trace.sampled], state)
-        span = RequestSpan(
-            trace.notes,
-            name=name,
-            context=context,
-            parent=parent,
-            resource=self._resource,
-            attributes=attributes,
-            kind=SpanKind.SERVER,
-            status=_UNSET if failure is None else Status(StatusCode.ERROR, failure),
-            start_time=trace.start_ns,
-            end_time=end_ns,
-            instrumentation_scope=self._scope,
-        )
-        self._processor.on_end(span)
+        context = SpanContext(trace.trace_id, trace.span_id, False, _FLAGS[trace.sampled])
+        self._processor.on_end(RequestSpan(context, self, trace, name, attributes, failure, end_ns))
 
     def force_flush(self) -> bool:
         return self._processor.force_flush()

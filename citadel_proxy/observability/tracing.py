@@ -53,6 +53,7 @@ class Note:
     """A stage's wait or an upstream attempt, made into a child span of the request's at export."""
 
     name: str
+    # 0: made in the export thread (only an upstream attempt's id is needed sooner, for its traceparent).
     span_id: int
     start_ns: int
     end_ns: int = 0
@@ -161,16 +162,18 @@ class RequestTrace:
 
     async def waited(self, name: str, pending: Awaitable[T]) -> T:
         """`pending`, awaited as a child span named `name` (a stage's wait: key lookup, rate limit…)."""
-        note = Note(name, _new_id(64), time.time_ns())
+        start_ns = time.time_ns()
         try:
-            return await pending
+            result = await pending
         except BaseException as exc:
+            note = Note(name, 0, start_ns, time.time_ns())
             note.failed(exc)
-            raise
-        finally:
-            note.end_ns = time.time_ns()
             if not self.ended:
                 self.notes.append(note)
+            raise
+        if not self.ended:
+            self.notes.append(Note(name, 0, start_ns, time.time_ns()))
+        return result
 
     async def attempt_upstream(
         self, host: str, port: int, call: Callable[[dict[str, str]], Awaitable[Reply]]
