@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 from msgspec import Meta
@@ -318,6 +319,12 @@ class Tracing(Section, frozen=True):
     sample_ratio: Annotated[float, Meta(ge=0, le=1)] = 1.0
     # true: prompts and answers are recorded on the spans (gen_ai.input.messages, gen_ai.output.messages).
     capture_content: bool = False
+
+    def __post_init__(self) -> None:
+        if self.endpoint is not None:
+            parts = urlsplit(self.endpoint)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"endpoint: {self.endpoint!r} is not an http:// or https:// URL")
 
 
 class Monitoring(Section, frozen=True):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import pytest
 from starlette.requests import Request
 
@@ -65,3 +66,9 @@ def test_a_tracestate_that_is_not_printable_ascii_is_not_passed_on() -> None:
 
 def test_ratio_zero_samples_nothing_of_its_own() -> None:
     assert not any(begin({}, ratio=0).sampled for _ in range(50))
+
+
+@pytest.mark.parametrize("endpoint", ["collector:4318", "ftp://collector", "http://"])
+def test_an_endpoint_that_is_not_a_url_is_refused(endpoint: str) -> None:
+    with pytest.raises(msgspec.ValidationError, match="endpoint"):
+        msgspec.convert({"enabled": True, "endpoint": endpoint}, Tracing)
