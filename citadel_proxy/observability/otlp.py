@@ -18,9 +18,11 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
+from citadel_proxy.observability.tracing import Note
+
 if TYPE_CHECKING:
     from citadel_proxy.config.schema import Project, Tracing
-    from citadel_proxy.observability.tracing import Note, RequestTrace
+    from citadel_proxy.observability.tracing import RequestTrace
 
 _HTTP_DEFAULT = "http://127.0.0.1:4318/v1/traces"
 _GRPC_DEFAULT = "http://127.0.0.1:4317"
@@ -89,6 +91,8 @@ def _family(span: ReadableSpan) -> Iterator[ReadableSpan]:
     span.complete()
     yield span
     parent = span.context
+    for name, start_ns, end_ns in span.trace.waits:
+        yield _child(span, parent, Note(name, 0, start_ns, end_ns))
     for note in span.trace.notes:
         yield _child(span, parent, note)
 
@@ -97,12 +101,20 @@ def _child(span: RequestSpan, parent: SpanContext, note: Note) -> ReadableSpan:
     span_id = note.span_id or random.getrandbits(64) or 1
     context = SpanContext(parent.trace_id, span_id, False, parent.trace_flags, parent.trace_state)
     attributes: dict[str, Any] = dict(note.attributes or {})
+    name = note.name
+    if note.attributes is not None:  # an upstream attempt: a GenAI client span, named for what it asked
+        request = span.attributes or {}
+        operation, model = str(request["gen_ai.operation.name"]), str(request["gen_ai.response.model"])
+        name = f"{operation} {model}"
+        attributes.update(
+            {"gen_ai.operation.name": operation, "gen_ai.system": "ollama", "gen_ai.request.model": model}
+        )
     if note.error_type:
         attributes["error.type"] = note.error_type
     status = _UNSET if note.error_message is None else Status(StatusCode.ERROR, note.error_message)
     events = () if note.first_token_ns is None else (Event("first_token", None, note.first_token_ns),)
     return ReadableSpan(
-        name=note.name,
+        name=name,
         context=context,
         parent=parent,
         resource=span.resource,

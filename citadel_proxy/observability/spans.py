@@ -28,15 +28,11 @@ def operation(ctx: Context) -> str:
 
 
 def settle_attempt(trace: RequestTrace, ctx: Context) -> None:
-    """Name the upstream attempts as GenAI client spans, and end a streamed one from the outcome."""
+    """End a streamed upstream attempt from the outcome, and note its first token.
+
+    (The attempts are named as GenAI client spans in the export thread: otlp.py.)
+    """
     outcome = ctx.outcome
-    name = f"{operation(ctx)} {ctx.model}"
-    for note in trace.notes:
-        if note.attributes is not None:
-            note.name = name
-            note.attributes["gen_ai.operation.name"] = operation(ctx)
-            note.attributes["gen_ai.system"] = "ollama"
-            note.attributes["gen_ai.request.model"] = ctx.model
     attempt = trace.attempt
     if attempt is None:
         return
