@@ -36,6 +36,7 @@ from citadel_proxy.observability.logs import configure_logging
 from citadel_proxy.observability.metrics import open_metrics
 from citadel_proxy.observability.metrics_port import serve_metrics_port
 from citadel_proxy.observability.refusals import open_refusals
+from citadel_proxy.observability.tracing import open_tracing
 from citadel_proxy.pipeline import table
 from citadel_proxy.pipeline.spec import PipelineSet, load_pipelines
 from citadel_proxy.preload import preload_models
@@ -194,6 +195,7 @@ def create_app(
                     config.auth.failed_auth_window_s,
                     config.auth.failed_auth_max_clients,
                 ),
+                tracing=await open_tracing(config, stack),
             )
             stack.callback(services.deadlines.close)
             await export_audit_metrics(services.metrics.registry, audit, stack)

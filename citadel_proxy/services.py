@@ -14,6 +14,7 @@ from citadel_proxy.config.schema import Config
 from citadel_proxy.management.pulls import PullManager
 from citadel_proxy.observability.metrics import Metrics
 from citadel_proxy.observability.refusals import Refusals
+from citadel_proxy.observability.tracing import RequestTracer
 from citadel_proxy.pipeline.table import PipelineTable
 from citadel_proxy.ratelimit import RateLimiter
 from citadel_proxy.system.gpu import GpuProbe
@@ -40,3 +41,4 @@ class Services:
     refusals: Refusals  # requests refused before their pipeline: counted, logged, audited
     failed_auth: FailedAuthLimiter
     started_at: float = field(default_factory=time.time)
+    tracing: RequestTracer | None = None  # monitoring.tracing; None when disabled

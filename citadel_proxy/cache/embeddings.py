@@ -84,7 +84,8 @@ class EmbeddingCache:
         flights = {name: self._flights.join(name) for name in batch.inputs}
         led = [flight for flight in flights.values() if flight.leader]
         try:
-            hits = await self._lookup(batch, led)
+            pending, trace = self._lookup(batch, led), ctx.trace
+            hits = await (pending if trace is None else trace.waited("cache lookup", pending))
             self.space.hits.inc(batch.count(hits))
             self.space.misses.inc(len(texts) - batch.count(hits))
             missing = [f.key for f in led if f.key not in hits]

@@ -35,7 +35,8 @@ class ResponseCache:
         ctx.response_headers[X_CACHE] = "MISS"
         key = response_key(self.space.prefix, ctx)
         if control.read:
-            completion = await self._lookup(key)
+            pending, trace = self._lookup(key), ctx.trace
+            completion = await (pending if trace is None else trace.waited("cache lookup", pending))
             if completion is not None:
                 self.space.hits.inc()
                 return _hit(ctx, completion)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 from msgspec import Meta
@@ -318,10 +319,31 @@ class AuditOptions(Section, frozen=True):
     conversation_claim_timeout_s: Seconds = 1.0
 
 
+class Tracing(Section, frozen=True):
+    """OpenTelemetry traces of the inference requests, sent over OTLP (observability/tracing.py)."""
+
+    enabled: bool = False
+    # The collector; none: http://127.0.0.1:4318/v1/traces (http/protobuf) or http://127.0.0.1:4317
+    # (grpc). An http/protobuf URL without a path gets /v1/traces.
+    endpoint: str | None = None
+    protocol: Literal["http/protobuf", "grpc"] = "http/protobuf"
+    # Share of the requests traced; a client's traceparent decides for its own requests.
+    sample_ratio: Annotated[float, Meta(ge=0, le=1)] = 1.0
+    # true: prompts and answers are recorded on the spans (gen_ai.input.messages, gen_ai.output.messages).
+    capture_content: bool = False
+
+    def __post_init__(self) -> None:
+        if self.endpoint is not None:
+            parts = urlsplit(self.endpoint)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"endpoint: {self.endpoint!r} is not an http:// or https:// URL")
+
+
 class Monitoring(Section, frozen=True):
     prometheus: Prometheus = msgspec.field(default_factory=Prometheus)
     health_checks: HealthChecks = msgspec.field(default_factory=HealthChecks)
     logging: Logging = msgspec.field(default_factory=Logging)
+    tracing: Tracing = msgspec.field(default_factory=Tracing)
 
 
 class ModelRouting(Section, frozen=True):

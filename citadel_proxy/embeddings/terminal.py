@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
+from functools import partial
 from typing import TypeVar
 
 import msgspec
@@ -28,28 +30,43 @@ def with_embeddings(other: Handler, client: OllamaClient) -> Handler:
     async def terminal(ctx: Context) -> Reply:
         if ctx.request.kind != "embed":
             return await other(ctx)
-        vectors = await embed(client, ctx.request)
-        tokens = sum(vector.tokens for vector in vectors)
-        ctx.outcome.prompt_tokens += tokens
-        completion = Completion(content="", finish_reason=None, prompt_tokens=tokens)
-        return Reply(completion=completion, embeddings=vectors)
+        trace = ctx.trace
+        if trace is not None:
+            service = client.service
+            return await trace.attempt_upstream(service.host, service.port, partial(_traced, client, ctx))
+        return _reply(ctx, await embed(client, ctx.request))
 
     return terminal
 
 
-async def embed(client: OllamaClient, request: InferenceRequest) -> list[Vector]:
+async def _traced(client: OllamaClient, ctx: Context, headers: Mapping[str, str]) -> Reply:
+    return _reply(ctx, await embed(client, ctx.request, headers))
+
+
+def _reply(ctx: Context, vectors: list[Vector]) -> Reply:
+    tokens = sum(vector.tokens for vector in vectors)
+    ctx.outcome.prompt_tokens += tokens
+    completion = Completion(content="", finish_reason=None, prompt_tokens=tokens)
+    return Reply(completion=completion, embeddings=vectors)
+
+
+async def embed(
+    client: OllamaClient, request: InferenceRequest, headers: Mapping[str, str] | None = None
+) -> list[Vector]:
     """The request's inputs embedded, in their order, each with its share of the prompt tokens."""
     texts = request.inputs()
     if request.normalize:
-        return await _embed(client, request, texts)
+        return await _embed(client, request, texts, headers)
     if texts:
-        return list(await asyncio.gather(*(_embeddings(client, request, text) for text in texts)))
-    await _embeddings(client, request, "")
+        return list(await asyncio.gather(*(_embeddings(client, request, text, headers) for text in texts)))
+    await _embeddings(client, request, "", headers)
     return []
 
 
-async def _embed(client: OllamaClient, request: InferenceRequest, texts: list[str]) -> list[Vector]:
-    raw = await client.post("/api/embed", _encode(embed_to_ollama(request)))
+async def _embed(
+    client: OllamaClient, request: InferenceRequest, texts: list[str], headers: Mapping[str, str] | None
+) -> list[Vector]:
+    raw = await client.post("/api/embed", _encode(embed_to_ollama(request)), headers)
     answer = _decode(_embed_decoder, raw)
     if len(answer.embeddings) != len(texts) or not all(answer.embeddings):
         raise errors.UpstreamMalformed(
@@ -59,8 +76,10 @@ async def _embed(client: OllamaClient, request: InferenceRequest, texts: list[st
     return [Vector(pack(v), n) for v, n in zip(answer.embeddings, shares, strict=True)]
 
 
-async def _embeddings(client: OllamaClient, request: InferenceRequest, text: str) -> Vector:
-    raw = await client.post("/api/embeddings", _encode(embeddings_to_ollama(request, text)))
+async def _embeddings(
+    client: OllamaClient, request: InferenceRequest, text: str, headers: Mapping[str, str] | None
+) -> Vector:
+    raw = await client.post("/api/embeddings", _encode(embeddings_to_ollama(request, text)), headers)
     answer = _decode(_embeddings_decoder, raw)
     if text and not answer.embedding:
         raise errors.UpstreamMalformed("Ollama answered an empty embedding")

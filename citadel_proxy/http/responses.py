@@ -48,6 +48,9 @@ def _record_refusal(request: Request, error: errors.GatewayError, label: str | N
     path = template or request.url.path[:200]
     client = request.client.host if request.client else ""
     key_name = state.get("key_name") or getattr(error, "key_name", None)
+    trace = state.get("trace")
+    if trace is not None:  # monitoring.tracing: the refused request's span
+        trace.refused(error.status, error.code, key_name)
     services = state.get("services")
     refusals = getattr(services, "refusals", None)
     model = state.get("model", "")[:200]  # the client's text, refused: kept short

@@ -52,13 +52,20 @@ class AccessLine(msgspec.Struct, kw_only=True):
     error_code: str | None
 
 
+class TracedAccessLine(AccessLine, kw_only=True):
+    """The access line of a traced request (monitoring.tracing): its trace and span, as W3C writes them."""
+
+    trace_id: str = ""
+    span_id: str = ""
+
+
 def log_request(ctx: Context) -> None:
     """Write the request's access line; call once, when the response has ended (or failed)."""
     if not _access.isEnabledFor(logging.INFO):
         return
     outcome = ctx.outcome
     first = outcome.first_token_at
-    line = AccessLine(
+    line = (AccessLine if ctx.trace is None else TracedAccessLine)(
         time=datetime.now(UTC),
         request_id=ctx.request_id,
         route=ctx.route,
@@ -74,6 +81,8 @@ def log_request(ctx: Context) -> None:
         cache_hit=outcome.cache_hit,
         error_code=outcome.error_code,
     )
+    if isinstance(line, TracedAccessLine) and ctx.trace is not None:
+        line.trace_id, line.span_id = ctx.trace.ids()
     _emit(line)
 
 

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from starlette.datastructures import Headers
 
     from citadel_proxy.cache.codec import Vector
+    from citadel_proxy.observability.tracing import RequestTrace
     from citadel_proxy.pipeline.request import InferenceRequest
     from citadel_proxy.pipeline.spec import Pipeline
 
@@ -127,6 +128,8 @@ class Context:
     response_headers: dict[str, str] = field(default_factory=dict)
     outcome: Outcome = field(default_factory=Outcome)
     started: float = field(default_factory=time.perf_counter)
+    # The request's trace when monitoring.tracing is enabled; stages that wait note their waits on it.
+    trace: RequestTrace | None = None
 
 
 @dataclass(slots=True)

@@ -63,7 +63,9 @@ async def embeddings_route(request: Request) -> Response:
     if built is None or built.spec.format != "embeddings":
         raise errors.NotFound(f"no embeddings pipeline serves {route} since the last reload")
     shape = shape_of(route)
-    principal = await admit(request, built)
+    tracer = services.tracing
+    trace = None if tracer is None else tracer.begin(request, built.spec.name, route)
+    principal = await admit(request, built, trace)
     body = await read_body(request, services.config.gateway.max_body_bytes)
     wire, neutral = shape.parse(body, services.models)
     neutral = with_model_defaults(neutral, services.models, built.spec)
@@ -71,7 +73,7 @@ async def embeddings_route(request: Request) -> Response:
     if neutral.options is not None and neutral.options.extra:
         check_depth(_encode(neutral.options.extra), services.config.gateway.max_json_depth, "options")
     ctx = _context(request, built, route, wire, neutral)
-    ctx.principal = principal
+    ctx.principal, ctx.trace = principal, trace
     request.state.access_logged = True
     reply = await complete_logged(request, ctx, built)
     if reply.embeddings is None:

@@ -21,6 +21,7 @@ from citadel_proxy.http.responses import json_response
 from citadel_proxy.http.stream_response import StreamResponse, deadline_error
 from citadel_proxy.observability.logs import log_request
 from citadel_proxy.observability.request_id import new_request_id
+from citadel_proxy.observability.tracing import RequestTrace
 from citadel_proxy.openai.limits import check_chat, check_completion
 from citadel_proxy.openai.responses import chat_completion, text_completion
 from citadel_proxy.openai.sse import ChatChunks, ChunkEncoder, TextChunks
@@ -101,10 +102,12 @@ async def run(
     gateway = services.config.gateway
     if api is None:
         api = "chat" if built.spec.format == "chat" else "completion"
-    principal = await admit(request, built)
+    tracer = services.tracing
+    trace = None if tracer is None else tracer.begin(request, built.spec.name, route)
+    principal = await admit(request, built, trace)
     # Not kept in this frame: a whole answer is awaited here, and a large body is not needed once decoded.
     ctx = _context(request, services, built, route, await read_body(request, gateway.max_body_bytes), api)
-    ctx.principal = principal
+    ctx.principal, ctx.trace = principal, trace
     request.state.access_logged = True
     if ctx.stream:
         encoder: ChunkEncoder = (
@@ -120,7 +123,7 @@ async def run(
             keepalive_s=gateway.keepalive_s,
             header_grace_s=gateway.header_grace_ms / 1000,
             write_timeout_s=gateway.write_timeout_s,
-            on_finish=log_request,
+            on_finish=finish,
         )
     completion = whole(await complete_logged(request, ctx, built))
     created = int(time.time())
@@ -158,12 +161,15 @@ def _context(
     return ctx
 
 
-async def admit(request: Request, built: BuiltPipeline) -> Principal | None:
+async def admit(
+    request: Request, built: BuiltPipeline, trace: RequestTrace | None = None
+) -> Principal | None:
     """The pipeline's first step (auth) on the headers alone, before the body is read."""
     if built.admit is None:
         return None
     refuse_locked_out(request)
-    principal = await built.admit(request.headers)
+    pending = built.admit(request.headers)
+    principal = await (pending if trace is None else trace.waited("key lookup", pending))
     if principal is not None:
         request.state.key_name = principal.name  # for the audit of a refusal that follows (bad body)
     return principal
@@ -183,7 +189,14 @@ async def complete_logged(request: Request, ctx: Context, built: BuiltPipeline) 
         ctx.outcome.failed(error.status, error.code)
         raise
     finally:
-        log_request(ctx)
+        finish(ctx)
+
+
+def finish(ctx: Context) -> None:
+    """The exchange is over: its trace ends and its access line is written."""
+    if ctx.trace is not None:
+        ctx.trace.end(ctx)
+    log_request(ctx)
 
 
 async def complete(request: Request, ctx: Context, built: BuiltPipeline) -> Reply:

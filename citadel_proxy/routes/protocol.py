@@ -19,11 +19,10 @@ from citadel_proxy.http.json_depth import check_depth
 from citadel_proxy.http.responses import ErrorRender, logged_bug, refusal
 from citadel_proxy.http.stream_encoder import StreamEncoder
 from citadel_proxy.http.stream_response import StreamResponse
-from citadel_proxy.observability.logs import log_request
 from citadel_proxy.pipeline.options import with_model_defaults
 from citadel_proxy.pipeline.request import InferenceRequest
 from citadel_proxy.pipeline.types import Completion, Context
-from citadel_proxy.routes.inference import admit, caller, complete_logged, whole
+from citadel_proxy.routes.inference import admit, caller, complete_logged, finish, whole
 from citadel_proxy.services import Services
 
 _encode = msgspec.json.Encoder().encode
@@ -67,7 +66,9 @@ async def _serve(request: Request, protocol: WireProtocol, format_name: str) -> 
     built = services.pipelines.current.by_route.get(route)
     if built is None or built.spec.format != format_name:
         raise errors.NotFound(f"no {format_name} pipeline serves {route} since the last reload")
-    principal = await admit(request, built)
+    tracer = services.tracing
+    trace = None if tracer is None else tracer.begin(request, built.spec.name, route)
+    principal = await admit(request, built, trace)
     gateway = services.config.gateway
     decoded = protocol.decode(
         await read_body(request, gateway.max_body_bytes), services, built.spec.stream_default
@@ -79,7 +80,7 @@ async def _serve(request: Request, protocol: WireProtocol, format_name: str) -> 
         request_id, built.spec, route, client, request.headers, neutral,
         decoded.model_requested, neutral.model, neutral.stream, True,
     )  # fmt: skip
-    ctx.principal = principal
+    ctx.principal, ctx.trace = principal, trace
     ctx.response_headers["X-Request-ID"] = request_id  # no middleware adds it on http.front's short way
     request.state.access_logged = True
     if ctx.stream:
@@ -91,7 +92,7 @@ async def _serve(request: Request, protocol: WireProtocol, format_name: str) -> 
             keepalive_s=gateway.keepalive_s,
             header_grace_s=gateway.header_grace_ms / 1000,
             write_timeout_s=gateway.write_timeout_s,
-            on_finish=log_request,
+            on_finish=finish,
         )
     completion = whole(await complete_logged(request, ctx, built))
     body = protocol.answer(ctx, completion)

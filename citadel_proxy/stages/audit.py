@@ -86,7 +86,8 @@ class AuditStage:
             return conversation
         if owners is None or self._sink.database_failing:
             return conversation  # no one can tell now: the insert keeps other keys' records apart
-        owned = await owners.claim(conversation, key, model=ctx.model, at=started_at)
+        pending, trace = owners.claim(conversation, key, model=ctx.model, at=started_at), ctx.trace
+        owned = await (pending if trace is None else trace.waited("conversation claim", pending))
         if owned is False:
             raise PermissionDenied(
                 f"{CONVERSATION_HEADER} names a conversation another key opened; use an id of your own",
@@ -123,8 +124,9 @@ class Exchange:
         if self.recorded:
             return
         record = self._build(answer, failure)
+        pending, trace = self._sink.submit(record), self.ctx.trace
         try:
-            await self._sink.submit(record)
+            await (pending if trace is None else trace.waited("audit hand-off", pending))
         except AuditError as exc:
             log.error("audit record %s could not be kept: %s", self.id, exc)
             if required:

@@ -55,7 +55,8 @@ class RateLimitStage:
         if limits.empty:
             return await call_next(ctx)
         identity = f"key:{principal.name}" if principal else f"ip:{ctx.client}"
-        decision = await self.limiter.acquire(identity, limits)
+        pending, trace = self.limiter.acquire(identity, limits), ctx.trace
+        decision = await (pending if trace is None else trace.waited("rate limit", pending))
         headers = rate_limit_headers(decision)
         if not decision.allowed:
             raise RateLimited(_refusal(decision), headers=headers)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -76,22 +76,22 @@ class OllamaClient:
             await self._session.close()
             self._session = None
 
-    async def stream(self, path: str, body: bytes) -> Answer:
+    async def stream(self, path: str, body: bytes, headers: Mapping[str, str] | None = None) -> Answer:
         """Ollama's streamed answer to a POST, status 200, unread (other statuses raise).
 
         Streams go through the lean client (less memory and CPU per token); only connect failures are
-        retried, since then nothing has reached Ollama.
+        retried, since then nothing has reached Ollama. `headers`: extra ones (a trace's traceparent).
         """
         if self._lean is None:
-            return await self.open_response("POST", path, body, read_bufsize=_STREAM_BUFSIZE)
-        return await self._lean_post(self._lean, path, body)
+            return await self.open_response("POST", path, body, read_bufsize=_STREAM_BUFSIZE, headers=headers)
+        return await self._lean_post(self._lean, path, body, headers)
 
-    async def post(self, path: str, body: bytes) -> bytes:
+    async def post(self, path: str, body: bytes, headers: Mapping[str, str] | None = None) -> bytes:
         """A whole answer to a POST (chat, generate and embeddings without streaming), read on the lean
         client like streams: aiohttp's request machinery was most of the CPU such a request cost."""
         if self._lean is None:
-            return await self.fetch("POST", path, body)
-        response = await self._lean_post(self._lean, path, body)
+            return await self.fetch("POST", path, body, headers=headers)
+        response = await self._lean_post(self._lean, path, body, headers)
         try:
             return await response.read_all(self.service.max_answer_bytes)
         except LeanError as exc:
@@ -103,11 +103,14 @@ class OllamaClient:
         finally:
             response.release()
 
-    async def _lean_post(self, lean: LeanPool, path: str, body: bytes) -> LeanResponse:
+    async def _lean_post(
+        self, lean: LeanPool, path: str, body: bytes, headers: Mapping[str, str] | None = None
+    ) -> LeanResponse:
         attempts = self.service.max_retries + 1
+        extra = b"" if headers is None else "".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode()
         for attempt in range(attempts):
             try:
-                response = await lean.post(path, body)
+                response = await lean.post(path, body, extra)
                 break
             except OSError as exc:  # TimeoutError included: connecting took too long
                 if attempt + 1 == attempts:
@@ -144,6 +147,7 @@ class OllamaClient:
         *,
         total_s: float | None = None,
         read_bufsize: int = _STREAM_BUFSIZE,
+        headers: Mapping[str, str] | None = None,
     ) -> aiohttp.ClientResponse:
         """Send a request and return Ollama's 200 response unread; any other status raises.
 
@@ -155,6 +159,8 @@ class OllamaClient:
             "headers": _JSON if body is not None else None,
             "read_bufsize": read_bufsize,
         }
+        if headers:
+            kwargs["headers"] = {**(kwargs["headers"] or {}), **headers}
         if total_s is not None:
             kwargs["timeout"] = aiohttp.ClientTimeout(total=total_s)
         for attempt in range(attempts):
@@ -179,10 +185,18 @@ class OllamaClient:
         return response
 
     async def fetch(
-        self, method: str, path: str, body: bytes | None = None, *, total_s: float | None = None
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        *,
+        total_s: float | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> bytes:
         """A whole (non-streamed) answer body."""
-        response = await self.open_response(method, path, body, total_s=total_s, read_bufsize=_WHOLE_BUFSIZE)
+        response = await self.open_response(
+            method, path, body, total_s=total_s, read_bufsize=_WHOLE_BUFSIZE, headers=headers
+        )
         try:
             return await _read_capped(response, self.service.max_answer_bytes)
         except (aiohttp.ClientError, TimeoutError) as exc:

@@ -262,7 +262,7 @@ class LeanPool:
         period_s = 1.0 if read_timeout_s is None else min(1.0, read_timeout_s / 10)
         self.sweeper = TimeoutSweeper(period_s=period_s)
 
-    async def post(self, path: str, body: bytes) -> LeanResponse:
+    async def post(self, path: str, body: bytes, extra_headers: bytes = b"") -> LeanResponse:
         """Send the request; returns once Ollama's status line and headers are in.
 
         A pooled connection found stale is retried once on a new one. Other failures raise LeanError,
@@ -270,7 +270,8 @@ class LeanPool:
         """
         # Head and body are written apart: joining them copied the body, a second copy of a large request.
         request = (
-            b"POST %s HTTP/1.1\r\n%sContent-Length: %d\r\n\r\n" % (path.encode(), self._head, len(body)),
+            b"POST %s HTTP/1.1\r\n%s%sContent-Length: %d\r\n\r\n"
+            % (path.encode(), self._head, extra_headers, len(body)),
             body,
         )
         try:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from functools import partial
 
 import msgspec
 
@@ -24,24 +26,29 @@ _encode = msgspec.json.Encoder().encode
 
 
 def upstream_handler(client: OllamaClient) -> Handler:
-    async def call_ollama(ctx: Context) -> Reply:
-        is_chat = ctx.request.kind == "chat"
-        if is_chat:
-            endpoint, body = "/api/chat", _encode(chat_to_ollama(ctx.request))
-        else:
-            endpoint, body = "/api/generate", _encode(generate_to_ollama(ctx.request))
-        if ctx.stream:
-            response = await client.stream(endpoint, body)
-            cap = client.service.max_line_bytes
-            if is_chat:
-                return Reply(stream=UpstreamStream(response, chat_line_decoder, chat_delta, ctx.outcome, cap))
-            return Reply(
-                stream=UpstreamStream(response, generate_line_decoder, generate_delta, ctx.outcome, cap)
-            )
-        raw = await client.post(endpoint, body)
-        return Reply(completion=_completion(ctx, raw, is_chat))
+    return partial(attempt, client)
 
-    return call_ollama
+
+async def attempt(client: OllamaClient, ctx: Context, headers: Mapping[str, str] | None = None) -> Reply:
+    """One call to one Ollama. A traced request's call is made again inside its trace's upstream span,
+    with the headers that carry the trace on to Ollama (an untraced one pays a None check, no call)."""
+    trace = ctx.trace
+    if trace is not None and headers is None:
+        service = client.service
+        return await trace.attempt_upstream(service.host, service.port, partial(attempt, client, ctx))
+    is_chat = ctx.request.kind == "chat"
+    if is_chat:
+        endpoint, body = "/api/chat", _encode(chat_to_ollama(ctx.request))
+    else:
+        endpoint, body = "/api/generate", _encode(generate_to_ollama(ctx.request))
+    if ctx.stream:
+        response = await client.stream(endpoint, body, headers)
+        cap = client.service.max_line_bytes
+        if is_chat:
+            return Reply(stream=UpstreamStream(response, chat_line_decoder, chat_delta, ctx.outcome, cap))
+        return Reply(stream=UpstreamStream(response, generate_line_decoder, generate_delta, ctx.outcome, cap))
+    raw = await client.post(endpoint, body, headers)
+    return Reply(completion=_completion(ctx, raw, is_chat))
 
 
 def _completion(ctx: Context, raw: bytes, is_chat: bool) -> Completion:

@@ -100,7 +100,11 @@ async def test_every_readme_example_answers_200_on_make_runs_config(tmp_path: Pa
     assert len(endpoints) == len(re.findall(r"^curl ", text, re.M)) > 20, endpoints  # each one found
     async with FakeOllama() as fake, running_gateway(make_run_config(tmp_path, fake.port), fake) as gw:
         admin = (tmp_path / "var" / "data" / "admin.key").read_text().strip()
-        headers = {"H": f"Authorization: Bearer {TEST_KEY}", "A": f"Authorization: Bearer {admin}"}
+        headers = {
+            "H": f"Authorization: Bearer {TEST_KEY}",
+            "A": f"Authorization: Bearer {admin}",
+            "CITADEL_KEY": TEST_KEY,  # the Anthropic example sends it as x-api-key
+        }
         failures: list[str] = []
         conversation: str | None = None
         async with aiohttp.ClientSession() as session:

@@ -1,0 +1,177 @@
+"""The OpenTelemetry SDK's side of tracing: its BatchSpanProcessor and OTLP exporter (HTTP or gRPC).
+
+Imported only when `monitoring.tracing.enabled` is true. A request hands over one span, its own
+(`RequestSpan`), carrying the notes of its waits; `Unfold` makes the notes into child spans in the
+processor's export thread, right before the SDK's exporter encodes and sends the batch.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
+
+from citadel_proxy.observability.tracing import Note
+
+if TYPE_CHECKING:
+    from citadel_proxy.config.schema import Project, Tracing
+    from citadel_proxy.observability.tracing import RequestTrace
+
+_HTTP_DEFAULT = "http://127.0.0.1:4318/v1/traces"
+_GRPC_DEFAULT = "http://127.0.0.1:4317"
+_UNSET = Status(StatusCode.UNSET)
+_FLAGS = {True: TraceFlags(TraceFlags.SAMPLED), False: TraceFlags(TraceFlags.DEFAULT)}
+
+
+class RequestSpan(ReadableSpan):
+    """A request's span as the request hands it over: only its context (all the processor reads) is set;
+    `Unfold` makes the rest, and the children from the trace's notes, in the export thread."""
+
+    def __init__(  # the base's __init__ runs in complete(), off the request's thread
+        self, context: SpanContext, export: Export, trace: RequestTrace, name: str,
+        attributes: dict[str, Any], failure: str | None, end_ns: int,
+    ) -> None:  # fmt: skip
+        self._context = context
+        self.own_context = context
+        self.trace = trace
+        self._pending = (export, name, attributes, failure, end_ns)
+
+    def complete(self) -> None:
+        export, name, attributes, failure, end_ns = self._pending
+        trace = self.trace
+        context = self.own_context
+        state = TraceState.from_header([trace.trace_state]) if trace.trace_state else None
+        if state is not None:
+            context = SpanContext(trace.trace_id, trace.span_id, False, context.trace_flags, state)
+        parent = None
+        if trace.parent_id is not None:
+            parent = SpanContext(trace.trace_id, trace.parent_id, True, context.trace_flags, state)
+        ReadableSpan.__init__(
+            self,
+            name=name,
+            context=context,
+            parent=parent,
+            resource=export.resource,
+            attributes=attributes,
+            kind=SpanKind.SERVER,
+            status=_UNSET if failure is None else Status(StatusCode.ERROR, failure),
+            start_time=trace.start_ns,
+            end_time=end_ns,
+            instrumentation_scope=export.scope,
+        )
+
+
+class Unfold(SpanExporter):
+    """Passes each request span to the SDK's exporter followed by its children, made from its notes."""
+
+    def __init__(self, inner: SpanExporter) -> None:
+        self._inner = inner
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return self._inner.export([each for span in spans for each in _family(span)])
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+
+def _family(span: ReadableSpan) -> Iterator[ReadableSpan]:
+    if not isinstance(span, RequestSpan):
+        yield span
+        return
+    span.complete()
+    yield span
+    parent = span.context
+    for name, start_ns, end_ns in span.trace.waits:
+        yield _child(span, parent, Note(name, 0, start_ns, end_ns))
+    for note in span.trace.notes:
+        yield _child(span, parent, note)
+
+
+def _child(span: RequestSpan, parent: SpanContext, note: Note) -> ReadableSpan:
+    span_id = note.span_id or random.getrandbits(64) or 1
+    context = SpanContext(parent.trace_id, span_id, False, parent.trace_flags, parent.trace_state)
+    attributes: dict[str, Any] = dict(note.attributes or {})
+    name = note.name
+    if note.attributes is not None:  # an upstream attempt: a GenAI client span, named for what it asked
+        request = span.attributes or {}
+        operation, model = str(request["gen_ai.operation.name"]), str(request["gen_ai.response.model"])
+        name = f"{operation} {model}"
+        attributes.update(
+            {"gen_ai.operation.name": operation, "gen_ai.system": "ollama", "gen_ai.request.model": model}
+        )
+    if note.error_type:
+        attributes["error.type"] = note.error_type
+    status = _UNSET if note.error_message is None else Status(StatusCode.ERROR, note.error_message)
+    events = () if note.first_token_ns is None else (Event("first_token", None, note.first_token_ns),)
+    return ReadableSpan(
+        name=name,
+        context=context,
+        parent=parent,
+        resource=span.resource,
+        attributes=attributes,
+        events=events,
+        kind=SpanKind.CLIENT if note.attributes is not None else SpanKind.INTERNAL,
+        status=status,
+        start_time=note.start_ns,
+        end_time=note.end_ns or span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
+
+
+class Export:
+    """The SDK's batch processor (queue, export thread) in front of its OTLP exporter."""
+
+    def __init__(self, settings: Tracing, project: Project, exporter: SpanExporter | None = None) -> None:
+        resource: dict[str, Any] = {"service.name": project.name}
+        if project.version:
+            resource["service.version"] = project.version
+        if project.environment:
+            resource["deployment.environment.name"] = project.environment
+        # Resource.create also reads OTEL_RESOURCE_ATTRIBUTES, as every OpenTelemetry SDK does.
+        self.resource = Resource.create(resource)
+        self.scope = InstrumentationScope("citadel_proxy", project.version or None)
+        # `exporter`: another than the configured OTLP one (bench/tracing_cost.py measures with its own).
+        self._processor = BatchSpanProcessor(Unfold(exporter or _exporter(settings)))
+
+    def emit(
+        self, trace: RequestTrace, name: str, attributes: dict[str, Any], failure: str | None, end_ns: int
+    ) -> None:
+        context = SpanContext(trace.trace_id, trace.span_id, False, _FLAGS[trace.sampled])
+        self._processor.on_end(RequestSpan(context, self, trace, name, attributes, failure, end_ns))
+
+    def force_flush(self) -> bool:
+        return self._processor.force_flush()
+
+    def shutdown(self) -> None:
+        self._processor.shutdown()  # type: ignore[no-untyped-call]
+
+
+def _exporter(settings: Tracing) -> SpanExporter:
+    if settings.protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+
+        endpoint = settings.endpoint or _GRPC_DEFAULT
+        return GrpcExporter(endpoint=endpoint, insecure=urlsplit(endpoint).scheme != "https")
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+
+    return HttpExporter(endpoint=http_endpoint(settings.endpoint))
+
+
+def http_endpoint(endpoint: str | None) -> str:
+    """The traces URL: a collector's address without a path gets OTLP's /v1/traces."""
+    if not endpoint:
+        return _HTTP_DEFAULT
+    parts = urlsplit(endpoint)
+    if parts.path in ("", "/"):
+        return endpoint.rstrip("/") + "/v1/traces"
+    return endpoint
