@@ -151,15 +151,20 @@ class AuditSink:
 
     async def _write_loop(self) -> None:
         while not self._stop_seen:
-            first = await self._queue.get()
-            batch = [] if first is None else [first]
-            self._stop_seen = first is None
-            if not self._stop_seen and self._linger_s and self._queue.qsize() < self._batch_size:
-                # At low load each record would cost a round trip of its own: let a few more arrive.
-                await asyncio.sleep(self._linger_s)
-            batch += self._take(self._batch_size - len(batch))
-            if batch:
-                await self._write(batch)
+            # One batch per call: its records (megabytes after a large request) are let go of when it
+            # returns, not kept by this frame while it waits for the next record.
+            await self._write_next()
+
+    async def _write_next(self) -> None:
+        first = await self._queue.get()
+        batch = [] if first is None else [first]
+        self._stop_seen = first is None
+        if not self._stop_seen and self._linger_s and self._queue.qsize() < self._batch_size:
+            # At low load each record would cost a round trip of its own: let a few more arrive.
+            await asyncio.sleep(self._linger_s)
+        batch += self._take(self._batch_size - len(batch))
+        if batch:
+            await self._write(batch)
 
     def _take(self, limit: int | None) -> list[bytes]:
         taken: list[bytes] = []
