@@ -27,6 +27,8 @@ from citadel_proxy.audit.errors import AuditError, StoreRejected, StoreUnavailab
 from citadel_proxy.audit.records import AuditRecord, encode_record, record_id
 from citadel_proxy.audit.spool import Spool, claim_orphans, quarantine, read_segment
 from citadel_proxy.background import mark_seen
+from citadel_proxy.memory import MMAP_THRESHOLD_BYTES as TRIM_AFTER_BYTES
+from citadel_proxy.memory import trim_soon
 
 if TYPE_CHECKING:
     from citadel_proxy.audit.conversations import Owners
@@ -165,6 +167,10 @@ class AuditSink:
         batch += self._take(self._batch_size - len(batch))
         if batch:
             await self._write(batch)
+            if sum(map(len, batch)) >= TRIM_AFTER_BYTES:
+                # Written after the response (whose trim may have run already): what encoding and
+                # sending the batch left in the heap is free once this returns.
+                trim_soon()
 
     def _take(self, limit: int | None) -> list[bytes]:
         taken: list[bytes] = []

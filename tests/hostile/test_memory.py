@@ -106,3 +106,28 @@ async def test_the_audit_writer_lets_go_of_a_batch_once_stored(migrated: Config,
         with contextlib.suppress(TimeoutError):
             await wait_for(lambda: sys.getrefcount(encoded) == held, timeout_s=2)
         assert sys.getrefcount(encoded) == held
+    forget_trim()
+
+
+def forget_trim() -> memory._Trim:
+    """The process's trim, with none pending (one scheduled by an earlier test would be counted)."""
+    trims = memory._TRIM
+    if trims._handle is not None:
+        trims._handle.cancel()
+        trims._handle = None
+    return trims
+
+
+async def test_a_large_audit_batch_schedules_a_trim_once_stored(migrated: Config, tmp_path: Path) -> None:  # noqa: F811
+    """The record is written after the response, whose trim may have run by then."""
+    trims = forget_trim()
+    async with contextlib.AsyncExitStack() as stack:
+        sink = await open_audit(migrated, stack, AuditOptions(spool_dir=str(tmp_path / "spool"), retry_s=0.2))
+        await wait_for(lambda: not sink.database_failing)
+        sink.offer_encoded(encode_record(record(0)))
+        await wait_for(lambda: sink.metrics.written == 1)
+        assert trims._handle is None  # a small batch leaves no trim behind
+        assert sink.offer_encoded(large_record(1)) is None
+        await wait_for(lambda: sink.metrics.written == 2)
+        await wait_for(lambda: trims._handle is not None, timeout_s=2)
+        forget_trim()
