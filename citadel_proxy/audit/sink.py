@@ -21,10 +21,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from citadel_proxy.audit.bounds import Limits, within
+from citadel_proxy.audit.bounds import Limits, bounded
 from citadel_proxy.audit.deadletter import Attempts, set_aside
 from citadel_proxy.audit.errors import AuditError, StoreRejected, StoreUnavailable
-from citadel_proxy.audit.records import AuditRecord, encode_record, record_id
+from citadel_proxy.audit.records import AuditRecord, record_id
 from citadel_proxy.audit.spool import Spool, claim_orphans, quarantine, read_segment
 from citadel_proxy.background import mark_seen
 from citadel_proxy.memory import MMAP_THRESHOLD_BYTES as TRIM_AFTER_BYTES
@@ -122,7 +122,7 @@ class AuditSink:
 
     def offer(self, record: AuditRecord) -> asyncio.Task[None] | None:
         """Like submit, without waiting: for paths that cannot await (a cancelled request)."""
-        return self.offer_encoded(within(record, encode_record(record), self.limits.max_record_bytes))
+        return self.offer_encoded(bounded(record, self.limits.max_record_bytes))
 
     def offer_encoded(self, encoded: bytes) -> asyncio.Task[None] | None:
         """`offer` for a record already encoded (a refusal record, `audit.refusals`)."""

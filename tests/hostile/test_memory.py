@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
+import tracemalloc
 from pathlib import Path
 
 import aiohttp
@@ -16,6 +17,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from citadel_proxy import memory
 from citadel_proxy.audit import AuditOptions, open_audit
+from citadel_proxy.audit.bounds import bounded, within
 from citadel_proxy.audit.records import AuditMessage, encode_record
 from citadel_proxy.audit.store import OWN_CONNECTION_BYTES, PostgresStore
 from citadel_proxy.config.schema import Config
@@ -131,3 +133,22 @@ async def test_a_large_audit_batch_schedules_a_trim_once_stored(migrated: Config
         await wait_for(lambda: sink.metrics.written == 2)
         await wait_for(lambda: trims._handle is not None, timeout_s=2)
         forget_trim()
+
+
+def test_a_large_record_is_shortened_without_being_encoded_whole() -> None:
+    """A large request's text is in its record twice (the request document and the new turn): encoded
+    whole, with copies of it made to shorten it, the record took 8.6 times the text at its peak (now 3)."""
+    text = 'a pasted document, "quoted", \\ é\x00\n' * 100_000  # 3.6 MB, escapes included
+    message = AuditMessage(role="user", content=text, bytes=len(text.encode()))
+    large = msgspec.structs.replace(
+        record(0), request={"messages": [{"role": "user", "content": text}]}, messages=[message]
+    )
+    max_bytes = 1024 * 1024
+    tracemalloc.start()
+    try:
+        shortened = bounded(large, max_bytes)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert shortened == within(large, encode_record(large), max_bytes)  # the same record as before
+    assert peak < 4 * len(text)
