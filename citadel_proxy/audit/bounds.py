@@ -16,6 +16,7 @@ from citadel_proxy.config.schema import AuditOptions
 
 # Roughly what a message costs besides its content (role, digest, size, keys).
 _MESSAGE_OVERHEAD = 160
+_encode = msgspec.json.Encoder().encode
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,11 +38,34 @@ class Limits:
         )
 
 
+def bounded(record: AuditRecord, max_bytes: int) -> bytes:
+    """The record's JSON, shortened (`within`) if it does not fit in max_bytes.
+
+    A record whose messages alone are too large is never encoded whole: with its request document it
+    would be twice a large request's body, the largest copy the request made.
+    """
+    if sum(len(m.content or "") for m in record.messages) <= max_bytes:
+        return within(record, encode_record(record), max_bytes)
+    return _shortened(record, _encoded_size(record), max_bytes)
+
+
+def _encoded_size(record: AuditRecord) -> int:
+    """len(encode_record(record)), its message contents encoded one at a time."""
+    bare = [msgspec.structs.replace(m, content="") if m.content is not None else m for m in record.messages]
+    size = len(encode_record(msgspec.structs.replace(record, messages=bare)))
+    return size + sum(len(_encode(m.content)) - 2 for m in record.messages if m.content is not None)
+
+
 def within(record: AuditRecord, encoded: bytes, max_bytes: int) -> bytes:
     """`encoded` (the record's JSON) if it fits in max_bytes, else the record shortened until it does."""
     if len(encoded) <= max_bytes:
         return encoded
-    noted = msgspec.structs.replace(record.truncation or Truncation(), record_bytes=len(encoded))
+    return _shortened(record, len(encoded), max_bytes)
+
+
+def _shortened(record: AuditRecord, size: int, max_bytes: int) -> bytes:
+    """The record, `size` bytes encoded, shortened until it fits in max_bytes."""
+    noted = msgspec.structs.replace(record.truncation or Truncation(), record_bytes=size)
     # A quarter each for the request and response documents, half for the messages; smaller while needed.
     share = max_bytes // 4
     while share >= 64:
@@ -77,8 +101,10 @@ def _summary(document: Any, limit: int) -> Any:
 def _cut(message: AuditMessage, limit: int) -> AuditMessage:
     if message.content is None:
         return message
-    raw = message.content.encode("utf-8", "surrogatepass")
-    if len(raw) <= limit:
+    # Its first `limit` characters hold at least `limit` bytes (or are the whole content): a large
+    # message is not encoded whole just to cut it.
+    raw = message.content[:limit].encode("utf-8", "surrogatepass")
+    if len(raw) <= limit and len(message.content) <= limit:
         return message
     # errors="ignore": a character cut in half at the limit is dropped rather than stored half.
     head = raw[:limit].decode("utf-8", "ignore") or None

@@ -179,8 +179,7 @@ def build_record(
     now = time.perf_counter()
     first, finished = outcome.first_token_at, outcome.finished_at or now
     request, turn_given, truncation = _bounded(ctx.request, max_messages)
-    encoded = _encode(request)
-    body = _decode(encoded)
+    body, size = _builtins(request)
     turn = (
         _new_turn(body)
         if turn_given is None
@@ -190,7 +189,7 @@ def build_record(
         turn, omitted = head_and_tail(turn, max_messages)
         truncation = Truncation(messages_omitted=omitted)
     # Every field is shorter than the whole body: when the body fits, the document is the body itself.
-    fits = policy.mode == "full" and len(encoded) <= policy.max_bytes
+    fits = policy.mode == "full" and size <= policy.max_bytes
     said = _said(answer)
     return AuditRecord(
         id=record_id,
@@ -224,6 +223,16 @@ def _flagged(response: dict[str, Any] | None, outcome: Outcome) -> dict[str, Any
     if not outcome.context_truncated:
         return response
     return {**(response or {}), "context_truncated": True}
+
+
+def _builtins(request: Any) -> tuple[Any, int]:
+    """The request as JSON-ready builtins, and the size of its JSON.
+
+    The JSON is let go of here: kept while the messages are encoded and hashed, a large request's
+    record held one more copy of its body at its peak.
+    """
+    encoded = _encode(request)
+    return _decode(encoded), len(encoded)
 
 
 def _bounded(body: Any, limit: int) -> tuple[Any, list[dict[str, Any]] | None, Truncation | None]:

@@ -21,12 +21,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from citadel_proxy.audit.bounds import Limits, within
+from citadel_proxy.audit.bounds import Limits, bounded
 from citadel_proxy.audit.deadletter import Attempts, set_aside
 from citadel_proxy.audit.errors import AuditError, StoreRejected, StoreUnavailable
-from citadel_proxy.audit.records import AuditRecord, encode_record, record_id
+from citadel_proxy.audit.records import AuditRecord, record_id
 from citadel_proxy.audit.spool import Spool, claim_orphans, quarantine, read_segment
 from citadel_proxy.background import mark_seen
+from citadel_proxy.memory import MMAP_THRESHOLD_BYTES as TRIM_AFTER_BYTES
+from citadel_proxy.memory import trim_soon
 
 if TYPE_CHECKING:
     from citadel_proxy.audit.conversations import Owners
@@ -120,7 +122,7 @@ class AuditSink:
 
     def offer(self, record: AuditRecord) -> asyncio.Task[None] | None:
         """Like submit, without waiting: for paths that cannot await (a cancelled request)."""
-        return self.offer_encoded(within(record, encode_record(record), self.limits.max_record_bytes))
+        return self.offer_encoded(bounded(record, self.limits.max_record_bytes))
 
     def offer_encoded(self, encoded: bytes) -> asyncio.Task[None] | None:
         """`offer` for a record already encoded (a refusal record, `audit.refusals`)."""
@@ -151,15 +153,24 @@ class AuditSink:
 
     async def _write_loop(self) -> None:
         while not self._stop_seen:
-            first = await self._queue.get()
-            batch = [] if first is None else [first]
-            self._stop_seen = first is None
-            if not self._stop_seen and self._linger_s and self._queue.qsize() < self._batch_size:
-                # At low load each record would cost a round trip of its own: let a few more arrive.
-                await asyncio.sleep(self._linger_s)
-            batch += self._take(self._batch_size - len(batch))
-            if batch:
-                await self._write(batch)
+            # One batch per call: its records (megabytes after a large request) are let go of when it
+            # returns, not kept by this frame while it waits for the next record.
+            await self._write_next()
+
+    async def _write_next(self) -> None:
+        first = await self._queue.get()
+        batch = [] if first is None else [first]
+        self._stop_seen = first is None
+        if not self._stop_seen and self._linger_s and self._queue.qsize() < self._batch_size:
+            # At low load each record would cost a round trip of its own: let a few more arrive.
+            await asyncio.sleep(self._linger_s)
+        batch += self._take(self._batch_size - len(batch))
+        if batch:
+            await self._write(batch)
+            if sum(map(len, batch)) >= TRIM_AFTER_BYTES:
+                # Written after the response (whose trim may have run already): what encoding and
+                # sending the batch left in the heap is free once this returns.
+                trim_soon()
 
     def _take(self, limit: int | None) -> list[bytes]:
         taken: list[bytes] = []

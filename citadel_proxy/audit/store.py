@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -67,6 +68,10 @@ CROSS JOIN LATERAL ROWS FROM (
 ) WITH ORDINALITY AS m(role, content, sha256, bytes, truncated, ordinal)
 ON CONFLICT DO NOTHING
 """
+
+# A batch larger than this goes over a connection of its own (`PostgresStore._connection`): rare (a large
+# request's record), and the connection costs milliseconds.
+OWN_CONNECTION_BYTES = 1024 * 1024
 
 _STATEMENT_TIMEOUT = b"SELECT set_config('statement_timeout', %s, true)"
 
@@ -141,7 +146,7 @@ class PostgresStore:
             # the inserts and COMMIT cost one round trip.
             async with (
                 asyncio.timeout(self._timeout_s),
-                self._pool.connection(timeout=self._timeout_s) as conn,
+                self._connection(sum(map(len, encoded))) as conn,
                 conn.pipeline(),
                 conn.transaction(),
             ):
@@ -158,3 +163,24 @@ class PostgresStore:
         except (psycopg.Error, OSError) as exc:
             # Down, unreachable, not migrated, missing privileges: all fixable, so keep and retry.
             raise StoreUnavailable(f"PostgreSQL cannot store audit records now: {reason(exc)}") from exc
+
+    @contextlib.asynccontextmanager
+    async def _connection(self, batch_bytes: int) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled connection, or for a large batch one of its own, closed afterwards.
+
+        libpq's send buffer grows to the largest batch a connection sent and is never shrunk: a large
+        request's record sent on a pooled connection would stay in the worker as long as the connection.
+        """
+        conninfo, kwargs = self._pool.conninfo, self._pool.kwargs
+        # (A pool may be given functions that make its parameters: not the audit pool, service.py.)
+        if (
+            batch_bytes <= OWN_CONNECTION_BYTES
+            or not isinstance(conninfo, str)
+            or not isinstance(kwargs, dict)
+        ):
+            async with self._pool.connection(timeout=self._timeout_s) as conn:
+                yield conn
+            return
+        own = await psycopg.AsyncConnection.connect(conninfo, **kwargs)
+        async with own:
+            yield own
