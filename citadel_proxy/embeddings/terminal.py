@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import TypeVar
 
 import msgspec
@@ -10,6 +11,8 @@ import msgspec
 from citadel_proxy import errors
 from citadel_proxy.cache.codec import Vector, pack
 from citadel_proxy.embeddings.wire import UpstreamEmbedAnswer, UpstreamEmbeddingsAnswer
+from citadel_proxy.fleet.dispatch import dispatch
+from citadel_proxy.fleet.fleet import Fleet
 from citadel_proxy.pipeline.request import InferenceRequest
 from citadel_proxy.pipeline.stage import Handler
 from citadel_proxy.pipeline.types import Completion, Context, Reply
@@ -22,19 +25,23 @@ _embed_decoder = msgspec.json.Decoder(UpstreamEmbedAnswer)
 _embeddings_decoder = msgspec.json.Decoder(UpstreamEmbeddingsAnswer)
 
 
-def with_embeddings(other: Handler, client: OllamaClient) -> Handler:
+def with_embeddings(other: Handler, fleet: Fleet) -> Handler:
     """The terminal of every pipeline: embed requests go to Ollama's embed endpoints, the rest to `other`."""
 
     async def terminal(ctx: Context) -> Reply:
         if ctx.request.kind != "embed":
             return await other(ctx)
-        vectors = await embed(client, ctx.request)
-        tokens = sum(vector.tokens for vector in vectors)
-        ctx.outcome.prompt_tokens += tokens
-        completion = Completion(content="", finish_reason=None, prompt_tokens=tokens)
-        return Reply(completion=completion, embeddings=vectors)
+        return await dispatch(fleet, ctx, functools.partial(_embedded, ctx))
 
     return terminal
+
+
+async def _embedded(ctx: Context, client: OllamaClient) -> Reply:
+    vectors = await embed(client, ctx.request)
+    tokens = sum(vector.tokens for vector in vectors)
+    ctx.outcome.prompt_tokens += tokens
+    completion = Completion(content="", finish_reason=None, prompt_tokens=tokens)
+    return Reply(completion=completion, embeddings=vectors)
 
 
 async def embed(client: OllamaClient, request: InferenceRequest) -> list[Vector]:

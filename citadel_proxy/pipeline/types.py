@@ -125,6 +125,9 @@ class Context:
     response_headers: dict[str, str] = field(default_factory=dict)
     outcome: Outcome = field(default_factory=Outcome)
     started: float = field(default_factory=time.perf_counter)
+    # The backend that answered, and every backend tried in order (failover), for the audit record.
+    backend: str | None = None
+    attempts: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)

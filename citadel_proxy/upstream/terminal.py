@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import time
 
 import msgspec
 
 from citadel_proxy import errors
+from citadel_proxy.fleet.dispatch import dispatch
+from citadel_proxy.fleet.fleet import Fleet
 from citadel_proxy.pipeline.stage import Handler
 from citadel_proxy.pipeline.types import Completion, Context, Reply
 from citadel_proxy.upstream.client import OllamaClient
@@ -23,25 +26,28 @@ from citadel_proxy.upstream.wire import ChatLine, GenerateLine
 _encode = msgspec.json.Encoder().encode
 
 
-def upstream_handler(client: OllamaClient) -> Handler:
+def upstream_handler(fleet: Fleet) -> Handler:
     async def call_ollama(ctx: Context) -> Reply:
         is_chat = ctx.request.kind == "chat"
         if is_chat:
             endpoint, body = "/api/chat", _encode(chat_to_ollama(ctx.request))
         else:
             endpoint, body = "/api/generate", _encode(generate_to_ollama(ctx.request))
-        if ctx.stream:
-            response = await client.stream(endpoint, body)
-            cap = client.service.max_line_bytes
-            if is_chat:
-                return Reply(stream=UpstreamStream(response, chat_line_decoder, chat_delta, ctx.outcome, cap))
-            return Reply(
-                stream=UpstreamStream(response, generate_line_decoder, generate_delta, ctx.outcome, cap)
-            )
-        raw = await client.post(endpoint, body)
-        return Reply(completion=_completion(ctx, raw, is_chat))
+        # Translated once: a failover sends the same bytes to the next backend.
+        return await dispatch(fleet, ctx, functools.partial(_send, ctx, endpoint, body, is_chat))
 
     return call_ollama
+
+
+async def _send(ctx: Context, endpoint: str, body: bytes, is_chat: bool, client: OllamaClient) -> Reply:
+    if ctx.stream:
+        response = await client.stream(endpoint, body)
+        cap = client.service.max_line_bytes
+        if is_chat:
+            return Reply(stream=UpstreamStream(response, chat_line_decoder, chat_delta, ctx.outcome, cap))
+        return Reply(stream=UpstreamStream(response, generate_line_decoder, generate_delta, ctx.outcome, cap))
+    raw = await client.post(endpoint, body)
+    return Reply(completion=_completion(ctx, raw, is_chat))
 
 
 def _completion(ctx: Context, raw: bytes, is_chat: bool) -> Completion:
