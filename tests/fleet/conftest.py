@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +41,16 @@ async def fakes() -> AsyncIterator[dict[str, FakeOllama]]:
         yield servers
 
 
-def backends_yaml(fakes: dict[str, FakeOllama], extra: dict[str, str] | None = None) -> str:
+def backends_yaml(fakes: dict[str, FakeOllama], extra: dict[str, dict[str, Any]] | None = None) -> str:
     lines = []
     for name, fake in fakes.items():
-        more = (extra or {}).get(name, "")
-        lines.append(f"    - {{name: {name}, url: '{fake.url}', max_concurrent: 4{more}}}")
+        entry: dict[str, Any] = {
+            "name": name,
+            "url": fake.url,
+            "max_concurrent": 4,
+            **(extra or {}).get(name, {}),
+        }
+        lines.append(f"    - {json.dumps(entry)}")
     return "\n".join(lines)
 
 
@@ -52,12 +58,13 @@ def write_fleet_config(
     tmp_path: Path,
     fakes: dict[str, FakeOllama],
     *,
-    per_backend: dict[str, str] | None = None,
-    fleet: str = "",
+    per_backend: dict[str, dict[str, Any]] | None = None,
+    fleet: dict[str, Any] | None = None,
     top: str = "",
 ) -> Path:
-    """A gateway config whose `ollama.backends` are the fakes; `per_backend` adds keys to one entry
-    (", models: [...]"), `fleet` goes under `ollama.fleet`, `top` at the top level."""
+    """A gateway config whose `ollama.backends` are the fakes; `per_backend` sets keys of one entry,
+    `fleet` keys of `ollama.fleet`, `top` is YAML at the top level."""
+    options = {"inventory_interval_s": 0.2, "breaker_failures": 2, "breaker_cooldown_s": 0.5, **(fleet or {})}
     path = tmp_path / "citadel.yaml"
     path.write_text(
         f"""
@@ -70,7 +77,7 @@ ollama:
     - {{name: "qwen3:latest"}}
     - {{name: "mixtral:latest"}}
     - {{name: "nowhere:latest"}}
-  fleet: {{inventory_interval_s: 0.2, breaker_failures: 2, breaker_cooldown_s: 0.5{fleet}}}
+  fleet: {json.dumps(options)}
 gateway:
   keepalive_s: 0.3
   header_grace_ms: 100
@@ -107,6 +114,19 @@ async def inventory_read(url: str, names: Iterable[str]) -> None:
             if wanted <= {b["name"] for b in report if b["installed"] is not None}:
                 return
             await asyncio.sleep(0.05)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 10.0) -> None:
+    """Wait until `check()` holds (a failure if it never does within `timeout_s`)."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            if await check():
+                return
+            await asyncio.sleep(0.05)
+
+
+async def answers(url: str, model: str) -> bool:
+    return (await post(url, chat(model)))[0] == 200
 
 
 @contextlib.asynccontextmanager

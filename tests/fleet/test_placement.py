@@ -32,7 +32,7 @@ async def test_loaded_backend_is_preferred(fakes: dict[str, FakeOllama], tmp_pat
 async def test_unknown_model_is_404_and_models_key_is_respected(
     fakes: dict[str, FakeOllama], tmp_path: Path
 ) -> None:
-    config = write_fleet_config(tmp_path, fakes, per_backend={"gpu-c": ", models: [phi3]"})
+    config = write_fleet_config(tmp_path, fakes, per_backend={"gpu-c": {"models": ["phi3"]}})
     async with fleet_gateway(config, fakes) as gw:
         status, _, body = await post(gw.url, chat("nowhere"))
         assert status == 404
