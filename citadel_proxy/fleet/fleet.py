@@ -27,6 +27,7 @@ from citadel_proxy.fleet.inventory import refresh
 from citadel_proxy.fleet.metrics import FleetMetrics
 from citadel_proxy.fleet.slots import RedisSlots, Slots, WorkerSlots
 from citadel_proxy.management.names import canonical
+from citadel_proxy.management.pulls import PullManager, open_pull_manager
 from citadel_proxy.observability.metrics import Metrics
 from citadel_proxy.upstream.client import OllamaClient, ReachabilityObserver
 
@@ -49,6 +50,8 @@ class Fleet:
         self.metrics = metrics
         self.several = len(backends) > 1
         self._sticky: OrderedDict[str, Backend] = OrderedDict()
+        # Pulls on the backends after the first (whose manager is Services.pulls).
+        self.pulls: dict[str, PullManager] = {}
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -156,6 +159,8 @@ async def open_fleet(
         stack.push_async_callback(shared.close)
         slots = shared
     fleet = Fleet(options, backends, slots, fleet_metrics)
+    for backend in backends[1:]:
+        fleet.pulls[backend.name] = await open_pull_manager(backend.client, stack)
     if config.ollama.backends:
         fleet.start(config.ollama.keep_warm)
         stack.push_async_callback(fleet.close)
