@@ -11,6 +11,7 @@ import msgspec
 from citadel_proxy.config.schema import Backend as BackendConfig
 from citadel_proxy.config.schema import FleetOptions, OllamaService, address
 from citadel_proxy.fleet.breaker import Breaker, State
+from citadel_proxy.fleet.metrics import BackendSeries
 from citadel_proxy.management.names import canonical
 from citadel_proxy.upstream.client import OllamaClient
 
@@ -24,6 +25,7 @@ class Backend:
     name: str
     client: OllamaClient
     breaker: Breaker
+    series: BackendSeries
     # 0: no limit (the one-backend shorthand keeps today's behaviour).
     max_concurrent: int = 0
     weight: int = 1

@@ -9,7 +9,6 @@ from citadel_proxy import errors
 from citadel_proxy.fleet.backend import Backend
 from citadel_proxy.fleet.fleet import Fleet
 from citadel_proxy.fleet.placement import candidates
-from citadel_proxy.management.names import canonical
 from citadel_proxy.pipeline.types import Context, Delta, Reply, TokenStream
 from citadel_proxy.upstream.client import OllamaClient
 
@@ -35,12 +34,11 @@ async def dispatch(fleet: Fleet, ctx: Context, send: Send) -> Reply:
         if fleet.options.backend_header:
             ctx.response_headers[BACKEND_HEADER] = backend.name
         return await send(backend.client)
-    model = canonical(ctx.request.model)
+    model = ctx.request.model
     options = fleet.options
     last: errors.GatewayError | None = None
-    for backend in candidates(
-        fleet.backends, model, fleet.sticky(ctx.conversation_id), options.retry_after_s
-    ):
+    sticky = fleet.sticky(ctx.conversation_id)
+    for backend in candidates(fleet.placement, model, sticky, options.retry_after_s):
         if len(ctx.attempts) >= options.max_attempts:
             break
         slot = await fleet.slots.take(backend)
@@ -76,10 +74,11 @@ async def dispatch(fleet: Fleet, ctx: Context, send: Send) -> Reply:
 
 
 async def _attempt(fleet: Fleet, ctx: Context, backend: Backend, send: Send) -> Reply:
+    if ctx.attempts:
+        fleet.by_name[ctx.attempts[-1]].series.failovers.inc()
     ctx.attempts.append(backend.name)
-    if len(ctx.attempts) > 1:
-        fleet.metrics.failovers.labels(ctx.attempts[-2]).inc()
-    fleet.metrics.in_flight.labels(backend.name).inc()
+    series = backend.series
+    series.in_flight.inc()
     started = time.perf_counter()
     try:
         reply = await send(backend.client)
@@ -87,14 +86,14 @@ async def _attempt(fleet: Fleet, ctx: Context, backend: Backend, send: Send) -> 
         if retryable(exc):
             backend.breaker.failed()
             backend.saw_error(exc.message)
-            fleet.metrics.requests.labels(backend.name, "failed").inc()
+            series.failed.inc()
         else:
             backend.breaker.succeeded()  # it answered: a refusal is no sign of ill health
-            fleet.metrics.requests.labels(backend.name, "refused").inc()
+            series.refused.inc()
         raise
     backend.breaker.succeeded()
     backend.saw_latency(time.perf_counter() - started)
-    fleet.metrics.requests.labels(backend.name, "ok").inc()
+    series.ok.inc()
     ctx.backend = backend.name
     if fleet.options.backend_header:
         ctx.response_headers[BACKEND_HEADER] = backend.name
@@ -102,10 +101,10 @@ async def _attempt(fleet: Fleet, ctx: Context, backend: Backend, send: Send) -> 
 
 
 async def _free(fleet: Fleet, ctx: Context, backend: Backend, slot: object) -> None:
-    fleet.metrics.in_flight.labels(backend.name).dec()
+    backend.series.in_flight.dec()
     first = ctx.outcome.first_token_at
     if first is not None and ctx.backend == backend.name:
-        fleet.metrics.time_to_first_token.labels(backend.name).observe(first - ctx.started)
+        backend.series.time_to_first_token.observe(first - ctx.started)
     await fleet.slots.give(backend, slot)
 
 

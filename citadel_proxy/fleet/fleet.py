@@ -24,7 +24,8 @@ from citadel_proxy.fleet.backend import (
 )
 from citadel_proxy.fleet.breaker import State
 from citadel_proxy.fleet.inventory import refresh
-from citadel_proxy.fleet.metrics import FleetMetrics
+from citadel_proxy.fleet.metrics import BackendSeries, FleetMetrics
+from citadel_proxy.fleet.placement import Placement
 from citadel_proxy.fleet.slots import RedisSlots, Slots, WorkerSlots
 from citadel_proxy.management.names import canonical
 from citadel_proxy.management.pulls import PullManager, open_pull_manager
@@ -46,6 +47,7 @@ class Fleet:
         self.options = options
         self.backends = backends
         self.by_name = {b.name: b for b in backends}
+        self.placement = Placement(backends)
         self.slots = slots
         self.metrics = metrics
         self.several = len(backends) > 1
@@ -79,6 +81,7 @@ class Fleet:
 
     async def refresh(self, backends: list[Backend] | None = None) -> None:
         await asyncio.gather(*(refresh(b, _INVENTORY_TIMEOUT_S) for b in backends or self.backends))
+        self.placement.clear()
 
     async def keep_warm(self, models: list[str]) -> None:
         """Load `models` (keep_alive -1) on every backend that has them; failures are logged only."""
@@ -145,7 +148,10 @@ async def open_fleet(
         await client.open()
         stack.push_async_callback(client.close)
         backend = Backend(
-            name=name, client=client, breaker=new_breaker(options, _on_change(fleet_metrics, name))
+            name=name,
+            client=client,
+            breaker=new_breaker(options, _on_change(fleet_metrics, name)),
+            series=BackendSeries.of(fleet_metrics, name),
         )
         if entry is not None:
             backend.max_concurrent, backend.weight = entry.max_concurrent, entry.weight
@@ -172,7 +178,10 @@ def one_backend(client: OllamaClient, registry: CollectorRegistry | None = None)
     options = FleetOptions()
     metrics = FleetMetrics(registry if registry is not None else CollectorRegistry())
     backend = Backend(
-        name=DEFAULT_NAME, client=client, breaker=new_breaker(options, _on_change(metrics, DEFAULT_NAME))
+        name=DEFAULT_NAME,
+        client=client,
+        breaker=new_breaker(options, _on_change(metrics, DEFAULT_NAME)),
+        series=BackendSeries.of(metrics, DEFAULT_NAME),
     )
     return Fleet(options, [backend], WorkerSlots(1), metrics)
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from citadel_proxy.observability.metrics import TTFT_BUCKETS
@@ -40,4 +43,27 @@ class FleetMetrics:
             ["backend"],
             buckets=TTFT_BUCKETS,
             registry=registry,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BackendSeries:
+    """One backend's children of the fleet's series, bound once: `labels()` costs more than `inc()`."""
+
+    ok: Any
+    failed: Any
+    refused: Any
+    in_flight: Any
+    failovers: Any
+    time_to_first_token: Any
+
+    @classmethod
+    def of(cls, metrics: FleetMetrics, name: str) -> BackendSeries:
+        return cls(
+            ok=metrics.requests.labels(name, "ok"),
+            failed=metrics.requests.labels(name, "failed"),
+            refused=metrics.requests.labels(name, "refused"),
+            in_flight=metrics.in_flight.labels(name),
+            failovers=metrics.failovers.labels(name),
+            time_to_first_token=metrics.time_to_first_token.labels(name),
         )

@@ -1,55 +1,97 @@
-"""Which backends may take a request for a model, best first."""
+"""Which backends may take a request for a model, best first.
+
+What the inventory says (has the model, has it loaded) changes only when it is read again, so it is
+worked out once per model and kept until then; what changes per request (breaker, in-flight) is read
+in one pass that finds the best backend. The others are sorted only when a failover asks for them.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from operator import itemgetter
+
 from citadel_proxy import errors
 from citadel_proxy.fleet.backend import Backend
+from citadel_proxy.management.names import canonical
+
+# Model names remembered (they are the configured ones; the bound is against surprises).
+_MAX_MODELS = 4096
+_first = itemgetter(0)
+
+
+class Placement:
+    def __init__(self, backends: list[Backend]) -> None:
+        self.backends = backends
+        self._by_model: dict[str, list[tuple[float, Backend]]] = {}
+
+    def clear(self) -> None:
+        """The inventory was read again."""
+        self._by_model.clear()
+
+    def having(self, model: str) -> list[tuple[float, Backend]]:
+        """The backends that have `model` or may (inventory not read yet), each with its fixed rank:
+        loaded first, then known to have it."""
+        found = self._by_model.get(model)
+        if found is None:
+            key = canonical(model)
+            found = []
+            for backend in self.backends:
+                serves = backend.serves(key)
+                if serves is not False:
+                    found.append(
+                        ((0.0 if key in backend.loaded else 8.0) + (0.0 if serves else 4.0), backend)
+                    )
+            if len(self._by_model) >= _MAX_MODELS:
+                self._by_model.clear()
+            self._by_model[model] = found
+        return found
 
 
 def candidates(
-    backends: list[Backend], model: str, sticky: Backend | None, retry_after_s: int
-) -> list[Backend]:
+    placement: Placement, model: str, sticky: Backend | None, retry_after_s: int
+) -> Iterator[Backend]:
     """Healthy backends that have `model` (or whose inventory is not known yet), best first: the
     conversation's last backend while it has room, then where the model is loaded, then the least busy
     for its size, then the heavier weight.
 
     404 when no backend has the model, 503 when only backends whose breaker is open do.
     """
-    if len(backends) == 1:
-        only = backends[0]
-        if only.serves(model) is False and only.allowed is not None:
-            raise _nowhere(model)
-        return [only]  # its own 404 (or answer) decides: as with one Ollama
-    having = [b for b in backends if b.serves(model) is not False]
+    having = placement.having(model)
     if not having:
-        raise _nowhere(model)
-    healthy = [b for b in having if b.breaker.available()]
-    if not healthy:
+        raise errors.ModelNotFound(f"no backend has the model {model}")
+    ranked: list[tuple[float, Backend]] = []
+    best: Backend | None = None
+    best_rank = float("inf")
+    for fixed, backend in having:
+        breaker = backend.breaker
+        if breaker.state != "closed" and not breaker.available():
+            continue
+        most = backend.max_concurrent
+        # The load (0..1 of max_concurrent) stays below the fixed ranks' step of 4; weight breaks ties.
+        rank = fixed + (backend.in_flight / most if most else 0.0) - backend.weight * 1e-9
+        ranked.append((rank, backend))
+        if rank < best_rank:
+            best, best_rank = backend, rank
+    if best is None:
         raise errors.ServiceUnavailable(
             f"every backend that has {model} is failing; try again shortly",
             code="backends_unavailable",
             headers={"Retry-After": str(retry_after_s)},
         )
-    healthy.sort(key=lambda b: _rank(b, model))
-    if sticky is not None and sticky in healthy and not _full(sticky):
-        healthy.remove(sticky)
-        healthy.insert(0, sticky)
-    return healthy
-
-
-def _rank(backend: Backend, model: str) -> tuple[int, int, float, int]:
-    load = backend.in_flight / backend.max_concurrent if backend.max_concurrent else 0.0
-    return (
-        0 if model in backend.loaded else 1,
-        0 if backend.installed is not None else 1,  # known to have it before merely possible
-        load,
-        -backend.weight,
-    )
+    first = best
+    if (
+        sticky is not None
+        and sticky is not best
+        and not _full(sticky)
+        and any(b is sticky for _, b in ranked)
+    ):
+        first = sticky
+    yield first
+    ranked.sort(key=_first)
+    for _, backend in ranked:
+        if backend is not first:
+            yield backend
 
 
 def _full(backend: Backend) -> bool:
     return bool(backend.max_concurrent) and backend.in_flight >= backend.max_concurrent
-
-
-def _nowhere(model: str) -> errors.ModelNotFound:
-    return errors.ModelNotFound(f"no backend has the model {model}")
