@@ -91,6 +91,12 @@ async def test_breaker_opens_after_failures_and_recovers(
         await eventually(lambda: _breaker_is(gw.url, "gpu-a", "closed"))  # the probe after the cooldown
         status, headers, _ = await post(gw.url, chat("phi3"))
         assert (status, headers[BACKEND]) == (200, "gpu-a")
+        async with aiohttp.ClientSession() as session, session.get(gw.url + "/metrics") as response:
+            metrics = await response.text()
+    assert 'citadel_backend_failovers_total{backend="gpu-a"} 2.0' in metrics
+    assert 'citadel_backend_breaker_transitions_total{backend="gpu-a",state="open"} 1.0' in metrics
+    assert 'citadel_backend_breaker_transitions_total{backend="gpu-a",state="closed"} 1.0' in metrics
+    assert 'citadel_backend_requests_total{backend="gpu-a",outcome="failed"} 2.0' in metrics
 
 
 async def test_only_unhealthy_backends_give_503_with_retry_after(

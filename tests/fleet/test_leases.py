@@ -61,3 +61,17 @@ async def test_a_dead_holders_leases_expire_and_a_living_ones_do_not(redis: Redi
         assert await other.take(_backend()) is None
     finally:
         await living.close()
+
+
+async def test_without_redis_each_worker_takes_its_share(unused_tcp_port_async: int) -> None:
+    gone = Redis(host="127.0.0.1", port=unused_tcp_port_async, socket_connect_timeout=1)
+    slots = RedisSlots(gone, "citadel-test:gone:", 30.0, WorkerSlots(2))  # two workers: one slot each
+    backend = _backend()
+    try:
+        held = await slots.take(backend)
+        assert held is not None
+        assert await slots.take(backend) is None
+        await slots.give(backend, held)
+        assert backend.in_flight == 0
+    finally:
+        await gone.aclose()
