@@ -18,9 +18,13 @@ from typing import Protocol
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from citadel_proxy.circuit import Circuit
 from citadel_proxy.fleet.backend import Backend
 
 _log = logging.getLogger("citadel.fleet")
+# After Redis fails, slots are the worker's share for this long; then one request tries Redis again.
+_COOLDOWN_S = 5.0
+_PROBE_S = 2.0
 
 _TAKE = """
 local now = redis.call('TIME')
@@ -74,6 +78,8 @@ class RedisSlots:
     def __init__(self, redis: Redis, prefix: str, ttl_s: float, fallback: WorkerSlots) -> None:
         self._redis, self._prefix, self._ttl_ms = redis, prefix, int(ttl_s * 1000)
         self._fallback = fallback
+        # While Redis fails, requests take the worker's share at once instead of each waiting on it.
+        self._circuit = Circuit(probe_s=_PROBE_S, cooldown_s=_COOLDOWN_S)
         self._take = redis.register_script(_TAKE)
         self._renew = redis.register_script(_RENEW)
         self._held: dict[str, set[str]] = {}
@@ -89,19 +95,26 @@ class RedisSlots:
             backend.in_flight += 1
             return True
         lease = f"{self._me}:{next(self._ids)}"
+        if self._circuit.enter() is None:
+            return await self._local(backend)
         try:
             got = await self._take(
                 keys=[self.key(backend)], args=[backend.max_concurrent, self._ttl_ms, lease]
             )
         except (RedisError, OSError) as exc:
+            self._circuit.failed()
             _log.warning("fleet slots: Redis failed (%s); using this worker's share", exc)
-            local = await self._fallback.take(backend)
-            return None if local is None else ("local", local)
+            return await self._local(backend)
+        self._circuit.succeeded()
         if not got:
             return None
         backend.in_flight += 1
         self._held.setdefault(backend.name, set()).add(lease)
         return lease
+
+    async def _local(self, backend: Backend) -> object | None:
+        local = await self._fallback.take(backend)
+        return None if local is None else ("local", local)
 
     async def give(self, backend: Backend, slot: object) -> None:
         if isinstance(slot, tuple):

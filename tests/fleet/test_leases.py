@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from citadel_proxy.config.schema import FleetOptions, OllamaService
 from citadel_proxy.fleet.backend import Backend, new_breaker
@@ -63,8 +65,13 @@ async def test_a_dead_holders_leases_expire_and_a_living_ones_do_not(redis: Redi
         await living.close()
 
 
-async def test_without_redis_each_worker_takes_its_share(unused_tcp_port_async: int) -> None:
-    gone = Redis(host="127.0.0.1", port=unused_tcp_port_async, socket_connect_timeout=1)
+async def test_without_redis_each_worker_takes_its_share(
+    unused_tcp_port_async: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    # As the app's client (redis_client): no retries of its own.
+    gone = Redis(
+        host="127.0.0.1", port=unused_tcp_port_async, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0)
+    )
     slots = RedisSlots(gone, "citadel-test:gone:", 30.0, WorkerSlots(2))  # two workers: one slot each
     backend = _backend()
     try:
@@ -73,5 +80,7 @@ async def test_without_redis_each_worker_takes_its_share(unused_tcp_port_async: 
         assert await slots.take(backend) is None
         await slots.give(backend, held)
         assert backend.in_flight == 0
+        # Redis was asked once: the circuit opened after the failure, so the next take did not wait on it.
+        assert sum("Redis failed" in r.getMessage() for r in caplog.records) == 1
     finally:
         await gone.aclose()
