@@ -114,3 +114,15 @@ async def test_only_unhealthy_backends_give_503_with_retry_after(
 
 async def _breaker_is(url: str, backend: str, state: str) -> bool:
     return {b["name"]: b for b in await backends_report(url)}[backend]["breaker"] == state
+
+
+async def test_silence_before_the_first_token_moves_on(fakes: dict[str, FakeOllama], tmp_path: Path) -> None:
+    fakes["gpu-a"].behavior = Behavior(first_token_delay_s=30)  # phi3 is loaded there; it never answers
+    config = write_fleet_config(tmp_path, fakes)
+    config.write_text(config.read_text().replace("connect_timeout_s: 2", "connect_timeout_s: 2, timeout: 1"))
+    async with fleet_gateway(config, fakes) as gw:
+        status, headers, body = await post(gw.url, chat("phi3"))
+        assert status == 200, body
+        assert headers[BACKEND] in ("gpu-b", "gpu-c")
+        report = {b["name"]: b for b in await backends_report(gw.url)}
+        assert "sent nothing for 1 s" in report["gpu-a"]["last_error"]
