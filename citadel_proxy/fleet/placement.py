@@ -8,7 +8,6 @@ in one pass that finds the best backend. The others are sorted only when a failo
 from __future__ import annotations
 
 from collections.abc import Iterator
-from operator import itemgetter
 
 from citadel_proxy import errors
 from citadel_proxy.fleet.backend import Backend
@@ -16,21 +15,25 @@ from citadel_proxy.management.names import canonical
 
 # Model names remembered (they are the configured ones; the bound is against surprises).
 _MAX_MODELS = 4096
-_first = itemgetter(0)
+
+
+# A backend that may have the model: its fixed rank (loaded, known to have it, weight), the backend,
+# and 1 / max_concurrent (0: no limit), so that its load costs one multiplication per request.
+Entry = tuple[float, Backend, float]
 
 
 class Placement:
     def __init__(self, backends: list[Backend]) -> None:
         self.backends = backends
-        self._by_model: dict[str, list[tuple[float, Backend]]] = {}
+        self._by_model: dict[str, list[Entry]] = {}
 
     def clear(self) -> None:
         """The inventory was read again."""
         self._by_model.clear()
 
-    def having(self, model: str) -> list[tuple[float, Backend]]:
+    def having(self, model: str) -> list[Entry]:
         """The backends that have `model` or may (inventory not read yet), each with its fixed rank:
-        loaded first, then known to have it."""
+        loaded first, then known to have it, then the heavier weight."""
         found = self._by_model.get(model)
         if found is None:
             key = canonical(model)
@@ -38,9 +41,10 @@ class Placement:
             for backend in self.backends:
                 serves = backend.serves(key)
                 if serves is not False:
-                    found.append(
-                        ((0.0 if key in backend.loaded else 8.0) + (0.0 if serves else 4.0), backend)
-                    )
+                    fixed = (0.0 if key in backend.loaded else 8.0) + (0.0 if serves else 4.0)
+                    inverse = 1.0 / backend.max_concurrent if backend.max_concurrent else 0.0
+                    # The load (0..1) stays below the fixed ranks' step of 4; weight only breaks ties.
+                    found.append((fixed - backend.weight * 1e-9, backend, inverse))
             if len(self._by_model) >= _MAX_MODELS:
                 self._by_model.clear()
             self._by_model[model] = found
@@ -59,38 +63,35 @@ def candidates(
     having = placement.having(model)
     if not having:
         raise errors.ModelNotFound(f"no backend has the model {model}")
-    ranked: list[tuple[float, Backend]] = []
     best: Backend | None = None
     best_rank = float("inf")
-    for fixed, backend in having:
+    sticky_healthy = False
+    for fixed, backend, inverse in having:
         breaker = backend.breaker
         if breaker.state != "closed" and not breaker.available():
             continue
-        most = backend.max_concurrent
-        # The load (0..1 of max_concurrent) stays below the fixed ranks' step of 4; weight breaks ties.
-        rank = fixed + (backend.in_flight / most if most else 0.0) - backend.weight * 1e-9
-        ranked.append((rank, backend))
+        rank = fixed + backend.in_flight * inverse
         if rank < best_rank:
             best, best_rank = backend, rank
+        if backend is sticky:
+            sticky_healthy = True
     if best is None:
         raise errors.ServiceUnavailable(
             f"every backend that has {model} is failing; try again shortly",
             code="backends_unavailable",
             headers={"Retry-After": str(retry_after_s)},
         )
-    first = best
-    if (
-        sticky is not None
-        and sticky is not best
-        and not _full(sticky)
-        and any(b is sticky for _, b in ranked)
-    ):
-        first = sticky
+    first = sticky if sticky_healthy and sticky is not None and not _full(sticky) else best
     yield first
-    ranked.sort(key=_first)
-    for _, backend in ranked:
-        if backend is not first:
-            yield backend
+    # A failover: the others, ranked now (their load may have moved since the first pass).
+    ranked = [
+        (fixed + backend.in_flight * inverse, index, backend)
+        for index, (fixed, backend, inverse) in enumerate(having)
+        if backend is not first and backend.breaker.available()
+    ]
+    ranked.sort()
+    for _, _, backend in ranked:
+        yield backend
 
 
 def _full(backend: Backend) -> bool:
