@@ -35,6 +35,11 @@ redis.call('ZADD', KEYS[1], ms + tonumber(ARGV[2]), ARGV[3])
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 2)
 return 1
 """
+_COUNT = """
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+return redis.call('ZCOUNT', KEYS[1], '(' .. ms, '+inf')
+"""
 _RENEW = """
 local now = redis.call('TIME')
 local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
@@ -50,6 +55,10 @@ class Slots(Protocol):
         ...
 
     async def give(self, backend: Backend, slot: object) -> None: ...
+
+    async def everywhere(self, backend: Backend) -> int | None:
+        """Requests running on `backend` from every worker and gateway, when that is known."""
+        ...
 
 
 class WorkerSlots:
@@ -71,6 +80,9 @@ class WorkerSlots:
     async def give(self, backend: Backend, slot: object) -> None:
         backend.in_flight -= 1
 
+    async def everywhere(self, backend: Backend) -> int | None:
+        return None
+
 
 class RedisSlots:
     """Leases shared by every worker of every gateway instance; the worker's share when Redis fails."""
@@ -82,6 +94,7 @@ class RedisSlots:
         self._circuit = Circuit(probe_s=_PROBE_S, cooldown_s=_COOLDOWN_S)
         self._take = redis.register_script(_TAKE)
         self._renew = redis.register_script(_RENEW)
+        self._count = redis.register_script(_COUNT)
         self._held: dict[str, set[str]] = {}
         self._ids = itertools.count()
         self._me = f"{os.getpid()}-{id(self):x}-{os.urandom(4).hex()}"
@@ -128,6 +141,15 @@ class RedisSlots:
             await self._redis.zrem(self.key(backend), slot)
         except (RedisError, OSError) as exc:
             _log.warning("fleet slots: cannot free a lease (%s); it expires by itself", exc)
+
+    async def everywhere(self, backend: Backend) -> int | None:
+        if not backend.max_concurrent:
+            return None  # no limit: no leases
+        try:
+            count: int = await self._count(keys=[self.key(backend)])
+        except (RedisError, OSError):
+            return None
+        return count
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._renew_forever())

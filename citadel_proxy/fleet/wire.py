@@ -27,6 +27,8 @@ class BackendReport(msgspec.Struct, frozen=True):
     last_error_at: float | None
     latency_ms: float | None
     inventory_at: float | None
+    # Leases held in Redis by every worker of every gateway (null without Redis or without a limit).
+    in_flight_everywhere: int | None = None
 
 
 class BackendList(msgspec.Struct, frozen=True):
@@ -34,7 +36,7 @@ class BackendList(msgspec.Struct, frozen=True):
     object: str = "list"
 
 
-def report(backend: Backend) -> BackendReport:
+def report(backend: Backend, everywhere: int | None) -> BackendReport:
     return BackendReport(
         name=backend.name,
         url=backend.client.service.base_url,
@@ -50,4 +52,5 @@ def report(backend: Backend) -> BackendReport:
         last_error_at=backend.last_error_at,
         latency_ms=round(backend.latency_ms, 2) if backend.latency_ms is not None else None,
         inventory_at=backend.inventory_at,
+        in_flight_everywhere=everywhere,
     )

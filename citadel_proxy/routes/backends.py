@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -16,4 +18,6 @@ async def backends(request: Request) -> Response:
     if not fleet.several:
         # One Ollama has no inventory loop: read it now, so the report says what it holds.
         await fleet.refresh()
-    return json_response(BackendList([report(b) for b in fleet.backends]), headers=NO_STORE)
+    counts = await asyncio.gather(*(fleet.slots.everywhere(b) for b in fleet.backends))
+    reports = [report(b, n) for b, n in zip(fleet.backends, counts, strict=True)]
+    return json_response(BackendList(reports), headers=NO_STORE)

@@ -18,6 +18,7 @@ from tests.fakes.ollama import Behavior, FakeOllama
 from tests.fleet.conftest import (
     CHAT_PATH,
     answers,
+    backends_report,
     chat,
     eventually,
     fleet_gateway,
@@ -102,6 +103,8 @@ async def test_two_gateways_share_slots_through_redis(
         await inventory_read(one.url, fakes)
         await inventory_read(two.url, fakes)
         async with held_streams(one.url, 1), held_streams(two.url, 1):
+            report = {b["name"]: b for b in await backends_report(one.url)}
+            assert (report["gpu-b"]["in_flight"], report["gpu-b"]["in_flight_everywhere"]) == (1, 2)
             status, _, body = await post(two.url, chat("mixtral"))
             assert status == 503 and b"backends_busy" in body
             status, _, body = await post(one.url, chat("mixtral"))
