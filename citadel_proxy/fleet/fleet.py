@@ -95,15 +95,20 @@ class Fleet:
                         _log.warning("keep_warm %s on %s failed: %s", model, backend.name, exc)
 
     async def _inventory_forever(self, keep: list[str]) -> None:
-        await self.refresh()
-        if keep:
-            await self.keep_warm(keep)
-            await self.refresh()
-        while True:
-            await asyncio.sleep(self.options.inventory_interval_s)
-            await self.refresh()
-            if keep:
-                await self.keep_warm([m for m in keep if not self._loaded_everywhere(canonical(m))])
+        # A load can take minutes: warming runs beside the inventory reads, one round at a time.
+        warming: asyncio.Task[None] | None = None
+        try:
+            while True:
+                await self.refresh()
+                cold = [m for m in keep if not self._loaded_everywhere(canonical(m))]
+                if cold and (warming is None or warming.done()):
+                    warming = asyncio.get_running_loop().create_task(self.keep_warm(cold))
+                await asyncio.sleep(self.options.inventory_interval_s)
+        finally:
+            if warming is not None:
+                warming.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await warming
 
     def _loaded_everywhere(self, model: str) -> bool:
         return all(model in b.loaded for b in self.backends if b.serves(model))
