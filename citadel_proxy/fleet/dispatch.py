@@ -37,12 +37,14 @@ async def dispatch(fleet: Fleet, ctx: Context, send: Send) -> Reply:
     model = ctx.request.model
     options = fleet.options
     last: errors.GatewayError | None = None
+    full = False
     sticky = fleet.sticky(ctx.conversation_id)
     for backend in candidates(fleet.placement, model, sticky, options.retry_after_s):
         if len(ctx.attempts) >= options.max_attempts:
             break
         slot = await fleet.slots.take(backend)
         if slot is None:
+            full = True
             continue  # full: the next candidate
         if not backend.breaker.enter():
             await fleet.slots.give(backend, slot)
@@ -64,7 +66,8 @@ async def dispatch(fleet: Fleet, ctx: Context, send: Send) -> Reply:
         else:
             await _free(fleet, ctx, backend, slot)
         return reply
-    if last is not None:
+    # A backend that said it lacks the model does not make a 404 while one that may have it was full.
+    if last is not None and not (full and isinstance(last, errors.ModelNotFound)):
         raise last
     raise errors.ServiceUnavailable(
         f"every backend that has {model} is running all it can; try again shortly",

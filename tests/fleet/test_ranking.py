@@ -3,13 +3,17 @@ backend first while it has room; and bench/routing.py's figures are computed."""
 
 from __future__ import annotations
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from bench import routing
+from citadel_proxy import errors
 from citadel_proxy.config.schema import FleetOptions, OllamaService
 from citadel_proxy.fleet.backend import Backend, new_breaker
+from citadel_proxy.fleet.dispatch import dispatch
 from citadel_proxy.fleet.metrics import BackendSeries, FleetMetrics
 from citadel_proxy.fleet.placement import Placement, candidates
+from citadel_proxy.pipeline.types import Reply
 from citadel_proxy.upstream.client import OllamaClient
 
 MODEL = "phi3:latest"
@@ -62,3 +66,19 @@ async def test_routing_bench_measures() -> None:
     assert routing.placement_us(30, 100) > 0
     assert await routing.dispatch_us(3, 100) > 0
     assert 0 < await routing.failover_us(10) < 1e6
+
+
+async def test_full_backend_makes_a_503_not_the_others_404() -> None:
+    fleet = routing._fleet(2)
+    lacking, full = fleet.backends
+    full.in_flight = full.max_concurrent  # its slots are taken
+    full.loaded = {}
+    fleet.placement.clear()
+
+    async def send(client: object) -> Reply:
+        raise errors.ModelNotFound("model 'phi3' not found")
+
+    with pytest.raises(errors.ServiceUnavailable) as refused:
+        await dispatch(fleet, routing._context(0, None), send)
+    assert refused.value.code == "backends_busy"
+    assert lacking.in_flight == 0
