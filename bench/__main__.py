@@ -14,6 +14,7 @@ they take (in a full run, or when named; not with --quick).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import math
@@ -24,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import report
+from bench import report, routing
 from bench.bodies import BodyRun, measure_bodies
 from bench.loadgen import LoadProcess
 from bench.measure import Sample, measure, settle
@@ -161,8 +162,14 @@ def main(argv: list[str] | None = None) -> int:
     }
     _print(found, checks, notes, top, rounds, time.monotonic() - started)
     _print_bodies(bodies, kept)
+    _print_routing()
     _write_json(args.json, argv, rounds, budget, samples, found, checks, notes, top, bodies, kept)
     return 0
+
+
+def _print_routing() -> None:
+    print("\nRouting over several Ollama servers (bench/routing.py, in process; issue 14 targets):")
+    print("\n".join("  " + line for line in asyncio.run(routing.lines())))
 
 
 def _log_line(message: str) -> None:

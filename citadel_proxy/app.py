@@ -27,6 +27,7 @@ from citadel_proxy.config.models import ModelRouter
 from citadel_proxy.config.schema import Config, Prometheus
 from citadel_proxy.console.app import console_routes
 from citadel_proxy.embeddings.terminal import with_embeddings
+from citadel_proxy.fleet.fleet import first_backend_url, open_fleet
 from citadel_proxy.health.watch import UpstreamWatch, watch_in_background
 from citadel_proxy.http.forwarded import TrustedProxies
 from citadel_proxy.http.front import Endpoint, Front
@@ -45,6 +46,7 @@ from citadel_proxy.redis_client import open_redis
 from citadel_proxy.reload import reload_on_sighup, reload_pipelines
 from citadel_proxy.routes import (
     anthropic_messages,
+    backends,
     formats,
     health,
     inference,
@@ -60,7 +62,6 @@ from citadel_proxy.stages.registry import stage_types
 from citadel_proxy.system.gpu import open_gpu_probe
 from citadel_proxy.system.resources import open_resource_sampler
 from citadel_proxy.timeouts import TimeoutSweeper
-from citadel_proxy.upstream.client import OllamaClient
 from citadel_proxy.upstream.terminal import upstream_handler
 
 # Allocations between young-generation collections (CPython's default is 700).
@@ -117,6 +118,7 @@ def management_routes() -> list[BaseRoute]:
         Route("/management/system/storage-usage", admin_only(system.storage), methods=["GET"]),
         *audit_routes.routes(wrap=admin_only),
         Route("/management/system/ollama-status", admin_only(models.status), methods=["GET"]),
+        Route("/management/backends", admin_only(backends.backends), methods=["GET"]),
         Route("/management/models/list", admin_only(models.list_models), methods=["GET"]),
         Route("/management/models/configured", admin_only(models.configured), methods=["GET"]),
         Route("/management/models/running", admin_only(models.running), methods=["GET"]),
@@ -168,13 +170,13 @@ def create_app(
             key_store = await open_key_store(config, stack)
             await bootstrap_admin_key(config, key_store)
             metrics = await open_metrics(config, stack)
-            watch = UpstreamWatch(metrics, config.ollama.service.base_url)
-            upstream = OllamaClient(config.ollama.service, on_reachable=watch.observe)
-            await upstream.open()
-            stack.push_async_callback(upstream.close)
+            redis = await open_redis(config, stack)
+            # The first backend is the one the one-Ollama paths (status probes, pulls) talk to.
+            watch = UpstreamWatch(metrics, first_backend_url(config))
+            fleet = await open_fleet(config, stack, metrics, redis, watch.observe)
+            upstream = fleet.default.client
             await watch_in_background(watch, upstream, config.monitoring.health_checks, stack)
             await preload_models(config, upstream, stack)
-            redis = await open_redis(config, stack)
             services = Services(
                 config=config,
                 upstream=upstream,
@@ -196,10 +198,11 @@ def create_app(
                     config.auth.failed_auth_max_clients,
                 ),
                 tracing=await open_tracing(config, stack),
+                fleet=fleet,
             )
             stack.callback(services.deadlines.close)
             await export_audit_metrics(services.metrics.registry, audit, stack)
-            terminal = with_embeddings(upstream_handler(upstream), upstream)
+            terminal = with_embeddings(upstream_handler(fleet), fleet)
             services.pipelines.install(table.build(pipelines, services, terminal))
             reload = functools.partial(
                 reload_pipelines,

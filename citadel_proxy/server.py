@@ -16,6 +16,7 @@ from typing import Any
 from hypercorn.config import Config as HypercornConfig
 
 from citadel_proxy.config.schema import Config
+from citadel_proxy.fleet.fleet import WORKERS_ENV
 from citadel_proxy.http.head_limits import HeadLimits
 from citadel_proxy.observability.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
 from citadel_proxy.supervisor import run_workers, watch_shutdown
@@ -29,6 +30,8 @@ def serve(config: Config, config_file: Path, bind: str | None, workers: int | No
     os.environ["CITADEL_CONFIG"] = str(config_file.resolve())
     address = bind or f"{config.gateway.host}:{config.gateway.port}"
     count = workers or config.gateway.workers
+    # Each worker takes its share of every backend's max_concurrent when no Redis counts for all.
+    os.environ[WORKERS_ENV] = str(count)
     limits = HeadLimits.of(config.gateway)
     # Bound before anything else starts, so a taken port is one line and exit 2, not a traceback.
     try:

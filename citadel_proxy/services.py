@@ -11,6 +11,7 @@ from citadel_proxy.auth.store import KeyStore
 from citadel_proxy.cache.service import Cache
 from citadel_proxy.config.models import ModelRouter
 from citadel_proxy.config.schema import Config
+from citadel_proxy.fleet.fleet import Fleet
 from citadel_proxy.management.pulls import PullManager
 from citadel_proxy.observability.metrics import Metrics
 from citadel_proxy.observability.refusals import Refusals
@@ -40,5 +41,6 @@ class Services:
     deadlines: TimeoutSweeper  # the open streams' pipeline deadlines
     refusals: Refusals  # requests refused before their pipeline: counted, logged, audited
     failed_auth: FailedAuthLimiter
+    fleet: Fleet  # every Ollama server; `upstream` is its first backend's client
     started_at: float = field(default_factory=time.time)
     tracing: RequestTracer | None = None  # monitoring.tracing; None when disabled

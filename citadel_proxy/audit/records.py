@@ -63,6 +63,9 @@ class AuditRecord(msgspec.Struct, frozen=True, kw_only=True):
     # The new turn: the request's messages after its last assistant message, then the answer.
     messages: list[AuditMessage] = msgspec.field(default_factory=list)
     truncation: Truncation | None = None
+    # The backend that answered, and every one tried in order (a failover tries more than one).
+    backend: str | None = None
+    attempts: list[str] = msgspec.field(default_factory=list)
 
 
 def head_and_tail(items: list[T], limit: int) -> tuple[list[T], int]:
@@ -215,6 +218,8 @@ def build_record(
         messages=[_message(role, _text_of(content) or "", policy) for role, content in turn]
         + _answer_messages(said, policy),
         truncation=truncation,
+        backend=ctx.backend,
+        attempts=list(ctx.attempts),
     )
 
 

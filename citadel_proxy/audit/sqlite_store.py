@@ -50,6 +50,8 @@ class _Row(msgspec.Struct):
     response: msgspec.Raw = msgspec.Raw(b"null")  # (msgspec decodes no union with Raw)
     messages: list[_Message] = msgspec.field(default_factory=list)
     truncation: msgspec.Raw = msgspec.Raw(b"null")
+    backend: str | None = None
+    attempts: msgspec.Raw = msgspec.Raw(b"[]")
 
 
 _decode = msgspec.json.Decoder(_Row).decode
@@ -59,8 +61,8 @@ _CONVERSATION = "INSERT INTO conversations VALUES (?, ?, ?, ?) ON CONFLICT DO NO
 _REQUEST = (
     "INSERT INTO audit_requests (id, created_at, conversation_id, route, pipeline, stream, model_requested,"
     " model, key_name, client_addr, status, error_code, ttft_ms, duration_ms, prompt_tokens,"
-    " completion_tokens, cache_hit, content_mode, request, response, truncation)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+    " completion_tokens, cache_hit, content_mode, request, response, truncation, backend, attempts)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
 )
 _OWNER = "SELECT key_name FROM conversations WHERE id = ?"
 _REFUSAL = (
@@ -146,6 +148,7 @@ class _Batch:
                 row.key_name, row.client, row.status, row.error_code, row.ttft_ms, row.duration_ms,
                 row.prompt_tokens, row.completion_tokens, row.cache_hit, row.content_mode,
                 bytes(row.request).decode(), _json_or_none(row.response), _json_or_none(row.truncation),
+                row.backend, bytes(row.attempts).decode(),
             ))  # fmt: skip
             messages += [
                 (rid, i, conversation, at, m.role, m.content, m.sha256, m.bytes, m.truncated)

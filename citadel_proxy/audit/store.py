@@ -29,7 +29,7 @@ WITH given AS (
         model_requested text, model text, key_name text, client text, status smallint,
         error_code text, ttft_ms double precision, duration_ms double precision, prompt_tokens integer,
         completion_tokens integer, cache_hit boolean, content_mode text, nul_escaped boolean,
-        request jsonb, response jsonb, messages jsonb, truncation jsonb)
+        request jsonb, response jsonb, messages jsonb, truncation jsonb, backend text, attempts jsonb)
 ), owners AS (
     SELECT DISTINCT ON (g.conversation_id) g.conversation_id AS id,
         CASE WHEN c.id IS NULL THEN g.key_name ELSE c.key_name END AS key_name
@@ -49,10 +49,12 @@ WITH given AS (
 ), new_requests AS (
     INSERT INTO audit_requests (id, created_at, conversation_id, route, pipeline, stream, model_requested,
         model, key_name, client_addr, status, error_code, ttft_ms, duration_ms, prompt_tokens,
-        completion_tokens, cache_hit, content_mode, nul_escaped, request, response, truncation)
+        completion_tokens, cache_hit, content_mode, nul_escaped, request, response, truncation, backend,
+        attempts)
     SELECT id, "time", conv, route, pipeline, stream, model_requested, model, key_name,
         client, status, error_code, ttft_ms, duration_ms, prompt_tokens, completion_tokens,
-        cache_hit, content_mode, coalesce(nul_escaped, false), request, response, truncation
+        cache_hit, content_mode, coalesce(nul_escaped, false), request, response, truncation, backend,
+        attempts
     FROM batch
     ON CONFLICT (id) DO NOTHING
     RETURNING id

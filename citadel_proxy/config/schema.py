@@ -117,17 +117,81 @@ class ModelEntry(Section, frozen=True):
     preload: bool = False
 
 
+class Backend(Section, frozen=True):
+    """One Ollama server of the fleet."""
+
+    name: Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
+    url: str
+    # What this server runs at once (OLLAMA_NUM_PARALLEL x loaded models); never exceeded.
+    max_concurrent: PositiveInt = 4
+    weight: PositiveInt = 1
+    # Only these models are sent here; empty: whatever it has installed.
+    models: list[str] = msgspec.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        address(self.url)
+
+
+def address(url: str) -> tuple[Literal["http", "https"], str, int]:
+    """A backend URL's scheme, host and port (the scheme's port when none is given)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"url: {url!r} is not a URL") from None
+    scheme = parts.scheme
+    if scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"url: {url!r} is not an http:// or https:// URL with a host")
+    if parts.path.strip("/") or parts.query or parts.fragment or parts.username:
+        raise ValueError(f"url: {url!r} must name only a server (scheme, host, port)")
+    default_port = 80 if scheme == "http" else 443
+    return ("http" if scheme == "http" else "https"), parts.hostname, port or default_port
+
+
+class FleetOptions(Section, frozen=True):
+    # Backends one request may try before it fails (only while nothing reached the client).
+    max_attempts: Annotated[int, Meta(ge=1, le=10)] = 3
+    # Each backend's installed (/api/tags) and loaded (/api/ps) models are read this often; it is also
+    # the active health probe.
+    inventory_interval_s: Seconds = 10.0
+    # Failures in a row (connect errors, 5xx, timeouts) that open a backend's breaker, and how long it
+    # stays open before one trial request may go through.
+    breaker_failures: PositiveInt = 3
+    breaker_cooldown_s: Seconds = 10.0
+    # Retry-After sent with a 503 when no backend could take the request.
+    retry_after_s: PositiveInt = 2
+    # An in-flight lease in Redis lives this long unless renewed: a gateway that dies frees its slots.
+    lease_ttl_s: Annotated[float, Meta(ge=3)] = 30.0
+    # X-Citadel-Backend on responses: the backend that answered.
+    backend_header: bool = True
+
+
 class Ollama(Section, frozen=True):
     service: OllamaService = msgspec.field(default_factory=OllamaService)
     models: list[ModelEntry] = msgspec.field(default_factory=list)
     # Registry hosts (`host` or `host:port`) model management may name besides registry.ollama.ai:
     # a host in a model name makes Ollama connect to it.
     registries: list[str] = msgspec.field(default_factory=list)
+    # Several Ollama servers (README "Several Ollama servers"); empty: `service` is the one backend.
+    backends: list[Backend] = msgspec.field(default_factory=list)
+    # Models loaded at start and kept loaded (keep_alive -1) on every backend that has them.
+    keep_warm: list[str] = msgspec.field(default_factory=list)
+    fleet: FleetOptions = msgspec.field(default_factory=lambda: FleetOptions())
 
     def __post_init__(self) -> None:
         for host in self.registries:
             if not is_valid_host(host):
                 raise ValueError(f"registries: {host!r} is not a registry host (host or host:port)")
+        names = [backend.name for backend in self.backends]
+        if duplicate := next((name for name in names if names.count(name) > 1), None):
+            raise ValueError(f"backends: the name {duplicate!r} is used twice")
+        default = OllamaService()
+        address = (self.service.host, self.service.port, self.service.scheme)
+        if self.backends and address != (default.host, default.port, default.scheme):
+            raise ValueError(
+                "give either service (one Ollama) or backends (several), not both: "
+                "service may keep its timeouts and limits, which every backend uses"
+            )
 
 
 # The gateway's own response headers: the conversation to continue, the id to quote in a report, and

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Mapping
-from functools import partial
 from typing import TypeVar
 
 import msgspec
@@ -12,6 +12,8 @@ import msgspec
 from citadel_proxy import errors
 from citadel_proxy.cache.codec import Vector, pack
 from citadel_proxy.embeddings.wire import UpstreamEmbedAnswer, UpstreamEmbeddingsAnswer
+from citadel_proxy.fleet.dispatch import dispatch
+from citadel_proxy.fleet.fleet import Fleet
 from citadel_proxy.pipeline.request import InferenceRequest
 from citadel_proxy.pipeline.stage import Handler
 from citadel_proxy.pipeline.types import Completion, Context, Reply
@@ -24,26 +26,28 @@ _embed_decoder = msgspec.json.Decoder(UpstreamEmbedAnswer)
 _embeddings_decoder = msgspec.json.Decoder(UpstreamEmbeddingsAnswer)
 
 
-def with_embeddings(other: Handler, client: OllamaClient) -> Handler:
+def with_embeddings(other: Handler, fleet: Fleet) -> Handler:
     """The terminal of every pipeline: embed requests go to Ollama's embed endpoints, the rest to `other`."""
 
     async def terminal(ctx: Context) -> Reply:
         if ctx.request.kind != "embed":
             return await other(ctx)
-        trace = ctx.trace
-        if trace is not None:
-            service = client.service
-            return await trace.attempt_upstream(service.host, service.port, partial(_traced, client, ctx))
-        return _reply(ctx, await embed(client, ctx.request))
+        return await dispatch(fleet, ctx, functools.partial(_embedded, ctx))
 
     return terminal
 
 
-async def _traced(client: OllamaClient, ctx: Context, headers: Mapping[str, str]) -> Reply:
-    return _reply(ctx, await embed(client, ctx.request, headers))
+async def _embedded(ctx: Context, client: OllamaClient) -> Reply:
+    trace = ctx.trace
+    if trace is not None:
+        service = client.service
+        call = functools.partial(_embed_with, ctx, client)
+        return await trace.attempt_upstream(service.host, service.port, call)
+    return await _embed_with(ctx, client)
 
 
-def _reply(ctx: Context, vectors: list[Vector]) -> Reply:
+async def _embed_with(ctx: Context, client: OllamaClient, headers: Mapping[str, str] | None = None) -> Reply:
+    vectors = await embed(client, ctx.request, headers)
     tokens = sum(vector.tokens for vector in vectors)
     ctx.outcome.prompt_tokens += tokens
     completion = Completion(content="", finish_reason=None, prompt_tokens=tokens)

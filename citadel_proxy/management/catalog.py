@@ -24,7 +24,13 @@ def aliases_by_target(config: Config) -> dict[str, list[str]]:
     return found
 
 
-def installed(config: Config, models: list[TagModel]) -> InstalledList:
+def installed(
+    config: Config,
+    models: list[TagModel],
+    where: dict[str, list[str]] | None = None,
+    backend_errors: dict[str, str] | None = None,
+) -> InstalledList:
+    """`where`: canonical name -> the backends that have it."""
     entries = {canonical(m.name): m for m in config.ollama.models}
     valid = {canonical(name) for name in config.model_routing.valid_models}
     aliases = aliases_by_target(config)
@@ -43,9 +49,10 @@ def installed(config: Config, models: list[TagModel]) -> InstalledList:
                 configured=entry is not None or key in valid,
                 active=entry.active if entry is not None else None,
                 aliases=aliases.get(key, []),
+                backends=(where or {}).get(key, []),
             )
         )
-    return InstalledList(models=rows, count=len(rows))
+    return InstalledList(models=rows, count=len(rows), backend_errors=backend_errors or {})
 
 
 def configured(config: Config, models: list[TagModel] | None, ollama_error: str | None) -> ConfiguredList:

@@ -81,6 +81,8 @@ class ModelRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The body of `POST /management/models/pull` and `.../delete`."""
 
     model: str
+    # One backend of ollama.backends by name; None: every backend.
+    backend: str | None = None
 
 
 # -- our answers
@@ -96,11 +98,15 @@ class InstalledModel(msgspec.Struct, frozen=True, kw_only=True):
     configured: bool
     active: bool | None
     aliases: list[str]
+    # The backends that have it installed (`default` for ollama.service).
+    backends: list[str] = msgspec.field(default_factory=list)
 
 
 class InstalledList(msgspec.Struct, frozen=True, kw_only=True):
     models: list[InstalledModel]
     count: int
+    # Backends that could not be asked, with why (their models are missing from the list).
+    backend_errors: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 class ModelInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -164,11 +170,19 @@ class OllamaStatus(msgspec.Struct, frozen=True, kw_only=True):
     latency_ms: float | None
     loaded_models: list[LoadedModel]
     error: str | None
+    # With ollama.backends: each backend's own status (the fields above are the first reachable one's).
+    backends: dict[str, OllamaStatus] | None = None
 
 
 class Deleted(msgspec.Struct, frozen=True, kw_only=True):
     model: str
     deleted: bool = True
+
+
+class DeletedOn(Deleted, frozen=True, kw_only=True):
+    """With several backends: where the model was deleted."""
+
+    backends: list[str]
 
 
 class PullEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -185,3 +199,4 @@ class PullEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     completed: int | None = None
     percent: float | None = None
     error: ErrorBody | None = None
+    backend: str | None = None  # with several backends: whose pull this line is about

@@ -130,6 +130,9 @@ class Context:
     started: float = field(default_factory=time.perf_counter)
     # The request's trace when monitoring.tracing is enabled; stages that wait note their waits on it.
     trace: RequestTrace | None = None
+    # The backend that answered, and every backend tried in order (failover), for the audit record.
+    backend: str | None = None
+    attempts: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)

@@ -22,6 +22,7 @@ from citadel_proxy.config.schema import Redis as RedisSettings
 from citadel_proxy.health.probes import ProbeFailed, elapsed_ms, probe_database, probe_redis
 from citadel_proxy.http.responses import json_response
 from citadel_proxy.services import Services
+from citadel_proxy.upstream.client import OllamaClient
 
 _PROBE_TIMEOUT_S = 3.0
 
@@ -51,9 +52,22 @@ class ModelList(msgspec.Struct, frozen=True):
 
 
 async def check_upstream(services: Services) -> Check:
+    """Ok while any backend answers: the gateway can serve what that one has."""
+    fleet = services.fleet
+    checks = await asyncio.gather(*(_check_client(b.client) for b in fleet.backends))
+    up = [check for check in checks if check.status == "ok"]
+    if not fleet.several:
+        return checks[0]
+    down = "; ".join(f"{b.name}: {c.detail}" for b, c in zip(fleet.backends, checks, strict=True) if c.detail)
+    if not up:
+        return Check("down", detail=down)
+    return Check("ok", latency_ms=min(c.latency_ms or 0.0 for c in up), detail=down or None)
+
+
+async def _check_client(client: OllamaClient) -> Check:
     started = time.perf_counter()
     try:
-        await services.upstream.fetch("GET", "/api/version", total_s=_PROBE_TIMEOUT_S)
+        await client.fetch("GET", "/api/version", total_s=_PROBE_TIMEOUT_S)
     except errors.GatewayError as exc:
         return Check("down", detail=exc.detail or exc.message)
     return Check("ok", latency_ms=elapsed_ms(started))

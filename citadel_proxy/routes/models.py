@@ -1,8 +1,8 @@
 """Model management endpoints (admin only; app.py wraps each with `admin_only`).
 
 GET  /management/models/list            Ollama's models, with whether each is configured, and aliases
-POST /management/models/pull            {"model": NAME} -> NDJSON progress (PullEvent lines)
-POST /management/models/delete          {"model": NAME}
+POST /management/models/pull            {"model": NAME, "backend"?: NAME} -> NDJSON progress (PullEvent lines)
+POST /management/models/delete          {"model": NAME, "backend"?: NAME} (no backend: every backend)
 GET  /management/models/{name}/info     details, capabilities, context length
 GET  /management/models/configured      the YAML's models and aliases, with whether Ollama has them
 GET  /management/models/running         the models loaded in memory (Ollama's /api/ps)
@@ -11,6 +11,7 @@ GET  /management/system/ollama-status   reachable, version, latency, loaded mode
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import msgspec
@@ -18,12 +19,13 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from citadel_proxy import errors
+from citadel_proxy.fleet import manage
+from citadel_proxy.fleet.backend import Backend
 from citadel_proxy.http.body import decode, read_body
 from citadel_proxy.http.responses import NO_STORE, json_response
 from citadel_proxy.management import catalog, ollama, pulls
 from citadel_proxy.management.names import validate_name
-from citadel_proxy.management.status import ollama_status
-from citadel_proxy.management.wire import Deleted, LoadedList, ModelInfo, ModelRequest
+from citadel_proxy.management.wire import Deleted, DeletedOn, LoadedList, ModelInfo, ModelRequest, PullEvent
 from citadel_proxy.services import Services
 
 _MAX_BODY = 64 * 1024
@@ -40,15 +42,18 @@ def _services(request: Request) -> Services:
     return services
 
 
-async def _model_from_body(request: Request) -> str:
+async def _model_from_body(request: Request) -> tuple[str, list[Backend]]:
+    """The model named, and the backends the call is for (every one unless `backend` names one)."""
     body = decode(await read_body(request, _MAX_BODY), _request_decoder)
-    return validate_name(body.model, registries=_services(request).config.ollama.registries)
+    services = _services(request)
+    name = validate_name(body.model, registries=services.config.ollama.registries)
+    return name, manage.targets(services.fleet, body.backend)
 
 
 async def list_models(request: Request) -> Response:
     services = _services(request)
-    models = await ollama.tags(services.upstream)
-    return json_response(catalog.installed(services.config, models), headers=NO_STORE)
+    models, where, failed = await manage.merged_tags(services.fleet)
+    return json_response(catalog.installed(services.config, models, where, failed), headers=NO_STORE)
 
 
 async def configured(request: Request) -> Response:
@@ -91,31 +96,38 @@ async def info(request: Request) -> Response:
 
 
 async def delete(request: Request) -> Response:
-    name = await _model_from_body(request)
-    await ollama.delete(_services(request).upstream, name)
-    return json_response(Deleted(model=name))
+    name, chosen = await _model_from_body(request)
+    fleet = _services(request).fleet
+    deleted = await manage.delete(fleet, chosen, name)
+    return json_response(DeletedOn(model=name, backends=deleted) if fleet.several else Deleted(model=name))
 
 
 async def pull(request: Request) -> Response:
     """Starts the pull (or joins the one running) in the app's PullManager; this response only watches it,
     so the pull goes on if the client leaves. Errors before Ollama accepts it keep their HTTP status."""
-    name = await _model_from_body(request)
-    job = _services(request).pulls.pull(name)
+    name, chosen = await _model_from_body(request)
+    services = _services(request)
+    fleet = services.fleet
+    jobs = [(b, (services.pulls if b is fleet.default else fleet.pulls[b.name]).pull(name)) for b in chosen]
     try:
-        await job.wait_started(_START_TIMEOUT_S)
+        await asyncio.gather(*(job.wait_started(_START_TIMEOUT_S) for _, job in jobs))
     except TimeoutError:
         raise errors.DeadlineExceeded(
             f"Ollama has not started pulling '{name}' after {_START_TIMEOUT_S:g} s; "
             "the request to it stays open in the background"
         ) from None
-    return StreamingResponse(_ndjson(job), media_type="application/x-ndjson", headers=_NDJSON_HEADERS)
+    if not fleet.several:
+        events = pulls.events(jobs[0][1], _HEARTBEAT_S)
+    else:
+        events = manage.merged_events(fleet, jobs, _HEARTBEAT_S)
+    return StreamingResponse(_ndjson(events), media_type="application/x-ndjson", headers=_NDJSON_HEADERS)
 
 
-async def _ndjson(job: pulls.PullJob) -> AsyncIterator[bytes]:
-    async for event in pulls.events(job, _HEARTBEAT_S):
+async def _ndjson(events: AsyncIterator[PullEvent]) -> AsyncIterator[bytes]:
+    async for event in events:
         yield _encode(event) + b"\n"
 
 
 async def status(request: Request) -> Response:
-    report = await ollama_status(_services(request).upstream)
+    report = await manage.status(_services(request).fleet)
     return json_response(report, headers=NO_STORE)

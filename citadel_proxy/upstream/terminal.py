@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Mapping
-from functools import partial
 
 import msgspec
 
 from citadel_proxy import errors
+from citadel_proxy.fleet.dispatch import dispatch
+from citadel_proxy.fleet.fleet import Fleet
 from citadel_proxy.pipeline.stage import Handler
 from citadel_proxy.pipeline.types import Completion, Context, Reply
 from citadel_proxy.upstream.client import OllamaClient
@@ -25,22 +27,38 @@ from citadel_proxy.upstream.wire import ChatLine, GenerateLine
 _encode = msgspec.json.Encoder().encode
 
 
-def upstream_handler(client: OllamaClient) -> Handler:
-    return partial(attempt, client)
+def upstream_handler(fleet: Fleet) -> Handler:
+    async def call_ollama(ctx: Context) -> Reply:
+        is_chat = ctx.request.kind == "chat"
+        if is_chat:
+            endpoint, body = "/api/chat", _encode(chat_to_ollama(ctx.request))
+        else:
+            endpoint, body = "/api/generate", _encode(generate_to_ollama(ctx.request))
+        # Translated once: a failover sends the same bytes to the next backend.
+        return await dispatch(fleet, ctx, functools.partial(_send, ctx, endpoint, body, is_chat))
+
+    return call_ollama
 
 
-async def attempt(client: OllamaClient, ctx: Context, headers: Mapping[str, str] | None = None) -> Reply:
-    """One call to one Ollama. A traced request's call is made again inside its trace's upstream span,
-    with the headers that carry the trace on to Ollama (an untraced one pays a None check, no call)."""
+async def _send(ctx: Context, endpoint: str, body: bytes, is_chat: bool, client: OllamaClient) -> Reply:
+    """One attempt on one backend; a traced request's attempt runs inside an upstream span of its own,
+    with the headers that carry the trace on to Ollama (an untraced one pays a None check)."""
     trace = ctx.trace
-    if trace is not None and headers is None:
+    if trace is not None:
         service = client.service
-        return await trace.attempt_upstream(service.host, service.port, partial(attempt, client, ctx))
-    is_chat = ctx.request.kind == "chat"
-    if is_chat:
-        endpoint, body = "/api/chat", _encode(chat_to_ollama(ctx.request))
-    else:
-        endpoint, body = "/api/generate", _encode(generate_to_ollama(ctx.request))
+        call = functools.partial(_call, ctx, endpoint, body, is_chat, client)
+        return await trace.attempt_upstream(service.host, service.port, call)
+    return await _call(ctx, endpoint, body, is_chat, client)
+
+
+async def _call(
+    ctx: Context,
+    endpoint: str,
+    body: bytes,
+    is_chat: bool,
+    client: OllamaClient,
+    headers: Mapping[str, str] | None = None,
+) -> Reply:
     if ctx.stream:
         response = await client.stream(endpoint, body, headers)
         cap = client.service.max_line_bytes

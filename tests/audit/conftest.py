@@ -256,6 +256,7 @@ def stored_records(path: Path) -> list[AuditRecord]:
                 "request": msgspec.json.decode(row["request"]),
                 "response": None if row["response"] is None else msgspec.json.decode(row["response"]),
                 "messages": by_request.get(row["id"], []),
+                "attempts": msgspec.json.decode(row["attempts"] or "[]"),
             },
             AuditRecord,
             strict=False,

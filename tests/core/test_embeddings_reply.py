@@ -10,6 +10,7 @@ from starlette.datastructures import Headers
 from citadel_proxy.cache.codec import Vector, pack
 from citadel_proxy.config.schema import OllamaService
 from citadel_proxy.embeddings.terminal import with_embeddings
+from citadel_proxy.fleet.fleet import one_backend
 from citadel_proxy.pipeline.request import InferenceRequest, Options
 from citadel_proxy.pipeline.types import Context, Reply
 from citadel_proxy.upstream.client import OllamaClient
@@ -52,7 +53,7 @@ async def test_vectors_come_back_in_the_reply_in_input_order(fake: FakeOllama, c
         kind="embed", model=MODEL, input=texts, options=Options(extra={"num_ctx": 2048}), keep_alive="1m"
     )
     ctx = context(request)
-    reply = await with_embeddings(not_embed, client)(ctx)
+    reply = await with_embeddings(not_embed, one_backend(client))(ctx)
     assert reply.embeddings is not None and reply.completion is not None
     assert [vector.packed for vector in reply.embeddings] == [
         pack(embedding_vector(MODEL, text, 768)) for text in texts
@@ -66,7 +67,7 @@ async def test_vectors_come_back_in_the_reply_in_input_order(fake: FakeOllama, c
 
 async def test_unnormalised_vectors_one_call_per_text(fake: FakeOllama, client: OllamaClient) -> None:
     request = InferenceRequest(kind="embed", model=MODEL, input=["one", "two"], normalize=False)
-    reply = await with_embeddings(not_embed, client)(context(request))
+    reply = await with_embeddings(not_embed, one_backend(client))(context(request))
     assert reply.embeddings == [
         Vector(pack(embedding_vector(MODEL, text, 768, normalize=False))) for text in ("one", "two")
     ]
@@ -76,5 +77,7 @@ async def test_unnormalised_vectors_one_call_per_text(fake: FakeOllama, client: 
 async def test_no_input_loads_the_model_and_answers_no_vectors(
     fake: FakeOllama, client: OllamaClient
 ) -> None:
-    reply = await with_embeddings(not_embed, client)(context(InferenceRequest(kind="embed", model=MODEL)))
+    reply = await with_embeddings(not_embed, one_backend(client))(
+        context(InferenceRequest(kind="embed", model=MODEL))
+    )
     assert reply.embeddings == [] and fake.count("/api/embed") == 1

@@ -103,6 +103,8 @@ class ChatRoutes(ServerState):
         self._stream_added.set()
         gen = _Generation(kind, req, model, behavior, cold=model.name not in self.loaded)
         self._touch(model, keep_alive if keep_alive != 0 else None)
+        self.running += 1
+        self.most_running = max(self.most_running, self.running)
         try:
             if behavior.error_status is not None:
                 await asyncio.sleep(behavior.first_token_delay_s)
@@ -120,6 +122,7 @@ class ChatRoutes(ServerState):
             record.mark_disconnected()
             raise
         finally:
+            self.running -= 1
             record.finished.set()
             self._touch(model, keep_alive)
 

@@ -59,6 +59,9 @@ class FakeOllama(ManageRoutes, ChatRoutes, EmbedRoutes):
         self.pulls: list[PullRecord] = []
         self.embed_inputs: list[str] = []
         self.loaded: dict[str, datetime] = {}
+        # Generations running now, and the most that ever ran at once (what max_concurrent must bound).
+        self.running = 0
+        self.most_running = 0
         self._keep_alive: dict[str, float] = {}
         self._queue: deque[Behavior] = deque()
         self._stream_added = asyncio.Event()

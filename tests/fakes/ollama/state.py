@@ -27,6 +27,8 @@ class ServerState:
     pulls: list[PullRecord]
     embed_inputs: list[str]
     loaded: dict[str, datetime]
+    running: int
+    most_running: int
     _keep_alive: dict[str, float]
     _queue: deque[Behavior]
     _stream_added: asyncio.Event
@@ -53,6 +55,10 @@ class ServerState:
         if self._queue:
             return self._queue.popleft()
         return self._per_model.get(model.name, self.behavior)
+
+    def load(self, name: str) -> None:
+        """Mark an installed model as loaded (kept loaded), as if a generation had loaded it."""
+        self._touch(self._lookup(name), -1)
 
     def _touch(self, model: FakeModel, keep_alive: float | None) -> None:
         """Keep-alive bookkeeping of 10.3: no value keeps the loaded model's own; 0 unloads."""

@@ -1,0 +1,139 @@
+"""Sending a request to the fleet: the best backend first, the next one when it fails before answering."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+from citadel_proxy import errors
+from citadel_proxy.fleet.backend import Backend
+from citadel_proxy.fleet.fleet import Fleet
+from citadel_proxy.fleet.placement import candidates
+from citadel_proxy.pipeline.types import Context, Delta, Reply, TokenStream
+from citadel_proxy.upstream.client import OllamaClient
+
+BACKEND_HEADER = "X-Citadel-Backend"
+Send = Callable[[OllamaClient], Awaitable[Reply]]
+
+
+def retryable(exc: errors.GatewayError) -> bool:
+    """Failed before Ollama answered anything: unreachable, busy, 5xx, silent, cut off."""
+    if isinstance(exc, errors.UpstreamUnavailable | errors.UpstreamTimeout | errors.UpstreamIncomplete):
+        return True
+    if isinstance(exc, errors.ServiceUnavailable):
+        return exc.code == "upstream_busy"
+    return type(exc) is errors.UpstreamError and exc.code == "upstream_error"
+
+
+async def dispatch(fleet: Fleet, ctx: Context, send: Send) -> Reply:
+    backend = fleet.default
+    if not fleet.several and not backend.max_concurrent:
+        # One Ollama: today's path, plus the name of the backend.
+        ctx.backend = backend.name
+        ctx.attempts.append(backend.name)
+        if fleet.options.backend_header:
+            ctx.response_headers[BACKEND_HEADER] = backend.name
+        return await send(backend.client)
+    model = ctx.request.model
+    options = fleet.options
+    last: errors.GatewayError | None = None
+    full = False
+    sticky = fleet.sticky(ctx.conversation_id)
+    for backend in candidates(fleet.placement, model, sticky, options.retry_after_s):
+        if len(ctx.attempts) >= options.max_attempts:
+            break
+        slot = await fleet.slots.take(backend)
+        if slot is None:
+            full = True
+            continue  # full: the next candidate
+        if not backend.breaker.enter():
+            await fleet.slots.give(backend, slot)
+            continue
+        try:
+            reply = await _attempt(fleet, ctx, backend, send)
+        except errors.GatewayError as exc:
+            await _free(fleet, ctx, backend, slot)
+            if not (retryable(exc) or (isinstance(exc, errors.ModelNotFound) and fleet.several)):
+                raise
+            last = exc
+            continue
+        except BaseException:
+            await _free(fleet, ctx, backend, slot)
+            raise
+        fleet.answered(ctx.conversation_id, backend)
+        if reply.stream is not None:
+            reply.stream = HeldStream(reply.stream, fleet, ctx, backend, slot)
+        else:
+            await _free(fleet, ctx, backend, slot)
+        return reply
+    # A backend that said it lacks the model does not make a 404 while one that may have it was full.
+    if last is not None and not (full and isinstance(last, errors.ModelNotFound)):
+        raise last
+    raise errors.ServiceUnavailable(
+        f"every backend that has {model} is running all it can; try again shortly",
+        code="backends_busy",
+        headers={"Retry-After": str(options.retry_after_s)},
+    )
+
+
+async def _attempt(fleet: Fleet, ctx: Context, backend: Backend, send: Send) -> Reply:
+    if ctx.attempts:
+        fleet.by_name[ctx.attempts[-1]].series.failovers.inc()
+    ctx.attempts.append(backend.name)
+    series = backend.series
+    series.in_flight.inc()
+    started = time.perf_counter()
+    try:
+        reply = await send(backend.client)
+    except errors.GatewayError as exc:
+        if retryable(exc):
+            backend.breaker.failed()
+            backend.saw_error(exc.message)
+            series.failed.inc()
+        else:
+            backend.breaker.succeeded()  # it answered: a refusal is no sign of ill health
+            series.refused.inc()
+        raise
+    backend.breaker.succeeded()
+    backend.saw_latency(time.perf_counter() - started)
+    series.ok.inc()
+    ctx.backend = backend.name
+    if fleet.options.backend_header:
+        ctx.response_headers[BACKEND_HEADER] = backend.name
+    return reply
+
+
+async def _free(fleet: Fleet, ctx: Context, backend: Backend, slot: object) -> None:
+    backend.series.in_flight.dec()
+    first = ctx.outcome.first_token_at
+    if first is not None and ctx.backend == backend.name:
+        backend.series.time_to_first_token.observe(first - ctx.started)
+    await fleet.slots.give(backend, slot)
+
+
+class HeldStream:
+    """A backend's stream that keeps its slot until closed, and tells the breaker if the stream breaks."""
+
+    __slots__ = ("_backend", "_ctx", "_fleet", "_inner", "_slot")
+
+    def __init__(
+        self, inner: TokenStream, fleet: Fleet, ctx: Context, backend: Backend, slot: object
+    ) -> None:
+        self._inner, self._fleet, self._ctx, self._backend, self._slot = inner, fleet, ctx, backend, slot
+
+    async def read(self) -> list[Delta] | None:
+        try:
+            return await self._inner.read()
+        except errors.GatewayError as exc:
+            if retryable(exc):
+                self._backend.breaker.failed()
+                self._backend.saw_error(exc.message)
+            raise
+
+    async def aclose(self) -> None:
+        slot, self._slot = self._slot, None
+        try:
+            await self._inner.aclose()
+        finally:
+            if slot is not None:
+                await _free(self._fleet, self._ctx, self._backend, slot)
