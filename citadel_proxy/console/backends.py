@@ -1,6 +1,9 @@
-"""The Overview's backends panel reads this one function; a fleet of backends will answer it later."""
+"""The Overview's backends panel: every Ollama of the fleet, each from the probe behind
+/management/system/ollama-status."""
 
 from __future__ import annotations
+
+import asyncio
 
 import msgspec
 
@@ -22,18 +25,20 @@ class BackendState(msgspec.Struct, frozen=True, kw_only=True):
 
 
 async def backend_states(services: Services) -> list[BackendState]:
-    """Today: the one Ollama, from the same probe as /management/system/ollama-status."""
-    status = await ollama_status(services.upstream)
+    """One state per backend (the one-server form is the backend `default`), probed together."""
+    backends = services.fleet.backends
+    reports = await asyncio.gather(*(ollama_status(backend.client) for backend in backends))
     return [
         BackendState(
-            name="ollama",
+            name=backend.name,
             kind="ollama",
             base_url=status.base_url,
-            healthy=status.reachable and status.error is None,
+            healthy=status.reachable and status.error is None and backend.breaker.available(),
             version=status.version,
             latency_ms=status.latency_ms,
             loaded_models=status.loaded_models,
             vram_bytes=sum(m.size_vram for m in status.loaded_models),
             error=status.error,
         )
+        for backend, status in zip(backends, reports, strict=True)
     ]

@@ -12,6 +12,7 @@ Errors are Ollama's `{"error": "..."}` on every one of them.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import AsyncIterator
 
@@ -21,6 +22,7 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 
 from citadel_proxy import errors
 from citadel_proxy.auth.guard import Endpoint, admin_only, any_key
+from citadel_proxy.fleet.manage import merged_tags
 from citadel_proxy.http.body import decode, read_body
 from citadel_proxy.http.responses import NO_STORE, json_response, shaped_error
 from citadel_proxy.management import ollama, pulls
@@ -88,9 +90,11 @@ async def version(request: Request) -> Response:
 
 
 async def tags(request: Request) -> Response:
-    """Every name the gateway routes (aliases included) whose model Ollama has, with that model's facts."""
+    """Every name the gateway routes (aliases included) whose model a backend has, with that model's facts
+    (merged across the fleet's backends)."""
     services = _services(request)
-    installed = {canonical(m.name): m for m in await ollama.tags(services.upstream)}
+    merged, _, _ = await merged_tags(services.fleet)
+    installed = {canonical(m.name): m for m in merged}
     listed = []
     for name, target in sorted(services.models.routes.items()):
         model = installed.get(canonical(target))
@@ -102,7 +106,8 @@ async def tags(request: Request) -> Response:
 async def ps(request: Request) -> Response:
     services = _services(request)
     routed = {canonical(target) for target in services.models.routes.values()}
-    loaded = [m for m in await ollama.running(services.upstream) if canonical(m.name) in routed]
+    answers = await asyncio.gather(*(ollama.running(b.client) for b in services.fleet.backends))
+    loaded = [m for answer in answers for m in answer if canonical(m.name) in routed]
     return json_response(Running(models=loaded), headers=NO_STORE)
 
 
