@@ -65,6 +65,9 @@ async def test_known_keys_work_and_others_are_refused_at_once_while_postgresql_i
     gone = await store.create("gone", ["inference"])
     assert await store.revoke("gone")
     await eventually(lambda: _known(store, kept.key), 5)
+    # The copy follows the database through NOTIFY, milliseconds after the commit: cut once it has the
+    # revocation (a cut inside that window would find the copy one change behind).
+    await eventually(lambda: _not_in_copy(store, gone.key), 5)
     await proxy.cut()
     for _ in range(3):  # the first finds the database gone, the next ones do not ask it
         assert await promptly(store, kept.key)
@@ -180,6 +183,10 @@ async def _known(store: KeyStore, key: str) -> bool:
 
 async def _in_copy(store: KeyStore, key: str) -> bool:
     return store.snapshot.lookup(hash_key(key)) is not None
+
+
+async def _not_in_copy(store: KeyStore, key: str) -> bool:
+    return not await _in_copy(store, key)
 
 
 async def _not_in_copy(store: KeyStore, key: str) -> bool:
