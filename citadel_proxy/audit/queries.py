@@ -141,21 +141,19 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise InvalidRequest("cursor is not one this API returned", param="cursor") from exc
 
 
-class AuditQueries:
-    """Read-only access to the audit tables through the shared pool."""
+class ConversationListing:
+    """The conversations listing both stores answer alike; a store gives its query, its fetch and how
+    its driver takes a time."""
 
-    def __init__(self, pool: AsyncConnectionPool, timeout_s: float) -> None:
-        self._pool = pool
-        self._timeout_s = timeout_s
+    _list_query: str
+    # PostgreSQL's rows carry typed values; SQLite's carry text that needs converting.
+    _strict: bool = True
 
     async def _fetch(self, query: str, params: Any) -> list[dict[str, Any]]:
-        try:
-            async with asyncio.timeout(self._timeout_s), self._pool.connection(self._timeout_s) as conn:
-                cursor = conn.cursor(row_factory=dict_row)
-                await cursor.execute(query.encode(), params)
-                return await cursor.fetchall()
-        except (psycopg.Error, TimeoutError) as exc:
-            raise ServiceUnavailable("the audit database is unavailable") from exc
+        raise NotImplementedError
+
+    def _when(self, value: datetime | None) -> Any:
+        return value
 
     async def conversations(
         self,
@@ -173,18 +171,37 @@ class AuditQueries:
             "text": contains_pattern(text),
             "model": model,
             "key": key,
-            "since": since,
-            "until": until,
-            "after_at": after_at,
+            "since": self._when(since),
+            "until": self._when(until),
+            "after_at": self._when(after_at),
             "after_id": after_id,
             "limit": limit + 1,
         }
-        rows = await self._fetch(_LIST, params)
-        page = [msgspec.convert(row, ConversationSummary) for row in rows[:limit]]
+        rows = await self._fetch(self._list_query, params)
+        page = [msgspec.convert(row, ConversationSummary, strict=self._strict) for row in rows[:limit]]
         more = len(rows) > limit
         return ConversationPage(
             data=page, next_cursor=encode_cursor(page[-1].started_at, page[-1].id) if more else None
         )
+
+
+class AuditQueries(ConversationListing):
+    _list_query = _LIST
+
+    """Read-only access to the audit tables through the shared pool."""
+
+    def __init__(self, pool: AsyncConnectionPool, timeout_s: float) -> None:
+        self._pool = pool
+        self._timeout_s = timeout_s
+
+    async def _fetch(self, query: str, params: Any) -> list[dict[str, Any]]:
+        try:
+            async with asyncio.timeout(self._timeout_s), self._pool.connection(self._timeout_s) as conn:
+                cursor = conn.cursor(row_factory=dict_row)
+                await cursor.execute(query.encode(), params)
+                return await cursor.fetchall()
+        except (psycopg.Error, TimeoutError) as exc:
+            raise ServiceUnavailable("the audit database is unavailable") from exc
 
     async def conversation(self, conversation_id: str, *, limit: int) -> ConversationDetail | None:
         head = await self._fetch(_ONE, (conversation_id,))

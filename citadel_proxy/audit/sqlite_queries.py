@@ -11,13 +11,9 @@ import msgspec
 
 from citadel_proxy.audit.queries import (
     ConversationDetail,
-    ConversationPage,
-    ConversationSummary,
+    ConversationListing,
     ModelStats,
     StatsOut,
-    contains_pattern,
-    decode_cursor,
-    encode_cursor,
 )
 from citadel_proxy.audit.sqlite_file import SqliteFile
 from citadel_proxy.audit.sqlite_store import utc_text
@@ -83,8 +79,11 @@ def _fetch(query: str, params: Any) -> Any:
     return run
 
 
-class SqliteQueries:
+class SqliteQueries(ConversationListing):
     """Read-only access to the audit tables on the reader's own connection."""
+
+    _list_query = _LIST
+    _strict = False
 
     def __init__(self, file: SqliteFile, timeout_s: float) -> None:
         self._file = file
@@ -98,34 +97,8 @@ class SqliteQueries:
         except (sqlite3.Error, TimeoutError) as exc:
             raise ServiceUnavailable("the audit database is unavailable") from exc
 
-    async def conversations(
-        self,
-        *,
-        model: str | None,
-        key: str | None,
-        since: datetime | None,
-        until: datetime | None,
-        limit: int,
-        cursor: str | None,
-        text: str | None = None,
-    ) -> ConversationPage:
-        after_at, after_id = decode_cursor(cursor) if cursor else (None, None)
-        params = {
-            "text": contains_pattern(text),
-            "model": model,
-            "key": key,
-            "since": _text(since),
-            "until": _text(until),
-            "after_at": _text(after_at),
-            "after_id": after_id,
-            "limit": limit + 1,
-        }
-        rows = await self._fetch(_LIST, params)
-        page = [msgspec.convert(row, ConversationSummary, strict=False) for row in rows[:limit]]
-        more = len(rows) > limit
-        return ConversationPage(
-            data=page, next_cursor=encode_cursor(page[-1].started_at, page[-1].id) if more else None
-        )
+    def _when(self, value: datetime | None) -> str | None:
+        return _text(value)
 
     async def conversation(self, conversation_id: str, *, limit: int) -> ConversationDetail | None:
         head = await self._fetch(_ONE, (str(conversation_id),))
