@@ -101,13 +101,31 @@ def backup(
         os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)
+    return add_to_manifest(
+        directory, target, now, keep_days, keep_count, database=db.database, schema=db.db_schema
+    )
+
+
+def add_to_manifest(
+    directory: Path,
+    target: Path,
+    now: datetime,
+    keep_days: float,
+    keep_count: int,
+    *,
+    database: str,
+    schema: str,
+    format: str = "custom",
+) -> BackupEntry:
+    """List a finished backup file in the manifest (size, sha256) and rotate the old ones out."""
     entry = BackupEntry(
-        file=name,
+        file=target.name,
         created_at=now,
         bytes=target.stat().st_size,
         sha256=sha256_of(target),
-        database=db.database,
-        schema=db.db_schema,
+        database=database,
+        schema=schema,
+        format=format,
     )
     manifest = read_manifest(directory)
     manifest.backups.append(entry)

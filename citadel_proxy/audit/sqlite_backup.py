@@ -13,7 +13,7 @@ import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
-from citadel_proxy.audit.backup import BackupEntry, _rotate, _write_manifest, read_manifest, sha256_of
+from citadel_proxy.audit.backup import BackupEntry, add_to_manifest, read_manifest, sha256_of
 from citadel_proxy.audit.errors import AuditError
 from citadel_proxy.audit.sqlite_file import connect
 
@@ -44,20 +44,9 @@ def backup_sqlite(
         raise AuditError(f"backup of {source} failed: {exc}") from exc
     finally:
         partial.unlink(missing_ok=True)
-    entry = BackupEntry(
-        file=name,
-        created_at=now,
-        bytes=target.stat().st_size,
-        sha256=sha256_of(target),
-        database=source.name,
-        schema="main",
-        format=FORMAT,
+    return add_to_manifest(
+        directory, target, now, keep_days, keep_count, database=source.name, schema="main", format=FORMAT
     )
-    manifest = read_manifest(directory)
-    manifest.backups.append(entry)
-    manifest.backups = _rotate(directory, manifest.backups, now, keep_days, keep_count)
-    _write_manifest(directory, manifest)
-    return entry
 
 
 def restore_sqlite(target: Path, file: Path) -> None:
