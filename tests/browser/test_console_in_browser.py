@@ -92,7 +92,7 @@ async def sign_in(page: Page, base: str) -> None:
 async def overview(page: Page) -> None:
     await until(page, f"{text('#live')} === 'live'", "the SSE snapshot")
     backends = await page.evaluate(text("#backends tbody"))
-    assert "ollama" in backends and "healthy" in backends
+    assert "default" in backends and "healthy" in backends  # the one-server form is the backend `default`
     await until(page, f"{text('#ttft tbody')}.includes('/v1/chat/completions')", "TTFT")
     await shoot(page, "overview-390", width=390)
     # Nothing scrolls sideways at a phone's width: wide tables scroll inside themselves.
