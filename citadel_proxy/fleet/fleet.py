@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from citadel_proxy import errors
 from citadel_proxy.config.schema import Backend as BackendConfig
 from citadel_proxy.config.schema import Config, FleetOptions, OllamaService
+from citadel_proxy.fleet.admission import Admission
 from citadel_proxy.fleet.backend import (
     DEFAULT_NAME,
     Backend,
@@ -51,6 +52,7 @@ class Fleet:
         self.slots = slots
         self.metrics = metrics
         self.several = len(backends) > 1
+        self.admission = Admission(options.aging_s, options.retry_after_s)
         self._sticky: OrderedDict[str, Backend] = OrderedDict()
         # Pulls on the backends after the first (whose manager is Services.pulls).
         self.pulls: dict[str, PullManager] = {}
