@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
@@ -13,7 +12,7 @@ import aiohttp
 
 from tests.core.conftest import AUTH, Gateway
 from tests.fakes.ollama import Behavior, FakeOllama
-from tests.fleet.conftest import fakes, fleet_gateway, write_fleet_config
+from tests.fleet.conftest import eventually, fakes, fleet_gateway, write_fleet_config
 
 __all__ = ["fakes"]  # the fleet's three fake Ollama servers, as a fixture here too
 
@@ -64,12 +63,14 @@ async def waiting(url: str) -> dict[str, int]:
 
 
 async def until_waiting(url: str, pipeline: str, n: int) -> None:
-    async with asyncio.timeout(10):
-        while (await waiting(url)).get(pipeline, 0) < n:
-            await asyncio.sleep(0.02)
+    async def enough() -> bool:
+        return (await waiting(url)).get(pipeline, 0) >= n
+
+    await eventually(enough)
 
 
 async def until_running(fake: FakeOllama) -> None:
-    async with asyncio.timeout(10):
-        while fake.running < 1:
-            await asyncio.sleep(0.01)
+    async def busy() -> bool:
+        return fake.running >= 1
+
+    await eventually(busy)
