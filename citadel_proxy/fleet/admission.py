@@ -105,8 +105,10 @@ class Admission:
         queue = self._queues.setdefault(model, _Queue())
         arrived = time.monotonic()
         waiter = _Waiter(arrived - priority * self.aging_s, next(self._seq))
-        ahead = queue.ahead_of(waiter.rank)
-        estimate = self.estimate_s(model, ahead, capacity)
+        # Counting those ahead walks the queue: only when waiting behind all of them could miss.
+        estimate = self.estimate_s(model, queue.waiting, capacity)
+        if estimate is not None and estimate > max_queue_s:
+            estimate = self.estimate_s(model, queue.ahead_of(waiter.rank), capacity)
         if max_queue_s <= 0 or (estimate is not None and estimate > max_queue_s):
             raise self._refused(model, estimate)
         heapq.heappush(queue.heap, waiter)
