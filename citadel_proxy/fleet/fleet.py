@@ -28,6 +28,7 @@ from citadel_proxy.fleet.inventory import refresh
 from citadel_proxy.fleet.metrics import BackendSeries, FleetMetrics
 from citadel_proxy.fleet.placement import Placement
 from citadel_proxy.fleet.slots import RedisSlots, Slots, WorkerSlots
+from citadel_proxy.fleet.supersede import Sessions
 from citadel_proxy.management.names import canonical
 from citadel_proxy.management.pulls import PullManager, open_pull_manager
 from citadel_proxy.observability.metrics import Metrics
@@ -53,6 +54,7 @@ class Fleet:
         self.metrics = metrics
         self.several = len(backends) > 1
         self.admission = Admission(options.aging_s, options.retry_after_s)
+        self.sessions = Sessions()
         self._sticky: OrderedDict[str, Backend] = OrderedDict()
         # Pulls on the backends after the first (whose manager is Services.pulls).
         self.pulls: dict[str, PullManager] = {}

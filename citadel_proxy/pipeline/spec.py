@@ -52,6 +52,8 @@ class PipelineFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     max_queue_ms: Annotated[int, Meta(ge=0)] = 0
     # Models tried in order when the requested one cannot be admitted in time (every backend full).
     fallback_models: list[str] = msgspec.field(default_factory=list)
+    # A new request of the same key and X-Session-ID cancels the one still running (latest wins).
+    supersede: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +78,7 @@ class Pipeline:
     priority: int = 2
     max_queue_ms: int = 0
     fallback_models: tuple[str, ...] = ()
+    supersede: bool = False
 
     def settings_of(self, stage_name: str) -> StageSettings | None:
         return next((s.settings for s in self.stages if s.type.name == stage_name), None)
@@ -110,6 +113,7 @@ def load_pipeline(path: Path, registry: dict[str, StageType], default_timeout_s:
         priority=spec.priority,
         max_queue_ms=spec.max_queue_ms,
         fallback_models=tuple(spec.fallback_models),
+        supersede=spec.supersede,
     )
 
 

@@ -34,6 +34,7 @@ def upstream_handler(fleet: Fleet, resolve: Callable[[str], str] = str) -> Handl
     """`resolve`: a fallback model's name as configured -> the model a backend serves."""
 
     async def call_ollama(ctx: Context) -> Reply:
+        fleet.sessions.claim(ctx)
         try:
             reply = await _dispatched(fleet, ctx)
         except errors.ServiceUnavailable as exc:
