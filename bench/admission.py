@@ -41,7 +41,7 @@ async def queued_us(n: int = 1000) -> float:
         return None
 
     async def one(i: int) -> None:
-        await admission.wait(MODEL, "gui", i % 5, 60.0, 1, start)
+        await admission.wait(MODEL, "gui", f"key-{i % 10}", i % 5, 60.0, 1, start)
         admission.freed()
 
     tasks = [asyncio.create_task(one(i)) for i in range(n)]  # in the gateway, the request's own task

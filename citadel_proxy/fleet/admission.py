@@ -25,6 +25,9 @@ _POLL_S = 0.05
 T = TypeVar("T")
 # Weight of the newest sample in the moving average of a model's service time.
 _ALPHA = 0.2
+# The turn a key's queued request takes while no service time of its model is known yet.
+_DEFAULT_SERVICE_S = 0.1
+_MAX_TURNS = 10_000
 
 
 @dataclass(order=True, slots=True)
@@ -58,6 +61,9 @@ class Admission:
         self._queues: dict[str, _Queue] = {}
         self._service_s: dict[str, float] = {}
         self._seq = itertools.count()
+        # (model, class, key) -> the virtual arrival of the key's last queued request: a key's own backlog
+        # pushes its later requests back by a service time each, so keys of one class take turns.
+        self._turns: dict[tuple[str, str, str], float] = {}
         # Per class (pipeline): requests waiting now, and a moving average of the wait in seconds.
         self.waiting: dict[str, int] = {}
         self.waited_s: dict[str, float] = {}
@@ -92,6 +98,7 @@ class Admission:
         self,
         model: str,
         klass: str,
+        key: str,
         priority: int,
         max_queue_s: float,
         capacity: int,
@@ -104,7 +111,9 @@ class Admission:
         """
         queue = self._queues.setdefault(model, _Queue())
         arrived = time.monotonic()
-        waiter = _Waiter(arrived - priority * self.aging_s, next(self._seq))
+        waiter = _Waiter(
+            self._turn((model, klass, key), model, arrived) - priority * self.aging_s, next(self._seq)
+        )
         # Counting those ahead walks the queue: only when waiting behind all of them could miss.
         estimate = self.estimate_s(model, queue.waiting, capacity)
         if estimate is not None and estimate > max_queue_s:
@@ -140,6 +149,14 @@ class Admission:
             nxt = queue.head()
             if nxt is not None:
                 nxt.woken.set()  # its turn: it may find a slot free too
+
+    def _turn(self, turn: tuple[str, str, str], model: str, now: float) -> float:
+        if len(self._turns) > _MAX_TURNS:
+            self._turns = {k: at for k, at in self._turns.items() if at > now}
+        before = self._turns.get(turn)
+        at = now if before is None else max(now, before + self._service_s.get(model, _DEFAULT_SERVICE_S))
+        self._turns[turn] = at
+        return at
 
     def _refused(self, model: str, estimate: float | None) -> errors.ServiceUnavailable:
         retry = max(self.retry_after_s, math.ceil(estimate or 0))

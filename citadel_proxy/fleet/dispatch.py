@@ -127,6 +127,7 @@ async def _queued(fleet: Fleet, ctx: Context, model: str, sticky: Backend | None
         got, waited_s = await fleet.admission.wait(
             model,
             pipeline.name,
+            _who(ctx),
             pipeline.priority,
             min(pipeline.max_queue_ms / 1000, left_s),
             capacity,
@@ -137,6 +138,10 @@ async def _queued(fleet: Fleet, ctx: Context, model: str, sticky: Backend | None
         raise
     fleet.metrics.queue_wait.labels(pipeline.name).observe(waited_s)
     return got
+
+
+def _who(ctx: Context) -> str:
+    return ctx.principal.name if ctx.principal is not None else ctx.client
 
 
 async def _attempt(fleet: Fleet, ctx: Context, backend: Backend, send: Send) -> Reply:

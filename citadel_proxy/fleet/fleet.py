@@ -25,6 +25,7 @@ from citadel_proxy.fleet.backend import (
 )
 from citadel_proxy.fleet.breaker import State
 from citadel_proxy.fleet.inventory import refresh
+from citadel_proxy.fleet.key_limits import KeyLimits
 from citadel_proxy.fleet.metrics import BackendSeries, FleetMetrics
 from citadel_proxy.fleet.placement import Placement
 from citadel_proxy.fleet.slots import RedisSlots, Slots, WorkerSlots
@@ -55,6 +56,7 @@ class Fleet:
         self.several = len(backends) > 1
         self.admission = Admission(options.aging_s, options.retry_after_s)
         self.sessions = Sessions()
+        self.key_limits = KeyLimits(options.max_in_flight_per_key, options.retry_after_s)
         self._sticky: OrderedDict[str, Backend] = OrderedDict()
         # Pulls on the backends after the first (whose manager is Services.pulls).
         self.pulls: dict[str, PullManager] = {}

@@ -35,6 +35,7 @@ def upstream_handler(fleet: Fleet, resolve: Callable[[str], str] = str) -> Handl
 
     async def call_ollama(ctx: Context) -> Reply:
         fleet.sessions.claim(ctx)
+        fleet.key_limits.enter(ctx)
         try:
             reply = await _dispatched(fleet, ctx)
         except errors.ServiceUnavailable as exc:
