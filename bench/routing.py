@@ -21,10 +21,12 @@ from citadel_proxy.fleet.metrics import BackendSeries, FleetMetrics
 from citadel_proxy.fleet.placement import candidates
 from citadel_proxy.fleet.slots import WorkerSlots
 from citadel_proxy.pipeline.request import InferenceRequest
+from citadel_proxy.pipeline.spec import Pipeline
 from citadel_proxy.pipeline.types import Completion, Context, Reply
 from citadel_proxy.upstream.client import OllamaClient
 
 MODEL = "phi3:latest"
+PIPELINE = Pipeline("chat", "chat.yaml", "chat", (), False, False, 600.0, "", ())
 _REPLY = Reply(completion=Completion(content="ok"))
 
 
@@ -49,7 +51,7 @@ def _fleet(n: int, options: FleetOptions | None = None) -> Fleet:
 
 def _context(i: int, conversation: str | None = "") -> Context:
     request = InferenceRequest(kind="chat", model=MODEL)
-    fields: dict[str, Any] = {"pipeline": None, "headers": {}}
+    fields: dict[str, Any] = {"pipeline": PIPELINE, "headers": {}}
     return Context(
         request_id=str(i),
         route="/v1/chat/completions",

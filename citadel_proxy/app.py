@@ -202,7 +202,9 @@ def create_app(
             )
             stack.callback(services.deadlines.close)
             await export_audit_metrics(services.metrics.registry, audit, stack)
-            terminal = with_embeddings(upstream_handler(fleet), fleet)
+            terminal = with_embeddings(
+                upstream_handler(fleet, lambda name: services.models.resolve(name)), fleet
+            )
             services.pipelines.install(table.build(pipelines, services, terminal))
             reload = functools.partial(
                 reload_pipelines,

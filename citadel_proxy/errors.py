@@ -160,6 +160,12 @@ class ClientClosedRequest(GatewayError):
     code = "client_closed"
 
 
+class Superseded(GatewayError):
+    status = 409
+    type = "invalid_request_error"
+    code = "superseded"
+
+
 class UpstreamError(GatewayError):
     status = 502
     type = "api_error"

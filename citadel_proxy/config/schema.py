@@ -164,6 +164,11 @@ class FleetOptions(Section, frozen=True):
     lease_ttl_s: Annotated[float, Meta(ge=3)] = 30.0
     # X-Citadel-Backend on responses: the backend that answered.
     backend_header: bool = True
+    # Queue aging (README "Admission and priorities"): each priority step is worth this much waiting, so
+    # a request is passed by a higher class only if that one arrived less than (difference) * aging_s later.
+    aging_s: Annotated[float, Meta(gt=0)] = 2.0
+    # Requests one key may have in flight in a worker (queued ones included); 0: no limit. Past it: 429.
+    max_in_flight_per_key: Annotated[int, Meta(ge=0)] = 0
 
 
 class Ollama(Section, frozen=True):

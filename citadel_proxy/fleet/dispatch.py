@@ -37,11 +37,73 @@ async def dispatch(fleet: Fleet, ctx: Context, send: Send) -> Reply:
     model = ctx.request.model
     options = fleet.options
     last: errors.GatewayError | None = None
-    full = False
     sticky = fleet.sticky(ctx.conversation_id)
-    for backend in candidates(fleet.placement, model, sticky, options.retry_after_s):
-        if len(ctx.attempts) >= options.max_attempts:
+    tried: set[str] = set()
+    while len(ctx.attempts) < options.max_attempts:
+        got = await _next_slot(fleet, ctx, sticky, tried, last)
+        if got is None:
             break
+        backend, slot, taken = got
+        tried.add(backend.name)
+        try:
+            reply = await _attempt(fleet, ctx, backend, send)
+        except errors.GatewayError as exc:
+            await _free(fleet, ctx, backend, slot, taken)
+            if not (retryable(exc) or (isinstance(exc, errors.ModelNotFound) and fleet.several)):
+                raise
+            last = exc
+            continue
+        except BaseException:
+            await _free(fleet, ctx, backend, slot, taken)
+            raise
+        fleet.answered(ctx.conversation_id, backend)
+        if reply.stream is not None:
+            reply.stream = HeldStream(reply.stream, fleet, ctx, backend, slot, taken)
+        else:
+            await _free(fleet, ctx, backend, slot, taken)
+        return reply
+    if last is not None:
+        raise last
+    raise errors.ServiceUnavailable(
+        f"every backend that has {model} is running all it can; try again shortly",
+        code="backends_busy",
+        headers={"Retry-After": str(options.retry_after_s)},
+    )
+
+
+Taken = tuple[Backend, object, float]
+
+
+async def _next_slot(
+    fleet: Fleet, ctx: Context, sticky: Backend | None, tried: set[str], last: errors.GatewayError | None
+) -> Taken | None:
+    """A slot on a candidate not tried yet, after a wait in the queue when all are full; None: none left."""
+    model = ctx.request.model
+    # Newcomers queue behind those already waiting, whatever they would find free.
+    try:
+        got, full = (None, True) if fleet.admission.busy(model) else await _take(fleet, model, sticky, tried)
+    except errors.GatewayError:
+        if last is not None:
+            return None  # the backends left are failing now: the failure already seen is the answer
+        raise
+    if got is not None or not full:
+        return got
+    try:
+        return await _queued(fleet, ctx, model, sticky, tried)
+    except errors.ServiceUnavailable:
+        if last is not None and not isinstance(last, errors.ModelNotFound):
+            raise last from None
+        raise
+
+
+async def _take(
+    fleet: Fleet, model: str, sticky: Backend | None, tried: set[str]
+) -> tuple[Taken | None, bool]:
+    """A slot on the best candidate not tried yet, and whether one was passed over for being full."""
+    full = False
+    for backend in candidates(fleet.placement, model, sticky, fleet.options.retry_after_s):
+        if backend.name in tried:
+            continue
         slot = await fleet.slots.take(backend)
         if slot is None:
             full = True
@@ -49,31 +111,37 @@ async def dispatch(fleet: Fleet, ctx: Context, send: Send) -> Reply:
         if not backend.breaker.enter():
             await fleet.slots.give(backend, slot)
             continue
-        try:
-            reply = await _attempt(fleet, ctx, backend, send)
-        except errors.GatewayError as exc:
-            await _free(fleet, ctx, backend, slot)
-            if not (retryable(exc) or (isinstance(exc, errors.ModelNotFound) and fleet.several)):
-                raise
-            last = exc
-            continue
-        except BaseException:
-            await _free(fleet, ctx, backend, slot)
-            raise
-        fleet.answered(ctx.conversation_id, backend)
-        if reply.stream is not None:
-            reply.stream = HeldStream(reply.stream, fleet, ctx, backend, slot)
-        else:
-            await _free(fleet, ctx, backend, slot)
-        return reply
-    # A backend that said it lacks the model does not make a 404 while one that may have it was full.
-    if last is not None and not (full and isinstance(last, errors.ModelNotFound)):
-        raise last
-    raise errors.ServiceUnavailable(
-        f"every backend that has {model} is running all it can; try again shortly",
-        code="backends_busy",
-        headers={"Retry-After": str(options.retry_after_s)},
-    )
+        return (backend, slot, time.perf_counter()), full
+    return None, full
+
+
+async def _queued(fleet: Fleet, ctx: Context, model: str, sticky: Backend | None, tried: set[str]) -> Taken:
+    pipeline = ctx.pipeline
+    left_s = pipeline.timeout_s - (time.perf_counter() - ctx.started)
+    capacity = sum(b.max_concurrent for _, b, _ in fleet.placement.having(model))
+
+    async def start() -> Taken | None:
+        return (await _take(fleet, model, sticky, tried))[0]
+
+    try:
+        got, waited_s = await fleet.admission.wait(
+            model,
+            pipeline.name,
+            _who(ctx),
+            pipeline.priority,
+            min(pipeline.max_queue_ms / 1000, left_s),
+            capacity,
+            start,
+        )
+    except errors.ServiceUnavailable:
+        fleet.metrics.queue_refused.labels(pipeline.name).inc()
+        raise
+    fleet.metrics.queue_wait.labels(pipeline.name).observe(waited_s)
+    return got
+
+
+def _who(ctx: Context) -> str:
+    return ctx.principal.name if ctx.principal is not None else ctx.client
 
 
 async def _attempt(fleet: Fleet, ctx: Context, backend: Backend, send: Send) -> Reply:
@@ -103,23 +171,27 @@ async def _attempt(fleet: Fleet, ctx: Context, backend: Backend, send: Send) -> 
     return reply
 
 
-async def _free(fleet: Fleet, ctx: Context, backend: Backend, slot: object) -> None:
+async def _free(fleet: Fleet, ctx: Context, backend: Backend, slot: object, taken: float) -> None:
     backend.series.in_flight.dec()
     first = ctx.outcome.first_token_at
-    if first is not None and ctx.backend == backend.name:
-        backend.series.time_to_first_token.observe(first - ctx.started)
+    if ctx.backend == backend.name:
+        fleet.admission.served(ctx.request.model, time.perf_counter() - taken)
+        if first is not None:
+            backend.series.time_to_first_token.observe(first - ctx.started)
     await fleet.slots.give(backend, slot)
+    fleet.admission.freed()
 
 
 class HeldStream:
     """A backend's stream that keeps its slot until closed, and tells the breaker if the stream breaks."""
 
-    __slots__ = ("_backend", "_ctx", "_fleet", "_inner", "_slot")
+    __slots__ = ("_backend", "_ctx", "_fleet", "_inner", "_slot", "_taken")
 
     def __init__(
-        self, inner: TokenStream, fleet: Fleet, ctx: Context, backend: Backend, slot: object
+        self, inner: TokenStream, fleet: Fleet, ctx: Context, backend: Backend, slot: object, taken: float
     ) -> None:
         self._inner, self._fleet, self._ctx, self._backend, self._slot = inner, fleet, ctx, backend, slot
+        self._taken = taken
 
     async def read(self) -> list[Delta] | None:
         try:
@@ -136,4 +208,4 @@ class HeldStream:
             await self._inner.aclose()
         finally:
             if slot is not None:
-                await _free(self._fleet, self._ctx, self._backend, slot)
+                await _free(self._fleet, self._ctx, self._backend, slot, self._taken)

@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from citadel_proxy import errors
 from citadel_proxy.config.schema import Backend as BackendConfig
 from citadel_proxy.config.schema import Config, FleetOptions, OllamaService
+from citadel_proxy.fleet.admission import Admission
 from citadel_proxy.fleet.backend import (
     DEFAULT_NAME,
     Backend,
@@ -24,9 +25,11 @@ from citadel_proxy.fleet.backend import (
 )
 from citadel_proxy.fleet.breaker import State
 from citadel_proxy.fleet.inventory import refresh
+from citadel_proxy.fleet.key_limits import KeyLimits
 from citadel_proxy.fleet.metrics import BackendSeries, FleetMetrics
 from citadel_proxy.fleet.placement import Placement
 from citadel_proxy.fleet.slots import RedisSlots, Slots, WorkerSlots
+from citadel_proxy.fleet.supersede import Sessions
 from citadel_proxy.management.names import canonical
 from citadel_proxy.management.pulls import PullManager, open_pull_manager
 from citadel_proxy.observability.metrics import Metrics
@@ -51,6 +54,9 @@ class Fleet:
         self.slots = slots
         self.metrics = metrics
         self.several = len(backends) > 1
+        self.admission = Admission(options.aging_s, options.retry_after_s)
+        self.sessions = Sessions()
+        self.key_limits = KeyLimits(options.max_in_flight_per_key, options.retry_after_s)
         self._sticky: OrderedDict[str, Backend] = OrderedDict()
         # Pulls on the backends after the first (whose manager is Services.pulls).
         self.pulls: dict[str, PullManager] = {}

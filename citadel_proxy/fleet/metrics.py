@@ -44,6 +44,19 @@ class FleetMetrics:
             buckets=TTFT_BUCKETS,
             registry=registry,
         )
+        self.queue_wait = Histogram(
+            "citadel_queue_wait_seconds",
+            "Time a request waited in the gateway's queue for a backend slot, by pipeline (its class).",
+            ["pipeline"],
+            buckets=TTFT_BUCKETS,
+            registry=registry,
+        )
+        self.queue_refused = Counter(
+            "citadel_queue_refused_total",
+            "Requests refused because the queue would not start them in time, by pipeline.",
+            ["pipeline"],
+            registry=registry,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
+from citadel_proxy.fleet.admission import Admission
 from citadel_proxy.fleet.backend import Backend
 
 
@@ -31,9 +32,30 @@ class BackendReport(msgspec.Struct, frozen=True):
     in_flight_everywhere: int | None = None
 
 
+class QueueReport(msgspec.Struct, frozen=True):
+    """One class (pipeline) in this worker's admission queues."""
+
+    pipeline: str
+    waiting: int
+    wait_ms: float | None  # moving average of the wait of those that started
+
+
 class BackendList(msgspec.Struct, frozen=True):
     data: list[BackendReport]
     object: str = "list"
+    queues: list[QueueReport] = msgspec.field(default_factory=list)
+
+
+def queues(admission: Admission) -> list[QueueReport]:
+    names = sorted(set(admission.waiting) | set(admission.waited_s))
+    return [
+        QueueReport(
+            name,
+            admission.waiting.get(name, 0),
+            round(admission.waited_s[name] * 1000, 2) if name in admission.waited_s else None,
+        )
+        for name in names
+    ]
 
 
 def report(backend: Backend, everywhere: int | None) -> BackendReport:

@@ -133,6 +133,8 @@ class StreamResponse:
             if self._client_gone:
                 task.uncancel()
                 self.ctx.outcome.client_gone()
+            elif self.ctx.superseded and task.uncancel() <= cancelling:
+                await self._fail(errors.Superseded("a newer request of this session replaced this one"), send)
             elif (self._stalled or self._expired) and task.uncancel() <= cancelling:
                 if self._stalled:
                     self.ctx.outcome.failed(CLIENT_CLOSED_STATUS, "client_write_timeout")

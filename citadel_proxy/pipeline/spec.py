@@ -46,6 +46,14 @@ class PipelineFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     # stays loaded: over the model's configured defaults, under what a request sets.
     options: dict[str, Any] | None = None
     keep_alive: int | float | str | None = None
+    # Admission (README "Admission and priorities"): the higher class starts first when backends are
+    # full; a request waits in the gateway's queue at most max_queue_ms (0: refused at once, 503).
+    priority: Annotated[int, Meta(ge=0, le=100)] = 2
+    max_queue_ms: Annotated[int, Meta(ge=0)] = 0
+    # Models tried in order when the requested one cannot be admitted in time (every backend full).
+    fallback_models: list[str] = msgspec.field(default_factory=list)
+    # A new request of the same key and X-Session-ID cancels the one still running (latest wins).
+    supersede: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +75,10 @@ class Pipeline:
     stages: tuple[ConfiguredStage, ...]
     options: dict[str, Any] | None = None
     keep_alive: int | float | str | None = None
+    priority: int = 2
+    max_queue_ms: int = 0
+    fallback_models: tuple[str, ...] = ()
+    supersede: bool = False
 
     def settings_of(self, stage_name: str) -> StageSettings | None:
         return next((s.settings for s in self.stages if s.type.name == stage_name), None)
@@ -98,6 +110,10 @@ def load_pipeline(path: Path, registry: dict[str, StageType], default_timeout_s:
         stages=stages,
         options=spec.options,
         keep_alive=spec.keep_alive,
+        priority=spec.priority,
+        max_queue_ms=spec.max_queue_ms,
+        fallback_models=tuple(spec.fallback_models),
+        supersede=spec.supersede,
     )
 
 

@@ -133,6 +133,8 @@ class Context:
     # The backend that answered, and every backend tried in order (failover), for the audit record.
     backend: str | None = None
     attempts: list[str] = field(default_factory=list)
+    # A newer request of the same session cancelled this one (pipeline `supersede`).
+    superseded: bool = False
 
 
 @dataclass(slots=True)

@@ -7,7 +7,7 @@ import asyncio
 from starlette.requests import Request
 from starlette.responses import Response
 
-from citadel_proxy.fleet.wire import BackendList, report
+from citadel_proxy.fleet.wire import BackendList, queues, report
 from citadel_proxy.http.responses import NO_STORE, json_response
 from citadel_proxy.services import Services
 
@@ -20,4 +20,4 @@ async def backends(request: Request) -> Response:
         await fleet.refresh()
     counts = await asyncio.gather(*(fleet.slots.everywhere(b) for b in fleet.backends))
     reports = [report(b, n) for b, n in zip(fleet.backends, counts, strict=True)]
-    return json_response(BackendList(reports), headers=NO_STORE)
+    return json_response(BackendList(reports, queues=queues(fleet.admission)), headers=NO_STORE)

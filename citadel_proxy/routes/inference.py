@@ -213,6 +213,9 @@ async def complete(request: Request, ctx: Context, built: BuiltPipeline) -> Repl
             raise
         raise deadline_error(ctx) from None
     except asyncio.CancelledError:
+        if ctx.superseded and not gone.is_set():
+            task.uncancel()
+            raise errors.Superseded("a newer request of this session replaced this one") from None
         if not gone.is_set():
             raise
         task.uncancel()

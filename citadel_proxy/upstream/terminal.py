@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import msgspec
 
@@ -27,17 +27,55 @@ from citadel_proxy.upstream.wire import ChatLine, GenerateLine
 _encode = msgspec.json.Encoder().encode
 
 
-def upstream_handler(fleet: Fleet) -> Handler:
+MODEL_HEADER = "X-Citadel-Model"
+
+
+def upstream_handler(fleet: Fleet, resolve: Callable[[str], str] = str) -> Handler:
+    """`resolve`: a fallback model's name as configured -> the model a backend serves."""
+
     async def call_ollama(ctx: Context) -> Reply:
-        is_chat = ctx.request.kind == "chat"
-        if is_chat:
-            endpoint, body = "/api/chat", _encode(chat_to_ollama(ctx.request))
-        else:
-            endpoint, body = "/api/generate", _encode(generate_to_ollama(ctx.request))
-        # Translated once: a failover sends the same bytes to the next backend.
-        return await dispatch(fleet, ctx, functools.partial(_send, ctx, endpoint, body, is_chat))
+        fleet.sessions.claim(ctx)
+        fleet.key_limits.enter(ctx)
+        try:
+            reply = await _dispatched(fleet, ctx)
+        except errors.ServiceUnavailable as exc:
+            if exc.code != "backends_busy" or not ctx.pipeline.fallback_models:
+                raise
+            reply = await _fallback(fleet, ctx, resolve, exc)
+        ctx.response_headers[MODEL_HEADER] = ctx.model
+        return reply
 
     return call_ollama
+
+
+async def _dispatched(fleet: Fleet, ctx: Context) -> Reply:
+    is_chat = ctx.request.kind == "chat"
+    if is_chat:
+        endpoint, body = "/api/chat", _encode(chat_to_ollama(ctx.request))
+    else:
+        endpoint, body = "/api/generate", _encode(generate_to_ollama(ctx.request))
+    # Translated once: a failover sends the same bytes to the next backend.
+    return await dispatch(fleet, ctx, functools.partial(_send, ctx, endpoint, body, is_chat))
+
+
+async def _fallback(
+    fleet: Fleet, ctx: Context, resolve: Callable[[str], str], refused: errors.ServiceUnavailable
+) -> Reply:
+    """The pipeline's fallback models in order, each while the one before cannot be admitted in time;
+    the reply, the audit and the metrics then name the model that served (ctx.model)."""
+    for name in ctx.pipeline.fallback_models:
+        try:
+            model = resolve(name)
+        except errors.ModelNotFound:
+            continue
+        ctx.request = msgspec.structs.replace(ctx.request, model=model)
+        ctx.model = model
+        try:
+            return await _dispatched(fleet, ctx)
+        except (errors.ServiceUnavailable, errors.ModelNotFound) as exc:
+            if isinstance(exc, errors.ServiceUnavailable) and exc.code != "backends_busy":
+                raise
+    raise refused
 
 
 async def _send(ctx: Context, endpoint: str, body: bytes, is_chat: bool, client: OllamaClient) -> Reply:
