@@ -16,6 +16,7 @@ import msgspec
 from prometheus_client.parser import text_string_to_metric_families
 
 from citadel_proxy.console.backends import BackendState, backend_states
+from citadel_proxy.fleet.wire import QueueReport, queues
 from citadel_proxy.services import Services
 from citadel_proxy.system.gpu import GpuReport
 
@@ -43,6 +44,7 @@ class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
     backends: list[BackendState]
     gpus: GpuReport
     in_flight: int
+    queues: list[QueueReport]
     requests_per_s: float
     window_s: float
     ttft: list[Latency]
@@ -136,6 +138,7 @@ async def snapshots(services: Services, interval_s: float) -> AsyncIterator[Snap
             backends=backends,
             gpus=gpus,
             in_flight=int(window[-1].active),
+            queues=queues(services.fleet.admission),
             requests_per_s=round(rate, 3),
             window_s=round(window[-1].at - window[0].at, 1),
             ttft=latencies,

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 from prometheus_client import CollectorRegistry, generate_latest
 
 from citadel_proxy.console.overview import quantile, read_counters, summarise
 from citadel_proxy.observability.metrics import Metrics
+from tests.console.conftest import browser, sign_in
+from tests.core.conftest import Gateway
 
 
 def test_quantiles_follow_prometheus_interpolation() -> None:
@@ -32,3 +36,17 @@ def test_the_window_counts_only_what_happened_in_it() -> None:
     # The slow answer before the window is not in its p95.
     assert voice.count == 4 and voice.p95_s is not None and voice.p95_s < 0.05
     assert {(e.kind, e.count) for e in errors} == {("HTTP 502", 1), ("upstream timeout", 1)}
+
+
+async def test_the_live_snapshot_carries_backends_and_queues(gateway: Gateway) -> None:
+    async with browser(gateway) as session:
+        assert (await sign_in(session)).status == 303
+        async with session.get("/console/api/overview") as response:
+            assert response.status == 200
+            while True:
+                line = await response.content.readline()
+                if line.startswith(b"data: "):
+                    break
+    snapshot = json.loads(line[len(b"data: ") :])
+    assert [b["name"] for b in snapshot["backends"]] == ["default"]
+    assert snapshot["queues"] == []  # nothing waits: the one-server form has no slot limit

@@ -32,6 +32,9 @@
       b.loaded_models.map((m) => `${m.name} (${m.processor})`).join(", ") || "none",
       bytes(b.vram_bytes),
     )));
+    document.querySelector("#queues tbody").replaceChildren(...(s.queues.length
+      ? s.queues.map((q) => row(q.pipeline, q.waiting, q.wait_ms == null ? "–" : `${q.wait_ms} ms`))
+      : [row("none", 0, "–")]));
     const gpus = s.gpus.gpus || [];
     document.querySelector("#gpus tbody").replaceChildren(...gpus.map((g) => row(
       g.index, g.name || "–",
