@@ -55,7 +55,7 @@ class AuditSink:
     def __init__(
         self,
         spool: Spool,
-        store: AuditStore | None,
+        store: AuditStore,
         *,
         batch_size: int,
         queue_size: int,
@@ -67,7 +67,7 @@ class AuditSink:
     ) -> None:
         self.metrics = AuditMetrics()
         self.limits = limits or Limits()
-        # Set by open_audit when there is a database: what the management routes read.
+        # Set by open_audit: what the management routes read (PostgreSQL, else the SQLite file).
         self.queries: AuditReader | None = None
         # Set by open_audit: who owns a conversation (PostgreSQL, else files beside the spool).
         self.owners: Owners | None = None
@@ -75,12 +75,12 @@ class AuditSink:
         self._store = store
         self._batch_size = batch_size
         self._linger_s = linger_s
-        self._spool_first = spool_first and store is not None
+        self._spool_first = spool_first
         self._retry_s = retry_s
         self._prepare = prepare
         # Records encoded (`encode_record`) from here on: the queue, the spool and the batches carry bytes.
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(queue_size)
-        self._healthy = store is not None and prepare is None and spool.is_empty()
+        self._healthy = prepare is None and spool.is_empty()
         self._closing = False
         self._stop_seen = False
         self._wake = asyncio.Event()
@@ -93,14 +93,12 @@ class AuditSink:
 
     @property
     def database_failing(self) -> bool:
-        """PostgreSQL is configured and cannot take records now (down, or not yet migrated)."""
-        return self._store is not None and not self._healthy
+        """The store cannot take records now (down, or not yet migrated)."""
+        return not self._healthy
 
     @property
     def spool_waiting(self) -> int:
-        """Records in the spool still to be written to PostgreSQL (none without a database)."""
-        if self._store is None:
-            return 0
+        """Records in the spool still to be written to the store."""
         m = self.metrics
         return max(0, m.spooled - m.replayed - m.rejected - m.dead_lettered)
 
@@ -108,10 +106,9 @@ class AuditSink:
         return asdict(self.metrics) | {"queue_depth": self.queue_depth}
 
     def start(self) -> None:
-        if self._store is not None:
-            self._tasks = [asyncio.create_task(self._write_loop()), asyncio.create_task(self._recover_loop())]
-            if not self._healthy:
-                self._wake.set()  # leftovers from a previous run, or migrations to retry: start now
+        self._tasks = [asyncio.create_task(self._write_loop()), asyncio.create_task(self._recover_loop())]
+        if not self._healthy:
+            self._wake.set()  # leftovers from a previous run, or migrations to retry: start now
 
     async def submit(self, record: AuditRecord) -> None:
         """Queue the record, or return once it is on disk; AuditError if neither was possible."""
@@ -145,11 +142,8 @@ class AuditSink:
             self.metrics.lost += len(records)
             log.error("audit records lost: neither PostgreSQL nor the spool could take them: %s", exc)
             raise AuditError(f"the audit spool cannot be written: {exc}") from exc
-        if self._store is None:
-            self.metrics.written += len(records)
-        else:
-            self.metrics.spooled += len(records)
-            self._wake.set()
+        self.metrics.spooled += len(records)
+        self._wake.set()
 
     async def _write_loop(self) -> None:
         while not self._stop_seen:
@@ -203,7 +197,6 @@ class AuditSink:
             await self._spool_records(batch)
 
     async def _insert(self, batch: Sequence[bytes]) -> None:
-        assert self._store is not None
         try:
             await self._store.insert(batch)
         except StoreRejected:
@@ -314,7 +307,6 @@ class AuditSink:
 
     async def _store_answers(self) -> bool:
         """Whether the store takes writes at all: an empty batch is one round trip that stores nothing."""
-        assert self._store is not None
         try:
             await self._store.insert([])
         except (StoreUnavailable, StoreRejected):
