@@ -16,6 +16,7 @@ from citadel_proxy.audit.backup import backup, restore
 from citadel_proxy.audit.deadletter import dead_letters
 from citadel_proxy.audit.errors import AuditError
 from citadel_proxy.audit.migrate import migrate
+from citadel_proxy.audit.service import spool_root
 from citadel_proxy.audit.sqlite_backup import backup_sqlite, restore_sqlite
 from citadel_proxy.audit.sqlite_file import connect, migrate_sqlite, sqlite_path
 from citadel_proxy.config import ConfigError, load_config
@@ -104,11 +105,7 @@ def _restore(args: argparse.Namespace) -> str:
 
 @_guarded
 def _dead_letters(args: argparse.Namespace) -> str:
-    from citadel_proxy.config import config_path
-
-    path = config_path(getattr(args, "config", None))
-    config = load_config(path)
-    root = Path(config.audit.spool_dir or Path(config.paths.data) / "audit")
+    root = spool_root(_config(args))
     found = dead_letters(root)
     if args.json:
         return "\n".join(msgspec.json.encode(letter).decode() for _, letter in found)

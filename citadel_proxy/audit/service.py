@@ -30,12 +30,17 @@ from citadel_proxy.config.schema import AuditOptions, Config, Database
 log = logging.getLogger(__name__)
 
 
+def spool_root(config: Config, options: AuditOptions | None = None) -> Path:
+    """The folder of the spool's slots (and, beside them, rejected and dead-lettered records)."""
+    return Path((options or config.audit).spool_dir or Path(config.paths.data) / "audit")
+
+
 async def open_audit(
     config: Config, stack: contextlib.AsyncExitStack, options: AuditOptions | None = None
 ) -> AuditSink:
     """Start the audit trail; `stack` closes it (queue drained) and then its store."""
     options = options or config.audit
-    root = Path(options.spool_dir or Path(config.paths.data) / "audit")
+    root = spool_root(config, options)
     slot = await asyncio.to_thread(claim_free_slot, root)
     spool = Spool(slot, prefix="spool", segment_bytes=options.segment_bytes)
     db = config.database
