@@ -10,9 +10,10 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from citadel_proxy.pipeline.request import KeepAlive
+
 Model = Annotated[str, Meta(min_length=1)]
 Dimensions = Annotated[int, Meta(ge=1)]
-KeepAlive = int | float | str | None
 
 
 class EmbedBody(msgspec.Struct, frozen=True, kw_only=True):

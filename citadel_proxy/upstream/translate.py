@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from citadel_proxy.embeddings.wire import UpstreamEmbed, UpstreamEmbeddings
+from citadel_proxy.pipeline.options import options_to_map
 from citadel_proxy.pipeline.request import InferenceRequest, Message, Options
 from citadel_proxy.upstream.wire import (
     OllamaChatRequest,
@@ -93,17 +94,4 @@ def _options(options: Options | None) -> OllamaOptions | dict[str, Any] | None:
 
 def _option_map(options: Options | None) -> dict[str, Any] | None:
     """Free-form runner settings, with the named ones over them."""
-    if options is None:
-        return None
-    named = {
-        "num_predict": options.num_predict,
-        "temperature": options.temperature,
-        "top_p": options.top_p,
-        "seed": options.seed,
-        "stop": options.stop,
-        "frequency_penalty": options.frequency_penalty,
-        "presence_penalty": options.presence_penalty,
-    }
-    merged = dict(options.extra or {})
-    merged.update((name, value) for name, value in named.items() if value is not None)
-    return merged or None
+    return options_to_map(options) or None

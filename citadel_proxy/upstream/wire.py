@@ -6,9 +6,8 @@ from typing import Any
 
 import msgspec
 
+from citadel_proxy.pipeline.request import KeepAlive
 from citadel_proxy.pipeline.types import Delta, ToolCall
-
-KeepAlive = int | float | str | None
 
 
 class OllamaMessage(msgspec.Struct, frozen=True, omit_defaults=True):
