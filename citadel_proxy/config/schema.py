@@ -272,13 +272,7 @@ class Gateway(Section, frozen=True):
     max_output_tokens: PositiveInt = 131_072
 
     def __post_init__(self) -> None:
-        import ipaddress
-
-        for entry in self.trusted_proxies:
-            try:
-                ipaddress.ip_network(entry, strict=False)
-            except ValueError:
-                raise ValueError(f"trusted_proxies: {entry!r} is not an address or network") from None
+        _check_networks("trusted_proxies", self.trusted_proxies)
 
 
 class Paths(Section, frozen=True):
