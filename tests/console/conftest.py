@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import AsyncIterator
 
@@ -38,6 +39,14 @@ async def csrf_of(session: aiohttp.ClientSession) -> str:
         found = _CSRF_META.search(await page.text())
     assert found is not None
     return found.group(1)
+
+
+@contextlib.asynccontextmanager
+async def signed_in(gateway: Gateway) -> AsyncIterator[tuple[aiohttp.ClientSession, str]]:  # noqa: F811
+    """A browser signed in with the test key, and its CSRF token."""
+    async with browser(gateway) as session:
+        await sign_in(session)
+        yield session, await csrf_of(session)
 
 
 @pytest.fixture
