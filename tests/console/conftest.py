@@ -2,34 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aiohttp
 import pytest
 
-from tests.core.conftest import TEST_KEY, Gateway, running_gateway
-from tests.fakes.ollama import FakeOllama
-from tests.management.conftest import PULL_STEP_S, write_management_config
+from tests.core.conftest import TEST_KEY, Gateway
+from tests.management.conftest import fake, gateway  # noqa: F401
 
 _CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
 _LOGIN_CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeOllama]:
-    async with FakeOllama(pull_step_delay_s=PULL_STEP_S) as server:
-        yield server
-
-
-@pytest.fixture
-async def gateway(fake: FakeOllama, tmp_path: Path) -> AsyncIterator[Gateway]:
-    async with running_gateway(write_management_config(tmp_path, fake.port), fake) as gw:
-        yield gw
-
-
-def browser(gateway: Gateway) -> aiohttp.ClientSession:
+def browser(gateway: Gateway) -> aiohttp.ClientSession:  # noqa: F811
     # unsafe=True: the gateway is on 127.0.0.1, and aiohttp keeps no cookies for IP hosts otherwise.
     return aiohttp.ClientSession(gateway.url, cookie_jar=aiohttp.CookieJar(unsafe=True))
 
@@ -54,8 +41,16 @@ async def csrf_of(session: aiohttp.ClientSession) -> str:
     return found.group(1)
 
 
+@contextlib.asynccontextmanager
+async def signed_in(gateway: Gateway) -> AsyncIterator[tuple[aiohttp.ClientSession, str]]:  # noqa: F811
+    """A browser signed in with the test key, and its CSRF token."""
+    async with browser(gateway) as session:
+        await sign_in(session)
+        yield session, await csrf_of(session)
+
+
 @pytest.fixture
-async def console(gateway: Gateway) -> AsyncIterator[tuple[aiohttp.ClientSession, str]]:
+async def console(gateway: Gateway) -> AsyncIterator[tuple[aiohttp.ClientSession, str]]:  # noqa: F811
     """A signed-in session and its CSRF token."""
     async with browser(gateway) as session:
         assert (await sign_in(session)).status == 303

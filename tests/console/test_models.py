@@ -6,7 +6,7 @@ import json
 
 import aiohttp
 
-from tests.console.conftest import browser, csrf_of, sign_in
+from tests.console.conftest import signed_in
 from tests.core.conftest import Gateway
 
 
@@ -17,9 +17,8 @@ async def running(session: aiohttp.ClientSession) -> set[str]:
 
 
 async def test_keep_warm_unload_delete_and_pull(gateway: Gateway) -> None:
-    async with browser(gateway) as session:
-        await sign_in(session)
-        csrf = {"X-CSRF-Token": await csrf_of(session)}
+    async with signed_in(gateway) as (session, token):
+        csrf = {"X-CSRF-Token": token}
         keep = {"model": "qwen3:latest", "keep_alive": "30m"}
         async with session.post("/console/api/models/keep", json=keep, headers=csrf) as response:
             assert response.status == 200

@@ -9,7 +9,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.console.conftest import browser, csrf_of, sign_in
+from tests.console.conftest import signed_in
 from tests.core.conftest import AUTH, CHAT, REPO, Gateway, running_gateway, write_config
 from tests.fakes.ollama import FakeOllama
 
@@ -32,9 +32,7 @@ async def test_an_invalid_edit_is_reported_like_check_and_not_written(editable: 
     folder = editable.config_path.parent / "pipelines"
     original = (folder / "voice.yaml").read_text()
     broken = original.replace("chunk_size: 1", "chunk_size: lots")
-    async with browser(editable) as session:
-        await sign_in(session)
-        token = await csrf_of(session)
+    async with signed_in(editable) as (session, token):
         status, checked = await post(
             session, "/console/api/pipelines/check", {"file": "voice.yaml", "text": broken}, token
         )
@@ -53,9 +51,7 @@ async def test_a_valid_edit_is_backed_up_written_and_served(editable: Gateway) -
     folder = editable.config_path.parent / "pipelines"
     original = (folder / "voice.yaml").read_text()
     edited = original.replace("requests_per_minute: 600", "requests_per_minute: 321")
-    async with browser(editable) as session:
-        await sign_in(session)
-        token = await csrf_of(session)
+    async with signed_in(editable) as (session, token):
         status, applied = await post(
             session, "/console/api/pipelines/apply", {"file": "voice.yaml", "text": edited}, token
         )
@@ -71,9 +67,7 @@ async def test_a_valid_edit_is_backed_up_written_and_served(editable: Gateway) -
 
 
 async def test_only_the_folders_pipeline_files_can_be_named(editable: Gateway) -> None:
-    async with browser(editable) as session:
-        await sign_in(session)
-        token = await csrf_of(session)
+    async with signed_in(editable) as (session, token):
         for name in ["../citadel.yaml", "citadel.yaml", "voice.yaml/../chat.yaml"]:
             status, _ = await post(
                 session, "/console/api/pipelines/apply", {"file": name, "text": "x"}, token

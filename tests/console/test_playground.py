@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.console.conftest import browser, csrf_of, sign_in
+from tests.console.conftest import browser, csrf_of, sign_in, signed_in
 from tests.core.conftest import REPO, running_gateway, write_config
 from tests.fakes.ollama import FakeOllama
 
@@ -15,9 +15,7 @@ VOICE = "/console/api/playground/v1/voice/chat/completions"
 
 async def test_the_playground_streams_a_pipeline_on_the_session(fake: FakeOllama, tmp_path: Path) -> None:
     config = write_config(tmp_path, fake.port, REPO / "pipelines")
-    async with running_gateway(config, fake) as gateway, browser(gateway) as session:
-        await sign_in(session)
-        token = await csrf_of(session)
+    async with running_gateway(config, fake) as gateway, signed_in(gateway) as (session, token):
         async with session.post(VOICE, json=BODY) as response:
             assert response.status == 403  # no CSRF token
         async with session.post(VOICE, json=BODY, headers={"X-CSRF-Token": token}) as response:
@@ -35,9 +33,7 @@ async def test_a_revoked_key_ends_its_console_sessions(fake: FakeOllama, tmp_pat
     config = write_config(tmp_path, fake.port, REPO / "pipelines")
     async with running_gateway(config, fake) as gateway:
         # A file key with the admin scope, made through the console's own API, signs in.
-        async with browser(gateway) as first:
-            await sign_in(first)
-            token = await csrf_of(first)
+        async with signed_in(gateway) as (first, token):
             made = {"name": "operator", "scopes": ["admin", "inference"]}
             async with first.post(
                 "/console/api/keys/create", json=made, headers={"X-CSRF-Token": token}
@@ -49,15 +45,15 @@ async def test_a_revoked_key_ends_its_console_sessions(fake: FakeOllama, tmp_pat
             async with session.post(VOICE, json=BODY, headers={"X-CSRF-Token": token}) as response:
                 assert response.status == 200
                 await response.read()
-            async with browser(gateway) as other:
-                await sign_in(other)
-                other_token = await csrf_of(other)
-                async with other.post(
+            async with (
+                signed_in(gateway) as (other, other_token),
+                other.post(
                     "/console/api/keys/revoke",
                     json={"name": "operator"},
                     headers={"X-CSRF-Token": other_token},
-                ) as response:
-                    assert response.status == 200
+                ) as response,
+            ):
+                assert response.status == 200
             async with session.post(VOICE, json=BODY, headers={"X-CSRF-Token": token}) as response:
                 assert response.status == 401
             # The whole console session ends with its key, not only the playground.
