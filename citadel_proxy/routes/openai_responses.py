@@ -9,11 +9,6 @@ from citadel_proxy.openai_responses.translate import responses_to_request
 from citadel_proxy.openai_responses.wire import ResponsesBody
 from citadel_proxy.routes.protocol import WireProtocol, body_decoder
 
-
-def _error_body(error: errors.GatewayError) -> bytes:
-    return error.to_json()
-
-
 RESPONSES = WireProtocol(
-    body_decoder(ResponsesBody, responses_to_request), answer, ResponseEvents, _error_body
+    body_decoder(ResponsesBody, responses_to_request), answer, ResponseEvents, errors.GatewayError.to_json
 )
