@@ -116,16 +116,7 @@ async def run(
             if api == "chat"
             else TextChunks(ctx.model, int(time.time()))
         )
-        return StreamResponse(
-            ctx,
-            built.handler,
-            encoder,
-            deadlines=services.deadlines,
-            keepalive_s=gateway.keepalive_s,
-            header_grace_s=gateway.header_grace_ms / 1000,
-            write_timeout_s=gateway.write_timeout_s,
-            on_finish=finish,
-        )
+        return open_stream(ctx, built, services, encoder)
     completion = whole(await complete_logged(request, ctx, built))
     created = int(time.time())
     answer = (
@@ -134,6 +125,23 @@ async def run(
         else text_completion(completion, ctx.model, created)
     )
     return json_response(answer, headers=ctx.response_headers)
+
+
+def open_stream(
+    ctx: Context, built: BuiltPipeline, services: Services, encoder: StreamEncoder
+) -> StreamResponse:
+    """The streamed answer: `built`'s handler run under the gateway's stream settings."""
+    gateway = services.config.gateway
+    return StreamResponse(
+        ctx,
+        built.handler,
+        encoder,
+        deadlines=services.deadlines,
+        keepalive_s=gateway.keepalive_s,
+        header_grace_s=gateway.header_grace_ms / 1000,
+        write_timeout_s=gateway.write_timeout_s,
+        on_finish=finish,
+    )
 
 
 def _context(

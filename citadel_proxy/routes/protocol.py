@@ -19,11 +19,10 @@ from citadel_proxy.http.front import Endpoint
 from citadel_proxy.http.json_depth import check_depth
 from citadel_proxy.http.responses import ErrorRender, logged_bug, refusal
 from citadel_proxy.http.stream_encoder import StreamEncoder
-from citadel_proxy.http.stream_response import StreamResponse
 from citadel_proxy.pipeline.options import with_model_defaults
 from citadel_proxy.pipeline.request import InferenceRequest
 from citadel_proxy.pipeline.types import Completion, Context
-from citadel_proxy.routes.inference import admit, caller, complete_logged, finish, whole
+from citadel_proxy.routes.inference import admit, caller, complete_logged, open_stream, whole
 from citadel_proxy.services import Services
 
 _encode = msgspec.json.Encoder().encode
@@ -109,16 +108,7 @@ async def _serve(request: Request, protocol: WireProtocol, format_name: str) -> 
     ctx.response_headers["X-Request-ID"] = request_id  # no middleware adds it on http.front's short way
     request.state.access_logged = True
     if ctx.stream:
-        return StreamResponse(
-            ctx,
-            built.handler,
-            protocol.encoder(ctx),
-            deadlines=services.deadlines,
-            keepalive_s=gateway.keepalive_s,
-            header_grace_s=gateway.header_grace_ms / 1000,
-            write_timeout_s=gateway.write_timeout_s,
-            on_finish=finish,
-        )
+        return open_stream(ctx, built, services, protocol.encoder(ctx))
     completion = whole(await complete_logged(request, ctx, built))
     body = protocol.answer(ctx, completion)
     return Response(body, media_type=protocol.media_type, headers=ctx.response_headers)
