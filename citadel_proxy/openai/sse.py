@@ -9,7 +9,7 @@ from __future__ import annotations
 import msgspec
 
 from citadel_proxy import errors
-from citadel_proxy.http.stream_encoder import SSE_HEADERS, StreamEncoder
+from citadel_proxy.http.stream_encoder import SSE_HEADERS
 from citadel_proxy.openai.responses import finish_reason, new_id, tool_calls_out
 from citadel_proxy.pipeline.types import Delta, Outcome, ToolCall
 
@@ -17,9 +17,6 @@ DONE = b"data: [DONE]\n\n"
 KEEPALIVE = b": keep-alive\n\n"
 
 _encode = msgspec.json.Encoder().encode
-
-
-ChunkEncoder = StreamEncoder
 
 
 class _OpenAIEvents:

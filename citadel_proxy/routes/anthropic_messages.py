@@ -17,7 +17,7 @@ from citadel_proxy.anthropic.wire import MessagesBody, TokenCount
 from citadel_proxy.auth.guard import refuse_locked_out, require_key
 from citadel_proxy.http.body import decode, read_body
 from citadel_proxy.http.responses import json_response, shaped_error
-from citadel_proxy.routes.protocol import Decoded, WireProtocol
+from citadel_proxy.routes.protocol import WireProtocol, body_decoder
 from citadel_proxy.services import Services
 
 _decoder = msgspec.json.Decoder(MessagesBody)
@@ -25,13 +25,7 @@ _decoder = msgspec.json.Decoder(MessagesBody)
 _CHARS_PER_TOKEN = 4
 
 
-def _decode(body: bytes, services: Services, stream_default: bool) -> Decoded:
-    wire = decode(body, _decoder)
-    stream = wire.stream if wire.stream is not None else stream_default
-    return Decoded(messages_to_request(wire, services.models.resolve(wire.model), stream), wire.model)
-
-
-MESSAGES = WireProtocol(_decode, message, MessageEvents, error_body)
+MESSAGES = WireProtocol(body_decoder(MessagesBody, messages_to_request), message, MessageEvents, error_body)
 
 
 async def count_tokens(request: Request) -> Response:

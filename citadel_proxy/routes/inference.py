@@ -18,13 +18,14 @@ from citadel_proxy.auth.guard import refuse_locked_out, require_key
 from citadel_proxy.http.body import decode, read_body
 from citadel_proxy.http.disconnect import cancel_on_disconnect
 from citadel_proxy.http.responses import json_response
+from citadel_proxy.http.stream_encoder import StreamEncoder
 from citadel_proxy.http.stream_response import StreamResponse, deadline_error
 from citadel_proxy.observability.logs import log_request
 from citadel_proxy.observability.request_id import new_request_id
 from citadel_proxy.observability.tracing import RequestTrace
 from citadel_proxy.openai.limits import check_chat, check_completion
 from citadel_proxy.openai.responses import chat_completion, text_completion
-from citadel_proxy.openai.sse import ChatChunks, ChunkEncoder, TextChunks
+from citadel_proxy.openai.sse import ChatChunks, TextChunks
 from citadel_proxy.openai.translate import chat_to_request, completion_to_request
 from citadel_proxy.openai.wire import ChatRequest, CompletionRequest
 from citadel_proxy.pipeline.options import with_model_defaults
@@ -110,21 +111,12 @@ async def run(
     ctx.principal, ctx.trace = principal, trace
     request.state.access_logged = True
     if ctx.stream:
-        encoder: ChunkEncoder = (
+        encoder: StreamEncoder = (
             ChatChunks(ctx.model, int(time.time()))
             if api == "chat"
             else TextChunks(ctx.model, int(time.time()))
         )
-        return StreamResponse(
-            ctx,
-            built.handler,
-            encoder,
-            deadlines=services.deadlines,
-            keepalive_s=gateway.keepalive_s,
-            header_grace_s=gateway.header_grace_ms / 1000,
-            write_timeout_s=gateway.write_timeout_s,
-            on_finish=finish,
-        )
+        return open_stream(ctx, built, services, encoder)
     completion = whole(await complete_logged(request, ctx, built))
     created = int(time.time())
     answer = (
@@ -133,6 +125,23 @@ async def run(
         else text_completion(completion, ctx.model, created)
     )
     return json_response(answer, headers=ctx.response_headers)
+
+
+def open_stream(
+    ctx: Context, built: BuiltPipeline, services: Services, encoder: StreamEncoder
+) -> StreamResponse:
+    """The streamed answer: `built`'s handler run under the gateway's stream settings."""
+    gateway = services.config.gateway
+    return StreamResponse(
+        ctx,
+        built.handler,
+        encoder,
+        deadlines=services.deadlines,
+        keepalive_s=gateway.keepalive_s,
+        header_grace_s=gateway.header_grace_ms / 1000,
+        write_timeout_s=gateway.write_timeout_s,
+        on_finish=finish,
+    )
 
 
 def _context(

@@ -37,11 +37,9 @@ from citadel_proxy.ollama_native.answers import (
 )
 from citadel_proxy.ollama_native.translate import chat_to_request, generate_to_request
 from citadel_proxy.ollama_native.wire import ChatBody, GenerateBody, ModelBody
-from citadel_proxy.routes.protocol import Decoded, WireProtocol
+from citadel_proxy.routes.protocol import WireProtocol, body_decoder
 from citadel_proxy.services import Services
 
-_chat_decoder = msgspec.json.Decoder(ChatBody)
-_generate_decoder = msgspec.json.Decoder(GenerateBody)
 _model_decoder = msgspec.json.Decoder(ModelBody)
 _encode = msgspec.json.Encoder().encode
 _MAX_BODY = 64 * 1024
@@ -49,20 +47,10 @@ _PULL_START_TIMEOUT_S = 30.0
 _PULL_HEARTBEAT_S = 15.0
 
 
-def _decode_chat(body: bytes, services: Services, stream_default: bool) -> Decoded:
-    wire = decode(body, _chat_decoder)
-    stream = wire.stream if wire.stream is not None else stream_default
-    return Decoded(chat_to_request(wire, services.models.resolve(wire.model), stream), wire.model)
-
-
-def _decode_generate(body: bytes, services: Services, stream_default: bool) -> Decoded:
-    wire = decode(body, _generate_decoder)
-    stream = wire.stream if wire.stream is not None else stream_default
-    return Decoded(generate_to_request(wire, services.models.resolve(wire.model), stream), wire.model)
-
-
-CHAT = WireProtocol(_decode_chat, chat_answer, ChatLines, error_body)
-GENERATE = WireProtocol(_decode_generate, generate_answer, GenerateLines, error_body)
+CHAT = WireProtocol(body_decoder(ChatBody, chat_to_request), chat_answer, ChatLines, error_body)
+GENERATE = WireProtocol(
+    body_decoder(GenerateBody, generate_to_request), generate_answer, GenerateLines, error_body
+)
 
 
 def _ollama_errors(endpoint: Endpoint) -> Endpoint:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 import msgspec
 from starlette.requests import Request
@@ -13,19 +14,28 @@ from starlette.types import ASGIApp
 
 from citadel_proxy import errors
 from citadel_proxy.config.schema import Gateway
-from citadel_proxy.http.body import read_body
+from citadel_proxy.http.body import decode, read_body
 from citadel_proxy.http.front import Endpoint
 from citadel_proxy.http.json_depth import check_depth
 from citadel_proxy.http.responses import ErrorRender, logged_bug, refusal
 from citadel_proxy.http.stream_encoder import StreamEncoder
-from citadel_proxy.http.stream_response import StreamResponse
 from citadel_proxy.pipeline.options import with_model_defaults
 from citadel_proxy.pipeline.request import InferenceRequest
 from citadel_proxy.pipeline.types import Completion, Context
-from citadel_proxy.routes.inference import admit, caller, complete_logged, finish, whole
+from citadel_proxy.routes.inference import admit, caller, complete_logged, open_stream, whole
 from citadel_proxy.services import Services
 
 _encode = msgspec.json.Encoder().encode
+
+
+class _Body(Protocol):
+    @property
+    def model(self) -> str: ...
+    @property
+    def stream(self) -> bool | None: ...
+
+
+B = TypeVar("B", bound=_Body)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +54,20 @@ class WireProtocol:
     encoder: Callable[[Context], StreamEncoder]
     error_body: ErrorRender
     media_type: str = "application/json"
+
+
+def body_decoder(
+    body_type: type[B], translate: Callable[[B, str, bool], InferenceRequest]
+) -> Callable[[bytes, Services, bool], Decoded]:
+    """A `WireProtocol.decode`: the body as `body_type`, its model routed, its stream flag or the default."""
+    decoder = msgspec.json.Decoder(body_type)
+
+    def decode_body(body: bytes, services: Services, stream_default: bool) -> Decoded:
+        wire = decode(body, decoder)
+        stream = wire.stream if wire.stream is not None else stream_default
+        return Decoded(translate(wire, services.models.resolve(wire.model), stream), wire.model)
+
+    return decode_body
 
 
 def protocol_endpoint(protocol: WireProtocol, format_name: str) -> Endpoint:
@@ -84,16 +108,7 @@ async def _serve(request: Request, protocol: WireProtocol, format_name: str) -> 
     ctx.response_headers["X-Request-ID"] = request_id  # no middleware adds it on http.front's short way
     request.state.access_logged = True
     if ctx.stream:
-        return StreamResponse(
-            ctx,
-            built.handler,
-            protocol.encoder(ctx),
-            deadlines=services.deadlines,
-            keepalive_s=gateway.keepalive_s,
-            header_grace_s=gateway.header_grace_ms / 1000,
-            write_timeout_s=gateway.write_timeout_s,
-            on_finish=finish,
-        )
+        return open_stream(ctx, built, services, protocol.encoder(ctx))
     completion = whole(await complete_logged(request, ctx, built))
     body = protocol.answer(ctx, completion)
     return Response(body, media_type=protocol.media_type, headers=ctx.response_headers)
