@@ -27,6 +27,10 @@ class _HeadRefused(Exception):
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """The limits cost a normal request two attribute checks: the bytes of a head are counted per read
+    (not per header callback), its size and lines are added up only when the reads exceed the byte
+    limit, and the timer starts only when a read leaves a head unfinished."""
+
     limits: ClassVar[HeadLimits]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -34,11 +38,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # True from a connection's start, and again once a request's body is in, until the next
         # request's headers are complete.
         self._head_pending = True
-        # Bytes received while the head was pending (an unfinished header never reaches a callback).
+        # Bytes received while the head was pending: a bound on the head's size (an unfinished header
+        # never reaches a callback).
         self._head_received = 0
-        # The request line and headers as the parser reported them, and how many header lines.
-        self._head_parsed = 0
-        self._header_lines = 0
         self._head_timer: asyncio.TimerHandle | None = None
         self._refused: errors.GatewayError | None = None
 
@@ -53,45 +55,45 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._refused is not None:
             return  # lingering: read and dropped
-        if self._head_pending:
-            # A keep-alive connection's next request: its headers are timed from their first byte,
-            # once the previous response is done (an answer to a timeout must not land inside it).
-            if self.cycle is None or self.cycle.response_complete:
-                self._start_head_timer()
-            self._head_received += len(data)
-        super().data_received(data)
-        if self._refused is None and self._head_pending and self._head_received > self.limits.max_bytes:
-            self._refuse(self.limits.too_large())
-
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._head_parsed = REQUEST_LINE_OVERHEAD
-        self._header_lines = 0
-
-    def on_url(self, url: bytes) -> None:
-        self._count(len(url), 0)
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._count(len(name) + len(value) + HEADER_LINE_OVERHEAD, 1)
-        super().on_header(name, value)
-
-    def _count(self, head_bytes: int, lines: int) -> None:
-        self._head_parsed += head_bytes
-        self._header_lines += lines
-        if self.limits.exceeded(self._head_parsed, self._header_lines):
-            self._refused = self.limits.too_large()
-            raise _HeadRefused
+        if not self._head_pending:
+            HttpToolsProtocol.data_received(self, data)
+            return
+        self._head_received += len(data)
+        HttpToolsProtocol.data_received(self, data)
+        if self._refused is not None or not self._head_pending:
+            return
+        limits = self.limits
+        # The headers parsed so far are checked per read: a read holds at most a few thousand.
+        if self._head_received > limits.max_bytes or (
+            self.headers is not None and len(self.headers) > limits.max_headers
+        ):
+            self._refuse(limits.too_large())
+        elif self._head_timer is None and (self.cycle is None or self.cycle.response_complete):
+            # A keep-alive connection's next head, unfinished: timed from now, once the previous
+            # response is done (an answer to a timeout must not land inside it).
+            self._start_head_timer()
 
     def on_headers_complete(self) -> None:
         self._head_pending = False
+        if self._head_timer is not None:
+            self._stop_head_timer()
+        limits = self.limits
+        if len(self.headers) > limits.max_headers or (
+            self._head_received > limits.max_bytes and self._head_size() > limits.max_bytes
+        ):
+            self._refused = limits.too_large()
+            raise _HeadRefused
         self._head_received = 0
-        self._stop_head_timer()
-        super().on_headers_complete()
+        HttpToolsProtocol.on_headers_complete(self)
 
     def on_message_complete(self) -> None:
-        super().on_message_complete()
+        HttpToolsProtocol.on_message_complete(self)
         self._head_pending = True
+
+    def _head_size(self) -> int:
+        """The request line and headers as parsed (the reads may also have carried the body)."""
+        lines = sum(len(name) + len(value) for name, value in self.headers)
+        return REQUEST_LINE_OVERHEAD + len(self.url) + lines + HEADER_LINE_OVERHEAD * len(self.headers)
 
     def send_400_response(self, msg: str) -> None:
         if self._refused is not None:
