@@ -25,15 +25,19 @@ def retryable(exc: errors.GatewayError) -> bool:
     return type(exc) is errors.UpstreamError and exc.code == "upstream_error"
 
 
+def sent_to_lone(fleet: Fleet, ctx: Context, backend: Backend) -> None:
+    """What the one-Ollama path records of its backend (fleet.lone), which it sends to directly."""
+    ctx.backend = backend.name
+    ctx.attempts.append(backend.name)
+    if fleet.options.backend_header:
+        ctx.response_headers[BACKEND_HEADER] = backend.name
+
+
 async def dispatch(fleet: Fleet, ctx: Context, send: Send) -> Reply:
-    backend = fleet.default
-    if not fleet.several and not backend.max_concurrent:
-        # One Ollama: today's path, plus the name of the backend.
-        ctx.backend = backend.name
-        ctx.attempts.append(backend.name)
-        if fleet.options.backend_header:
-            ctx.response_headers[BACKEND_HEADER] = backend.name
-        return await send(backend.client)
+    lone = fleet.lone
+    if lone is not None:
+        sent_to_lone(fleet, ctx, lone)
+        return await send(lone.client)
     model = ctx.request.model
     options = fleet.options
     last: errors.GatewayError | None = None

@@ -54,6 +54,8 @@ class Fleet:
         self.slots = slots
         self.metrics = metrics
         self.several = len(backends) > 1
+        # One Ollama without a concurrency cap: no placement, slot or queue to go through.
+        self.lone: Backend | None = None if self.several or backends[0].max_concurrent else backends[0]
         self.admission = Admission(options.aging_s, options.retry_after_s)
         self.sessions = Sessions()
         self.key_limits = KeyLimits(options.max_in_flight_per_key, options.retry_after_s)

@@ -17,8 +17,10 @@ class KeyLimits:
 
     def enter(self, ctx: Context) -> None:
         """Count this request against its key until its task ends (the stream included), or refuse it."""
+        if not self.limit:
+            return
         task = asyncio.current_task()
-        if not self.limit or task is None or task in self._counted:
+        if task is None or task in self._counted:
             return
         who = ctx.principal.name if ctx.principal is not None else ctx.client
         running = self._running.get(who, 0)

@@ -23,9 +23,11 @@ class Sessions:
 
     def claim(self, ctx: Context) -> None:
         """This request is now its session's latest: the one before it, if still running, is cancelled."""
+        if not ctx.pipeline.supersede:
+            return
         session = ctx.headers.get(SESSION_HEADER)
         task = asyncio.current_task()
-        if not ctx.pipeline.supersede or not session or task is None:
+        if not session or task is None:
             return
         who = ctx.principal.name if ctx.principal is not None else ctx.client
         key = (ctx.pipeline.name, who, session)

@@ -84,23 +84,34 @@ def _tools(req: ChatRequest) -> msgspec.Raw | None:
 def _options(req: SamplingRequest, max_tokens: int | None) -> Options | None:
     # Left-out values stay unset, so the model's own Modelfile defaults apply (Ollama's /v1 forces 1.0).
     stop = [req.stop] if isinstance(req.stop, str) else req.stop
-    named = {
-        "num_predict": max_tokens,
-        "temperature": req.temperature,
-        "top_p": req.top_p,
-        "seed": req.seed,
-        "stop": stop or None,
-        "frequency_penalty": req.frequency_penalty,
-        "presence_penalty": req.presence_penalty,
-        # Ollama's own settings, named at the top level by clients that know them.
-        "top_k": req.top_k,
-        "min_p": req.min_p,
-        "repeat_penalty": req.repeat_penalty,
-        "num_ctx": req.num_ctx,
-    }
-    # An `options` map (Ollama's shape) under the top-level fields, which win.
-    given = (req.options or {}) | {k: v for k, v in named.items() if v is not None}
-    options = options_from_map(given)
+    runner = {"top_k": req.top_k, "min_p": req.min_p, "repeat_penalty": req.repeat_penalty}
+    runner["num_ctx"] = req.num_ctx  # Ollama's own settings, named at the top level by clients that know them
+    if req.options:
+        named = {
+            "num_predict": max_tokens,
+            "temperature": req.temperature,
+            "top_p": req.top_p,
+            "seed": req.seed,
+            "stop": stop or None,
+            "frequency_penalty": req.frequency_penalty,
+            "presence_penalty": req.presence_penalty,
+        } | runner
+        # An `options` map (Ollama's shape) under the top-level fields, which win; the map is free-form
+        # and checked by options_from_map.
+        options = options_from_map(req.options | {k: v for k, v in named.items() if v is not None})
+        return None if options == _NO_OPTIONS else options
+    # The top-level fields are typed and checked by the decoder already.
+    extra = {k: v for k, v in runner.items() if v is not None} or None
+    options = Options(
+        num_predict=max_tokens,
+        temperature=req.temperature,
+        top_p=req.top_p,
+        seed=req.seed,
+        stop=stop or None,
+        frequency_penalty=req.frequency_penalty,
+        presence_penalty=req.presence_penalty,
+        extra=extra,
+    )
     return None if options == _NO_OPTIONS else options
 
 

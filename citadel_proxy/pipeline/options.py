@@ -65,8 +65,10 @@ def with_model_defaults(
             base["num_ctx"] = entry.num_ctx
         keep_alive = keep_alive if keep_alive is not None else entry.keep_alive
     base |= pipeline.options or {}
-    options = options_from_map(base | options_to_map(request.options)) if base else request.options
     keep_alive = request.keep_alive if request.keep_alive is not None else keep_alive
+    if not base and keep_alive == request.keep_alive:
+        return request  # a model listed without defaults
+    options = options_from_map(base | options_to_map(request.options)) if base else request.options
     return msgspec.structs.replace(request, options=options, keep_alive=keep_alive)
 
 

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 import msgspec
 
 from citadel_proxy import errors
-from citadel_proxy.fleet.dispatch import dispatch
+from citadel_proxy.fleet.dispatch import dispatch, sent_to_lone
 from citadel_proxy.fleet.fleet import Fleet
 from citadel_proxy.pipeline.stage import Handler
 from citadel_proxy.pipeline.types import Completion, Context, Reply
@@ -54,6 +54,10 @@ async def _dispatched(fleet: Fleet, ctx: Context) -> Reply:
         endpoint, body = "/api/chat", _encode(chat_to_ollama(ctx.request))
     else:
         endpoint, body = "/api/generate", _encode(generate_to_ollama(ctx.request))
+    lone = fleet.lone
+    if lone is not None and ctx.trace is None:
+        sent_to_lone(fleet, ctx, lone)
+        return await _call(ctx, endpoint, body, is_chat, lone.client)
     # Translated once: a failover sends the same bytes to the next backend.
     return await dispatch(fleet, ctx, functools.partial(_send, ctx, endpoint, body, is_chat))
 
