@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -167,8 +168,8 @@ def start_site(
 def run(workdir: Path, stack: contextlib.ExitStack, rounds: int, budget: Budget) -> FrontResult:
     out = FrontResult()
     binary = find_nginx()
-    if binary is None:
-        out.notes.append("tls: nginx is not installed, nothing measured")
+    if binary is None or shutil.which("openssl") is None:
+        out.notes.append("tls: nginx or openssl is not installed (`make system-deps`), nothing measured")
         return out
     _log("tls: certificate, fake Ollama, uv-1w (and uv-full), the shipped nginx site in front of each")
     cert, key = make_certificate(workdir)
