@@ -40,7 +40,7 @@ FREE, ONE_CORE = "free", "1 core"
 CONCURRENCY = 64
 TARGET_RATIO = 1.8
 _SCENARIO = Scenario(f"chat c{CONCURRENCY}", "chat", CONCURRENCY)
-_COUNT_AFTER_S = 0.3  # connections are counted once the generator has opened and is using them
+_COUNT_EVERY_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -191,10 +191,12 @@ def _measure(
         target = Target(gateway.name, True, gateway.server, gateway.server.port, gateway.server, 0)
         job = job_for(target, _SCENARIO, Budget(seconds, 10_000_000, 0, 0))
         load.submit(job)
-        time.sleep(_COUNT_AFTER_S)
-        connections = [gateway.connections(p) for p in workers]
-        while not load.poll(0.2):
-            pass
+        connections = [0] * len(workers)
+        # Counted until every connection is seen accepted (a starved worker may accept late).
+        while not load.poll(_COUNT_EVERY_S):
+            if sum(connections) < CONCURRENCY:
+                now = [gateway.connections(p) for p in workers]
+                connections = now if sum(now) >= sum(connections) else connections
         result = load.result()
         spent = [_cpu(p) - b for p, b in zip(workers, before, strict=True)]
         sup_spent, fake_spent = _cpu(supervisor) - sup_before, fake.usage().cpu_s - fake_before
