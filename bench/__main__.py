@@ -169,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     _print_bodies(bodies, kept)
     _print_routing()
     extra = front.run(sections, rounds, args.quick)
-    print("\n".join(extra.lines))
+    if extra.lines:
+        print("\n".join(extra.lines))
     _write_json(args.json, argv, rounds, budget, samples, found, checks, notes, top, bodies, kept, extra.json)
     return 0
 
