@@ -1,6 +1,7 @@
 """`python -m bench`: the gateway against direct and nginx baselines, interleaved round by round.
 
-python -m bench [--quick] [--scenarios chat,voice,slow,bodies] [--rounds 3] [--json PATH] [--profile 10]
+python -m bench [--quick] [--scenarios chat,voice,slow,bodies,workers,tls] [--rounds 3] [--json PATH]
+                [--profile 10]
 
 Targets: direct (the fake Ollama), nginx, uv-1w/uv-2w (uvicorn, the default), hc-1w/hc-2w (hypercorn),
 gr-1w (granian, measured only), all with the bare pipelines (chunking and cache only), and uv-full
@@ -8,7 +9,8 @@ gr-1w (granian, measured only), all with the bare pipelines (chunking and cache 
 metrics, cache). 2-worker targets run only the c32 scenarios and the held-open streams; gr-1w runs chat,
 stream, voice and the held-open streams; uv-full runs chat, voice and embeddings (bench/targets.py).
 `bodies` (bench/bodies.py) posts 1, 4 and 13 MB chats to uv-1w, hc-1w and uv-full and checks the memory
-they take (in a full run, or when named; not with --quick).
+they take (in a full run, or when named; not with --quick). `workers` (bench/workers.py) and `tls`
+(bench/tls_front.py) run afterwards with processes of their own (in a full run, or when named).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import report, routing
+from bench import front, report, routing
 from bench.bodies import BodyRun, measure_bodies
 from bench.loadgen import LoadProcess
 from bench.measure import Sample, measure, settle
@@ -78,7 +80,7 @@ def select(scenarios: list[Scenario], wanted: str | None) -> list[Scenario]:
         return scenarios
     prefixes = [p.strip() for p in wanted.split(",") if p.strip()]
     chosen = [s for s in scenarios if any(s.name.startswith(p) for p in prefixes)]
-    if not chosen and prefixes != [BODIES]:
+    if not chosen and not set(prefixes) <= {BODIES, *front.NAMES}:
         raise BenchError(f"no scenario matches {wanted!r}; known: {', '.join(s.name for s in scenarios)}")
     return chosen
 
@@ -124,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     budget = QUICK if args.quick else FULL
     rounds = args.rounds or (1 if args.quick else 3)
     scenarios = select(all_scenarios(budget), args.scenarios)
+    sections = front.wanted(args.scenarios, args.quick)
+    if sections and not scenarios and BODIES not in (args.scenarios or "").split(","):
+        return _front_only(args, argv, sections, rounds, budget)
     notes: list[str] = []
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
@@ -163,7 +168,20 @@ def main(argv: list[str] | None = None) -> int:
     _print(found, checks, notes, top, rounds, time.monotonic() - started)
     _print_bodies(bodies, kept)
     _print_routing()
-    _write_json(args.json, argv, rounds, budget, samples, found, checks, notes, top, bodies, kept)
+    extra = front.run(sections, rounds, args.quick)
+    if extra.lines:
+        print("\n".join(extra.lines))
+    _write_json(args.json, argv, rounds, budget, samples, found, checks, notes, top, bodies, kept, extra.json)
+    return 0
+
+
+def _front_only(
+    args: argparse.Namespace, argv: list[str] | None, names: list[str], rounds: int, budget: Budget
+) -> int:
+    """Only issue 17's sections (bench/front.py): the main targets are not started."""
+    extra = front.run(names, rounds, args.quick)
+    print("\n".join(extra.lines))
+    _write_json(args.json, argv, rounds, budget, [], [], {}, [], "", [], {}, extra.json)
     return 0
 
 
@@ -264,8 +282,9 @@ def _write_json(
     top: str,
     bodies: list[BodyRun],
     kept: dict[str, float],
+    sections: dict[str, object] | None = None,
 ) -> None:
-    document = {
+    document: dict[str, object] = {
         "command": ["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)],
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": {
@@ -288,6 +307,7 @@ def _write_json(
             {**run.__dict__, "per_request_mib": run.per_request_mib, "verdict": run.verdict} for run in bodies
         ],
         "bodies_kept_mib": kept,
+        **(sections or {}),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(_finite(document), indent=2, default=str) + "\n")

@@ -11,7 +11,9 @@ import asyncio
 import contextlib
 import multiprocessing
 import socket
+import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 
@@ -34,6 +36,7 @@ class Job:
     host: str = "127.0.0.1"
     one_per_connection: bool = False  # each connection sends one request (held-open streams)
     headers: bytes = b""  # extra header lines, each ending in CRLF (Authorization)
+    tls_ca: str = ""  # a CA file: connect over TLS (HTTP/1.1), verifying the server against it
 
 
 @dataclass
@@ -98,7 +101,7 @@ class Run:
         connected = loop.create_future()
         client = Client(self, connected)
         try:
-            await loop.create_connection(lambda: client, self.job.host, self.job.port)
+            await open_connection(lambda: client, self.job)
         except OSError:
             self.result.errors += 1
             self.closed()
@@ -226,6 +229,27 @@ class Client(asyncio.Protocol):
                 self.run.reconnect()
 
 
+def tls_context(ca_file: str) -> ssl.SSLContext:
+    """A client context that trusts `ca_file` and offers HTTP/1.1 only, as most API clients do."""
+    context = ssl.create_default_context(cafile=ca_file)
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+_CONTEXTS: dict[str, ssl.SSLContext] = {}
+
+
+async def open_connection(factory: Callable[[], asyncio.Protocol], job: Job) -> None:
+    """A connection for `job`: plain TCP, or TLS when it names a CA file (one context per file, so
+    nothing is loaded per connection)."""
+    loop = asyncio.get_running_loop()
+    if not job.tls_ca:
+        await loop.create_connection(factory, job.host, job.port)
+        return
+    context = _CONTEXTS.get(job.tls_ca) or _CONTEXTS.setdefault(job.tls_ca, tls_context(job.tls_ca))
+    await loop.create_connection(factory, job.host, job.port, ssl=context, server_hostname=job.host)
+
+
 async def run_job(job: Job) -> Result:
     """Connect everything first (the clock starts after), then run until the budget is spent."""
     loop = asyncio.get_running_loop()
@@ -237,7 +261,7 @@ async def run_job(job: Job) -> Result:
         async with gate:
             connected = loop.create_future()
             client = Client(run, connected)
-            await loop.create_connection(lambda: client, job.host, job.port)
+            await open_connection(lambda: client, job)
             await connected
             clients.append(client)
 

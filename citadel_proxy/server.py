@@ -36,7 +36,7 @@ def serve(config: Config, config_file: Path, bind: str | None, workers: int | No
     # Bound before anything else starts, so a taken port is one line and exit 2, not a traceback.
     try:
         bind_server = _bind_uvicorn if config.gateway.server == "uvicorn" else _bind_hypercorn
-        run = bind_server(address, limits)
+        run = bind_server(address, limits, count)
     except OSError as exc:
         sys.stderr.write(f"citadel-proxy: cannot listen on {address}: {_why(exc)}\n")
         return 2
@@ -60,23 +60,38 @@ def _why(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
-def _bind_hypercorn(address: str, limits: HeadLimits) -> Callable[[int], int]:
+def _bind_hypercorn(address: str, limits: HeadLimits, count: int) -> Callable[[int], int]:
     server = hypercorn_config(address, limits)
-    return functools.partial(_serve_hypercorn, server, server.create_sockets(), limits)
+    if count == 1:
+        return functools.partial(_serve_hypercorn, server, [server.create_sockets()], limits)
+    _claim(address)
+    # hypercorn sets SO_REUSEPORT on the sockets it creates when it is told of several workers.
+    server.workers = count
+    each = [server.create_sockets()]
+    # Port 0: the kernel picked one for the first socket; the other workers' sockets join it there.
+    host, port = each[0].insecure_sockets[0].getsockname()[:2]
+    server.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    each += [server.create_sockets() for _ in range(count - 1)]
+    for sockets in each:
+        for sock in sockets.insecure_sockets:
+            # Listening from here: a socket whose worker is still starting queues its share of the
+            # connections instead of leaving them all to the worker that listened first.
+            sock.listen(server.backlog)
+    return functools.partial(_serve_hypercorn, server, each, limits)
 
 
-def _serve_hypercorn(server: HypercornConfig, sockets: Any, limits: HeadLimits, count: int) -> int:
+def _serve_hypercorn(server: HypercornConfig, each: list[Any], limits: HeadLimits, count: int) -> int:
     try:
         if count == 1:
             # In this process (what hypercorn's run() does with workers=0): no supervisor, less memory.
-            hypercorn_worker(server, sockets, limits)
+            hypercorn_worker(server, each[0], limits)
             return 0
-        server.workers = count
-        kwargs = {"config": server, "sockets": sockets, "limits": limits}
-        return run_workers(hypercorn_worker, kwargs, count, GRACEFUL_S)
+        kwargs = [{"config": server, "sockets": sockets, "limits": limits} for sockets in each]
+        return run_workers(hypercorn_worker, kwargs, GRACEFUL_S)
     finally:
-        for sock in [*sockets.secure_sockets, *sockets.insecure_sockets]:
-            sock.close()
+        for sockets in each:
+            for sock in [*sockets.secure_sockets, *sockets.insecure_sockets]:
+                sock.close()
 
 
 def hypercorn_worker(
@@ -116,29 +131,66 @@ def _hypercorn_worker(server: HypercornConfig) -> Any:
     return asyncio_worker
 
 
-def _bind_uvicorn(address: str, limits: HeadLimits) -> Callable[[int], int]:
+def _bind_uvicorn(address: str, limits: HeadLimits, count: int) -> Callable[[int], int]:
     host, _, port = address.rpartition(":")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    host = host.strip("[]")
+    if count > 1:
+        _claim(address)
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            socks.append(_listen(host, int(port), reuse_port=count > 1))
+            # Port 0: the kernel picked one for the first socket; the others join it there.
+            port = str(socks[0].getsockname()[1])
+    except OSError:
+        for sock in socks:
+            sock.close()
+        raise
+    return functools.partial(_serve_uvicorn, socks, limits)
+
+
+def _listen(host: str, port: int, reuse_port: bool) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host.strip("[]"), int(port)))
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
         sock.listen(2048)
     except OSError:
         sock.close()
         raise
     sock.set_inheritable(True)
-    return functools.partial(_serve_uvicorn, sock, limits)
+    return sock
 
 
-def _serve_uvicorn(sock: socket.socket, limits: HeadLimits, count: int) -> int:
+def _claim(address: str) -> None:
+    """EADDRINUSE when anything holds the port, even with SO_REUSEPORT.
+
+    Several workers listen on sockets of their own with SO_REUSEPORT: on one shared socket, the worker
+    that wakes first accepts a whole burst of connections (uvloop accepts until the queue is empty),
+    and keep-alive connections (nginx's upstream pool, a client's) stay with it, so one worker served
+    most requests while the other idled. With SO_REUSEPORT the kernel spreads new connections over the
+    workers' sockets; but it would also let a second gateway (same user, SO_REUSEPORT too) share the
+    port silently, so a socket without it is bound first: that fails when the port has any holder.
+    """
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, int(port)))
+
+
+def _serve_uvicorn(socks: list[socket.socket], limits: HeadLimits, count: int) -> int:
     try:
         if count == 1:
-            uvicorn_worker(sock, limits)
+            uvicorn_worker(socks[0], limits)
             return 0
-        return run_workers(uvicorn_worker, {"sock": sock, "limits": limits}, count, GRACEFUL_S)
+        kwargs = [{"sock": sock, "limits": limits} for sock in socks]
+        return run_workers(uvicorn_worker, kwargs, GRACEFUL_S)
     finally:
-        sock.close()
+        for sock in socks:
+            sock.close()
 
 
 def uvicorn_worker(sock: socket.socket, limits: HeadLimits, shutdown_event: Any = None) -> None:

@@ -23,7 +23,8 @@ _STRAGGLER_GRACE_S = 5.0
 WorkerTarget = Callable[..., Any]
 
 
-def run_workers(target: WorkerTarget, kwargs: dict[str, Any], workers: int, graceful_s: float) -> int:
+def run_workers(target: WorkerTarget, each: list[dict[str, Any]], graceful_s: float) -> int:
+    """One worker per entry of `each`, called with those keyword arguments (its own listening socket)."""
     context = get_context("spawn")
     shutdown = context.Event()
     # Inherited by the workers: a Ctrl-C reaches the parent, which stops them in order, and a SIGHUP
@@ -31,7 +32,7 @@ def run_workers(target: WorkerTarget, kwargs: dict[str, Any], workers: int, grac
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     processes: list[BaseProcess] = []
-    for _ in range(workers):
+    for kwargs in each:
         process: BaseProcess = context.Process(target=target, kwargs={**kwargs, "shutdown_event": shutdown})
         process.start()
         processes.append(process)
