@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 
 _HTTP_DEFAULT = "http://127.0.0.1:4318/v1/traces"
 _GRPC_DEFAULT = "http://127.0.0.1:4317"
-_UNSET = Status(StatusCode.UNSET)
 _FLAGS = {True: TraceFlags(TraceFlags.SAMPLED), False: TraceFlags(TraceFlags.DEFAULT)}
 
 
@@ -61,7 +60,7 @@ class RequestSpan(ReadableSpan):
             resource=export.resource,
             attributes=attributes,
             kind=SpanKind.SERVER,
-            status=_UNSET if failure is None else Status(StatusCode.ERROR, failure),
+            status=_status(failure),
             start_time=trace.start_ns,
             end_time=end_ns,
             instrumentation_scope=export.scope,
@@ -100,18 +99,13 @@ def _family(span: ReadableSpan) -> Iterator[ReadableSpan]:
 def _child(span: RequestSpan, parent: SpanContext, note: Note) -> ReadableSpan:
     span_id = note.span_id or random.getrandbits(64) or 1
     context = SpanContext(parent.trace_id, span_id, False, parent.trace_flags, parent.trace_state)
-    attributes: dict[str, Any] = dict(note.attributes or {})
+    attributes = note.attributes
     name = note.name
-    if note.attributes is not None:  # an upstream attempt: a GenAI client span, named for what it asked
+    if attributes is not None:  # an upstream attempt: a client span, named for what it asked
         request = span.attributes or {}
-        operation, model = str(request["gen_ai.operation.name"]), str(request["gen_ai.response.model"])
-        name = f"{operation} {model}"
-        attributes.update(
-            {"gen_ai.operation.name": operation, "gen_ai.system": "ollama", "gen_ai.request.model": model}
-        )
+        name = f"{request['gen_ai.operation.name']!s} {request['gen_ai.response.model']!s}"
     if note.error_type:
-        attributes["error.type"] = note.error_type
-    status = _UNSET if note.error_message is None else Status(StatusCode.ERROR, note.error_message)
+        attributes = {**(attributes or {}), "error.type": note.error_type}
     events = () if note.first_token_ns is None else (Event("first_token", None, note.first_token_ns),)
     return ReadableSpan(
         name=name,
@@ -121,11 +115,39 @@ def _child(span: RequestSpan, parent: SpanContext, note: Note) -> ReadableSpan:
         attributes=attributes,
         events=events,
         kind=SpanKind.CLIENT if note.attributes is not None else SpanKind.INTERNAL,
-        status=status,
+        status=_status(note.error_message),
         start_time=note.start_ns,
         end_time=note.end_ns or span.end_time,
         instrumentation_scope=span.instrumentation_scope,
     )
+
+
+def _status(failure: str | None) -> Status:
+    # None for UNSET: the encoder then leaves the field out (a receiver reads UNSET), at no cost.
+    return None if failure is None else Status(StatusCode.ERROR, failure)  # type: ignore[return-value]
+
+
+class _Resource(Resource):
+    """The SDK's Resource, hashed once: the encoder groups every span by its resource, and a
+    Resource's own hash is a JSON dump of its attributes."""
+
+    def __init__(self, resource: Resource) -> None:
+        super().__init__(resource.attributes, resource.schema_url)
+        self._hash = super().__hash__()
+
+    def __hash__(self) -> int:
+        return self._hash
+
+
+class _Scope(InstrumentationScope):
+    """The SDK's InstrumentationScope, hashed once (the encoder groups the spans by it too)."""
+
+    def __init__(self, name: str, version: str | None) -> None:
+        super().__init__(name, version)
+        self._hash = super().__hash__()
+
+    def __hash__(self) -> int:
+        return self._hash
 
 
 class Export:
@@ -138,8 +160,8 @@ class Export:
         if project.environment:
             resource["deployment.environment.name"] = project.environment
         # Resource.create also reads OTEL_RESOURCE_ATTRIBUTES, as every OpenTelemetry SDK does.
-        self.resource = Resource.create(resource)
-        self.scope = InstrumentationScope("citadel_proxy", project.version or None)
+        self.resource = _Resource(Resource.create(resource))
+        self.scope = _Scope("citadel_proxy", project.version or None)
         # `exporter`: another than the configured OTLP one (bench/tracing_cost.py measures with its own).
         self._processor = BatchSpanProcessor(Unfold(exporter or _exporter(settings)))
 
