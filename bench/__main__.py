@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import report, routing
+from bench import report, routing, tracing_cost
 from bench.bodies import BodyRun, measure_bodies
 from bench.loadgen import LoadProcess
 from bench.measure import Sample, measure, settle
@@ -163,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     _print(found, checks, notes, top, rounds, time.monotonic() - started)
     _print_bodies(bodies, kept)
     _print_routing()
-    _write_json(args.json, argv, rounds, budget, samples, found, checks, notes, top, bodies, kept)
+    tracing = tracing_cost.bench_section(args.quick)
+    _write_json(args.json, argv, rounds, budget, samples, found, checks, notes, top, bodies, kept, tracing)
     return 0
 
 
@@ -264,6 +265,7 @@ def _write_json(
     top: str,
     bodies: list[BodyRun],
     kept: dict[str, float],
+    tracing: dict[str, object],
 ) -> None:
     document = {
         "command": ["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)],
@@ -288,6 +290,7 @@ def _write_json(
             {**run.__dict__, "per_request_mib": run.per_request_mib, "verdict": run.verdict} for run in bodies
         ],
         "bodies_kept_mib": kept,
+        "tracing": tracing,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(_finite(document), indent=2, default=str) + "\n")

@@ -209,9 +209,10 @@ def _export_thread_us(requests: int, waits: int) -> tuple[float, float, float]:
             _run(tracer, _CHUNK, waits, export)  # warm: the exporter's session and connection
             _Sink.received[:] = [0, 0]
             worker_started, flushed = time.clock_gettime(clock), 0.0
+            scope: dict[str, Any] = {"type": "http", "headers": [], "state": {}}
             for chunk in range(0, requests, _CHUNK):
                 for _ in range(min(_CHUNK, requests - chunk)):
-                    _drive(_request(tracer, Request({"type": "http", "headers": [], "state": {}}), _context(), waits))
+                    _drive(_request(tracer, Request(scope), _context(), waits))
                 started = time.thread_time()
                 export.force_flush()  # exports in this thread what the worker has not
                 flushed += time.thread_time() - started
@@ -265,7 +266,8 @@ def bench_section(quick: bool) -> dict[str, Any]:
     """For `python -m bench`: prints the figures (the default deployment, then two stages waiting as
     Redis calls do) and returns them for the results file."""
     requests, rounds = (2000, 2) if quick else (5000, 3)
-    print(f"\nTracing at sample ratio 1, CPU per request (bench/tracing_cost.py; issue 19: <= {TARGET_US:g} µs):")
+    title = "Tracing at sample ratio 1, CPU per request (bench/tracing_cost.py"
+    print(f"\n{title}, issue 19: <= {TARGET_US:g} µs):")
     runs = [measure(requests, rounds, waits) for waits in (0, 2)]
     for figures in runs:
         print("  " + line(figures))
