@@ -29,11 +29,52 @@ _GRPC_DEFAULT = "http://127.0.0.1:4317"
 _FLAGS = {True: TraceFlags(TraceFlags.SAMPLED), False: TraceFlags(TraceFlags.DEFAULT)}
 
 
-class RequestSpan(ReadableSpan):
+class Span(ReadableSpan):
+    """A finished span as the SDK's OTLP encoder reads it: its fields are slots where the base has
+    properties (a call each, and copies of the attributes and events, for every span encoded). The
+    base's __init__ is not run: the encoder reads only what is set here."""
+
+    __slots__ = (
+        "attributes", "end_time", "events", "instrumentation_scope", "kind", "name", "parent", "resource",
+        "start_time", "status",
+    )  # fmt: skip
+    name: str
+    parent: SpanContext | None
+    resource: Resource
+    instrumentation_scope: InstrumentationScope | None
+    attributes: dict[str, Any] | None
+    events: tuple[Event, ...]
+    kind: SpanKind
+    status: Status | None  # type: ignore[assignment]  # None: UNSET, left out of the encoding
+    start_time: int
+    end_time: int
+    # Nothing is ever dropped or linked.
+    dropped_attributes = dropped_events = dropped_links = 0
+    links: tuple[()] = ()
+
+    def __init__(
+        self, name: str, context: SpanContext, parent: SpanContext | None, resource: Resource,
+        scope: InstrumentationScope | None, attributes: dict[str, Any] | None, events: tuple[Event, ...],
+        kind: SpanKind, status: Status | None, start_ns: int, end_ns: int,
+    ) -> None:  # fmt: skip
+        self._context = context
+        self.name = name
+        self.parent = parent
+        self.resource = resource
+        self.instrumentation_scope = scope
+        self.attributes = attributes
+        self.events = events
+        self.kind = kind
+        self.status = status
+        self.start_time = start_ns
+        self.end_time = end_ns
+
+
+class RequestSpan(Span):
     """A request's span as the request hands it over: only its context (all the processor reads) is set;
     `Unfold` makes the rest, and the children from the trace's notes, in the export thread."""
 
-    def __init__(  # the base's __init__ runs in complete(), off the request's thread
+    def __init__(  # Span's __init__ runs in complete(), off the request's thread
         self, context: SpanContext, export: Export, trace: RequestTrace, name: str,
         attributes: dict[str, Any], failure: str | None, end_ns: int,
     ) -> None:  # fmt: skip
@@ -52,19 +93,10 @@ class RequestSpan(ReadableSpan):
         parent = None
         if trace.parent_id is not None:
             parent = SpanContext(trace.trace_id, trace.parent_id, True, context.trace_flags, state)
-        ReadableSpan.__init__(
-            self,
-            name=name,
-            context=context,
-            parent=parent,
-            resource=export.resource,
-            attributes=attributes,
-            kind=SpanKind.SERVER,
-            status=_status(failure),
-            start_time=trace.start_ns,
-            end_time=end_ns,
-            instrumentation_scope=export.scope,
-        )
+        Span.__init__(
+            self, name, context, parent, export.resource, export.scope, attributes, (), SpanKind.SERVER,
+            _status(failure), trace.start_ns, end_ns,
+        )  # fmt: skip
 
 
 class Unfold(SpanExporter):
@@ -96,7 +128,7 @@ def _family(span: ReadableSpan) -> Iterator[ReadableSpan]:
         yield _child(span, parent, note)
 
 
-def _child(span: RequestSpan, parent: SpanContext, note: Note) -> ReadableSpan:
+def _child(span: RequestSpan, parent: SpanContext, note: Note) -> Span:
     span_id = note.span_id or random.getrandbits(64) or 1
     context = SpanContext(parent.trace_id, span_id, False, parent.trace_flags, parent.trace_state)
     attributes = note.attributes
@@ -107,24 +139,16 @@ def _child(span: RequestSpan, parent: SpanContext, note: Note) -> ReadableSpan:
     if note.error_type:
         attributes = {**(attributes or {}), "error.type": note.error_type}
     events = () if note.first_token_ns is None else (Event("first_token", None, note.first_token_ns),)
-    return ReadableSpan(
-        name=name,
-        context=context,
-        parent=parent,
-        resource=span.resource,
-        attributes=attributes,
-        events=events,
-        kind=SpanKind.CLIENT if note.attributes is not None else SpanKind.INTERNAL,
-        status=_status(note.error_message),
-        start_time=note.start_ns,
-        end_time=note.end_ns or span.end_time,
-        instrumentation_scope=span.instrumentation_scope,
-    )
+    kind = SpanKind.CLIENT if note.attributes is not None else SpanKind.INTERNAL
+    return Span(
+        name, context, parent, span.resource, span.instrumentation_scope, attributes, events, kind,
+        _status(note.error_message), note.start_ns, note.end_ns or span.end_time,
+    )  # fmt: skip
 
 
-def _status(failure: str | None) -> Status:
+def _status(failure: str | None) -> Status | None:
     # None for UNSET: the encoder then leaves the field out (a receiver reads UNSET), at no cost.
-    return None if failure is None else Status(StatusCode.ERROR, failure)  # type: ignore[return-value]
+    return None if failure is None else Status(StatusCode.ERROR, failure)
 
 
 class _Resource(Resource):
