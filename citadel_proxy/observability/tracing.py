@@ -167,7 +167,7 @@ class RequestTrace:
         """`pending`, awaited as a child span named `name` if it waits (suspends the request's task): a
         key looked up in PostgreSQL, a Redis call, a queue; one that completes at once (a key or a rate
         limit held in memory, a hand-off into a queue with room) adds no span."""
-        return Wait(self, name, pending)
+        return Wait(self, name, pending) if self.sampled else pending
 
     async def attempt_upstream(
         self, host: str, port: int, call: Callable[[dict[str, str]], Awaitable[Reply]]
@@ -177,6 +177,8 @@ class RequestTrace:
         A whole answer ends the span when it arrives; a stream's span ends with the stream, when the
         request does (its first token and end are read from the outcome then, at no cost per token).
         """
+        if not self.sampled:  # Ollama is still told the trace, as not sampled
+            return await call(self.headers_for(_new_id(64)))
         note = Note(
             "upstream", _new_id(64), time.time_ns(), attributes={"server.address": host, "server.port": port}
         )
