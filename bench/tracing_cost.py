@@ -187,7 +187,7 @@ class _Sink(BaseHTTPRequestHandler):
 @contextmanager
 def _receiver() -> Generator[str, None, None]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
-    thread = threading.Thread(target=server.serve_forever, name="otlp-sink", daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="otlp-sink", daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"

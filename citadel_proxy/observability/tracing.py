@@ -1,9 +1,9 @@
 """OpenTelemetry traces of the inference requests: a span per request, and one per stage that waits.
 
-Why the spans are noted here rather than made with the SDK's Tracer: starting and ending one SDK span
-cost about 10 µs of CPU on a 2-core test machine, and a request has up to six, against a budget of 15 µs
-for all of them. A request notes its waits as (name, start, end) while it runs and hands one span, its
-own, to the SDK's BatchSpanProcessor when it ends; its children are made from the notes in the
+Why the spans are noted here rather than made with the SDK's Tracer: starting and ending an SDK span
+costs about as much as all of a request's tracing on its own thread does (README, Tracing). A request
+notes its waits as (name, start, end) while it runs, only those that suspend it (`Wait`), and hands one
+span, its own, to the SDK's BatchSpanProcessor when it ends; its children are made from the notes in the
 processor's export thread (otlp.py), and the SDK's OTLP exporter sends them all. Nothing from
 OpenTelemetry is imported unless `monitoring.tracing.enabled` is true; when it is false a request pays
 one None check per hook.
