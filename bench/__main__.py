@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import front, report, routing
+from bench import front, report, routing, tracing_cost
 from bench.bodies import BodyRun, measure_bodies
 from bench.loadgen import LoadProcess
 from bench.measure import Sample, measure, settle
@@ -171,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     extra = front.run(sections, rounds, args.quick)
     if extra.lines:
         print("\n".join(extra.lines))
-    _write_json(args.json, argv, rounds, budget, samples, found, checks, notes, top, bodies, kept, extra.json)
+    results = {**extra.json, "tracing": tracing_cost.bench_section(args.quick)}
+    _write_json(args.json, argv, rounds, budget, samples, found, checks, notes, top, bodies, kept, results)
     return 0
 
 

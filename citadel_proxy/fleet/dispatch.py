@@ -127,8 +127,8 @@ async def _queued(fleet: Fleet, ctx: Context, model: str, sticky: Backend | None
     async def start() -> Taken | None:
         return (await _take(fleet, model, sticky, tried))[0]
 
-    try:
-        got, waited_s = await fleet.admission.wait(
+    pending, trace = (
+        fleet.admission.wait(
             model,
             pipeline.name,
             _who(ctx),
@@ -136,7 +136,11 @@ async def _queued(fleet: Fleet, ctx: Context, model: str, sticky: Backend | None
             min(pipeline.max_queue_ms / 1000, left_s),
             capacity,
             start,
-        )
+        ),
+        ctx.trace,
+    )
+    try:
+        got, waited_s = await (pending if trace is None else trace.waited("queue wait", pending))
     except errors.ServiceUnavailable:
         fleet.metrics.queue_refused.labels(pipeline.name).inc()
         raise

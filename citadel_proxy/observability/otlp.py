@@ -26,15 +26,55 @@ if TYPE_CHECKING:
 
 _HTTP_DEFAULT = "http://127.0.0.1:4318/v1/traces"
 _GRPC_DEFAULT = "http://127.0.0.1:4317"
-_UNSET = Status(StatusCode.UNSET)
 _FLAGS = {True: TraceFlags(TraceFlags.SAMPLED), False: TraceFlags(TraceFlags.DEFAULT)}
 
 
-class RequestSpan(ReadableSpan):
+class Span(ReadableSpan):
+    """A finished span as the SDK's OTLP encoder reads it: its fields are slots where the base has
+    properties (a call each, and copies of the attributes and events, for every span encoded). The
+    base's __init__ is not run: the encoder reads only what is set here."""
+
+    __slots__ = (
+        "attributes", "end_time", "events", "instrumentation_scope", "kind", "name", "parent", "resource",
+        "start_time", "status",
+    )  # fmt: skip
+    name: str
+    parent: SpanContext | None
+    resource: Resource
+    instrumentation_scope: InstrumentationScope | None
+    attributes: dict[str, Any] | None
+    events: tuple[Event, ...]
+    kind: SpanKind
+    status: Status | None  # type: ignore[assignment]  # None: UNSET, left out of the encoding
+    start_time: int
+    end_time: int
+    # Nothing is ever dropped or linked.
+    dropped_attributes = dropped_events = dropped_links = 0
+    links: tuple[()] = ()
+
+    def __init__(
+        self, name: str, context: SpanContext, parent: SpanContext | None, resource: Resource,
+        scope: InstrumentationScope | None, attributes: dict[str, Any] | None, events: tuple[Event, ...],
+        kind: SpanKind, status: Status | None, start_ns: int, end_ns: int,
+    ) -> None:  # fmt: skip
+        self._context = context
+        self.name = name
+        self.parent = parent
+        self.resource = resource
+        self.instrumentation_scope = scope
+        self.attributes = attributes
+        self.events = events
+        self.kind = kind
+        self.status = status
+        self.start_time = start_ns
+        self.end_time = end_ns
+
+
+class RequestSpan(Span):
     """A request's span as the request hands it over: only its context (all the processor reads) is set;
     `Unfold` makes the rest, and the children from the trace's notes, in the export thread."""
 
-    def __init__(  # the base's __init__ runs in complete(), off the request's thread
+    def __init__(  # Span's __init__ runs in complete(), off the request's thread
         self, context: SpanContext, export: Export, trace: RequestTrace, name: str,
         attributes: dict[str, Any], failure: str | None, end_ns: int,
     ) -> None:  # fmt: skip
@@ -53,19 +93,10 @@ class RequestSpan(ReadableSpan):
         parent = None
         if trace.parent_id is not None:
             parent = SpanContext(trace.trace_id, trace.parent_id, True, context.trace_flags, state)
-        ReadableSpan.__init__(
-            self,
-            name=name,
-            context=context,
-            parent=parent,
-            resource=export.resource,
-            attributes=attributes,
-            kind=SpanKind.SERVER,
-            status=_UNSET if failure is None else Status(StatusCode.ERROR, failure),
-            start_time=trace.start_ns,
-            end_time=end_ns,
-            instrumentation_scope=export.scope,
-        )
+        Span.__init__(
+            self, name, context, parent, export.resource, export.scope, attributes, (), SpanKind.SERVER,
+            _status(failure), trace.start_ns, end_ns,
+        )  # fmt: skip
 
 
 class Unfold(SpanExporter):
@@ -97,35 +128,50 @@ def _family(span: ReadableSpan) -> Iterator[ReadableSpan]:
         yield _child(span, parent, note)
 
 
-def _child(span: RequestSpan, parent: SpanContext, note: Note) -> ReadableSpan:
+def _child(span: RequestSpan, parent: SpanContext, note: Note) -> Span:
     span_id = note.span_id or random.getrandbits(64) or 1
     context = SpanContext(parent.trace_id, span_id, False, parent.trace_flags, parent.trace_state)
-    attributes: dict[str, Any] = dict(note.attributes or {})
+    attributes = note.attributes
     name = note.name
-    if note.attributes is not None:  # an upstream attempt: a GenAI client span, named for what it asked
+    if attributes is not None:  # an upstream attempt: a client span, named for what it asked
         request = span.attributes or {}
-        operation, model = str(request["gen_ai.operation.name"]), str(request["gen_ai.response.model"])
-        name = f"{operation} {model}"
-        attributes.update(
-            {"gen_ai.operation.name": operation, "gen_ai.system": "ollama", "gen_ai.request.model": model}
-        )
+        name = f"{request['gen_ai.operation.name']!s} {request['gen_ai.response.model']!s}"
     if note.error_type:
-        attributes["error.type"] = note.error_type
-    status = _UNSET if note.error_message is None else Status(StatusCode.ERROR, note.error_message)
+        attributes = {**(attributes or {}), "error.type": note.error_type}
     events = () if note.first_token_ns is None else (Event("first_token", None, note.first_token_ns),)
-    return ReadableSpan(
-        name=name,
-        context=context,
-        parent=parent,
-        resource=span.resource,
-        attributes=attributes,
-        events=events,
-        kind=SpanKind.CLIENT if note.attributes is not None else SpanKind.INTERNAL,
-        status=status,
-        start_time=note.start_ns,
-        end_time=note.end_ns or span.end_time,
-        instrumentation_scope=span.instrumentation_scope,
-    )
+    kind = SpanKind.CLIENT if note.attributes is not None else SpanKind.INTERNAL
+    return Span(
+        name, context, parent, span.resource, span.instrumentation_scope, attributes, events, kind,
+        _status(note.error_message), note.start_ns, note.end_ns or span.end_time,
+    )  # fmt: skip
+
+
+def _status(failure: str | None) -> Status | None:
+    # None for UNSET: the encoder then leaves the field out (a receiver reads UNSET), at no cost.
+    return None if failure is None else Status(StatusCode.ERROR, failure)
+
+
+class _Resource(Resource):
+    """The SDK's Resource, hashed once: the encoder groups every span by its resource, and a
+    Resource's own hash is a JSON dump of its attributes."""
+
+    def __init__(self, resource: Resource) -> None:
+        super().__init__(resource.attributes, resource.schema_url)
+        self._hash = super().__hash__()
+
+    def __hash__(self) -> int:
+        return self._hash
+
+
+class _Scope(InstrumentationScope):
+    """The SDK's InstrumentationScope, hashed once (the encoder groups the spans by it too)."""
+
+    def __init__(self, name: str, version: str | None) -> None:
+        super().__init__(name, version)
+        self._hash = super().__hash__()
+
+    def __hash__(self) -> int:
+        return self._hash
 
 
 class Export:
@@ -138,8 +184,8 @@ class Export:
         if project.environment:
             resource["deployment.environment.name"] = project.environment
         # Resource.create also reads OTEL_RESOURCE_ATTRIBUTES, as every OpenTelemetry SDK does.
-        self.resource = Resource.create(resource)
-        self.scope = InstrumentationScope("citadel_proxy", project.version or None)
+        self.resource = _Resource(Resource.create(resource))
+        self.scope = _Scope("citadel_proxy", project.version or None)
         # `exporter`: another than the configured OTLP one (bench/tracing_cost.py measures with its own).
         self._processor = BatchSpanProcessor(Unfold(exporter or _exporter(settings)))
 

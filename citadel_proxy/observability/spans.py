@@ -54,6 +54,8 @@ def request_attributes(trace: RequestTrace, ctx: Context) -> dict[str, Any]:
     """The request span's attributes (gen_ai.*, the pipeline, the key's name, session.id)."""
     outcome = ctx.outcome
     op = operation(ctx)
+    # Every attribute is paid for again in the export thread's encoding (README, Tracing): no empty
+    # values, nothing the resource, the access line or a child span already says.
     attributes: dict[str, Any] = {
         "gen_ai.operation.name": op,
         "gen_ai.system": "ollama",
@@ -61,9 +63,6 @@ def request_attributes(trace: RequestTrace, ctx: Context) -> dict[str, Any]:
         "gen_ai.response.model": ctx.model,
         "gen_ai.usage.input_tokens": outcome.prompt_tokens,
         "citadel.pipeline": trace.pipeline,
-        "citadel.request_id": ctx.request_id,
-        "citadel.stream": ctx.stream,
-        "citadel.cache_hit": outcome.cache_hit,
         "http.route": ctx.route,
         "http.response.status_code": outcome.status,
     }
@@ -78,9 +77,10 @@ def request_attributes(trace: RequestTrace, ctx: Context) -> dict[str, Any]:
     session = ctx.conversation_id or _session_header(ctx)
     if session:
         attributes["session.id"] = session
-    if trace.attempt is not None and trace.attempt.attributes is not None:
-        attributes["server.address"] = trace.attempt.attributes["server.address"]
-        attributes["server.port"] = trace.attempt.attributes["server.port"]
+    if ctx.stream:
+        attributes["citadel.stream"] = True
+    if outcome.cache_hit:
+        attributes["citadel.cache_hit"] = True
     _request_options(ctx.request, attributes)
     if trace.tracer.settings.capture_content:
         _content(trace, ctx, attributes)

@@ -1,9 +1,9 @@
 """OpenTelemetry traces of the inference requests: a span per request, and one per stage that waits.
 
-Why the spans are noted here rather than made with the SDK's Tracer: starting and ending one SDK span
-cost about 10 µs of CPU on a 2-core test machine, and a request has up to six, against a budget of 15 µs
-for all of them. A request notes its waits as (name, start, end) while it runs and hands one span, its
-own, to the SDK's BatchSpanProcessor when it ends; its children are made from the notes in the
+Why the spans are noted here rather than made with the SDK's Tracer: starting and ending an SDK span
+costs about as much as all of a request's tracing on its own thread does (README, Tracing). A request
+notes its waits as (name, start, end) while it runs, only those that suspend it (`Wait`), and hands one
+span, its own, to the SDK's BatchSpanProcessor when it ends; its children are made from the notes in the
 processor's export thread (otlp.py), and the SDK's OTLP exporter sends them all. Nothing from
 OpenTelemetry is imported unless `monitoring.tracing.enabled` is true; when it is false a request pays
 one None check per hook.
@@ -15,9 +15,9 @@ import asyncio
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from citadel_proxy import errors
 from citadel_proxy.observability.spans import request_attributes, settle_attempt
@@ -163,21 +163,11 @@ class RequestTrace:
         """Trace id and the request's span id, as the access log and W3C write them."""
         return f"{self.trace_id:032x}", f"{self.span_id:016x}"
 
-    async def waited(self, name: str, pending: Awaitable[T]) -> T:
-        """`pending`, awaited as a child span named `name` (a stage's wait: key lookup, rate limit…)."""
-        start_ns = time.time_ns()
-        try:
-            result = await pending
-        except BaseException as exc:
-            note = Note(name, 0, start_ns, time.time_ns())
-            note.failed(exc)
-            if not self.ended:
-                self.notes.append(note)
-            raise
-        if not self.ended:
-            # A plain tuple: most waits end well, and a Note costs more to make than the rest of the wait.
-            self.waits.append((name, start_ns, time.time_ns()))
-        return result
+    def waited(self, name: str, pending: Awaitable[T]) -> Awaitable[T]:
+        """`pending`, awaited as a child span named `name` if it waits (suspends the request's task): a
+        key looked up in PostgreSQL, a Redis call, a queue; one that completes at once (a key or a rate
+        limit held in memory, a hand-off into a queue with room) adds no span."""
+        return Wait(self, name, pending) if self.sampled else pending
 
     async def attempt_upstream(
         self, host: str, port: int, call: Callable[[dict[str, str]], Awaitable[Reply]]
@@ -187,6 +177,8 @@ class RequestTrace:
         A whole answer ends the span when it arrives; a stream's span ends with the stream, when the
         request does (its first token and end are read from the outcome then, at no cost per token).
         """
+        if not self.sampled:  # Ollama is still told the trace, as not sampled
+            return await call(self.headers_for(_new_id(64)))
         note = Note(
             "upstream", _new_id(64), time.time_ns(), attributes={"server.address": host, "server.port": port}
         )
@@ -249,6 +241,52 @@ class RequestTrace:
     def epoch_ns(self, perf_counter: float) -> int:
         """A `time.perf_counter()` reading of this request as wall-clock nanoseconds."""
         return self.start_ns + int((perf_counter - self.start_pc) * 1e9)
+
+
+class Wait(Generic[T]):
+    """An await that notes its span only once the awaited thing suspends (what `yield from` does,
+    spelled out: the first step tells whether it waits)."""
+
+    __slots__ = ("_name", "_pending", "_trace")
+
+    def __init__(self, trace: RequestTrace, name: str, pending: Awaitable[T]) -> None:
+        self._trace = trace
+        self._name = name
+        self._pending = pending
+
+    def __await__(self) -> Generator[Any, Any, T]:
+        inner = self._pending.__await__()
+        start_ns = time.time_ns()
+        try:
+            signal = inner.send(None)
+        except StopIteration as done:
+            return cast("T", done.value)  # it did not wait (a failure at once is the request's own)
+        try:
+            while True:
+                try:
+                    sent = yield signal
+                except GeneratorExit:
+                    inner.close()
+                    raise
+                except BaseException as exc:  # a cancellation, passed on to what waits
+                    signal = inner.throw(exc)
+                else:
+                    signal = inner.send(sent)
+        except StopIteration as done:
+            result = cast("T", done.value)
+        except GeneratorExit:
+            raise
+        except BaseException as exc:
+            trace = self._trace
+            if not trace.ended:
+                note = Note(self._name, 0, start_ns, time.time_ns())
+                note.failed(exc)
+                trace.notes.append(note)
+            raise
+        if not self._trace.ended:
+            # A plain tuple: most waits end well, and a Note costs more to make.
+            self._trace.waits.append((self._name, start_ns, time.time_ns()))
+        return result
 
 
 class CapturedStream:

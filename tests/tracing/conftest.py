@@ -13,8 +13,9 @@ from tests.fakes.ollama import FakeOllama
 EMBED_MODEL = "nomic-embed-text:latest"
 
 
-def tracing_config(tmp_path: Path, ollama_port: int, tracing: str) -> Path:
-    """The shipped pipelines, the fake's models, the test key, and `tracing` (YAML flow mapping)."""
+def tracing_config(tmp_path: Path, ollama_port: int, tracing: str, more: str = "") -> Path:
+    """The shipped pipelines, the fake's models, the test key, `tracing` (YAML flow mapping), and `more`
+    top-level YAML (e.g. a `redis:` section)."""
     path = tmp_path / "citadel.yaml"
     path.write_text(
         f"""
@@ -32,13 +33,16 @@ auth:
 project: {{name: citadel-test, environment: test, version: "9.9.9"}}
 monitoring:
   tracing: {tracing}
+{more}
 """
     )
     return path
 
 
 @contextlib.asynccontextmanager
-async def traced_gateway(tmp_path: Path, fake: FakeOllama, tracing: str) -> AsyncIterator[Gateway]:
+async def traced_gateway(
+    tmp_path: Path, fake: FakeOllama, tracing: str, more: str = ""
+) -> AsyncIterator[Gateway]:
     """The gateway runs inside; when the block ends it has shut down, so every span has been sent."""
-    async with running_gateway(tracing_config(tmp_path, fake.port, tracing), fake) as gateway:
+    async with running_gateway(tracing_config(tmp_path, fake.port, tracing, more), fake) as gateway:
         yield gateway

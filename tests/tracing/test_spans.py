@@ -7,6 +7,7 @@ import json
 import logging
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import aiohttp
 import pytest
@@ -76,20 +77,24 @@ async def test_streamed_chat(tmp_path: Path, fake: FakeOllama, caplog: pytest.Lo
     assert got["gen_ai.request.model"] == "phi3" and got["gen_ai.response.model"] == "phi3:latest"
     assert got["gen_ai.usage.input_tokens"] > 0 and got["gen_ai.usage.output_tokens"] == 4
     assert got["gen_ai.response.finish_reasons"] == ["stop"]
-    assert got["server.address"] == "127.0.0.1" and got["server.port"] == fake.port
     assert got["citadel.pipeline"] == "chat" and got["citadel.key"] == "tester"
     assert got["session.id"] == "voice-42" and got["http.response.status_code"] == 200
+    assert got["citadel.stream"] is True and "citadel.cache_hit" not in got
+    # The backend's address is the upstream span's; the resource's attributes are not repeated.
+    assert not {"server.address", "server.port", "service.name"} & set(got)
     assert received.resources[0]["service.name"] == "citadel-test"
 
+    # Keys from the config, rate limit and cache in the worker, audit into its queue: none of them
+    # waits. The conversation's owner is asked of the audit's SQLite (in a thread): that waits.
     children = {span.name: span for span in received.children(root)}
-    assert {"key lookup", "rate limit", "cache lookup", "audit hand-off", "chat phi3:latest"} <= set(children)
+    assert set(children) == {"conversation claim", "chat phi3:latest"}
     for span in children.values():
         assert span.trace_id == root.trace_id
         assert root.start_time_unix_nano <= span.start_time_unix_nano <= span.end_time_unix_nano
         assert span.end_time_unix_nano <= root.end_time_unix_nano
     upstream = children["chat phi3:latest"]
-    assert upstream.kind == Span.SPAN_KIND_CLIENT
-    assert attributes(upstream.attributes)["server.port"] == fake.port
+    assert upstream.kind == Span.SPAN_KIND_CLIENT and upstream.status.code == Status.STATUS_CODE_UNSET
+    assert attributes(upstream.attributes) == {"server.address": "127.0.0.1", "server.port": fake.port}
     first = only([event for event in upstream.events if event.name == "first_token"])
     assert upstream.start_time_unix_nano <= first.time_unix_nano <= upstream.end_time_unix_nano
 
@@ -118,7 +123,7 @@ async def test_embeddings(tmp_path: Path, fake: FakeOllama) -> None:
     assert got["gen_ai.operation.name"] == "embeddings" and got["gen_ai.response.model"] == EMBED_MODEL
     assert got["gen_ai.usage.input_tokens"] > 0 and "gen_ai.usage.output_tokens" not in got
     children = {span.name: span for span in received.children(root)}
-    assert {"key lookup", "rate limit", "cache lookup", "audit hand-off"} <= set(children)
+    assert set(children) == {f"embeddings {EMBED_MODEL}"}
     upstream = children[f"embeddings {EMBED_MODEL}"]
     sent = only([r for r in fake.requests if r.path == "/api/embed"]).headers
     assert sent["traceparent"] == f"00-{root.trace_id.hex()}-{upstream.span_id.hex()}-01"
@@ -213,4 +218,31 @@ async def test_every_protocol_route_is_traced(tmp_path: Path, fake: FakeOllama) 
     assert len(roots) == 3, [span.name for span in roots]
     for root in roots:
         children = {span.name for span in received.children(root)}
-        assert "key lookup" in children and any(name.startswith("chat ") for name in children), children
+        assert children == {"chat phi3:latest"}, children
+
+
+async def test_stages_that_wait_have_spans(
+    tmp_path: Path, fake: FakeOllama, redis_url: str, redis_prefix: str
+) -> None:
+    """With Redis, the rate limit and the cache lookup wait for it: a child span each, the lookup ended
+    before the call to Ollama (a miss) starts; a hit has no call to Ollama."""
+    parsed = urlparse(redis_url)
+    redis = (
+        f"redis: {{host: {parsed.hostname}, port: {parsed.port or 6379}, "
+        f"database: {parsed.path.lstrip('/') or 0}, key_prefix: '{redis_prefix}'}}"
+    )
+    async with HttpReceiver() as receiver:
+        async with traced_gateway(tmp_path, fake, on(receiver), redis) as gw:
+            for _ in range(2):  # a miss, then a hit
+                assert (await post(gw.url + "/v1/chat/completions", chat(False, temperature=0)))[0] == 200
+        received = receiver.received
+    miss, hit = sorted(received.roots(), key=lambda span: span.start_time_unix_nano)
+    children = {span.name: span for span in received.children(miss)}
+    assert set(children) == {"rate limit", "cache lookup", "chat phi3:latest"}
+    lookup, upstream = children["cache lookup"], children["chat phi3:latest"]
+    assert lookup.kind == Span.SPAN_KIND_INTERNAL and lookup.trace_id == miss.trace_id
+    assert miss.start_time_unix_nano <= lookup.start_time_unix_nano <= lookup.end_time_unix_nano
+    assert lookup.end_time_unix_nano <= upstream.start_time_unix_nano
+    assert attributes(hit.attributes)["citadel.cache_hit"] is True
+    names = {span.name for span in received.children(hit)}
+    assert "cache lookup" in names and "chat phi3:latest" not in names, names
