@@ -8,7 +8,9 @@ gr-1w (granian, measured only), all with the bare pipelines (chunking and cache 
 metrics, cache). 2-worker targets run only the c32 scenarios and the held-open streams; gr-1w runs chat,
 stream, voice and the held-open streams; uv-full runs chat, voice and embeddings (bench/targets.py).
 `bodies` (bench/bodies.py) posts 1, 4 and 13 MB chats to uv-1w, hc-1w and uv-full and checks the memory
-they take (in a full run, or when named; not with --quick).
+they take (in a full run, or when named; not with --quick). Issue 17's `latency` (uv-full against direct at
+c1 to c256, a fake that takes 60 ms or streams 64 tokens 10 ms apart) and `streams10k` (10,000 open
+streams on one worker) run last, with processes of their own (bench/issue17.py).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import report, routing
+from bench import issue17, report, routing, scale
 from bench.bodies import BodyRun, measure_bodies
 from bench.loadgen import LoadProcess
 from bench.measure import Sample, measure, settle
@@ -70,6 +72,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         metavar="NAME",
         help="the target profiled (default hc-1w)",
     )
+    scale.add_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -123,7 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     budget = QUICK if args.quick else FULL
     rounds = args.rounds or (1 if args.quick else 3)
-    scenarios = select(all_scenarios(budget), args.scenarios)
+    mine, rest = scale.wanted(args.scenarios)
+    if rest == "":  # only issue 17's scenarios were named
+        return _issue17_only(args, argv, mine, budget, rounds)
+    scenarios = select(all_scenarios(budget), rest)
     notes: list[str] = []
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
@@ -154,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             args.profile_target,
             notes,
         )
+    sections = issue17.run(mine, args.quick, args.rounds, args.streams, notes)
     found = report.rows(samples, {s.name: s.concurrency for s in scenarios if s.slow})
     checks = {
         report.GATEWAY_1W: report.checks(found),
@@ -163,7 +170,20 @@ def main(argv: list[str] | None = None) -> int:
     _print(found, checks, notes, top, rounds, time.monotonic() - started)
     _print_bodies(bodies, kept)
     _print_routing()
-    _write_json(args.json, argv, rounds, budget, samples, found, checks, notes, top, bodies, kept)
+    issue17.print_sections(sections)
+    _write_json(args.json, argv, rounds, budget, samples, found, checks, notes, top, bodies, kept, sections)
+    return 0
+
+
+def _issue17_only(
+    args: argparse.Namespace, argv: list[str] | None, names: list[str], budget: Budget, rounds: int
+) -> int:
+    notes: list[str] = []
+    sections = issue17.run(names, args.quick, args.rounds, args.streams, notes)
+    issue17.print_sections(sections)
+    for note in notes:
+        print(f"note: {note}")
+    _write_json(args.json, argv, rounds, budget, [], [], {}, notes, "", [], {}, sections)
     return 0
 
 
@@ -264,6 +284,7 @@ def _write_json(
     top: str,
     bodies: list[BodyRun],
     kept: dict[str, float],
+    sections: list[issue17.Section],
 ) -> None:
     document = {
         "command": ["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)],
@@ -288,6 +309,7 @@ def _write_json(
             {**run.__dict__, "per_request_mib": run.per_request_mib, "verdict": run.verdict} for run in bodies
         ],
         "bodies_kept_mib": kept,
+        "issue17": {section.name: section.data for section in sections},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(_finite(document), indent=2, default=str) + "\n")

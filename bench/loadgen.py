@@ -17,7 +17,6 @@ from multiprocessing.connection import Connection
 
 # The request body may hold this marker; it is replaced by a number unique to each request.
 SEQUENCE = b"@SEQ@"
-_GRACE_S = 15.0  # in-flight answers may finish this long after the deadline, then count as errors
 
 
 @dataclass(frozen=True)
@@ -34,6 +33,11 @@ class Job:
     host: str = "127.0.0.1"
     one_per_connection: bool = False  # each connection sends one request (held-open streams)
     headers: bytes = b""  # extra header lines, each ending in CRLF (Authorization)
+    count: bytes = b""  # when set, its occurrences in each answer's body are counted (tokens delivered)
+    # When set, connections open at this rate, each sending as soon as it is connected (thousands of held
+    # streams: a burst of connects would overflow the listen backlog and queue the requests behind it).
+    ramp_per_s: float = 0.0
+    grace_s: float = 15.0  # in-flight answers may finish this long after the deadline
 
 
 @dataclass
@@ -47,6 +51,8 @@ class Result:
     cpu_s: float = 0.0
     statuses: dict[int, int] = field(default_factory=dict)
     reconnects: int = 0
+    tokens: list[int] = field(default_factory=list)  # Job.count's occurrences per answer, with `total`
+    ramp_s: float = 0.0  # with Job.ramp_per_s: from the start until the last connection had sent
 
 
 def request_bytes(job: Job) -> bytes:
@@ -123,6 +129,8 @@ class Client(asyncio.Protocol):
         self.status = 0
         self.start = self.first = 0.0
         self.closing = False
+        self.counted = 0
+        self.carry = b""  # the end of the last body bytes, where a counted marker may begin
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -144,7 +152,7 @@ class Client(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.close()
             return
-        self.state, self.first = "head", 0.0
+        self.state, self.first, self.counted, self.carry = "head", 0.0, 0, b""
         self.start = time.perf_counter()
         self.transport.write(request)
 
@@ -203,6 +211,10 @@ class Client(asyncio.Protocol):
         self.remaining = int(head[at + 17 : stop if stop >= 0 else len(head)]) if at >= 0 else 0
 
     def body(self, buf: bytearray, start: int, stop: int, now: float) -> None:
+        if count := self.run.job.count:
+            piece = self.carry + bytes(buf[start:stop])
+            self.counted += piece.count(count)
+            self.carry = piece[len(piece) - len(count) + 1 :] if len(count) > 1 else b""
         if self.first:
             return
         marker = self.run.job.marker
@@ -215,6 +227,8 @@ class Client(asyncio.Protocol):
         if self.status == 200:
             result.ttft.append((self.first or now) - self.start)
             result.total.append(now - self.start)
+            if self.run.job.count:
+                result.tokens.append(self.counted)
         else:
             result.errors += 1
         self.state = "idle"
@@ -228,6 +242,8 @@ class Client(asyncio.Protocol):
 
 async def run_job(job: Job) -> Result:
     """Connect everything first (the clock starts after), then run until the budget is spent."""
+    if job.ramp_per_s:
+        return await _ramped(job)
     loop = asyncio.get_running_loop()
     run = Run(job)
     clients: list[Client] = []
@@ -248,8 +264,13 @@ async def run_job(job: Job) -> Result:
     run.deadline = started + job.max_seconds
     for client in clients:
         client.send(first=True)
+    await _finish(run, clients, started, cpu)
+    return run.result
+
+
+async def _finish(run: Run, clients: list[Client], started: float, cpu: float) -> None:
     try:
-        await asyncio.wait_for(asyncio.shield(run.finished), job.max_seconds + _GRACE_S)
+        await asyncio.wait_for(asyncio.shield(run.finished), run.job.max_seconds + run.job.grace_s)
     except TimeoutError:
         for client in clients:
             if client.transport is not None:
@@ -257,6 +278,40 @@ async def run_job(job: Job) -> Result:
         await run.finished
     run.result.elapsed_s = time.perf_counter() - started
     run.result.cpu_s = time.process_time() - cpu
+
+
+async def _ramped(job: Job) -> Result:
+    """Open `concurrency` connections at `ramp_per_s`, each sending its request once connected."""
+    loop = asyncio.get_running_loop()
+    run = Run(job)
+    clients: list[Client] = []
+    gate = asyncio.Semaphore(64)
+    run.open = 1  # the ramp itself: the run cannot finish before every connection was opened
+    cpu, started = time.process_time(), time.perf_counter()
+    run.deadline = started + job.max_seconds
+
+    async def open_one() -> None:
+        async with gate:
+            connected = loop.create_future()
+            client = Client(run, connected)
+            try:
+                await loop.create_connection(lambda: client, job.host, job.port)
+            except OSError:
+                run.result.errors += 1
+                return
+        clients.append(client)
+        run.open += 1
+        client.send(first=True)
+
+    opening = []
+    for i in range(job.concurrency):
+        if (wait := started + i / job.ramp_per_s - time.perf_counter()) > 0:
+            await asyncio.sleep(wait)
+        opening.append(loop.create_task(open_one()))
+    await asyncio.gather(*opening)
+    run.result.ramp_s = time.perf_counter() - started
+    run.closed()
+    await _finish(run, clients, started, cpu)
     return run.result
 
 

@@ -1,0 +1,71 @@
+"""Issue 17 (performance at scale) in `python -m bench`: latency against concurrency (bench/latency.py) and
+ten thousand open streams (bench/open_streams.py), each with processes of its own, started after the
+other scenarios' are stopped. `--scenarios latency,streams10k` runs them alone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bench import latency, open_streams
+from bench.scale import BARE_NAME, FULL_NAME, LATENCY, STREAMS_10K, raise_nofile
+
+# A full run holds the streams twice on each target; --quick once, on uv-1w, with fewer streams.
+STREAM_ROUNDS = 2
+
+
+@dataclass(frozen=True)
+class Section:
+    name: str
+    lines: list[str]  # printed after the other sections
+    data: dict[str, object]  # under "issue17" in the results JSON
+
+
+def run(
+    names: list[str], quick: bool, rounds: int | None, streams: int | None, notes: list[str]
+) -> list[Section]:
+    sections = []
+    if LATENCY in names:
+        sections.append(_latency(quick, rounds or (1 if quick else 3), notes))
+    if STREAMS_10K in names:
+        count = streams or (open_streams.QUICK_STREAMS if quick else open_streams.STREAMS)
+        targets = [BARE_NAME] if quick else [BARE_NAME, FULL_NAME]
+        sections.append(_streams(targets, count, rounds or (1 if quick else STREAM_ROUNDS), notes))
+    return sections
+
+
+def _latency(quick: bool, rounds: int, notes: list[str]) -> Section:
+    runs, rows = latency.measure(quick, rounds, notes)
+    listed = latency.checks(rows)
+    plan = latency.QUICK_PLAN if quick else latency.FULL_PLAN
+    lines = [
+        f"Latency against concurrency (issue 17): {FULL_NAME} minus direct, the same cell in the same round;"
+        f" medians of {rounds} round(s) (min..max); ms",
+        f"chat: non-streaming, answered after 60 ms; voice: 50 ms to the first token, 64 tokens 10 ms apart;"
+        f" a cell runs {plan.least_s:g}-{plan.most_s:g} s for up to {plan.samples} answers;"
+        f" n/round = answers each p99 rests on (under 100: the p99 is about the largest)",
+        *latency.table(rows),
+        *("  " + check.line() for check in listed),
+    ]
+    return Section(LATENCY, lines, latency.to_json(runs, rows, listed))
+
+
+def _streams(targets: list[str], streams: int, rounds: int, notes: list[str]) -> Section:
+    # A worker holds two descriptors a stream (client and Ollama), the fake and the generator one each.
+    if note := raise_nofile(2 * streams + 2048):
+        notes.append(note)
+    holds = open_streams.measure(targets, streams, rounds, notes)
+    listed = open_streams.checks(holds, streams)
+    lines = [
+        f"Open streams (issue 17): {streams} voice streams on one worker, {open_streams.TOKENS} tokens a"
+        f" second apart, opened at {open_streams.RAMP_PER_S:.0f}/s; RSS in MiB; probe: short voice streams"
+        f" one at a time while all are open, TTFT in ms, added = gateway minus direct",
+        *open_streams.table(holds),
+        *("  " + check.line() for check in listed),
+    ]
+    return Section(STREAMS_10K, lines, open_streams.to_json(holds, listed))
+
+
+def print_sections(sections: list[Section]) -> None:
+    for section in sections:
+        print()
+        print("\n".join(section.lines))
