@@ -61,7 +61,7 @@ class Plan:
         return min(self.most_s, max(self.least_s, self.samples * kind.seconds / concurrency))
 
 
-FULL_PLAN = Plan(samples=100, least_s=1.0, most_s=5.0)
+FULL_PLAN = Plan(samples=100, least_s=1.0, most_s=4.0)
 QUICK_PLAN = Plan(samples=20, least_s=0.5, most_s=1.5)
 
 
@@ -116,7 +116,10 @@ def job(kind: Kind, concurrency: int, seconds: float, port: int, gateway: Gatewa
         path, marker, headers = kind.path, SSE_TOKEN if kind.stream else b"", gateway.headers
     encoded = json.dumps(body, separators=(",", ":")).encode()
     # Closed loop: the budget in requests never binds, the seconds do.
-    return Job(port, path, encoded, concurrency, 10_000_000, seconds, marker, headers=headers)
+    stagger = kind.seconds if concurrency > 1 else 0.0
+    return Job(
+        port, path, encoded, concurrency, 10_000_000, seconds, marker, headers=headers, stagger_s=stagger
+    )
 
 
 def _run(load: LoadProcess, target: str, server: Server, job_: Job, cell: str, round_: int) -> Run:
@@ -138,21 +141,24 @@ def _run(load: LoadProcess, target: str, server: Server, job_: Job, cell: str, r
     )
 
 
-def measure(quick: bool, rounds: int, notes: list[str]) -> tuple[list[Run], list[Row]]:
+def measure(
+    quick: bool, rounds: int, notes: list[str], gateway_name: str = FULL_NAME
+) -> tuple[list[Run], list[Row]]:
+    """`gateway_name`: uv-full (the issue's), or uv-1w to see what the stages add."""
     plan = QUICK_PLAN if quick else FULL_PLAN
     runs: list[Run] = []
     with contextlib.ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="citadel-bench-latency-")))
-        log("latency: starting a fake Ollama and uv-full")
+        log(f"latency: starting a fake Ollama and {gateway_name}")
         fake = start_fake_for(stack, workdir, "fake-latency")
-        gateways = start_gateways(stack, workdir, [FULL_NAME], fake.port, 256, notes, "-latency")
-        gateway = gateways.get(FULL_NAME)
+        gateways = start_gateways(stack, workdir, [gateway_name], fake.port, 256, notes, "-latency")
+        gateway = gateways.get(gateway_name)
         if gateway is None:
-            notes.append("latency: no uv-full (PostgreSQL or Redis missing): scenario skipped")
+            notes.append(f"latency: no {gateway_name} (PostgreSQL or Redis missing): scenario skipped")
             return [], []
         load = LoadProcess()
         stack.callback(load.close)
-        targets = [(DIRECT, fake, None), (FULL_NAME, gateway.server, gateway)]
+        targets = [(DIRECT, fake, None), (gateway_name, gateway.server, gateway)]
         for _, server, through in targets:  # pools filled, code imported, before anything counts
             for kind in KINDS:
                 load.run(job(kind, CONCURRENCY[-1], 0.3, server.port, through))

@@ -38,6 +38,10 @@ class Job:
     # streams: a burst of connects would overflow the listen backlog and queue the requests behind it).
     ramp_per_s: float = 0.0
     grace_s: float = 15.0  # in-flight answers may finish this long after the deadline
+    # When set, connection i of N sends its first request i/N of this later, and what was sent before it
+    # is over is not counted (max_seconds runs from there): answers that all take as long (a timed fake)
+    # would otherwise keep every connection sending at the same instant, a burst each round.
+    stagger_s: float = 0.0
 
 
 @dataclass
@@ -74,6 +78,7 @@ class Run:
         self.sent = 0
         self.seq = 0
         self.deadline = 0.0
+        self.counted_from = 0.0  # answers to requests sent before this are not counted
         self.open = 0
         self.finished = asyncio.get_running_loop().create_future()
 
@@ -224,13 +229,13 @@ class Client(asyncio.Protocol):
     def done(self, now: float) -> None:
         result = self.run.result
         result.statuses[self.status] = result.statuses.get(self.status, 0) + 1
-        if self.status == 200:
+        if self.status != 200:
+            result.errors += 1
+        elif self.start >= self.run.counted_from:
             result.ttft.append((self.first or now) - self.start)
             result.total.append(now - self.start)
             if self.run.job.count:
                 result.tokens.append(self.counted)
-        else:
-            result.errors += 1
         self.state = "idle"
         if not self.closing:
             self.send()
@@ -261,9 +266,13 @@ async def run_job(job: Job) -> Result:
     run.open = len(clients)
     cpu = time.process_time()
     started = time.perf_counter()
-    run.deadline = started + job.max_seconds
-    for client in clients:
-        client.send(first=True)
+    run.counted_from = started + job.stagger_s
+    run.deadline = run.counted_from + job.max_seconds
+    for i, client in enumerate(clients):
+        if job.stagger_s and i:
+            loop.call_later(job.stagger_s * i / len(clients), client.send, True)
+        else:
+            client.send(first=True)
     await _finish(run, clients, started, cpu)
     return run.result
 
