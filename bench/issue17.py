@@ -44,8 +44,8 @@ def _latency(quick: bool, rounds: int, notes: list[str]) -> Section:
         f"Latency against concurrency (issue 17): {FULL_NAME} minus direct, the same cell in the same round;"
         f" medians of {rounds} round(s) (min..max); ms",
         f"chat: non-streaming, answered after 60 ms; voice: 50 ms to the first token, 64 tokens 10 ms apart;"
-        f" a cell runs {plan.least_s:g}-{plan.most_s:g} s for up to {plan.samples} answers;"
-        f" n/round = answers each p99 rests on (under 100: the p99 is about the largest)",
+        f" a cell runs long enough for {plan.samples} answers, within {plan.least_s:g}-{plan.most_s:g} s;"
+        f" n/round = the answers each p99 rests on (under 100: the p99 is about the largest)",
         *latency.table(rows),
         *("  " + check.line() for check in listed),
     ]
