@@ -235,17 +235,16 @@ def checks(found: list[Row]) -> list[Check]:
 
 
 def table(found: list[Row]) -> list[str]:
-    head = (
-        f"{'cell':10} {'n/round':>7} {'direct ttft p50':>15} {'added ttft p50':>22} {'added ttft p99':>22}"
-        f" {'added total p50':>22} {'added total p99':>22} {'gw cpu %':>16} {'errors':>6}"
-    )
+    heads = ("added ttft p50", "added ttft p99", "added total p50", "added total p99")
+    head = f"{'cell':10} {'n/round':>7} {'direct ttft p50':>15} " + " ".join(f"{h:>25}" for h in heads)
+    head += f" {'gw cpu %':>12} {'errors':>6}"
     lines = [head, "-" * len(head)]
     for r in found:
+        added = (r.added_ttft_p50_ms, r.added_ttft_p99_ms, r.added_total_p50_ms, r.added_total_p99_ms)
         lines.append(
-            f"{r.cell:10} {r.answers_per_round:7d} {r.direct_ttft_p50_ms.median:15.2f}"
-            f" {r.added_ttft_p50_ms.text():>22} {r.added_ttft_p99_ms.text():>22}"
-            f" {r.added_total_p50_ms.text():>22} {r.added_total_p99_ms.text():>22}"
-            f" {r.gateway_cpu_percent.text(sign=False):>16} {r.errors:6d}"
+            f"{r.cell:10} {r.answers_per_round:7d} {r.direct_ttft_p50_ms.median:15.2f} "
+            + " ".join(f"{a.text():>25}" for a in added)
+            + f" {r.gateway_cpu_percent.text(sign=False, digits=0):>12} {r.errors:6d}"
         )
     return lines
 

@@ -124,10 +124,10 @@ class Spread:
             return cls(nan, nan, nan)
         return cls(statistics.median(kept), min(kept), max(kept))
 
-    def text(self, sign: bool = True) -> str:
+    def text(self, sign: bool = True, digits: int = 2) -> str:
         if self.median != self.median:
             return "n/a"
-        form = "+.2f" if sign else ".2f"
+        form = f"{'+' if sign else ''}.{digits}f"
         if self.low == self.high:
             return f"{self.median:{form}}"
         return f"{self.median:{form}} ({self.low:{form}}..{self.high:{form}})"
