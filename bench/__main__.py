@@ -1,6 +1,7 @@
 """`python -m bench`: the gateway against direct and nginx baselines, interleaved round by round.
 
-python -m bench [--quick] [--scenarios chat,voice,slow,bodies] [--rounds 3] [--json PATH] [--profile 10]
+python -m bench [--quick] [--scenarios chat,voice,slow,bodies,latency,streams10k] [--rounds 3] [--json PATH]
+                [--profile 10] [--streams 10000]
 
 Targets: direct (the fake Ollama), nginx, uv-1w/uv-2w (uvicorn, the default), hc-1w/hc-2w (hypercorn),
 gr-1w (granian, measured only), all with the bare pipelines (chunking and cache only), and uv-full

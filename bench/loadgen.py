@@ -14,9 +14,13 @@ import socket
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from typing import Any
 
 # The request body may hold this marker; it is replaced by a number unique to each request.
 SEQUENCE = b"@SEQ@"
+# In the generator's process, when its LoadProcess counts them: answers begun (head read) and not ended,
+# a shared integer the parent reads while a job runs (how many streams are open now).
+_open_answers: Any = None
 
 
 @dataclass(frozen=True)
@@ -136,6 +140,7 @@ class Client(asyncio.Protocol):
         self.closing = False
         self.counted = 0
         self.carry = b""  # the end of the last body bytes, where a counted marker may begin
+        self.open = False  # its answer's head was read and its end was not (counted in _open_answers)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -146,6 +151,7 @@ class Client(asyncio.Protocol):
         self.connected.set_result(None)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.ended()
         if self.state != "idle":
             self.run.result.errors += 1
         self.transport, self.state = None, "idle"
@@ -204,7 +210,15 @@ class Client(asyncio.Protocol):
                 self.state, self.remaining = ("trailer", 0) if size == 0 else ("chunk", size + 2)
         return at
 
+    def ended(self) -> None:
+        if self.open:
+            self.open = False
+            _open_answers.value -= 1
+
     def head(self, head: bytes) -> None:
+        if _open_answers is not None:
+            self.open = True
+            _open_answers.value += 1
         self.status = int(head[9:12])
         self.closing = b"\r\nconnection: close" in head
         if b"\r\ntransfer-encoding: chunked" in head:
@@ -227,6 +241,7 @@ class Client(asyncio.Protocol):
             self.first = now
 
     def done(self, now: float) -> None:
+        self.ended()
         result = self.run.result
         result.statuses[self.status] = result.statuses.get(self.status, 0) + 1
         if self.status != 200:
@@ -332,8 +347,10 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-def serve_jobs(conn: Connection) -> None:
+def serve_jobs(conn: Connection, open_answers: Any = None) -> None:
     """The generator process: run each Job received, send back its Result; None ends it."""
+    global _open_answers
+    _open_answers = open_answers
     with asyncio.Runner(loop_factory=_new_loop) as runner:
         while (job := conn.recv()) is not None:
             conn.send(runner.run(run_job(job)))
@@ -342,12 +359,22 @@ def serve_jobs(conn: Connection) -> None:
 class LoadProcess:
     """The generator in its own process, so its CPU never mixes with what is measured."""
 
-    def __init__(self) -> None:
+    def __init__(self, count_open: bool = False) -> None:
+        """`count_open`: keep `open_answers` current (held streams), at a little CPU per answer."""
         context = multiprocessing.get_context("spawn")
         self.conn, child = context.Pipe()
-        self.process = context.Process(target=serve_jobs, args=(child,), daemon=True, name="bench-loadgen")
+        # One writer (the generator's loop), one reader: no lock needed for a machine word.
+        self._open = context.Value("i", 0, lock=False) if count_open else None
+        self.process = context.Process(
+            target=serve_jobs, args=(child, self._open), daemon=True, name="bench-loadgen"
+        )
         self.process.start()
         child.close()
+
+    @property
+    def open_answers(self) -> int:
+        """Answers begun and not ended in the generator now (0 unless counted)."""
+        return 0 if self._open is None else int(self._open.value)
 
     def submit(self, job: Job) -> None:
         self.conn.send(job)

@@ -83,7 +83,7 @@ class Hold:
     tokens: int  # tokens delivered, all streams together
     complete: int  # streams that delivered every token
     ramp_s: float  # until the last stream's request was sent
-    open_peak: int  # streams open at once, at most: (the worker's peak descriptors - idle) / 2
+    open_peak: int  # streams open at once, at most (answer heads read, ends not yet, at the generator)
     probe_from_s: float  # when the probes began (every stream open), from the start
     probe_s: float  # how long they ran
     loadgen_cpu_percent: float  # the holding generator's CPU over the run (one core = 100)
@@ -143,12 +143,12 @@ def probe_job(port: int, gateway: Gateway | None) -> Job:
 
 
 class Sampler:
-    """The worker's RSS every 0.1 s and its open descriptors every 0.5 s, in a thread, until stopped."""
+    """The worker's RSS and the streams open every 0.1 s, its descriptors every 0.5 s, in a thread."""
 
-    def __init__(self, server: Server) -> None:
-        self.server = server
+    def __init__(self, server: Server, load: LoadProcess) -> None:
+        self.server, self.load = server, load
         self.rss_peak = server.usage().worker_rss_mib
-        self.fds_peak = 0
+        self.fds_peak = self.open_peak = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True, name="bench-sampler")
         self._thread.start()
@@ -157,6 +157,7 @@ class Sampler:
         ticks = 0
         while not self._stop.wait(_SAMPLE_S):
             self.rss_peak = max(self.rss_peak, self.server.usage().worker_rss_mib)
+            self.open_peak = max(self.open_peak, self.load.open_answers)
             ticks += 1
             if ticks % 5 == 0:
                 self.fds_peak = max(self.fds_peak, fds(self.server))
@@ -185,17 +186,17 @@ def hold(
     round_: int,
 ) -> Hold:
     server = gateway.server
-    idle, idle_fds = server.usage(), fds(server)
-    sampler = Sampler(server)
+    idle = server.usage()
+    sampler = Sampler(server, load)
     started = time.monotonic()
     load.submit(hold_job(server.port, plan, gateway.headers))
-    # Probes run while every stream is open: from when the worker holds a client and an Ollama connection
-    # for each (and a second more, for the last ones' first tokens) until the first stream ends; where the
-    # ramp outlasts the first streams, in their last 5 s (the table says so).
+    # Probes run while every stream is open: from when the generator has the head of every answer (and
+    # half a second more) until the first stream ends; where the ramp outlasts the first streams, in their
+    # last 5 s (the table says so).
     end = started + plan.stream_s - 0.5
-    while fds(server) - idle_fds < 2 * plan.streams * 0.995 and time.monotonic() < end - 5.0:
-        time.sleep(0.25)
-    time.sleep(1.0)
+    while load.open_answers < plan.streams and time.monotonic() < end - 5.0:
+        time.sleep(0.1)
+    time.sleep(0.5)
     begin = time.monotonic()
     ttft: dict[str, list[float]] = {"gateway": [], "direct": []}
     turn, failed = round_ % 2, 0
@@ -220,7 +221,7 @@ def hold(
         tokens=sum(result.tokens),
         complete=sum(1 for t in result.tokens if t == plan.tokens),
         ramp_s=result.ramp_s,
-        open_peak=max(0, sampler.fds_peak - idle_fds) // 2,
+        open_peak=sampler.open_peak,
         probe_from_s=begin - started,
         probe_s=probed,
         loadgen_cpu_percent=result.cpu_s / result.elapsed_s * 100 if result.elapsed_s else float("nan"),
@@ -240,10 +241,12 @@ def hold(
 
 
 def _drained(server: Server, timeout_s: float = 20.0) -> None:
-    """Wait until the worker has let go of the streams' connections (or the timeout passes)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and fds(server) > 500:
-        time.sleep(0.2)
+    """Wait until the worker has closed what it will of the streams' connections (its Ollama pool keeps
+    some), or the timeout passes."""
+    deadline, last = time.monotonic() + timeout_s, -1
+    while time.monotonic() < deadline and (now := fds(server)) != last:
+        last = now
+        time.sleep(0.5)
 
 
 def measure(targets: list[str], plan: Plan, rounds: int, notes: list[str]) -> list[Hold]:
@@ -253,7 +256,7 @@ def measure(targets: list[str], plan: Plan, rounds: int, notes: list[str]) -> li
         log(f"streams10k: starting a fake Ollama and {', '.join(targets)}")
         fake = start_fake_for(stack, workdir, "fake-streams")
         gateways = start_gateways(stack, workdir, targets, fake.port, plan.streams + 256, notes, "-streams")
-        load, probe = LoadProcess(), LoadProcess()
+        load, probe = LoadProcess(count_open=True), LoadProcess()
         stack.callback(load.close)
         stack.callback(probe.close)
         order = list(gateways.items())

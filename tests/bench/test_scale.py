@@ -12,7 +12,7 @@ import pytest
 
 from bench import latency, open_streams
 from bench.fake_ollama import Answers, Connection, Settings
-from bench.loadgen import Job, run_job
+from bench.loadgen import Job, LoadProcess, run_job
 from bench.procs import TIMED_MODELS
 from bench.scale import Spread, raise_nofile, wanted
 
@@ -135,3 +135,22 @@ def test_open_streams_verdicts_per_target() -> None:
     assert verdicts == ["PASS", "PASS", "PASS", "MISS", "MISS", "MISS"]
     assert holds[0].delivered and not holds[1].delivered
     assert "uv-full" in "\n".join(open_streams.table(holds))
+
+
+async def test_the_load_process_counts_the_answers_open_while_a_job_runs(fake_port: int) -> None:
+    load = LoadProcess(count_open=True)
+    job = Job(
+        fake_port, "/api/chat", chat("timed-10-300", 2), 5, 5, 5.0, one_per_connection=True,
+        count=DONE_FALSE, ramp_per_s=1000.0,
+    )  # fmt: skip
+    try:
+        load.submit(job)
+        seen = 0
+        while not await asyncio.to_thread(load.poll, 0.01):
+            seen = max(seen, load.open_answers)
+        result = load.result()
+    finally:
+        await asyncio.to_thread(load.close)
+
+    assert (seen, result.tokens) == (5, [2] * 5)
+    assert load.open_answers == 0
