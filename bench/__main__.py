@@ -1,7 +1,7 @@
 """`python -m bench`: the gateway against direct and nginx baselines, interleaved round by round.
 
-python -m bench [--quick] [--scenarios chat,voice,slow,bodies,workers,tls] [--rounds 3] [--json PATH]
-                [--profile 10]
+python -m bench [--quick] [--scenarios chat,voice,slow,bodies,workers,tls,latency,streams10k] [--rounds 3]
+                [--json PATH] [--profile 10] [--streams 10000]
 
 Targets: direct (the fake Ollama), nginx, uv-1w/uv-2w (uvicorn, the default), hc-1w/hc-2w (hypercorn),
 gr-1w (granian, measured only), all with the bare pipelines (chunking and cache only), and uv-full
@@ -10,7 +10,10 @@ metrics, cache). 2-worker targets run only the c32 scenarios and the held-open s
 stream, voice and the held-open streams; uv-full runs chat, voice and embeddings (bench/targets.py).
 `bodies` (bench/bodies.py) posts 1, 4 and 13 MB chats to uv-1w, hc-1w and uv-full and checks the memory
 they take (in a full run, or when named; not with --quick). `workers` (bench/workers.py) and `tls`
-(bench/tls_front.py) run afterwards with processes of their own (in a full run, or when named).
+(bench/tls_front.py) run afterwards with processes of their own (in a full run, or when named). Issue 17's
+`latency` (uv-full against direct at c1 to c256, a fake that takes 60 ms or streams 64 tokens 10 ms apart)
+and `streams10k` (10,000 open streams on one worker) run last, with processes of their own
+(bench/issue17.py).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import front, report, routing, tracing_cost
+from bench import front, issue17, report, routing, scale, tracing_cost
 from bench.bodies import BodyRun, measure_bodies
 from bench.loadgen import LoadProcess
 from bench.measure import Sample, measure, settle
@@ -72,6 +75,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         metavar="NAME",
         help="the target profiled (default hc-1w)",
     )
+    scale.add_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -125,10 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     budget = QUICK if args.quick else FULL
     rounds = args.rounds or (1 if args.quick else 3)
-    scenarios = select(all_scenarios(budget), args.scenarios)
     sections = front.wanted(args.scenarios, args.quick)
-    if sections and not scenarios and BODIES not in (args.scenarios or "").split(","):
-        return _front_only(args, argv, sections, rounds, budget)
+    mine, rest = scale.wanted(args.scenarios)
+    scenarios = [] if rest == "" else select(all_scenarios(budget), rest)
+    if not scenarios and BODIES not in (args.scenarios or "").split(","):
+        return _sections_only(args, argv, sections, mine, rounds, budget)
     notes: list[str] = []
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
@@ -172,17 +177,39 @@ def main(argv: list[str] | None = None) -> int:
     if extra.lines:
         print("\n".join(extra.lines))
     results = {**extra.json, "tracing": tracing_cost.bench_section(args.quick)}
+    results |= _issue17(args, mine, notes)
     _write_json(args.json, argv, rounds, budget, samples, found, checks, notes, top, bodies, kept, results)
     return 0
 
 
-def _front_only(
-    args: argparse.Namespace, argv: list[str] | None, names: list[str], rounds: int, budget: Budget
+def _sections_only(
+    args: argparse.Namespace,
+    argv: list[str] | None,
+    sections: list[str],
+    mine: list[str],
+    rounds: int,
+    budget: Budget,
 ) -> int:
-    """Only issue 17's sections (bench/front.py): the main targets are not started."""
-    extra = front.run(names, rounds, args.quick)
-    print("\n".join(extra.lines))
-    _write_json(args.json, argv, rounds, budget, [], [], {}, [], "", [], {}, extra.json)
+    """Only the sections with processes of their own were named: the main targets are not started."""
+    extra = front.run(sections, rounds, args.quick)
+    if extra.lines:
+        print("\n".join(extra.lines))
+    notes: list[str] = []
+    results = extra.json | _issue17(args, mine, notes)
+    _write_json(args.json, argv, rounds, budget, [], [], {}, notes, "", [], {}, results)
+    return 0
+
+
+def _issue17(args: argparse.Namespace, names: list[str], notes: list[str]) -> dict[str, object]:
+    """Issue 17's scenarios at scale (bench/issue17.py), run last, printed, and their JSON."""
+    if not names:
+        return {}
+    before = len(notes)
+    found = issue17.run(names, args.quick, args.rounds, args.streams, notes)
+    issue17.print_sections(found)
+    for note in notes[before:]:
+        print(f"note: {note}")
+    return {"issue17": {section.name: section.data for section in found}}
     return 0
 
 

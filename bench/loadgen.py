@@ -16,10 +16,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from typing import Any
 
 # The request body may hold this marker; it is replaced by a number unique to each request.
 SEQUENCE = b"@SEQ@"
-_GRACE_S = 15.0  # in-flight answers may finish this long after the deadline, then count as errors
+# In the generator's process, when its LoadProcess counts them: answers begun (head read) and not ended,
+# a shared integer the parent reads while a job runs (how many streams are open now).
+_open_answers: Any = None
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,15 @@ class Job:
     one_per_connection: bool = False  # each connection sends one request (held-open streams)
     headers: bytes = b""  # extra header lines, each ending in CRLF (Authorization)
     tls_ca: str = ""  # a CA file: connect over TLS (HTTP/1.1), verifying the server against it
+    count: bytes = b""  # when set, its occurrences in each answer's body are counted (tokens delivered)
+    # When set, connections open at this rate, each sending as soon as it is connected (thousands of held
+    # streams: a burst of connects would overflow the listen backlog and queue the requests behind it).
+    ramp_per_s: float = 0.0
+    grace_s: float = 15.0  # in-flight answers may finish this long after the deadline
+    # When set, connection i of N sends its first request i/N of this later, and what was sent before it
+    # is over is not counted (max_seconds runs from there): answers that all take as long (a timed fake)
+    # would otherwise keep every connection sending at the same instant, a burst each round.
+    stagger_s: float = 0.0
 
 
 @dataclass
@@ -50,6 +62,8 @@ class Result:
     cpu_s: float = 0.0
     statuses: dict[int, int] = field(default_factory=dict)
     reconnects: int = 0
+    tokens: list[int] = field(default_factory=list)  # Job.count's occurrences per answer, with `total`
+    ramp_s: float = 0.0  # with Job.ramp_per_s: from the start until the last connection had sent
 
 
 def request_bytes(job: Job) -> bytes:
@@ -71,6 +85,7 @@ class Run:
         self.sent = 0
         self.seq = 0
         self.deadline = 0.0
+        self.counted_from = 0.0  # answers to requests sent before this are not counted
         self.open = 0
         self.finished = asyncio.get_running_loop().create_future()
 
@@ -126,6 +141,9 @@ class Client(asyncio.Protocol):
         self.status = 0
         self.start = self.first = 0.0
         self.closing = False
+        self.counted = 0
+        self.carry = b""  # the end of the last body bytes, where a counted marker may begin
+        self.open = False  # its answer's head was read and its end was not (counted in _open_answers)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -136,6 +154,7 @@ class Client(asyncio.Protocol):
         self.connected.set_result(None)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.ended()
         if self.state != "idle":
             self.run.result.errors += 1
         self.transport, self.state = None, "idle"
@@ -147,7 +166,7 @@ class Client(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.close()
             return
-        self.state, self.first = "head", 0.0
+        self.state, self.first, self.counted, self.carry = "head", 0.0, 0, b""
         self.start = time.perf_counter()
         self.transport.write(request)
 
@@ -194,7 +213,15 @@ class Client(asyncio.Protocol):
                 self.state, self.remaining = ("trailer", 0) if size == 0 else ("chunk", size + 2)
         return at
 
+    def ended(self) -> None:
+        if self.open:
+            self.open = False
+            _open_answers.value -= 1
+
     def head(self, head: bytes) -> None:
+        if _open_answers is not None:
+            self.open = True
+            _open_answers.value += 1
         self.status = int(head[9:12])
         self.closing = b"\r\nconnection: close" in head
         if b"\r\ntransfer-encoding: chunked" in head:
@@ -206,6 +233,10 @@ class Client(asyncio.Protocol):
         self.remaining = int(head[at + 17 : stop if stop >= 0 else len(head)]) if at >= 0 else 0
 
     def body(self, buf: bytearray, start: int, stop: int, now: float) -> None:
+        if count := self.run.job.count:
+            piece = self.carry + bytes(buf[start:stop])
+            self.counted += piece.count(count)
+            self.carry = piece[len(piece) - len(count) + 1 :] if len(count) > 1 else b""
         if self.first:
             return
         marker = self.run.job.marker
@@ -213,13 +244,16 @@ class Client(asyncio.Protocol):
             self.first = now
 
     def done(self, now: float) -> None:
+        self.ended()
         result = self.run.result
         result.statuses[self.status] = result.statuses.get(self.status, 0) + 1
-        if self.status == 200:
+        if self.status != 200:
+            result.errors += 1
+        elif self.start >= self.run.counted_from:
             result.ttft.append((self.first or now) - self.start)
             result.total.append(now - self.start)
-        else:
-            result.errors += 1
+            if self.run.job.count:
+                result.tokens.append(self.counted)
         self.state = "idle"
         if not self.closing:
             self.send()
@@ -252,6 +286,8 @@ async def open_connection(factory: Callable[[], asyncio.Protocol], job: Job) -> 
 
 async def run_job(job: Job) -> Result:
     """Connect everything first (the clock starts after), then run until the budget is spent."""
+    if job.ramp_per_s:
+        return await _ramped(job)
     loop = asyncio.get_running_loop()
     run = Run(job)
     clients: list[Client] = []
@@ -269,11 +305,20 @@ async def run_job(job: Job) -> Result:
     run.open = len(clients)
     cpu = time.process_time()
     started = time.perf_counter()
-    run.deadline = started + job.max_seconds
-    for client in clients:
-        client.send(first=True)
+    run.counted_from = started + job.stagger_s
+    run.deadline = run.counted_from + job.max_seconds
+    for i, client in enumerate(clients):
+        if job.stagger_s and i:
+            loop.call_later(job.stagger_s * i / len(clients), client.send, True)
+        else:
+            client.send(first=True)
+    await _finish(run, clients, started, cpu)
+    return run.result
+
+
+async def _finish(run: Run, clients: list[Client], started: float, cpu: float) -> None:
     try:
-        await asyncio.wait_for(asyncio.shield(run.finished), job.max_seconds + _GRACE_S)
+        await asyncio.wait_for(asyncio.shield(run.finished), run.job.max_seconds + run.job.grace_s)
     except TimeoutError:
         for client in clients:
             if client.transport is not None:
@@ -281,6 +326,40 @@ async def run_job(job: Job) -> Result:
         await run.finished
     run.result.elapsed_s = time.perf_counter() - started
     run.result.cpu_s = time.process_time() - cpu
+
+
+async def _ramped(job: Job) -> Result:
+    """Open `concurrency` connections at `ramp_per_s`, each sending its request once connected."""
+    loop = asyncio.get_running_loop()
+    run = Run(job)
+    clients: list[Client] = []
+    gate = asyncio.Semaphore(64)
+    run.open = 1  # the ramp itself: the run cannot finish before every connection was opened
+    cpu, started = time.process_time(), time.perf_counter()
+    run.deadline = started + job.max_seconds
+
+    async def open_one() -> None:
+        async with gate:
+            connected = loop.create_future()
+            client = Client(run, connected)
+            try:
+                await open_connection(lambda: client, job)
+            except OSError:
+                run.result.errors += 1
+                return
+        clients.append(client)
+        run.open += 1
+        client.send(first=True)
+
+    opening = []
+    for i in range(job.concurrency):
+        if (wait := started + i / job.ramp_per_s - time.perf_counter()) > 0:
+            await asyncio.sleep(wait)
+        opening.append(loop.create_task(open_one()))
+    await asyncio.gather(*opening)
+    run.result.ramp_s = time.perf_counter() - started
+    run.closed()
+    await _finish(run, clients, started, cpu)
     return run.result
 
 
@@ -292,8 +371,10 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-def serve_jobs(conn: Connection) -> None:
+def serve_jobs(conn: Connection, open_answers: Any = None) -> None:
     """The generator process: run each Job received, send back its Result; None ends it."""
+    global _open_answers
+    _open_answers = open_answers
     with asyncio.Runner(loop_factory=_new_loop) as runner:
         while (job := conn.recv()) is not None:
             conn.send(runner.run(run_job(job)))
@@ -302,12 +383,22 @@ def serve_jobs(conn: Connection) -> None:
 class LoadProcess:
     """The generator in its own process, so its CPU never mixes with what is measured."""
 
-    def __init__(self) -> None:
+    def __init__(self, count_open: bool = False) -> None:
+        """`count_open`: keep `open_answers` current (held streams), at a little CPU per answer."""
         context = multiprocessing.get_context("spawn")
         self.conn, child = context.Pipe()
-        self.process = context.Process(target=serve_jobs, args=(child,), daemon=True, name="bench-loadgen")
+        # One writer (the generator's loop), one reader: no lock needed for a machine word.
+        self._open = context.Value("i", 0, lock=False) if count_open else None
+        self.process = context.Process(
+            target=serve_jobs, args=(child, self._open), daemon=True, name="bench-loadgen"
+        )
         self.process.start()
         child.close()
+
+    @property
+    def open_answers(self) -> int:
+        """Answers begun and not ended in the generator now (0 unless counted)."""
+        return 0 if self._open is None else int(self._open.value)
 
     def submit(self, job: Job) -> None:
         self.conn.send(job)

@@ -22,6 +22,10 @@ REPO = Path(__file__).resolve().parent.parent
 _MIB = 1024 * 1024
 # Rate limits of the full pipelines: counted (the work is measured) but never reached.
 UNLIMITED_PER_MINUTE = 100_000_000
+# Models whose name sets the fake's timing (`timed-<first ms>-<gap ms>`, bench/fake_ollama.py): non-streaming
+# chat answered after 60 ms and voice 50 ms to the first token then 10 ms apart (bench/latency.py), a
+# token a second and a quick probe (bench/open_streams.py). The gateways know them by name.
+TIMED_MODELS = ("timed-60-0", "timed-50-10", "timed-1000-1000", "timed-5-0")
 
 
 class BenchError(RuntimeError):
@@ -205,10 +209,13 @@ def gateway_config(
     state = workdir / name
     pipelines = workdir / spec.pipelines
     path = workdir / f"{name}.yaml"
+    names = ("phi3", "paced", *TIMED_MODELS)
+    models = ", ".join(f'{{name: "{n}:latest"}}' for n in names)
+    aliases = ", ".join(f'{n}: "{n}:latest"' for n in names)
     path.write_text(
         f"ollama:\n  service: {{host: 127.0.0.1, port: {ollama_port}, max_connections: {max_connections}}}\n"
-        '  models: [{name: "phi3:latest"}, {name: "paced:latest"}]\n'
-        'model_routing: {aliases: {phi3: "phi3:latest", paced: "paced:latest"}}\n'
+        f"  models: [{models}]\n"
+        f"model_routing: {{aliases: {{{aliases}}}}}\n"
         f"gateway: {{server: {'uvicorn' if spec.server == 'granian' else spec.server}}}\n"
         f"paths: {{pipelines: {pipelines}, data: {state / 'data'}, logs: {state / 'log'},"
         f" backups: {state / 'backups'}}}\n"
