@@ -3,20 +3,25 @@
 A request that finds every backend that could serve its model at `max_concurrent` waits here rather than
 in Ollama (a FIFO). Its rank is fixed when it arrives: `arrival - priority * aging_s`, the smallest first.
 A class `p` request is therefore passed only by requests of class `q > p` that arrived less than
-`(q - p) * aging_s` after it: no class starves. Only the head of a queue tries to start; it is woken when
-this worker frees a slot, and looks again every `_POLL_S` for slots freed by other workers or gateways
-(slots are shared through Redis; the queues are not).
+`(q - p) * aging_s` after it: no class starves.
+
+Each slot this worker frees wakes one waiter, the best, taken out of the queue to try for it; one that
+does not get it goes back to its place. Slots freed by other workers or gateways (shared through Redis;
+the queues are not) wake nobody, so each queue has one timer: it refuses the waiters whose deadline
+passed and, when no slot of this worker woke anyone since it last fired, wakes the best to look again,
+every `_POLL_S`. A waiting request therefore costs a future and a place in a sorted list, no timer and
+no wake-up but the one that starts it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import heapq
 import itertools
 import math
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import TypeVar
 
 from citadel_proxy import errors
@@ -29,27 +34,112 @@ _ALPHA = 0.2
 _DEFAULT_SERVICE_S = 0.1
 _MAX_TURNS = 10_000
 
-
-@dataclass(order=True, slots=True)
-class _Waiter:
-    rank: float
-    seq: int
-    woken: asyncio.Event = field(compare=False, default_factory=asyncio.Event)
-    gone: bool = field(compare=False, default=False)
+# A waiter in its queue: (-rank, -seq, future), kept sorted so that the best is last (popped in O(1),
+# found by bisect, compared in C). The future is resolved True when the waiter is woken to try for a
+# slot (and then out of the list), False when its deadline passed.
+_Entry = tuple[float, int, "asyncio.Future[bool]"]
 
 
-@dataclass(slots=True)
 class _Queue:
-    heap: list[_Waiter] = field(default_factory=list)
-    waiting: int = 0
+    __slots__ = ("deadlines", "entries", "spare", "timer", "timer_at", "waiting", "woke")
 
-    def head(self) -> _Waiter | None:
-        while self.heap and self.heap[0].gone:
-            heapq.heappop(self.heap)
-        return self.heap[0] if self.heap else None
+    def __init__(self) -> None:
+        self.entries: list[_Entry] = []
+        # (deadline on the loop's clock, -rank, -seq) of the waiters, the soonest first; entries of
+        # waiters gone are dropped when they come first.
+        self.deadlines: list[tuple[float, float, int]] = []
+        # Requests inside `wait`: those in `entries` and those woken that have not finished trying.
+        self.waiting = 0
+        # Slots freed while every waiter was already woken: the next to queue tries at once.
+        self.spare = 0
+        # Whether a slot freed in this worker woke a waiter since the timer last fired.
+        self.woke = False
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = math.inf
 
-    def ahead_of(self, rank: float) -> int:
-        return sum(1 for w in self.heap if not w.gone and w.rank < rank)
+    def _arm(self, loop: asyncio.AbstractEventLoop, at: float) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer_at = at
+        self.timer = loop.call_at(at, self._tick, loop)
+
+    def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Refuse the waiters past their deadline; wake the best when no slot woke anyone lately."""
+        self.timer, self.timer_at = None, math.inf
+        now = loop.time()
+        deadlines = self.deadlines
+        while deadlines:
+            deadline, rank, seq = deadlines[0]
+            i = self.find(rank, seq)
+            if i < 0:
+                heapq.heappop(deadlines)  # started, refused or gone (woken ones queue their deadline again)
+            elif deadline <= now:
+                heapq.heappop(deadlines)
+                future = self.entries.pop(i)[2]
+                if not future.done():  # else cancelled: its request is unwinding
+                    future.set_result(False)
+            else:
+                break
+        if not self.woke and self.entries:
+            self.wake()
+        self.woke = False
+        if self.waiting:
+            self._arm(loop, min(deadlines[0][0], now + _POLL_S) if deadlines else now + _POLL_S)
+
+    def find(self, key: float, seq: int) -> int:
+        """The index of the waiter (-rank, -seq) in `entries`, or -1 when it is not there."""
+        entries = self.entries
+        i = bisect.bisect_left(entries, (key, seq))
+        if i < len(entries) and entries[i][1] == seq and entries[i][0] == key:
+            return i
+        return -1
+
+    def enter(
+        self, loop: asyncio.AbstractEventLoop, rank: float, seq: int, deadline: float
+    ) -> asyncio.Future[bool]:
+        """Put the waiter (-rank, -seq) in its place; the future it waits on."""
+        future = loop.create_future()
+        bisect.insort(self.entries, (rank, seq, future))
+        heapq.heappush(self.deadlines, (deadline, rank, seq))
+        if deadline < self.timer_at:
+            self._arm(loop, min(deadline, loop.time() + _POLL_S))
+        if self.spare:
+            self.spare -= 1
+            self.wake()
+        return future
+
+    def leave(self, future: asyncio.Future[bool] | None, rank: float, seq: int, trying: bool) -> None:
+        """The waiter is done: out of the list if still there, and its turn passed on if it had one.
+
+        `future`: the one it was waiting on when it was cancelled, else None; `trying`: it was woken (a
+        slot may be free) and did not take a slot."""
+        self.waiting -= 1
+        if future is not None:
+            if future.done() and not future.cancelled() and future.result():
+                trying = True  # woken, then cancelled before it could try
+            else:
+                i = self.find(rank, seq)
+                if i >= 0:
+                    del self.entries[i]
+        if not self.waiting:
+            self.spare = 0
+        elif trying and not self.wake():
+            self.spare += 1
+
+    def wake(self) -> bool:
+        """Take the best waiter out to try for a slot; False when none is in the list."""
+        entries = self.entries
+        while entries:
+            future = entries.pop()[2]
+            if not future.done():
+                future.set_result(True)
+                return True
+        return False
+
+
+def _ahead(queue: _Queue, rank: float, seq: int) -> int:
+    """Requests ahead of (-rank, -seq): those woken that are still trying, and the better in the list."""
+    return queue.waiting - bisect.bisect_right(queue.entries, (rank, seq))
 
 
 class Admission:
@@ -71,17 +161,20 @@ class Admission:
     def busy(self, model: str) -> bool:
         """Whether requests for `model` already wait: a newcomer queues behind them, whatever is free."""
         queue = self._queues.get(model)
-        return queue is not None and queue.head() is not None
+        return queue is not None and queue.waiting > 0
 
     def served(self, model: str, seconds: float) -> None:
         old = self._service_s.get(model)
         self._service_s[model] = seconds if old is None else old + _ALPHA * (seconds - old)
 
     def freed(self) -> None:
+        """A slot of this worker is free: the best waiter of each model tries for it."""
         for queue in self._queues.values():
-            head = queue.head()
-            if head is not None:
-                head.woken.set()
+            if queue.waiting:
+                if queue.wake():
+                    queue.woke = True
+                elif queue.spare < queue.waiting:
+                    queue.spare += 1
 
     def _waited(self, klass: str, seconds: float) -> None:
         old = self.waited_s.get(klass)
@@ -109,46 +202,45 @@ class Admission:
         Refused at once (503 with Retry-After) when the estimated start misses `max_queue_s`, and after
         `max_queue_s` of waiting when the estimate was wrong.
         """
-        queue = self._queues.setdefault(model, _Queue())
+        queue = self._queues.get(model)
+        if queue is None:
+            queue = self._queues[model] = _Queue()
         arrived = time.monotonic()
-        waiter = _Waiter(
-            self._turn((model, klass, key), model, arrived) - priority * self.aging_s, next(self._seq)
-        )
-        # Counting those ahead walks the queue: only when waiting behind all of them could miss.
-        estimate = self.estimate_s(model, queue.waiting, capacity)
-        if estimate is not None and estimate > max_queue_s:
-            estimate = self.estimate_s(model, queue.ahead_of(waiter.rank), capacity)
+        rank = -(self._turn((model, klass, key), model, arrived) - priority * self.aging_s)
+        seq = -next(self._seq)
+        estimate = self.estimate_s(model, _ahead(queue, rank, seq), capacity)
         if max_queue_s <= 0 or (estimate is not None and estimate > max_queue_s):
             raise self._refused(model, estimate)
-        heapq.heappush(queue.heap, waiter)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max_queue_s
         queue.waiting += 1
         self.waiting[klass] = self.waiting.get(klass, 0) + 1
+        future: asyncio.Future[bool] | None = None
+        trying = False  # woken, so a slot may be free: if this request does not take it, the next one tries
         try:
-            async with asyncio.timeout(max_queue_s):
-                while True:
-                    if queue.head() is waiter:
-                        got = await start()
-                        if got is not None:
-                            waited = time.monotonic() - arrived
-                            self._waited(klass, waited)
-                            return got, waited
-                        waiter.woken.clear()
-                        # Slots other workers free wake nobody here: the head looks again shortly.
-                        await _wait(waiter.woken, _POLL_S)
-                    else:
-                        waiter.woken.clear()
-                        await waiter.woken.wait()
-        except TimeoutError:
-            raise self._refused(
-                model, self.estimate_s(model, queue.ahead_of(waiter.rank), capacity)
-            ) from None
+            while True:
+                future = queue.enter(loop, rank, seq, deadline)
+                trying = await future
+                future = None
+                if not trying:
+                    raise self._late(model, queue, rank, seq, capacity)
+                got = await start()
+                trying = False
+                if got is not None:
+                    waited = time.monotonic() - arrived
+                    self._waited(klass, waited)
+                    return got, waited
+                if loop.time() >= deadline:
+                    raise self._late(model, queue, rank, seq, capacity)
         finally:
-            waiter.gone = True
-            queue.waiting -= 1
             self.waiting[klass] -= 1
-            nxt = queue.head()
-            if nxt is not None:
-                nxt.woken.set()  # its turn: it may find a slot free too
+            queue.leave(future, rank, seq, trying)
+
+    def _late(
+        self, model: str, queue: _Queue, rank: float, seq: int, capacity: int
+    ) -> errors.ServiceUnavailable:
+        """Refused after waiting (out of the list, still counted in `waiting`): the estimate from now."""
+        return self._refused(model, self.estimate_s(model, _ahead(queue, rank, seq) - 1, capacity))
 
     def _turn(self, turn: tuple[str, str, str], model: str, now: float) -> float:
         if len(self._turns) > _MAX_TURNS:
@@ -166,11 +258,3 @@ class Admission:
             code="backends_busy",
             headers={"Retry-After": str(retry)},
         )
-
-
-async def _wait(event: asyncio.Event, timeout_s: float) -> None:
-    try:
-        async with asyncio.timeout(timeout_s):
-            await event.wait()
-    except TimeoutError:
-        pass

@@ -118,7 +118,7 @@ async def _take(
 async def _queued(fleet: Fleet, ctx: Context, model: str, sticky: Backend | None, tried: set[str]) -> Taken:
     pipeline = ctx.pipeline
     left_s = pipeline.timeout_s - (time.perf_counter() - ctx.started)
-    capacity = sum(b.max_concurrent for _, b, _ in fleet.placement.having(model))
+    capacity = fleet.placement.capacity(model)
 
     async def start() -> Taken | None:
         return (await _take(fleet, model, sticky, tried))[0]
@@ -136,7 +136,7 @@ async def _queued(fleet: Fleet, ctx: Context, model: str, sticky: Backend | None
     except errors.ServiceUnavailable:
         fleet.metrics.queue_refused.labels(pipeline.name).inc()
         raise
-    fleet.metrics.queue_wait.labels(pipeline.name).observe(waited_s)
+    fleet.metrics.queue_wait_of(pipeline.name).observe(waited_s)
     return got
 
 
