@@ -6,11 +6,12 @@ A class `p` request is therefore passed only by requests of class `q > p` that a
 `(q - p) * aging_s` after it: no class starves.
 
 Each slot this worker frees wakes one waiter, the best, taken out of the queue to try for it; one that
-does not get it goes back to its place. Slots freed by other workers or gateways (shared through Redis;
-the queues are not) wake nobody, so each queue has one timer: it refuses the waiters whose deadline
-passed and, when no slot of this worker woke anyone since it last fired, wakes the best to look again,
-every `_POLL_S`. A waiting request therefore costs a future and a place in a sorted list, no timer and
-no wake-up but the one that starts it.
+does not get it goes back to its place. Capacity that appears without a slot freed here (slots freed by
+other workers or gateways, shared through Redis while the queues are not; a breaker that closes) is
+found by one timer per queue: every `_POLL_S` it wakes the best waiter to look, and a look that finds
+a slot wakes the next to look too. The same timer refuses the waiters whose deadline passed. A waiting
+request therefore costs one future and a place in a sorted list: no timer of its own, and no wake-up
+but the one that starts it.
 """
 
 from __future__ import annotations
@@ -34,28 +35,79 @@ _ALPHA = 0.2
 _DEFAULT_SERVICE_S = 0.1
 _MAX_TURNS = 10_000
 
+# Why a waiter's future is resolved (it is then out of the list): its deadline passed, a slot of this
+# worker was freed, or the timer's look.
+_EXPIRED, _FREED, _LOOK = 0, 1, 2
+
 # A waiter in its queue: (-rank, -seq, future), kept sorted so that the best is last (popped in O(1),
-# found by bisect, compared in C). The future is resolved True when the waiter is woken to try for a
-# slot (and then out of the list), False when its deadline passed.
-_Entry = tuple[float, int, "asyncio.Future[bool]"]
+# found by bisect, compared in C: rank and seq are never equal, so futures are never compared).
+_Entry = tuple[float, int, "asyncio.Future[int]"]
 
 
 class _Queue:
-    __slots__ = ("deadlines", "entries", "spare", "timer", "timer_at", "waiting", "woke")
+    __slots__ = ("deadlines", "entries", "spare", "timer", "timer_at", "waiting")
 
     def __init__(self) -> None:
         self.entries: list[_Entry] = []
-        # (deadline on the loop's clock, -rank, -seq) of the waiters, the soonest first; entries of
-        # waiters gone are dropped when they come first.
+        # (deadline on the loop's clock, -rank, -seq) of the waiters, the soonest first; those of waiters
+        # gone are dropped when they come first.
         self.deadlines: list[tuple[float, float, int]] = []
         # Requests inside `wait`: those in `entries` and those woken that have not finished trying.
         self.waiting = 0
         # Slots freed while every waiter was already woken: the next to queue tries at once.
         self.spare = 0
-        # Whether a slot freed in this worker woke a waiter since the timer last fired.
-        self.woke = False
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at = math.inf
+
+    def enter(
+        self, loop: asyncio.AbstractEventLoop, rank: float, seq: int, deadline: float
+    ) -> asyncio.Future[int]:
+        """Put the waiter (-rank, -seq) in its place; the future it waits on."""
+        future = loop.create_future()
+        bisect.insort(self.entries, (rank, seq, future))
+        heapq.heappush(self.deadlines, (deadline, rank, seq))
+        if deadline < self.timer_at:
+            self._arm(loop, min(deadline, loop.time() + _POLL_S))
+        if self.spare:
+            self.spare -= 1
+            self.wake(_FREED)
+        return future
+
+    def leave(self, future: asyncio.Future[int] | None, rank: float, seq: int, woken: int) -> None:
+        """The waiter is done: out of the list if still there, and its wake passed on if it had one.
+
+        `future`: the one it was waiting on when it was cancelled, else None; `woken`: why it was woken,
+        when it did not take a slot (a slot may be free), else 0."""
+        self.waiting -= 1
+        if future is not None:
+            if future.done() and not future.cancelled() and future.result():
+                woken = future.result()  # woken, then cancelled before it could try
+            else:
+                i = self.find(rank, seq)
+                if i >= 0:
+                    del self.entries[i]
+        if not self.waiting:
+            self.spare = 0
+        elif woken and not self.wake(woken) and woken == _FREED:
+            self.spare += 1
+
+    def wake(self, why: int) -> bool:
+        """Take the best waiter out to try for a slot; False when none is in the list."""
+        entries = self.entries
+        while entries:
+            future = entries.pop()[2]
+            if not future.done():  # else cancelled: its request is unwinding
+                future.set_result(why)
+                return True
+        return False
+
+    def find(self, key: float, seq: int) -> int:
+        """The index of the waiter (-rank, -seq) in `entries`, or -1 when it is not there."""
+        entries = self.entries
+        i = bisect.bisect_left(entries, (key, seq))
+        if i < len(entries) and entries[i][1] == seq and entries[i][0] == key:
+            return i
+        return -1
 
     def _arm(self, loop: asyncio.AbstractEventLoop, at: float) -> None:
         if self.timer is not None:
@@ -64,7 +116,7 @@ class _Queue:
         self.timer = loop.call_at(at, self._tick, loop)
 
     def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Refuse the waiters past their deadline; wake the best when no slot woke anyone lately."""
+        """Refuse the waiters past their deadline, and wake the best to look for a slot."""
         self.timer, self.timer_at = None, math.inf
         now = loop.time()
         deadlines = self.deadlines
@@ -76,70 +128,13 @@ class _Queue:
             elif deadline <= now:
                 heapq.heappop(deadlines)
                 future = self.entries.pop(i)[2]
-                if not future.done():  # else cancelled: its request is unwinding
-                    future.set_result(False)
+                if not future.done():
+                    future.set_result(_EXPIRED)
             else:
                 break
-        if not self.woke and self.entries:
-            self.wake()
-        self.woke = False
+        self.wake(_LOOK)
         if self.waiting:
             self._arm(loop, min(deadlines[0][0], now + _POLL_S) if deadlines else now + _POLL_S)
-
-    def find(self, key: float, seq: int) -> int:
-        """The index of the waiter (-rank, -seq) in `entries`, or -1 when it is not there."""
-        entries = self.entries
-        i = bisect.bisect_left(entries, (key, seq))
-        if i < len(entries) and entries[i][1] == seq and entries[i][0] == key:
-            return i
-        return -1
-
-    def enter(
-        self, loop: asyncio.AbstractEventLoop, rank: float, seq: int, deadline: float
-    ) -> asyncio.Future[bool]:
-        """Put the waiter (-rank, -seq) in its place; the future it waits on."""
-        future = loop.create_future()
-        bisect.insort(self.entries, (rank, seq, future))
-        heapq.heappush(self.deadlines, (deadline, rank, seq))
-        if deadline < self.timer_at:
-            self._arm(loop, min(deadline, loop.time() + _POLL_S))
-        if self.spare:
-            self.spare -= 1
-            self.wake()
-        return future
-
-    def leave(self, future: asyncio.Future[bool] | None, rank: float, seq: int, trying: bool) -> None:
-        """The waiter is done: out of the list if still there, and its turn passed on if it had one.
-
-        `future`: the one it was waiting on when it was cancelled, else None; `trying`: it was woken (a
-        slot may be free) and did not take a slot."""
-        self.waiting -= 1
-        if future is not None:
-            if future.done() and not future.cancelled() and future.result():
-                trying = True  # woken, then cancelled before it could try
-            else:
-                i = self.find(rank, seq)
-                if i >= 0:
-                    del self.entries[i]
-        if not self.waiting:
-            self.spare = 0
-        elif trying and not self.wake():
-            self.spare += 1
-
-    def wake(self) -> bool:
-        """Take the best waiter out to try for a slot; False when none is in the list."""
-        entries = self.entries
-        while entries:
-            future = entries.pop()[2]
-            if not future.done():
-                future.set_result(True)
-                return True
-        return False
-
-
-def _ahead(queue: _Queue, rank: float, seq: int) -> int:
-    """Requests ahead of (-rank, -seq): those woken that are still trying, and the better in the list."""
-    return queue.waiting - bisect.bisect_right(queue.entries, (rank, seq))
 
 
 class Admission:
@@ -170,15 +165,8 @@ class Admission:
     def freed(self) -> None:
         """A slot of this worker is free: the best waiter of each model tries for it."""
         for queue in self._queues.values():
-            if queue.waiting:
-                if queue.wake():
-                    queue.woke = True
-                elif queue.spare < queue.waiting:
-                    queue.spare += 1
-
-    def _waited(self, klass: str, seconds: float) -> None:
-        old = self.waited_s.get(klass)
-        self.waited_s[klass] = seconds if old is None else old + _ALPHA * (seconds - old)
+            if queue.waiting and not queue.wake(_FREED) and queue.spare < queue.waiting:
+                queue.spare += 1
 
     def estimate_s(self, model: str, ahead: int, capacity: int) -> float | None:
         """When a request with `ahead` requests in front of it would start; None: no service seen yet."""
@@ -208,39 +196,48 @@ class Admission:
         arrived = time.monotonic()
         rank = -(self._turn((model, klass, key), model, arrived) - priority * self.aging_s)
         seq = -next(self._seq)
-        estimate = self.estimate_s(model, _ahead(queue, rank, seq), capacity)
+        # Those ahead: the woken ones still trying, and those after this rank in the list.
+        estimate = self.estimate_s(
+            model, queue.waiting - bisect.bisect_right(queue.entries, (rank, seq)), capacity
+        )
         if max_queue_s <= 0 or (estimate is not None and estimate > max_queue_s):
             raise self._refused(model, estimate)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max_queue_s
         queue.waiting += 1
-        self.waiting[klass] = self.waiting.get(klass, 0) + 1
-        future: asyncio.Future[bool] | None = None
-        trying = False  # woken, so a slot may be free: if this request does not take it, the next one tries
+        waiting = self.waiting
+        waiting[klass] = waiting.get(klass, 0) + 1
+        future: asyncio.Future[int] | None = None
+        woken = 0  # why it was woken while it tries (a slot may be free: if not taken, the next tries)
         try:
             while True:
                 future = queue.enter(loop, rank, seq, deadline)
-                trying = await future
+                woken = await future
                 future = None
-                if not trying:
+                if not woken:
                     raise self._late(model, queue, rank, seq, capacity)
                 got = await start()
-                trying = False
                 if got is not None:
+                    if woken == _LOOK:
+                        queue.wake(_LOOK)  # capacity came from elsewhere: there may be more
+                    woken = 0
                     waited = time.monotonic() - arrived
-                    self._waited(klass, waited)
+                    old = self.waited_s.get(klass)
+                    self.waited_s[klass] = waited if old is None else old + _ALPHA * (waited - old)
                     return got, waited
+                woken = 0
                 if loop.time() >= deadline:
                     raise self._late(model, queue, rank, seq, capacity)
         finally:
-            self.waiting[klass] -= 1
-            queue.leave(future, rank, seq, trying)
+            waiting[klass] -= 1
+            queue.leave(future, rank, seq, woken)
 
     def _late(
         self, model: str, queue: _Queue, rank: float, seq: int, capacity: int
     ) -> errors.ServiceUnavailable:
         """Refused after waiting (out of the list, still counted in `waiting`): the estimate from now."""
-        return self._refused(model, self.estimate_s(model, _ahead(queue, rank, seq) - 1, capacity))
+        ahead = queue.waiting - 1 - bisect.bisect_right(queue.entries, (rank, seq))
+        return self._refused(model, self.estimate_s(model, ahead, capacity))
 
     def _turn(self, turn: tuple[str, str, str], model: str, now: float) -> float:
         if len(self._turns) > _MAX_TURNS:

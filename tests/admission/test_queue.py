@@ -154,3 +154,16 @@ async def test_a_keys_backlog_lets_another_key_of_the_class_pass() -> None:
         await settle()
     await asyncio.gather(*tasks)
     assert order == ["a-0", "b-0", "a-1", "a-2"]
+
+
+async def test_a_look_that_finds_a_slot_lets_the_next_look_too() -> None:
+    """Two slots appear elsewhere (a breaker closes, another worker finishes): both are taken at the
+    first look, not one per look."""
+    admission, slots, order = Admission(aging_s=2.0, retry_after_s=2), Slots(), []
+    tasks = [waiter(admission, slots, order, f"gui-{i}") for i in range(3)]
+    await settle()
+    slots.free += 2
+    await asyncio.wait_for(asyncio.gather(tasks[0], tasks[1]), 0.08)
+    assert order == ["gui-0", "gui-1"]
+    tasks[2].cancel()
+    await asyncio.gather(tasks[2], return_exceptions=True)
