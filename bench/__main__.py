@@ -8,7 +8,9 @@ gr-1w (granian, measured only), all with the bare pipelines (chunking and cache 
 metrics, cache). 2-worker targets run only the c32 scenarios and the held-open streams; gr-1w runs chat,
 stream, voice and the held-open streams; uv-full runs chat, voice and embeddings (bench/targets.py).
 `bodies` (bench/bodies.py) posts 1, 4 and 13 MB chats to uv-1w, hc-1w and uv-full and checks the memory
-they take (in a full run, or when named; not with --quick).
+they take (in a full run, or when named; not with --quick). A run without --scenarios ends with the
+admission section (bench/overload.py): the scheduling overhead and twice the fleet's capacity of mixed
+traffic (12 s, 5 s with --quick).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import report, routing
+from bench import overload, report, routing
 from bench.bodies import BodyRun, measure_bodies
 from bench.loadgen import LoadProcess
 from bench.measure import Sample, measure, settle
@@ -164,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     _print_bodies(bodies, kept)
     _print_routing()
     _write_json(args.json, argv, rounds, budget, samples, found, checks, notes, top, bodies, kept)
+    if not args.scenarios:  # issue 15: scheduling overhead and the overload scenario (bench/overload.py)
+        overload.section(args.json, args.quick)
     return 0
 
 
