@@ -21,7 +21,6 @@ import bisect
 import heapq
 import itertools
 import math
-import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -193,7 +192,8 @@ class Admission:
         queue = self._queues.get(model)
         if queue is None:
             queue = self._queues[model] = _Queue()
-        arrived = time.monotonic()
+        loop = asyncio.get_running_loop()
+        arrived = loop.time()
         rank = -(self._turn((model, klass, key), model, arrived) - priority * self.aging_s)
         seq = -next(self._seq)
         # Those ahead: the woken ones still trying, and those after this rank in the list.
@@ -202,8 +202,7 @@ class Admission:
         )
         if max_queue_s <= 0 or (estimate is not None and estimate > max_queue_s):
             raise self._refused(model, estimate)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + max_queue_s
+        deadline = arrived + max_queue_s
         queue.waiting += 1
         waiting = self.waiting
         waiting[klass] = waiting.get(klass, 0) + 1
@@ -221,7 +220,7 @@ class Admission:
                     if woken == _LOOK:
                         queue.wake(_LOOK)  # capacity came from elsewhere: there may be more
                     woken = 0
-                    waited = time.monotonic() - arrived
+                    waited = loop.time() - arrived
                     old = self.waited_s.get(klass)
                     self.waited_s[klass] = waited if old is None else old + _ALPHA * (waited - old)
                     return got, waited
