@@ -2,11 +2,12 @@
 
 Two fake Ollama servers (each answer: 20 tokens 10 ms apart, ~200 ms), `max_concurrent: 2` on each: the
 fleet serves about 20 requests a second. For `--seconds` [12] requests arrive at `--rate` [40] a second
-(Poisson), 20% voice, 30% chat, 50% gui, streamed; per class: admitted, shed (503 with Retry-After), and
-the time to the first token (p50 and p99 of those admitted). The pipelines are the repository's with only
-their chunking stage (no auth, no rate limit), so what is measured is admission. The check: voice's time
-to first token p99 within the voice pipeline's `max_queue_ms` (its budget for waiting, 1000 ms as
-shipped), no voice request shed, while gui absorbs the waiting.
+(Poisson), 20% voice, 30% chat, 50% gui, streamed; per class: admitted, shed (503 with Retry-After, or,
+once its stream was open while it waited, its `backends_busy` error event), and the time to the first
+token (p50 and p99 of those admitted). The pipelines are the repository's with only their chunking stage
+(no auth, no rate limit), so what is measured is admission. The check: voice's time to first token p99
+within the voice pipeline's `max_queue_ms` (its budget for waiting, 1000 ms as shipped), and no voice
+request shed, while gui absorbs the waiting.
 
 `python -m bench` ends with this scenario (`section`, 12 s of load, 5 s with --quick) and with the
 scheduling overhead of bench/admission.py, both in the results JSON under "admission".
@@ -142,6 +143,11 @@ async def _one(
                 # The first token, not the role-only first event ("content":"").
                 if b'"content":"' in line and b'"content":""' not in line:
                     first = time.perf_counter() - started
+                    break
+                if b'"backends_busy"' in line:
+                    # Refused after waiting: the stream was open (keep-alive comments while it waited),
+                    # so the refusal is its error event.
+                    first = SHED
                     break
             await response.read()
             out[klass].append(first)
