@@ -232,7 +232,7 @@ async def figures(batches: int = 50, repeats: int = 5, loop: str = "asyncio") ->
 
 def run(quick: bool = False, loop: str = "asyncio") -> Figures:
     """The figures on asyncio's loop or on uvloop (the gateway's, where installed)."""
-    batches, repeats = (20, 3) if quick else (50, 5)
+    batches, repeats = (20, 5) if quick else (50, 7)
     if loop == "asyncio":
         return asyncio.run(figures(batches, repeats))
     import uvloop
