@@ -13,7 +13,8 @@ they take (in a full run, or when named; not with --quick). `workers` (bench/wor
 (bench/tls_front.py) run afterwards with processes of their own (in a full run, or when named). Issue 17's
 `latency` (uv-full against direct at c1 to c256, a fake that takes 60 ms or streams 64 tokens 10 ms apart)
 and `streams10k` (10,000 open streams on one worker) run last, with processes of their own
-(bench/issue17.py).
+(bench/issue17.py). A run without --scenarios ends with the admission section (bench/overload.py): the
+scheduling overhead and twice the fleet's capacity of mixed traffic (12 s, 5 s with --quick).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import front, issue17, report, routing, scale, tracing_cost
+from bench import front, issue17, overload, report, routing, scale, tracing_cost
 from bench.bodies import BodyRun, measure_bodies
 from bench.loadgen import LoadProcess
 from bench.measure import Sample, measure, settle
@@ -179,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     results = {**extra.json, "tracing": tracing_cost.bench_section(args.quick)}
     results |= _issue17(args, mine, notes)
     _write_json(args.json, argv, rounds, budget, samples, found, checks, notes, top, bodies, kept, results)
+    if not args.scenarios:  # issue 15: scheduling overhead and the overload scenario (bench/overload.py)
+        overload.section(args.json, args.quick)
     return 0
 
 

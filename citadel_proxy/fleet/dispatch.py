@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Awaitable, Callable
 
@@ -92,12 +93,27 @@ async def _next_slot(
         raise
     if got is not None or not full:
         return got
+    pipeline = ctx.pipeline
+    left_s = pipeline.timeout_s - (time.perf_counter() - ctx.started)
+    pending = fleet.admission.wait(
+        model,
+        pipeline.name,
+        _who(ctx),
+        pipeline.priority,
+        min(pipeline.max_queue_ms / 1000, left_s),
+        fleet.placement.capacity(model),
+        functools.partial(_start, fleet, model, sticky, tried),
+    )
+    trace = ctx.trace
     try:
-        return await _queued(fleet, ctx, model, sticky, tried)
+        got, waited_s = await (pending if trace is None else trace.waited("queue wait", pending))
     except errors.ServiceUnavailable:
+        fleet.metrics.queue_refused.labels(pipeline.name).inc()
         if last is not None and not isinstance(last, errors.ModelNotFound):
             raise last from None
         raise
+    fleet.metrics.queue_wait_of(pipeline.name).observe(waited_s)
+    return got
 
 
 async def _take(
@@ -119,33 +135,9 @@ async def _take(
     return None, full
 
 
-async def _queued(fleet: Fleet, ctx: Context, model: str, sticky: Backend | None, tried: set[str]) -> Taken:
-    pipeline = ctx.pipeline
-    left_s = pipeline.timeout_s - (time.perf_counter() - ctx.started)
-    capacity = sum(b.max_concurrent for _, b, _ in fleet.placement.having(model))
-
-    async def start() -> Taken | None:
-        return (await _take(fleet, model, sticky, tried))[0]
-
-    pending, trace = (
-        fleet.admission.wait(
-            model,
-            pipeline.name,
-            _who(ctx),
-            pipeline.priority,
-            min(pipeline.max_queue_ms / 1000, left_s),
-            capacity,
-            start,
-        ),
-        ctx.trace,
-    )
-    try:
-        got, waited_s = await (pending if trace is None else trace.waited("queue wait", pending))
-    except errors.ServiceUnavailable:
-        fleet.metrics.queue_refused.labels(pipeline.name).inc()
-        raise
-    fleet.metrics.queue_wait.labels(pipeline.name).observe(waited_s)
-    return got
+async def _start(fleet: Fleet, model: str, sticky: Backend | None, tried: set[str]) -> Taken | None:
+    """A queued request's try for a slot."""
+    return (await _take(fleet, model, sticky, tried))[0]
 
 
 def _who(ctx: Context) -> str:

@@ -57,6 +57,14 @@ class FleetMetrics:
             ["pipeline"],
             registry=registry,
         )
+        self._queue_waits: dict[str, Any] = {}
+
+    def queue_wait_of(self, pipeline: str) -> Any:
+        """The pipeline's child of `queue_wait`, bound once: `labels()` costs more than `observe()`."""
+        child = self._queue_waits.get(pipeline)
+        if child is None:
+            child = self._queue_waits[pipeline] = self.queue_wait.labels(pipeline)
+        return child
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,10 +26,22 @@ class Placement:
     def __init__(self, backends: list[Backend]) -> None:
         self.backends = backends
         self._by_model: dict[str, list[Entry]] = {}
+        self._capacity: dict[str, int] = {}
 
     def clear(self) -> None:
         """The inventory was read again."""
         self._by_model.clear()
+        self._capacity.clear()
+
+    def capacity(self, model: str) -> int:
+        """The requests the backends that have `model` may run at once (0 where a backend sets no limit)."""
+        found = self._capacity.get(model)
+        if found is None:
+            found = sum(backend.max_concurrent for _, backend, _ in self.having(model))
+            if len(self._capacity) >= _MAX_MODELS:
+                self._capacity.clear()
+            self._capacity[model] = found
+        return found
 
     def having(self, model: str) -> list[Entry]:
         """The backends that have `model` or may (inventory not read yet), each with its fixed rank:
