@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any, ClassVar
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
 from citadel_proxy import errors
 from citadel_proxy.http.head_limits import (
     HEADER_LINE_OVERHEAD,
@@ -20,14 +18,25 @@ from citadel_proxy.http.head_limits import (
     HeadLimits,
     refusal,
 )
+from citadel_proxy.http.uvicorn_lean import LeanHttpToolsProtocol
 
 
 class _HeadRefused(Exception):
     """Raised in a parser callback to stop httptools; uvicorn then calls send_400_response."""
 
 
-class GuardedHttpToolsProtocol(HttpToolsProtocol):
+class GuardedHttpToolsProtocol(LeanHttpToolsProtocol):
     limits: ClassVar[HeadLimits]
+    # Slots: in uvicorn's instance dict these took it past the keys an instance may share with its
+    # class (30), and each connection then had a dict of its own (1.5 KiB).
+    __slots__ = (
+        "_head_parsed",
+        "_head_pending",
+        "_head_received",
+        "_head_timer",
+        "_header_lines",
+        "_refused",
+    )  # fmt: skip
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
