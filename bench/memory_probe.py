@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import sys
@@ -97,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
             headers = full.headers
         else:
             bare_pipelines(workdir)
+        # Traced, opening the streams takes long enough that voice's 30 s deadline would end the first.
+        voice = workdir / spec.pipelines / "voice.yaml"
+        voice.write_text(re.sub(r"(?m)^timeout: .*$", "timeout: 3600", voice.read_text()))
         gateway = _start_gateway(workdir, spec, fake.port, args.tracemalloc)
         stack.callback(gateway.stop)
         gateway.wait_ready("/health", timeout_s=90.0)
