@@ -139,6 +139,13 @@ async def _probe(args: argparse.Namespace, gateway: Server, dumps: Path, headers
         counts.append(await _dump(gateway, dumps, step))
         took = time.monotonic() - started
         print(f"{len(held)} streams open ({took:.1f} s): gateway RSS {rss[-1] / _KIB:.1f} MiB")
+    # What an open stream holds per token it was sent (an audited stream's answer so far, say).
+    wait_s = 5.0
+    await asyncio.sleep(wait_s)
+    later = _rss_kib(gateway)
+    tokens = len(held) * wait_s / (args.token_delay_ms / 1000)
+    print(f"{wait_s:g} s later (about {tokens:.0f} tokens sent): gateway RSS {later / _KIB:.1f} MiB,"
+          f" {(later - rss[2]) * _KIB / tokens:.1f} bytes per token")  # fmt: skip
     for writer in held:
         writer.close()
     print(f"\nRSS per stream: first N {(rss[1] - rss[0]) / n:.2f} KiB (includes one-off growth),"

@@ -133,21 +133,40 @@ class Answer:
     thinking: list[str] = field(default_factory=list)
     tool_calls: list[ToolCall] = field(default_factory=list)
     finish_reason: str | None = None
+    # Where the pieces not yet joined start in `content` and `thinking` (see _fold).
+    content_folded: int = 0
+    thinking_folded: int = 0
 
     def add(self, deltas: list[Delta]) -> None:
+        content, thinking = self.content, self.thinking
         for delta in deltas:
             if delta.content:
-                self.content.append(delta.content)
+                content.append(delta.content)
             if delta.thinking:
-                self.thinking.append(delta.thinking)
+                thinking.append(delta.thinking)
             if delta.tool_calls:
                 self.tool_calls.extend(delta.tool_calls)
+        if len(content) - self.content_folded > _FOLD_PIECES:
+            self.content_folded = _fold(content, self.content_folded)
+        if len(thinking) - self.thinking_folded > _FOLD_PIECES:
+            self.thinking_folded = _fold(thinking, self.thinking_folded)
 
     @classmethod
     def of(cls, completion: Completion) -> Answer:
         return cls(
             [completion.content], [completion.thinking], list(completion.tool_calls), completion.finish_reason
         )
+
+
+# An open stream holds its answer so far, a token a piece: a str of a few characters costs about 50 bytes
+# beside them, so every this many pieces are joined into one.
+_FOLD_PIECES = 64
+
+
+def _fold(pieces: list[str], start: int) -> int:
+    """Join pieces[start:] into one piece; returns where the next loose pieces start."""
+    pieces[start:] = ["".join(pieces[start:])]
+    return start + 1
 
 
 @dataclass(frozen=True, slots=True)
