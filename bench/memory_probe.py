@@ -143,6 +143,7 @@ async def _probe(args: argparse.Namespace, gateway: Server, dumps: Path, headers
     wait_s = 5.0
     await asyncio.sleep(wait_s)
     later = _rss_kib(gateway)
+    await _dump(gateway, dumps, 3)
     tokens = len(held) * wait_s / (args.token_delay_ms / 1000)
     print(f"{wait_s:g} s later (about {tokens:.0f} tokens sent): gateway RSS {later / _KIB:.1f} MiB,"
           f" {(later - rss[2]) * _KIB / tokens:.1f} bytes per token")  # fmt: skip
@@ -153,6 +154,8 @@ async def _probe(args: argparse.Namespace, gateway: Server, dumps: Path, headers
     _print_counts(counts[1], counts[2], n, args.top)
     if args.tracemalloc:
         _print_traces(dumps / "1.snap", dumps / "2.snap", n, args.top, (rss[2] - rss[1]) / n)
+        print(f"\nWhile the {len(held)} streams were sent {tokens:.0f} tokens (per 1000 tokens):")
+        _print_traces(dumps / "2.snap", dumps / "3.snap", round(tokens / 1000), args.top, 0.0)
 
 
 def _request(port: int, headers: bytes) -> bytes:
