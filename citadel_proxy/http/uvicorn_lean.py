@@ -14,14 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from typing import Any, Literal
+from typing import Any
 
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 
 class LightEvent:
-    """asyncio.Event's interface (set, clear, is_set, wait) with the waiter list made on the first wait."""
+    """asyncio.Event's interface (set, clear, is_set, wait) with the waiter list made on the first wait.
+
+    wait() hands out a future rather than running a coroutine: a request waiting for its client to leave
+    keeps no coroutine frame for it. A waiter cancelled before set() is dropped at the next wait or set.
+    """
 
     __slots__ = ("_value", "_waiters")
 
@@ -36,26 +40,28 @@ class LightEvent:
         if self._value:
             return
         self._value = True
-        if self._waiters:
-            for waiter in self._waiters:
+        waiters = self._waiters
+        if waiters:
+            for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(True)
+            waiters.clear()
 
     def clear(self) -> None:
         self._value = False
 
-    async def wait(self) -> Literal[True]:
-        if self._value:
-            return True
+    def wait(self) -> asyncio.Future[bool]:
         waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        if self._waiters is None:
-            self._waiters = []
-        self._waiters.append(waiter)
-        try:
-            await waiter
-            return True
-        finally:
-            self._waiters.remove(waiter)
+        if self._value:
+            waiter.set_result(True)
+            return waiter
+        waiters = self._waiters
+        if waiters is None:
+            waiters = self._waiters = []
+        elif waiters:
+            waiters[:] = [w for w in waiters if not w.done()]
+        waiters.append(waiter)
+        return waiter
 
 
 class LeanFlowControl:

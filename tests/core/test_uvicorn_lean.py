@@ -45,18 +45,31 @@ def _stream_request(tokens: int) -> dict[str, object]:
 
 async def test_light_event_wakes_every_waiter_and_forgets_cancelled_ones() -> None:
     event = LightEvent()
-    waiters = [asyncio.create_task(event.wait()) for _ in range(3)]
-    cancelled = asyncio.create_task(event.wait())
+    waiters = [asyncio.ensure_future(event.wait()) for _ in range(3)]
+    cancelled = asyncio.ensure_future(event.wait())
     await asyncio.sleep(0)
     cancelled.cancel()
     await asyncio.sleep(0)
+    late = asyncio.ensure_future(event.wait())  # drops the cancelled waiter
+    assert event._waiters is not None and len(event._waiters) == 4
     assert not event.is_set()
     event.set()
-    assert await asyncio.gather(*waiters) == [True, True, True]
+    assert await asyncio.gather(*waiters, late) == [True, True, True, True]
     assert event._waiters == []
     event.clear()
     assert not event.is_set()
     assert await LightEvent(True).wait() is True
+    # A waiting task that is cancelled leaves the event usable.
+    again = asyncio.create_task(_wait(event))
+    await asyncio.sleep(0)
+    again.cancel()
+    await asyncio.sleep(0)
+    event.set()
+    assert again.cancelled() and await event.wait() is True
+
+
+async def _wait(event: LightEvent) -> bool:
+    return await event.wait()
 
 
 async def test_lean_flow_control_pauses_and_resumes() -> None:
