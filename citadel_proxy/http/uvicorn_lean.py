@@ -6,8 +6,10 @@ deque for pipelined requests. Each asyncio.Event holds a deque, and CPython allo
 waiter and are mostly empty. Here the connection's flow control and each request's message event are
 slotted objects whose waiter list is made only when someone waits, and the pipeline queue is a list.
 
-They replace uvicorn's objects right after uvicorn makes them (before anything waits on them), and keep
-their interfaces: a uvicorn that changes those internals finds them unused, never broken (`_swappable`).
+They replace uvicorn's objects right after uvicorn makes them (before anything waits on them) and offer
+the methods uvicorn calls on them (as of uvicorn 0.30 to 0.55). An object uvicorn no longer makes with
+the class replaced here, or a FlowControl with methods ours lacks, is left alone; the tests in
+tests/core/test_uvicorn_lean.py fail when the replacement stops happening.
 """
 
 from __future__ import annotations
@@ -113,6 +115,14 @@ def _swappable(value: object, kind: type) -> bool:
     return type(value) is kind
 
 
+def _covers(ours: type, theirs: type) -> bool:
+    return all(hasattr(ours, name) for name in vars(theirs) if not name.startswith("_"))
+
+
+# A uvicorn whose FlowControl grew a method keeps its own.
+_FLOW_COVERED = _covers(LeanFlowControl, FlowControl)
+
+
 class LeanHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -122,7 +132,7 @@ class LeanHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         # A new connection: no request cycle holds the flow control yet.
-        if _swappable(self.flow, FlowControl) and self.cycle is None:
+        if _FLOW_COVERED and _swappable(self.flow, FlowControl) and self.cycle is None:
             self.flow = LeanFlowControl(transport)
 
     def on_headers_complete(self) -> None:
