@@ -125,6 +125,17 @@ def plain(value: Any) -> Any:
     return _decode(_encode(value))
 
 
+# An open stream holds its answer so far, a token a piece: a str of a few characters costs about 50 bytes
+# beside them, so every this many pieces are joined into one.
+_FOLD_PIECES = 64
+
+
+def _fold(pieces: list[str], start: int) -> int:
+    """Join pieces[start:] into one piece; returns the length at which to fold again."""
+    pieces[start:] = ["".join(pieces[start:])]
+    return start + 1 + _FOLD_PIECES
+
+
 @dataclass(slots=True)
 class Answer:
     """What came back, assembled from a stream's deltas or taken from a whole completion."""
@@ -133,15 +144,25 @@ class Answer:
     thinking: list[str] = field(default_factory=list)
     tool_calls: list[ToolCall] = field(default_factory=list)
     finish_reason: str | None = None
+    # How many pieces `content` and `thinking` may hold before their loose pieces are joined (_fold).
+    content_fold_at: int = _FOLD_PIECES
+    thinking_fold_at: int = _FOLD_PIECES
 
     def add(self, deltas: list[Delta]) -> None:
+        content = self.content
         for delta in deltas:
             if delta.content:
-                self.content.append(delta.content)
+                content.append(delta.content)
             if delta.thinking:
-                self.thinking.append(delta.thinking)
+                thinking = self.thinking
+                thinking.append(delta.thinking)
+                if len(thinking) > self.thinking_fold_at:
+                    self.thinking_fold_at = _fold(thinking, self.thinking_fold_at - _FOLD_PIECES)
             if delta.tool_calls:
                 self.tool_calls.extend(delta.tool_calls)
+        # Once a batch rather than per token: most batches carry content only.
+        if len(content) > self.content_fold_at:
+            self.content_fold_at = _fold(content, self.content_fold_at - _FOLD_PIECES)
 
     @classmethod
     def of(cls, completion: Completion) -> Answer:

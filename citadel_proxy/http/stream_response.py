@@ -230,6 +230,9 @@ class StreamResponse:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         # After the send: a keep-alive helper cancelled while waiting to write has sent nothing.
         self._headers_sent = True
+        # Nothing reads them once sent (a later error is an event in the stream): an open stream
+        # does not keep them.
+        self.ctx.response_headers.clear()
 
     async def _close_upstream(self) -> None:
         stream, self._stream = self._stream, None

@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any, ClassVar
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
 from citadel_proxy import errors
 from citadel_proxy.http.head_limits import (
     HEADER_LINE_OVERHEAD,
@@ -20,18 +18,22 @@ from citadel_proxy.http.head_limits import (
     HeadLimits,
     refusal,
 )
+from citadel_proxy.http.uvicorn_lean import LeanHttpToolsProtocol
 
 
 class _HeadRefused(Exception):
     """Raised in a parser callback to stop httptools; uvicorn then calls send_400_response."""
 
 
-class GuardedHttpToolsProtocol(HttpToolsProtocol):
+class GuardedHttpToolsProtocol(LeanHttpToolsProtocol):
     """The limits cost a normal request two attribute checks: the bytes of a head are counted per read
     (not per header callback), its size and lines are added up only when the reads exceed the byte
     limit, and the timer starts only when a read leaves a head unfinished."""
 
     limits: ClassVar[HeadLimits]
+    # Slots: in uvicorn's instance dict these took it past the keys an instance may share with its
+    # class (30), and each connection then had a dict of its own (1.5 KiB).
+    __slots__ = ("_head_pending", "_head_received", "_head_timer", "_refused")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -56,10 +58,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._refused is not None:
             return  # lingering: read and dropped
         if not self._head_pending:
-            HttpToolsProtocol.data_received(self, data)
+            LeanHttpToolsProtocol.data_received(self, data)
             return
         self._head_received += len(data)
-        HttpToolsProtocol.data_received(self, data)
+        LeanHttpToolsProtocol.data_received(self, data)
         if self._refused is not None or not self._head_pending:
             return
         limits = self.limits
@@ -84,10 +86,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._refused = limits.too_large()
             raise _HeadRefused
         self._head_received = 0
-        HttpToolsProtocol.on_headers_complete(self)
+        LeanHttpToolsProtocol.on_headers_complete(self)
 
     def on_message_complete(self) -> None:
-        HttpToolsProtocol.on_message_complete(self)
+        LeanHttpToolsProtocol.on_message_complete(self)
         self._head_pending = True
 
     def _head_size(self) -> int:

@@ -69,7 +69,8 @@ class LeanResponse(asyncio.Protocol):
         self._chunks: list[bytes] = []
         self._buffered = 0
         self._waiter: asyncio.Future[None] | None = None
-        self._head: asyncio.Future[None] = self._loop.create_future()
+        # Made only while send() waits for Ollama's head: a held stream keeps no spent future.
+        self._head: asyncio.Future[None] | None = None
         self._heard_at = 0.0
         self._paused = False
         self._eof = False
@@ -109,8 +110,9 @@ class LeanResponse(asyncio.Protocol):
         self.status = self._parser.get_status_code()
         # Read now: httptools forgets it once the message is complete.
         self._keep_alive = self._parser.should_keep_alive()
-        if not self._head.done():
-            self._head.set_result(None)
+        head = self._head
+        if head is not None and not head.done():
+            head.set_result(None)
 
     def on_body(self, body: bytes) -> None:
         self._chunks.append(body)
@@ -201,12 +203,17 @@ class LeanResponse(asyncio.Protocol):
         self._heard_at = self._loop.time()
         if self._pool.read_timeout_s is not None:
             self._pool.sweeper.watch(self)
-        await self._head
+        if self._error is not None:
+            raise self._error
+        self._head = self._loop.create_future()
+        try:
+            await self._head
+        finally:
+            self._head = None
 
     def reset(self) -> None:
         """Ready for the next request on this connection."""
         self._parser = httptools.HttpResponseParser(self)
-        self._head = self._loop.create_future()
         self._eof = False
         self._error = None
         self._got_bytes = False
@@ -221,10 +228,9 @@ class LeanResponse(asyncio.Protocol):
         if self._error is None:
             self._error = LeanError(message, stale=stale, silent=silent)
         self._pool.sweeper.unwatch(self)
-        if not self._head.done():
-            self._head.set_exception(self._error)
-            # Marked as seen: an idle pooled connection that dies has nobody awaiting its head.
-            self._head.exception()
+        head = self._head
+        if head is not None and not head.done():
+            head.set_exception(self._error)
         self._wake()
 
     def _wake(self) -> None:

@@ -19,6 +19,8 @@ from starlette.types import ASGIApp
 from citadel_proxy.app import create_app
 from citadel_proxy.auth.keys import generate_key, hash_key
 from citadel_proxy.config import load_config
+from citadel_proxy.http.head_limits import HeadLimits
+from citadel_proxy.http.uvicorn_guard import guarded_httptools
 from tests.fakes.ollama import FakeOllama
 
 REPO = Path(__file__).resolve().parents[2]
@@ -86,11 +88,12 @@ auth:
 async def running_gateway(
     config_path: Path, fake: FakeOllama, server: str = "hypercorn"
 ) -> AsyncIterator[Gateway]:
-    app = create_app(load_config(config_path))
+    config = load_config(config_path)
+    app = create_app(config)
     port = free_port()
     stop = asyncio.Event()
     if server == "uvicorn":
-        task = asyncio.create_task(_uvicorn(app, port, stop))
+        task = asyncio.create_task(_uvicorn(app, port, stop, HeadLimits.of(config.gateway)))
     else:
         task = asyncio.create_task(_hypercorn(app, port, stop))
     for _ in range(200):
@@ -114,10 +117,11 @@ async def _hypercorn(app: ASGIApp, port: int, stop: asyncio.Event) -> None:
     await serve(app, server, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
 
 
-async def _uvicorn(app: ASGIApp, port: int, stop: asyncio.Event) -> None:
+async def _uvicorn(app: ASGIApp, port: int, stop: asyncio.Event, limits: HeadLimits) -> None:
+    # The protocol `citadel-proxy serve` gives uvicorn (head limits, lean per-connection objects).
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", log_config=None, access_log=False,
-                       http="httptools", timeout_graceful_shutdown=1)
+                       http=guarded_httptools(limits), timeout_graceful_shutdown=1)
     )  # fmt: skip
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     serving = asyncio.create_task(server.serve())
