@@ -37,12 +37,19 @@ class AuditSettings(StageSettings, frozen=True, kw_only=True, forbid_unknown_fie
     max_message_bytes: Annotated[int, Meta(ge=0)] = 2 * 1024 * 1024
 
 
-def conversation_id(ctx: Context) -> str:
-    """The client's X-Conversation-ID (its own id, or a UUID, normalised), or a new one."""
+def given_conversation(ctx: Context) -> str | None:
+    """The client's X-Conversation-ID, stripped; None when it sent none (or a blank one)."""
     given = ctx.headers.get(CONVERSATION_HEADER)
-    if given is None or not given.strip():
+    if given is None:
+        return None
+    return given.strip() or None
+
+
+def conversation_id(given: str | None) -> str:
+    """The client's id (`given_conversation`: its own id, or a UUID, normalised), or a new one."""
+    if given is None:
         return new_id()
-    normalised = normalise(given.strip())
+    normalised = normalise(given)
     if normalised is None:
         raise InvalidRequest(
             f"{CONVERSATION_HEADER} must be 1 to 128 characters of A-Z, a-z, 0-9, '.', '_', ':' and '-'",
@@ -59,7 +66,10 @@ class AuditStage:
     async def __call__(self, ctx: Context, call_next: Handler) -> Reply:
         exchange = Exchange(ctx, self._sink, self._policy)
         try:
-            ctx.conversation_id = await self._owned(ctx, conversation_id(ctx), exchange.started_at)
+            given = given_conversation(ctx)
+            ctx.conversation_id = await self._owned(
+                ctx, conversation_id(given), given is None, exchange.started_at
+            )
             ctx.response_headers[CONVERSATION_HEADER] = ctx.conversation_id
             reply = await call_next(ctx)
         except asyncio.CancelledError:
@@ -77,11 +87,11 @@ class AuditStage:
             await exchange.finish(Answer.of(reply.completion), None, required=True)
         return reply
 
-    async def _owned(self, ctx: Context, conversation: str, started_at: datetime) -> str:
+    async def _owned(self, ctx: Context, conversation: str, minted: bool, started_at: datetime) -> str:
         """The conversation, if the caller's key may add to it: a conversation belongs to its opener."""
         owners = self._sink.owners
         key = ctx.principal.name if ctx.principal is not None else None
-        if owners is not None and not ctx.headers.get(CONVERSATION_HEADER, "").strip():
+        if owners is not None and minted:
             owners.remember(conversation, key)  # minted here, for this key
             return conversation
         if owners is None or self._sink.database_failing:
@@ -123,8 +133,12 @@ class Exchange:
     async def finish(self, answer: Answer | None, failure: Failure | None, *, required: bool = False) -> None:
         if self.recorded:
             return
-        record = self._build(answer, failure)
-        pending, trace = self._sink.submit(record), self.ctx.trace
+        # The sink's `submit`, without its coroutine: most records are queued and nothing is awaited.
+        waiter = self._sink.offer(self._build(answer, failure))
+        if waiter is None:
+            return
+        # shield: a client gone mid-write must not cancel the write itself.
+        pending, trace = asyncio.shield(waiter), self.ctx.trace
         try:
             await (pending if trace is None else trace.waited("audit hand-off", pending))
         except AuditError as exc:
