@@ -12,8 +12,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from citadel_proxy.auth.config import AuthConfig, ConfigKey
 from citadel_proxy.auth import filekeys
+from citadel_proxy.auth.config import AuthConfig, ConfigKey
 from citadel_proxy.auth.filekeys import KEYS_FILE
 from citadel_proxy.auth.keys import KEY_PREFIX, KeyRecord, generate_key, hash_key, looks_like_key
 from citadel_proxy.auth.store import open_key_store
