@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated
 
@@ -133,14 +134,18 @@ class Exchange:
     async def finish(self, answer: Answer | None, failure: Failure | None, *, required: bool = False) -> None:
         if self.recorded:
             return
-        # The sink's `submit`, without its coroutine: most records are queued and nothing is awaited.
-        waiter = self._sink.offer(self._build(answer, failure))
-        if waiter is None:
-            return
-        # shield: a client gone mid-write must not cancel the write itself.
-        pending, trace = asyncio.shield(waiter), self.ctx.trace
+        record, trace = self._build(answer, failure), self.ctx.trace
+        pending: Awaitable[None]
+        if trace is None:
+            # The sink's `submit` without its coroutine: most records are queued, and nothing waits.
+            waiter = self._sink.offer(record)
+            if waiter is None:
+                return
+            pending = asyncio.shield(waiter)  # a client gone mid-write must not cancel the write
+        else:
+            pending = trace.waited("audit hand-off", self._sink.submit(record))
         try:
-            await (pending if trace is None else trace.waited("audit hand-off", pending))
+            await pending
         except AuditError as exc:
             log.error("audit record %s could not be kept: %s", self.id, exc)
             if required:
