@@ -46,10 +46,10 @@ def given_conversation(ctx: Context) -> str | None:
     return given.strip() or None
 
 
-def conversation_id(given: str | None) -> str:
-    """The client's id (`given_conversation`: its own id, or a UUID, normalised), or a new one."""
+def conversation_id(given: str | None, minted: str) -> str:
+    """The client's id (`given_conversation`: its own id, or a UUID, normalised), else `minted`."""
     if given is None:
-        return new_id()
+        return minted
     normalised = normalise(given)
     if normalised is None:
         raise InvalidRequest(
@@ -69,7 +69,12 @@ class AuditStage:
         try:
             given = given_conversation(ctx)
             ctx.conversation_id = await self._owned(
-                ctx, conversation_id(given), given is None, exchange.started_at
+                # A new conversation is named by the request that opens it (as the insert names one it
+                # keeps apart): one id minted instead of two.
+                ctx,
+                conversation_id(given, exchange.id),
+                given is None,
+                exchange.started_at,
             )
             ctx.response_headers[CONVERSATION_HEADER] = ctx.conversation_id
             reply = await call_next(ctx)
