@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from hashlib import sha256
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
@@ -312,6 +313,10 @@ def _text_of(content: Any) -> str | None:
 
 
 def _message(role: str, text: str, policy: ContentPolicy) -> AuditMessage:
+    if policy.mode == "full":
+        raw = text.encode("utf-8", "surrogatepass")
+        if len(raw) <= policy.max_bytes:  # kept whole (`ContentPolicy.keep`), without its Kept
+            return AuditMessage(role=role, content=text, sha256=sha256(raw).hexdigest(), bytes=len(raw))
     kept = policy.keep(text)
     return AuditMessage(
         role=role, content=kept.text, sha256=kept.sha256, bytes=kept.bytes, truncated=kept.truncated

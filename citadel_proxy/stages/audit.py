@@ -40,10 +40,9 @@ class AuditSettings(StageSettings, frozen=True, kw_only=True, forbid_unknown_fie
 
 def given_conversation(ctx: Context) -> str | None:
     """The client's X-Conversation-ID, stripped; None when it sent none (or a blank one)."""
-    given = ctx.headers.get(CONVERSATION_HEADER)
-    if given is None:
-        return None
-    return given.strip() or None
+    # getlist: most requests send none, and get() finds that out by raising and catching a KeyError.
+    given = ctx.headers.getlist(CONVERSATION_HEADER)
+    return given[0].strip() or None if given else None
 
 
 def conversation_id(given: str | None, minted: str) -> str:
