@@ -38,7 +38,7 @@ from bench.measure import Sample, measure, settle
 from bench.procs import REPO, BenchError, find_tool
 from bench.profile import format_top, profile
 from bench.scenarios import FULL, QUICK, Budget, Scenario, Target, all_scenarios, job_for
-from bench.targets import route_exists, start_targets
+from bench.targets import route_exists, runs_per_round, start_targets
 
 DEFAULT_JSON = REPO / "bench" / "results" / "latest.json"
 BODIES = "bodies"
@@ -110,10 +110,11 @@ def run_rounds(
         order = targets[shift:] + targets[:shift]
         for scenario in scenarios:
             for target in (t for t in order if t.runs(scenario)):
-                sample = measure(load, target, scenario, budget, round_)
-                samples.append(sample)
-                _progress(round_, rounds, sample)
-                settle(0.3 if scenario.slow else 0.05)
+                for _ in range(runs_per_round(target, scenario)):
+                    sample = measure(load, target, scenario, budget, round_)
+                    samples.append(sample)
+                    _progress(round_, rounds, sample)
+                    settle(0.3 if scenario.slow else 0.05)
     return samples
 
 
@@ -172,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         report.FULL: [report.full_check(found)],
     }
     _print(found, checks, notes, top, rounds, time.monotonic() - started)
+    if spread := report.full_spread(samples):
+        print("  CPU per request over the runs (ms, min-max): " + "; ".join(spread))
     _print_bodies(bodies, kept)
     _print_routing()
     extra = front.run(sections, rounds, args.quick)

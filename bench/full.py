@@ -1,6 +1,9 @@
 """What the `uv-full` target needs beside the gateway: a fresh PostgreSQL schema, a Redis prefix, a key.
 
-Both are removed when the bench ends (DROP SCHEMA ... CASCADE; the keys under the prefix deleted).
+Both are removed when the bench ends (DROP SCHEMA ... CASCADE; the keys under the prefix deleted). The
+schema is migrated here, before the gateway starts, so that autovacuum is off on the audit tables for the
+run: a vacuum of the tables the gateway writes, started by the server at any moment, would take cores
+from the gateway in one uv-full run and not the next (the setting goes with the schema).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ if TYPE_CHECKING:
 
 PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test sslmode=disable connect_timeout=3"
 REDIS = ("127.0.0.1", 6379)
+# The tables every audited request writes to.
+AUDIT_TABLES = ("conversations", "audit_requests", "messages", "audit_refusals")
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,7 @@ def prepare(stack: contextlib.ExitStack, notes: list[str]) -> Full | None:
         with psycopg.connect(PG_DSN, autocommit=True) as conn:
             conn.execute(f'CREATE SCHEMA "{schema}"')
         stack.callback(_drop_schema, schema)
+        _migrate_without_autovacuum(schema)
         client = redis.Redis(*REDIS, socket_connect_timeout=3)
         client.ping()
         stack.callback(_delete_keys, client, prefix)
@@ -63,6 +69,17 @@ def prepare(stack: contextlib.ExitStack, notes: list[str]) -> Full | None:
     # JSON is YAML: one line per section, no quoting to get wrong.
     extra = "".join(f"{name}: {json.dumps(value)}\n" for name, value in sections.items())
     return Full(extra, f"Authorization: Bearer {key}\r\n".encode())
+
+
+def _migrate_without_autovacuum(schema: str) -> None:
+    import psycopg
+
+    from citadel_proxy.audit.migrate import migrate
+
+    migrate(PG_DSN, schema)
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        for table in AUDIT_TABLES:
+            conn.execute(f'ALTER TABLE "{schema}"."{table}" SET (autovacuum_enabled = off)')
 
 
 def _drop_schema(schema: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from hashlib import sha256
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
@@ -15,6 +16,7 @@ from citadel_proxy.errors import GatewayError
 from citadel_proxy.pipeline.types import CLIENT_CLOSED_STATUS, Completion, Delta, Outcome, ToolCall
 
 if TYPE_CHECKING:
+    from citadel_proxy.pipeline.request import InferenceRequest
     from citadel_proxy.pipeline.types import Context
 
 T = TypeVar("T")
@@ -58,7 +60,8 @@ class AuditRecord(msgspec.Struct, frozen=True, kw_only=True):
     cache_hit: bool = False
     content_mode: str = "full"
     # The request as the pipeline carried it (pipeline/request.py), content fields as the mode keeps them.
-    request: dict[str, Any] = msgspec.field(default_factory=dict)
+    # Built from a request: its JSON as encoded once (Raw), unless the mode or its size changed it.
+    request: dict[str, Any] | msgspec.Raw = msgspec.field(default_factory=dict)
     response: dict[str, Any] | None = None
     # The new turn: the request's messages after its last assistant message, then the answer.
     messages: list[AuditMessage] = msgspec.field(default_factory=list)
@@ -203,17 +206,14 @@ def build_record(
     now = time.perf_counter()
     first, finished = outcome.first_token_at, outcome.finished_at or now
     request, turn_given, truncation = _bounded(ctx.request, max_messages)
-    body, size = _builtins(request)
     turn = (
-        _new_turn(body)
+        _new_turn(request)
         if turn_given is None
-        else [(str(m.get("role")), m.get("content")) for m in turn_given]
+        else [(str(m.get("role")), _text_of(m.get("content")) or "") for m in turn_given]
     )
     if len(turn) > max_messages:  # a completions prompt list
         turn, omitted = head_and_tail(turn, max_messages)
         truncation = Truncation(messages_omitted=omitted)
-    # Every field is shorter than the whole body: when the body fits, the document is the body itself.
-    fits = policy.mode == "full" and size <= policy.max_bytes
     said = _said(answer)
     return AuditRecord(
         id=record_id,
@@ -234,10 +234,9 @@ def build_record(
         completion_tokens=outcome.completion_tokens,
         cache_hit=outcome.cache_hit,
         content_mode=policy.mode,
-        request=body if fits else _request_document(body, policy),
+        request=_request_field(request, policy),
         response=_flagged(_response_document(answer, said, outcome.finish_reason, failure, policy), outcome),
-        messages=[_message(role, _text_of(content) or "", policy) for role, content in turn]
-        + _answer_messages(said, policy),
+        messages=[_message(role, text, policy) for role, text in turn] + _answer_messages(said, policy),
         truncation=truncation,
         backend=ctx.backend,
         attempts=list(ctx.attempts),
@@ -251,14 +250,21 @@ def _flagged(response: dict[str, Any] | None, outcome: Outcome) -> dict[str, Any
     return {**(response or {}), "context_truncated": True}
 
 
-def _builtins(request: Any) -> tuple[Any, int]:
-    """The request as JSON-ready builtins, and the size of its JSON.
+def _request_field(request: Any, policy: ContentPolicy) -> dict[str, Any] | msgspec.Raw:
+    """The request document: the request's JSON itself when the mode keeps it whole and it fits (every
+    field is shorter than the whole body), else its builtins with content fields as the mode keeps them.
 
-    The JSON is let go of here: kept while the messages are encoded and hashed, a large request's
-    record held one more copy of its body at its peak.
+    Kept as the JSON it was encoded to: the record's own encoding copies it, where builtins would be
+    decoded here and encoded again.
     """
     encoded = _encode(request)
-    return _decode(encoded), len(encoded)
+    if policy.mode == "full" and len(encoded) <= policy.max_bytes:
+        return msgspec.Raw(encoded)
+    body = _decode(encoded)
+    # Let go of the JSON before the builtins are summarised: a large request's record held one more
+    # copy of its body at its peak.
+    del encoded
+    return _request_document(body, policy)
 
 
 def _bounded(body: Any, limit: int) -> tuple[Any, list[dict[str, Any]] | None, Truncation | None]:
@@ -328,21 +334,26 @@ def _text_of(content: Any) -> str | None:
 
 
 def _message(role: str, text: str, policy: ContentPolicy) -> AuditMessage:
+    if policy.mode == "full":
+        raw = text.encode("utf-8", "surrogatepass")
+        if len(raw) <= policy.max_bytes:  # kept whole (`ContentPolicy.keep`), without its Kept
+            return AuditMessage(role=role, content=text, sha256=sha256(raw).hexdigest(), bytes=len(raw))
     kept = policy.keep(text)
     return AuditMessage(
         role=role, content=kept.text, sha256=kept.sha256, bytes=kept.bytes, truncated=kept.truncated
     )
 
 
-def _new_turn(body: dict[str, Any]) -> list[tuple[str, Any]]:
-    """(role, content) of the new turn's messages; kept ones are turned into text (and hashed) later."""
-    messages = body.get("messages")
-    if isinstance(messages, list):
-        last = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=-1)
-        return [(str(m.get("role")), m.get("content")) for m in messages[last + 1 :]]
-    prompt = body.get("prompt")
-    prompts = [prompt] if isinstance(prompt, str) else list(prompt or [])
-    return [("user", str(p)) for p in prompts]
+def _new_turn(request: InferenceRequest) -> list[tuple[str, str]]:
+    """(role, text) of the new turn's messages (after the last assistant message), or the prompt; they
+    are hashed (and kept) as the record's messages."""
+    messages = request.messages
+    if messages is not None:
+        start = len(messages)
+        while start and messages[start - 1].role != "assistant":
+            start -= 1
+        return [(m.role, m.content) for m in messages[start:]]
+    return [("user", request.prompt)] if request.prompt else []
 
 
 def _answer_messages(said: tuple[str, Any] | None, policy: ContentPolicy) -> list[AuditMessage]:

@@ -2,12 +2,15 @@
 
 The keys file holds digests only. The bootstrap admin key lands there when no database is configured,
 and `citadel-proxy keys` manages it then. Each lookup re-reads the file when it changed (one `stat`), so
-a revocation from the CLI takes effect on the next request in every worker.
+a revocation from the CLI takes effect on the next request in every worker. While there is no file
+(keys in PostgreSQL, or none yet) a lookup asks whether it appeared at most once a second: a key it brings
+is new, and may wait that long; nothing in it can be a revocation.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +22,8 @@ from citadel_proxy.pipeline.types import Principal
 from citadel_proxy.private_files import replace_private
 
 KEYS_FILE = "keys.json"
+# While the keys file is absent, how long a lookup trusts that it still is.
+ABSENT_RECHECK_S = 1.0
 
 
 class KeysFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -55,6 +60,8 @@ class StaticKeys:
     _stamp: tuple[int, int, int] | None = None
     # The live keys' digests and principals, rebuilt only when the keys file changes.
     _live: tuple[tuple[bytes, Principal], ...] | None = None
+    # The file was absent: not asked again before this time (time.monotonic).
+    _absent_until: float = 0.0
 
     def records(self) -> list[KeyRecord]:
         self._refresh()
@@ -75,12 +82,22 @@ class StaticKeys:
                 found = principal
         return found
 
+    def written(self) -> None:
+        """This process wrote the file: the next lookup reads it, however lately it was found absent."""
+        self._absent_until = 0.0
+
     def _refresh(self) -> None:
-        # Every lookup: a key revoked in the file stops at once, in every worker.
-        if self._stamp is None and not os.access(self.path, os.F_OK):
-            # Still absent (keys in PostgreSQL, or none yet): asked without the FileNotFoundError that
-            # os.stat raises, which cost twice the system call itself on every request.
-            return
+        # Every lookup while the file exists: a key revoked in it stops at once, in every worker.
+        if self._stamp is None:
+            # Absent (keys in PostgreSQL, or none yet): a path lookup per request was the costliest
+            # step of authentication, so it is asked again only once a second; and asked without the
+            # FileNotFoundError that os.stat raises, which cost twice the system call itself.
+            now = time.monotonic()
+            if now < self._absent_until:
+                return
+            if not os.access(self.path, os.F_OK):
+                self._absent_until = now + ABSENT_RECHECK_S
+                return
         try:
             info = os.stat(self.path)
         except FileNotFoundError:

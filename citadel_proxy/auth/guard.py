@@ -58,7 +58,11 @@ def require_scope(principal: Principal, scope: str) -> None:
 
 def refuse_locked_out(request: Request) -> None:
     """429 for a client address over its failed-authentication limit, before any key is looked up."""
-    request.state.services.failed_auth.check(request.client.host if request.client else "")
+    # From the scope itself: request.client builds an Address on each access, and request.state's
+    # attributes are a Python method's lookups.
+    scope = request.scope
+    client = scope.get("client")
+    scope["state"]["services"].failed_auth.check(client[0] if client else "")
 
 
 async def require_key(store: KeyStore, headers: Mapping[str, str], scope: str | None = None) -> Principal:

@@ -119,6 +119,7 @@ class KeyStore:
             if any(r.name == name and r.revoked_at is None for r in self.static.records()):
                 raise InvalidRequest(f"a live key named {name!r} already exists", param="name")
             write_keys_file(self.static.path, [*records, record])
+            self.static.written()
         return NewKey(key, record)
 
     async def list(self) -> list[KeyRecord]:
@@ -148,6 +149,7 @@ class KeyStore:
         if changed == records:
             return False
         write_keys_file(self.static.path, changed)
+        self.static.written()
         return True
 
 

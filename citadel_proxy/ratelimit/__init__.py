@@ -28,6 +28,11 @@ class RateLimiter(Protocol):
         """Admit and count one request, or refuse it; never raises because a backend is down."""
         ...
 
+    def acquire_now(self, identity: str, limits: Limits) -> Decision | None:
+        """`acquire` when it can decide without waiting (the in-process limiter always; Redis's with a
+        lease in hand), else None: then `acquire`."""
+        ...
+
     async def charge(self, identity: str, limits: Limits, tokens: int) -> None: ...
 
     def charge_soon(self, identity: str, limits: Limits, tokens: int) -> None:

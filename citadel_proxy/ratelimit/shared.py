@@ -100,7 +100,8 @@ class Lease:
     tokens: float
 
     def serves(self, limits: Limits, now: float) -> bool:
-        return self.slots > 0 and self.limits == limits and now < self.ends_at
+        # `is` first: the stage hands in the same Limits for a key each time (an == is a tuple each).
+        return self.slots > 0 and (self.limits is limits or self.limits == limits) and now < self.ends_at
 
 
 @dataclass(slots=True)
@@ -134,6 +135,13 @@ class RedisLimiter:
         # register_script runs EVALSHA, loading the script only if Redis does not know it yet.
         self._script = self.client.register_script(SCRIPT)
         self._circuit = Circuit(probe_s=self.probe_s, cooldown_s=self.cooldown_s)
+
+    def acquire_now(self, identity: str, limits: Limits) -> Decision | None:
+        """A slot of the identity's lease, when it holds one that serves `limits`; else None."""
+        lease = self._leases.get(identity)
+        if lease is not None and lease.serves(limits, asyncio.get_running_loop().time()):
+            return self._use(lease)
+        return None
 
     async def acquire(self, identity: str, limits: Limits) -> Decision:
         loop = asyncio.get_running_loop()

@@ -180,7 +180,9 @@ async def admit(
     pending = built.admit(request.headers)
     principal = await (pending if trace is None else trace.waited("key lookup", pending))
     if principal is not None:
-        request.state.key_name = principal.name  # for the audit of a refusal that follows (bad body)
+        # For the audit of a refusal that follows (bad body); into the dict request.state wraps, which
+        # State's __setattr__ (a Python method) would reach a step later.
+        request.scope["state"]["key_name"] = principal.name
     return principal
 
 

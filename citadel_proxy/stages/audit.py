@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated
 
@@ -37,12 +38,18 @@ class AuditSettings(StageSettings, frozen=True, kw_only=True, forbid_unknown_fie
     max_message_bytes: Annotated[int, Meta(ge=0)] = 2 * 1024 * 1024
 
 
-def conversation_id(ctx: Context) -> str:
-    """The client's X-Conversation-ID (its own id, or a UUID, normalised), or a new one."""
-    given = ctx.headers.get(CONVERSATION_HEADER)
-    if given is None or not given.strip():
-        return new_id()
-    normalised = normalise(given.strip())
+def given_conversation(ctx: Context) -> str | None:
+    """The client's X-Conversation-ID, stripped; None when it sent none (or a blank one)."""
+    # getlist: most requests send none, and get() finds that out by raising and catching a KeyError.
+    given = ctx.headers.getlist(CONVERSATION_HEADER)
+    return given[0].strip() or None if given else None
+
+
+def conversation_id(given: str | None, minted: str) -> str:
+    """The client's id (`given_conversation`: its own id, or a UUID, normalised), else `minted`."""
+    if given is None:
+        return minted
+    normalised = normalise(given)
     if normalised is None:
         raise InvalidRequest(
             f"{CONVERSATION_HEADER} must be 1 to 128 characters of A-Z, a-z, 0-9, '.', '_', ':' and '-'",
@@ -59,7 +66,15 @@ class AuditStage:
     async def __call__(self, ctx: Context, call_next: Handler) -> Reply:
         exchange = Exchange(ctx, self._sink, self._policy)
         try:
-            ctx.conversation_id = await self._owned(ctx, conversation_id(ctx), exchange.started_at)
+            given = given_conversation(ctx)
+            ctx.conversation_id = await self._owned(
+                # A new conversation is named by the request that opens it (as the insert names one it
+                # keeps apart): one id minted instead of two.
+                ctx,
+                conversation_id(given, exchange.id),
+                given is None,
+                exchange.started_at,
+            )
             ctx.response_headers[CONVERSATION_HEADER] = ctx.conversation_id
             reply = await call_next(ctx)
         except asyncio.CancelledError:
@@ -77,11 +92,11 @@ class AuditStage:
             await exchange.finish(Answer.of(reply.completion), None, required=True)
         return reply
 
-    async def _owned(self, ctx: Context, conversation: str, started_at: datetime) -> str:
+    async def _owned(self, ctx: Context, conversation: str, minted: bool, started_at: datetime) -> str:
         """The conversation, if the caller's key may add to it: a conversation belongs to its opener."""
         owners = self._sink.owners
         key = ctx.principal.name if ctx.principal is not None else None
-        if owners is not None and not ctx.headers.get(CONVERSATION_HEADER, "").strip():
+        if owners is not None and minted:
             owners.remember(conversation, key)  # minted here, for this key
             return conversation
         if owners is None or self._sink.database_failing:
@@ -123,10 +138,18 @@ class Exchange:
     async def finish(self, answer: Answer | None, failure: Failure | None, *, required: bool = False) -> None:
         if self.recorded:
             return
-        record = self._build(answer, failure)
-        pending, trace = self._sink.submit(record), self.ctx.trace
+        record, trace = self._build(answer, failure), self.ctx.trace
+        pending: Awaitable[None]
+        if trace is None:
+            # The sink's `submit` without its coroutine: most records are queued, and nothing waits.
+            waiter = self._sink.offer(record)
+            if waiter is None:
+                return
+            pending = asyncio.shield(waiter)  # a client gone mid-write must not cancel the write
+        else:
+            pending = trace.waited("audit hand-off", self._sink.submit(record))
         try:
-            await (pending if trace is None else trace.waited("audit hand-off", pending))
+            await pending
         except AuditError as exc:
             log.error("audit record %s could not be kept: %s", self.id, exc)
             if required:

@@ -55,8 +55,12 @@ class RateLimitStage:
         if limits.empty:
             return await call_next(ctx)
         identity = f"key:{principal.name}" if principal else f"ip:{ctx.client}"
-        pending, trace = self.limiter.acquire(identity, limits), ctx.trace
-        decision = await (pending if trace is None else trace.waited("rate limit", pending))
+        trace = ctx.trace
+        # Most requests are decided at once (a lease of slots in hand): no coroutine, no wait to trace.
+        decision = self.limiter.acquire_now(identity, limits) if trace is None else None
+        if decision is None:
+            pending = self.limiter.acquire(identity, limits)
+            decision = await (pending if trace is None else trace.waited("rate limit", pending))
         headers = rate_limit_headers(decision)
         if not decision.allowed:
             raise RateLimited(_refusal(decision), headers=headers)
@@ -64,15 +68,15 @@ class RateLimitStage:
         reply = await call_next(ctx)
         if not limits.tokens_per_minute:
             return reply
-
-        def charge(estimate: int = 0) -> None:
-            used = sum(ctx.outcome.tokens(reply.completion))
+        if reply.stream is None:
             # Not awaited: the answer is not held back by a Redis round trip.
+            self.limiter.charge_soon(identity, limits, sum(ctx.outcome.tokens(reply.completion)))
+            return reply
+
+        def charge(estimate: int) -> None:
+            used = sum(ctx.outcome.tokens(None))
             self.limiter.charge_soon(identity, limits, used or estimate)
 
-        if reply.stream is None:
-            charge()
-            return reply
         return Reply(stream=ChargedStream(reply.stream, charge))
 
 

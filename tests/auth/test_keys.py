@@ -12,9 +12,10 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from citadel_proxy.auth import filekeys
 from citadel_proxy.auth.config import AuthConfig, ConfigKey
 from citadel_proxy.auth.filekeys import KEYS_FILE
-from citadel_proxy.auth.keys import KEY_PREFIX, generate_key, hash_key, looks_like_key
+from citadel_proxy.auth.keys import KEY_PREFIX, KeyRecord, generate_key, hash_key, looks_like_key
 from citadel_proxy.auth.store import open_key_store
 from tests.auth.conftest import MakeConfig
 
@@ -109,3 +110,26 @@ async def test_file_keys_without_database(make_config: MakeConfig, stack: contex
     assert not await store.revoke("ops")
     listed = await store.list()
     assert [(r.name, r.revoked_at is not None) for r in listed] == [("ops", True)]
+
+
+def test_an_absent_keys_file_is_looked_for_again_once_a_second_or_when_written_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = generate_key()
+    record = KeyRecord(name="late", sha256=hash_key(key).hex(), scopes=["inference"])
+    static = filekeys.StaticKeys(config_keys=(), path=tmp_path / KEYS_FILE)
+    now = [100.0]
+    monkeypatch.setattr(filekeys.time, "monotonic", lambda: now[0])
+    assert static.lookup(hash_key(key)) is None
+    filekeys.write_keys_file(static.path, [record])  # another process (the CLI) wrote it
+    assert static.lookup(hash_key(key)) is None  # still trusted absent
+    now[0] += filekeys.ABSENT_RECHECK_S
+    assert static.lookup(hash_key(key)) is not None
+    # Once it exists, every lookup checks it: a revocation is seen at once.
+    filekeys.write_keys_file(static.path, [])
+    assert static.lookup(hash_key(key)) is None
+    static.path.unlink()
+    assert static.lookup(hash_key(key)) is None
+    filekeys.write_keys_file(static.path, [record])
+    static.written()  # written by this process: read on the next lookup
+    assert static.lookup(hash_key(key)) is not None
