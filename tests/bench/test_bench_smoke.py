@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,7 +10,6 @@ import pytest
 from ruamel.yaml import YAML
 
 from bench import report
-from bench.fake_ollama import Answers, Connection, Settings
 from bench.loadgen import Job, LoadProcess, request_bytes, run_job
 from bench.measure import Sample
 from bench.nginx import nginx_conf
@@ -20,14 +18,6 @@ from bench.scenarios import QUICK, Scenario, Target, all_scenarios, job_for
 from bench.targets import FULL, TWO_WORKERS
 
 CHAT = b'{"model":"phi3:latest","messages":[{"role":"user","content":"hi"}],"options":{"num_predict":8}'
-
-
-@pytest.fixture
-async def fake_port() -> AsyncIterator[int]:
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: Connection(Answers(), Settings(tokens=8)), "127.0.0.1", 0)
-    async with server:
-        yield server.sockets[0].getsockname()[1]
 
 
 @pytest.mark.parametrize("stream", [b"true", b"false"])

@@ -6,25 +6,15 @@ from __future__ import annotations
 import asyncio
 import json
 import resource
-from collections.abc import AsyncIterator
 
 import pytest
 
 from bench import latency, open_streams
-from bench.fake_ollama import Answers, Connection, Settings
 from bench.loadgen import Job, LoadProcess, run_job
 from bench.procs import TIMED_MODELS
 from bench.scale import Spread, raise_nofile, wanted
 
 DONE_FALSE = b'"done":false'
-
-
-@pytest.fixture
-async def fake_port() -> AsyncIterator[int]:
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: Connection(Answers(), Settings(tokens=8)), "127.0.0.1", 0)
-    async with server:
-        yield server.sockets[0].getsockname()[1]
 
 
 def chat(model: str, tokens: int, stream: bool = True) -> bytes:
