@@ -13,6 +13,10 @@ from collections.abc import AsyncIterator, Iterator
 import psycopg
 import pytest
 import redis as redis_sync
+from psycopg.conninfo import conninfo_to_dict
+
+from citadel_proxy.config.schema import Database
+from tests.audit.conftest import TcpProxy
 
 PG_DSN = os.environ.get("CITADEL_TEST_PG", "host=127.0.0.1 port=5432 user=postgres dbname=test")
 REDIS_URL = os.environ.get("CITADEL_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -81,3 +85,27 @@ async def unused_tcp_port_async() -> AsyncIterator[int]:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     yield port
+
+
+@pytest.fixture
+def database(postgres_dsn: str, pg_schema: str) -> Database:
+    """The `database:` section for a fresh schema of the test PostgreSQL."""
+    params = conninfo_to_dict(postgres_dsn)
+    return Database(
+        host=str(params.get("host", "127.0.0.1")),
+        port=int(params.get("port", 5432)),
+        database=str(params.get("dbname", "postgres")),
+        user=str(params.get("user", "postgres")),
+        password=params.get("password"),  # type: ignore[arg-type]
+        ssl_mode="disable",
+        db_schema=pg_schema,
+    )
+
+
+@pytest.fixture
+async def database_proxy(database: Database) -> AsyncIterator[TcpProxy]:
+    """A TCP proxy before that PostgreSQL, which a test can cut and restore (an outage)."""
+    tcp = TcpProxy(database.host, database.port)
+    await tcp.start()
+    yield tcp
+    await tcp.cut()

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from psycopg.conninfo import conninfo_to_dict
 from starlette.datastructures import Headers
 
 from citadel_proxy.auth.config import AuthConfig
@@ -20,20 +19,6 @@ from citadel_proxy.config.schema import Config, Database, Paths
 from citadel_proxy.pipeline.types import Context
 
 MakeConfig = Callable[..., Any]
-
-
-@pytest.fixture
-def database(postgres_dsn: str, pg_schema: str) -> Database:
-    params = conninfo_to_dict(postgres_dsn)
-    return Database(
-        host=str(params.get("host", "127.0.0.1")),
-        port=int(params.get("port", 5432)),
-        database=str(params.get("dbname", "postgres")),
-        user=str(params.get("user", "postgres")),
-        password=params.get("password"),  # type: ignore[arg-type]
-        ssl_mode="disable",
-        db_schema=pg_schema,
-    )
 
 
 @pytest.fixture

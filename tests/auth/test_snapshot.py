@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -29,16 +28,8 @@ POOL_TIMEOUT_S = 30.0
 PROMPT_S = 3.0
 
 
-@pytest.fixture
-async def proxy(database: Database) -> AsyncIterator[TcpProxy]:
-    tcp = TcpProxy(database.host, database.port)
-    await tcp.start()
-    yield tcp
-    await tcp.cut()
-
-
-def through(proxy: TcpProxy, database: Database) -> Database:
-    return msgspec.structs.replace(database, port=proxy.port, pool_timeout=POOL_TIMEOUT_S)
+def through(database_proxy: TcpProxy, database: Database) -> Database:
+    return msgspec.structs.replace(database, port=database_proxy.port, pool_timeout=POOL_TIMEOUT_S)
 
 
 async def gateway_store(
@@ -58,9 +49,9 @@ async def promptly(store: KeyStore, key: str) -> bool:
 
 
 async def test_known_keys_work_and_others_are_refused_at_once_while_postgresql_is_cut(
-    make_config: MakeConfig, database: Database, stack: contextlib.AsyncExitStack, proxy: TcpProxy
+    make_config: MakeConfig, database: Database, stack: contextlib.AsyncExitStack, database_proxy: TcpProxy
 ) -> None:
-    store = await gateway_store(make_config, through(proxy, database), stack)
+    store = await gateway_store(make_config, through(database_proxy, database), stack)
     kept = await store.create("kept", ["inference"])
     gone = await store.create("gone", ["inference"])
     assert await store.revoke("gone")
@@ -68,22 +59,24 @@ async def test_known_keys_work_and_others_are_refused_at_once_while_postgresql_i
     # The copy follows the database through NOTIFY, milliseconds after the commit: cut once it has the
     # revocation (a cut inside that window would find the copy one change behind).
     await eventually(lambda: _not_in_copy(store, gone.key), 5)
-    await proxy.cut()
+    await database_proxy.cut()
     for _ in range(3):  # the first finds the database gone, the next ones do not ask it
         assert await promptly(store, kept.key)
         assert not await promptly(store, gone.key)
         assert not await promptly(store, "cit_" + "x" * 43)
     assert not store.snapshot.reachable
     assert await store.has_admin() is False  # answered from the copy, not after the pool's timeout
-    await proxy.restore()
+    await database_proxy.restore()
     await eventually(lambda: _reachable(store), 5)
     assert await store.authenticate(kept.key) is not None
 
 
 async def test_a_key_created_or_revoked_elsewhere_reaches_the_copy_through_notify(
-    make_config: MakeConfig, database: Database, stack: contextlib.AsyncExitStack, proxy: TcpProxy
+    make_config: MakeConfig, database: Database, stack: contextlib.AsyncExitStack, database_proxy: TcpProxy
 ) -> None:
-    store = await gateway_store(make_config, through(proxy, database), stack, snapshot_refresh_s=3600)
+    store = await gateway_store(
+        make_config, through(database_proxy, database), stack, snapshot_refresh_s=3600
+    )
     cli = await open_key_store(make_config(database), stack, listen_changes=False)
     old = await cli.create("old", ["inference"])
     await eventually(lambda: _in_copy(store, old.key), 5)
@@ -92,7 +85,7 @@ async def test_a_key_created_or_revoked_elsewhere_reaches_the_copy_through_notif
     # Committed after the revocation: a copy read late enough to hold it no longer holds "old".
     await eventually(lambda: _in_copy(store, new.key), 5)
     assert store.snapshot.lookup(hash_key(old.key)) is None
-    await proxy.cut()
+    await database_proxy.cut()
     assert await store.authenticate(new.key) is not None
     assert await store.authenticate(old.key) is None
 
@@ -112,9 +105,9 @@ async def test_a_change_without_notify_reaches_the_copy_on_the_timer(
 
 
 async def test_the_copy_on_disk_holds_digests_only_and_lets_a_start_during_an_outage_serve_keys(
-    make_config: MakeConfig, database: Database, proxy: TcpProxy, tmp_path: Path
+    make_config: MakeConfig, database: Database, database_proxy: TcpProxy, tmp_path: Path
 ) -> None:
-    config = make_config(through(proxy, database))
+    config = make_config(through(database_proxy, database))
     async with contextlib.AsyncExitStack() as stack:
         store = await gateway_store(make_config, config.database, stack)
         new = await store.create("svc", ["inference", "admin"])
@@ -123,23 +116,23 @@ async def test_the_copy_on_disk_holds_digests_only_and_lets_a_start_during_an_ou
     text = saved.read_text()
     assert hash_key(new.key).hex() in text and new.key not in text and new.key[12:] not in text
     assert os.stat(saved).st_mode & 0o777 == 0o600
-    await proxy.cut()
+    await database_proxy.cut()
     async with contextlib.AsyncExitStack() as stack:
         started = time.monotonic()
         store = await open_key_store(config, stack)
         assert time.monotonic() - started < PROMPT_S
         assert await promptly(store, new.key)
         assert await store.has_admin()  # the first admin key is not made again during the outage
-        await proxy.restore()
+        await database_proxy.restore()
         await eventually(lambda: _reachable(store), 10)
         assert await store.authenticate(new.key) is not None
 
 
 async def test_without_a_saved_copy_a_start_during_an_outage_still_fails_clearly(
-    make_config: MakeConfig, database: Database, stack: contextlib.AsyncExitStack, proxy: TcpProxy
+    make_config: MakeConfig, database: Database, stack: contextlib.AsyncExitStack, database_proxy: TcpProxy
 ) -> None:
-    await proxy.cut()
-    unreachable = msgspec.structs.replace(database, port=proxy.port, pool_timeout=0.5)
+    await database_proxy.cut()
+    unreachable = msgspec.structs.replace(database, port=database_proxy.port, pool_timeout=0.5)
     with pytest.raises(ServiceUnavailable, match="unavailable while connecting"):
         await open_key_store(make_config(unreachable), stack)
 
@@ -165,14 +158,14 @@ def test_a_saved_copy_is_used_only_from_the_same_database_and_recent_enough(tmp_
 
 
 async def test_a_postgresql_restart_costs_no_lookup(
-    make_config: MakeConfig, database: Database, stack: contextlib.AsyncExitStack, proxy: TcpProxy
+    make_config: MakeConfig, database: Database, stack: contextlib.AsyncExitStack, database_proxy: TcpProxy
 ) -> None:
-    store = await open_key_store(make_config(through(proxy, database)), stack, listen_changes=False)
+    store = await open_key_store(make_config(through(database_proxy, database)), stack, listen_changes=False)
     new = await store.create("svc", ["inference"])
     assert isinstance(store.db, PgKeys)
     assert await store.db.lookup(hash_key(new.key), PROMPT_S) is not None  # a connection is in the pool
-    await proxy.cut()
-    await proxy.restore()
+    await database_proxy.cut()
+    await database_proxy.restore()
     # The pooled connection died with the cut: checked when taken, replaced, and this lookup succeeds.
     assert await store.db.lookup(hash_key(new.key), PROMPT_S) is not None
 

@@ -9,13 +9,10 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import psycopg
-import pytest
-from psycopg.conninfo import conninfo_to_dict
 
 from citadel_proxy.auth.keys import generate_key
 from citadel_proxy.auth.store import open_key_store
@@ -30,27 +27,6 @@ CUT_AT, KILL_AT, RESTORE_AT = REQUESTS // 3, REQUESTS // 2, 2 * REQUESTS // 3
 KEYS = 4
 # "Within 100 ms, never a 30 s wait": far above what is measured, far below the pool's timeout.
 PROMPT_S = 3.0
-
-
-@pytest.fixture
-def database(postgres_dsn: str, pg_schema: str) -> Database:
-    params = conninfo_to_dict(postgres_dsn)
-    return Database(
-        host=str(params.get("host", "127.0.0.1")),
-        port=int(params.get("port", 5432)),
-        database=str(params.get("dbname", "postgres")),
-        user=str(params.get("user", "postgres")),
-        ssl_mode="disable",
-        db_schema=pg_schema,
-    )
-
-
-@pytest.fixture
-async def proxy(database: Database) -> AsyncIterator[TcpProxy]:
-    tcp = TcpProxy(database.host, database.port)
-    await tcp.start()
-    yield tcp
-    await tcp.cut()
 
 
 async def database_keys(database: Database, tmp_path: Path) -> list[str]:
@@ -100,11 +76,11 @@ def audited(database: Database) -> dict[str, int]:
 
 
 async def test_keys_in_postgresql_survive_an_outage_and_a_sigkill(
-    database: Database, proxy: TcpProxy, tmp_path: Path
+    database: Database, database_proxy: TcpProxy, tmp_path: Path
 ) -> None:
     keys = await database_keys(database, tmp_path)
     ollama_port, gateway_port = free_port(), free_port()
-    config = gateway_config(tmp_path, ollama_port, database, proxy.port)
+    config = gateway_config(tmp_path, ollama_port, database, database_proxy.port)
     server = gateway(config, gateway_port, tmp_path / "gateway.log")
     during: dict[str, tuple[int, float]] = {}
 
@@ -129,7 +105,7 @@ async def test_keys_in_postgresql_survive_an_outage_and_a_sigkill(
             REQUESTS,
             IN_FLIGHT,
             lambda i: send(client, keys[i % KEYS], i),
-            hooks={CUT_AT: proxy.cut, RESTORE_AT: proxy.restore},
+            hooks={CUT_AT: database_proxy.cut, RESTORE_AT: database_proxy.restore},
             pauses={KILL_AT: kill_and_restart},
         )
         statuses = await load.run()
