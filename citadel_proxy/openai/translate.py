@@ -17,7 +17,7 @@ from citadel_proxy.openai.wire import (
     SamplingRequest,
     ToolCallIn,
 )
-from citadel_proxy.pipeline.options import options_from_map
+from citadel_proxy.pipeline.options import options_from_map, set_or_none
 from citadel_proxy.pipeline.request import InferenceRequest, Message, Options
 from citadel_proxy.pipeline.types import ToolCall, ToolFunction
 
@@ -99,7 +99,7 @@ def _options(req: SamplingRequest, max_tokens: int | None) -> Options | None:
         # An `options` map (Ollama's shape) under the top-level fields, which win; the map is free-form
         # and checked by options_from_map.
         options = options_from_map(req.options | {k: v for k, v in named.items() if v is not None})
-        return None if options == _NO_OPTIONS else options
+        return set_or_none(options)
     # The top-level fields are typed and checked by the decoder already.
     extra = {k: v for k, v in runner.items() if v is not None} or None
     options = Options(
@@ -112,10 +112,7 @@ def _options(req: SamplingRequest, max_tokens: int | None) -> Options | None:
         presence_penalty=req.presence_penalty,
         extra=extra,
     )
-    return None if options == _NO_OPTIONS else options
-
-
-_NO_OPTIONS = Options()
+    return set_or_none(options)
 
 
 def _format(response_format: ResponseFormat | None) -> msgspec.Raw | None:

@@ -6,6 +6,7 @@ import msgspec
 
 from citadel_proxy import errors
 from citadel_proxy.openai_responses.wire import ContentPart, InputItem, ResponsesBody
+from citadel_proxy.pipeline.options import set_or_none
 from citadel_proxy.pipeline.request import InferenceRequest, Message, Options
 from citadel_proxy.pipeline.types import ToolCall, ToolFunction
 
@@ -20,7 +21,6 @@ _THINK: dict[str, bool | str] = {
     "high": "high",
 }
 _THINK["xhigh"] = "high"
-_NO_OPTIONS = Options()
 
 
 def responses_to_request(body: ResponsesBody, model: str, stream: bool) -> InferenceRequest:
@@ -43,7 +43,7 @@ def responses_to_request(body: ResponsesBody, model: str, stream: bool) -> Infer
         tools=_tools(body),
         format=_format(body),
         think=_think(body),
-        options=None if options == _NO_OPTIONS else options,
+        options=set_or_none(options),
     )
 
 

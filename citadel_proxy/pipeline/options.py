@@ -20,6 +20,14 @@ if TYPE_CHECKING:
 _NAMED = ("num_predict", "temperature", "top_p", "seed", "stop", "frequency_penalty", "presence_penalty")
 
 
+_UNSET = Options()
+
+
+def set_or_none(options: Options | None) -> Options | None:
+    """None for options that set nothing, so that the model's own defaults apply."""
+    return None if options == _UNSET else options
+
+
 def options_from_map(given: dict[str, Any] | None, param: str = "options") -> Options | None:
     if not given:
         return None
