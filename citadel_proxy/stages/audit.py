@@ -138,18 +138,14 @@ class Exchange:
     async def finish(self, answer: Answer | None, failure: Failure | None, *, required: bool = False) -> None:
         if self.recorded:
             return
-        record, trace = self._build(answer, failure), self.ctx.trace
-        pending: Awaitable[None]
-        if trace is None:
-            # The sink's `submit` without its coroutine: most records are queued, and nothing waits.
-            waiter = self._sink.offer(record)
-            if waiter is None:
-                return
-            pending = asyncio.shield(waiter)  # a client gone mid-write must not cancel the write
-        else:
-            pending = trace.waited("audit hand-off", self._sink.submit(record))
+        # The sink's `submit` without its coroutine: most records are queued, and nothing waits.
+        waiter = self._sink.offer(self._build(answer, failure))
+        if waiter is None:
+            return
+        pending: Awaitable[None] = asyncio.shield(waiter)  # a client gone mid-write must not cancel it
+        trace = self.ctx.trace
         try:
-            await pending
+            await (pending if trace is None else trace.waited("audit hand-off", pending))
         except AuditError as exc:
             log.error("audit record %s could not be kept: %s", self.id, exc)
             if required:

@@ -55,11 +55,10 @@ class RateLimitStage:
         if limits.empty:
             return await call_next(ctx)
         identity = f"key:{principal.name}" if principal else f"ip:{ctx.client}"
-        trace = ctx.trace
         # Most requests are decided at once (a lease of slots in hand): no coroutine, no wait to trace.
-        decision = self.limiter.acquire_now(identity, limits) if trace is None else None
+        decision = self.limiter.acquire_now(identity, limits)
         if decision is None:
-            pending = self.limiter.acquire(identity, limits)
+            pending, trace = self.limiter.acquire(identity, limits), ctx.trace
             decision = await (pending if trace is None else trace.waited("rate limit", pending))
         headers = rate_limit_headers(decision)
         if not decision.allowed:
