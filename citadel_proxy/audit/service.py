@@ -24,7 +24,7 @@ from citadel_proxy.audit.spool import Spool, claim_free_slot
 from citadel_proxy.audit.sqlite_file import SqliteFile, sqlite_path
 from citadel_proxy.audit.sqlite_queries import SqliteQueries
 from citadel_proxy.audit.sqlite_store import SqliteStore
-from citadel_proxy.audit.store import PostgresStore
+from citadel_proxy.audit.store import PostgresStore, with_statement_timeout
 from citadel_proxy.config.schema import AuditOptions, Config, Database
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ async def _open_pool(
     db: Database, options: AuditOptions, stack: contextlib.AsyncExitStack
 ) -> AsyncConnectionPool:
     pool = AsyncConnectionPool(
-        db.conninfo(),
+        with_statement_timeout(db.conninfo(), options.write_timeout_s),
         min_size=1,
         max_size=db.pool_size + db.max_overflow,
         timeout=db.pool_timeout,

@@ -10,6 +10,7 @@ from typing import Any
 
 import msgspec
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
@@ -75,7 +76,6 @@ ON CONFLICT DO NOTHING
 # request's record), and the connection costs milliseconds.
 OWN_CONNECTION_BYTES = 1024 * 1024
 
-_STATEMENT_TIMEOUT = b"SELECT set_config('statement_timeout', %s, true)"
 
 _encode = msgspec.json.Encoder().encode
 _NUL_JSON = b"\\u0000"
@@ -130,29 +130,36 @@ def _as_is(payload: bytes) -> bytes:
     return payload
 
 
+def with_statement_timeout(conninfo: str, timeout_s: float) -> str:
+    """`conninfo` whose sessions have PostgreSQL stop any statement after `timeout_s` itself.
+
+    For the audit pool, at write_timeout_s: a cancel from this side can be lost (sent while the batch
+    is still being sent), and a batch that commits after its writer gave up keeps a backend busy and is
+    counted as failed. Set once per connection, so that an insert is one statement in autocommit: a
+    transaction-local setting took a pipeline, BEGIN and COMMIT around every batch, twice the event
+    loop's work per batch for the same round trip.
+    """
+    options = conninfo_to_dict(conninfo).get("options") or ""
+    limit = f"-c statement_timeout={max(1, int(timeout_s * 1000))}"
+    return make_conninfo(conninfo, options=f"{options} {limit}".strip())
+
+
 class PostgresStore:
-    """Inserts batches through the pool; says whether a failure is worth retrying."""
+    """Inserts batches through the pool; says whether a failure is worth retrying.
+
+    The pool's connections are in autocommit, made with `with_statement_timeout` (service.py)."""
 
     def __init__(self, pool: AsyncConnectionPool, timeout_s: float) -> None:
         self._pool = pool
         self._timeout_s = timeout_s
-        self._statement_timeout = f"{max(1, int(timeout_s * 1000))}ms"
 
     async def insert(self, encoded: Sequence[bytes]) -> None:
         """Store encoded records (`encode_record`); one already stored is skipped."""
         exchanges, refusals = split(encoded)
         try:
-            # The server stops the statement itself at the same limit: a cancel from this side can be
-            # lost (sent while the batch is still being sent), and a batch that commits after its writer
-            # gave up keeps a backend busy and is counted as failed. In one pipeline, BEGIN, the setting,
-            # the inserts and COMMIT cost one round trip.
-            async with (
-                asyncio.timeout(self._timeout_s),
-                self._connection(sum(map(len, encoded))) as conn,
-                conn.pipeline(),
-                conn.transaction(),
-            ):
-                await conn.execute(_STATEMENT_TIMEOUT, (self._statement_timeout,))
+            # Each statement is its own transaction: both are idempotent, so a batch whose second
+            # statement failed is written again whole (the first then inserts nothing).
+            async with asyncio.timeout(self._timeout_s), self._connection(sum(map(len, encoded))) as conn:
                 if exchanges:
                     await conn.execute(_INSERT, (encode_batch(exchanges),))
                 if refusals:

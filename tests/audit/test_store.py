@@ -12,6 +12,7 @@ from pathlib import Path
 import msgspec
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
 from citadel_proxy.audit import AuditOptions, AuditSink, open_audit
@@ -20,7 +21,7 @@ from citadel_proxy.audit.ports import AuditStore
 from citadel_proxy.audit.records import AuditMessage, AuditRecord, encode_record, new_id
 from citadel_proxy.audit.sqlite_file import SqliteFile, sqlite_path
 from citadel_proxy.audit.sqlite_store import SqliteStore
-from citadel_proxy.audit.store import PostgresStore, escape_nul, unescape_nul
+from citadel_proxy.audit.store import PostgresStore, escape_nul, unescape_nul, with_statement_timeout
 from citadel_proxy.config.schema import Config
 from citadel_proxy.errors import RateLimited
 from citadel_proxy.pipeline.types import Completion, Context, Delta, Reply
@@ -273,6 +274,30 @@ async def test_a_timed_out_insert_says_why(migrated: Config) -> None:
             else:
                 raise AssertionError("the insert went through a locked table")
     assert message.endswith("no answer within write_timeout_s (0.3 s) for 1 records"), message
+
+
+def test_the_statement_timeout_joins_the_options_already_there() -> None:
+    given = "host=db dbname=audit options='-c search_path=audit'"
+    options = conninfo_to_dict(with_statement_timeout(given, 2.5))["options"]
+    assert options == "-c search_path=audit -c statement_timeout=2500"
+    bare = conninfo_to_dict(with_statement_timeout("host=db", 0.0001))
+    assert bare["options"] == "-c statement_timeout=1"  # never 0, which PostgreSQL reads as no limit
+
+
+async def test_postgresql_itself_stops_an_insert_past_the_limit(migrated: Config) -> None:
+    """The server ends a held insert at the pool's statement timeout, whatever this side would wait; the
+    same pool stores records (its other options, the schema, are kept)."""
+    assert migrated.database is not None
+    conninfo = with_statement_timeout(migrated.database.conninfo(), 0.3)
+    async with AsyncConnectionPool(conninfo, open=False, kwargs={"autocommit": True}) as pool:
+        store = PostgresStore(pool, timeout_s=30)
+        with psycopg.connect(migrated.database.conninfo()) as blocker:
+            blocker.execute("LOCK TABLE audit_requests IN ACCESS EXCLUSIVE MODE")
+            with pytest.raises(StoreUnavailable) as caught:
+                await store.insert([encode_record(record(0))])
+        assert isinstance(caught.value.__cause__, psycopg.errors.QueryCanceled)
+        await store.insert([encode_record(record(1))])
+    assert fetch(migrated, "SELECT request FROM audit_requests") == [({"n": 1},)]
 
 
 async def test_a_timed_out_sqlite_insert_says_why(tmp_path: Path) -> None:
