@@ -150,7 +150,11 @@ def _bind_uvicorn(address: str, limits: HeadLimits, count: int) -> Callable[[int
 
 
 def _listen(host: str, port: int, reuse_port: bool) -> socket.socket:
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not the default 0: the standard asyncio loop (without uvloop) sets TCP_NODELAY only on
+    # connections accepted from a socket that says it is TCP, and without it a response written in two
+    # parts (head, then body) waits for the client's delayed ACK, about 40 ms.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if reuse_port:
