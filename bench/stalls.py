@@ -22,11 +22,14 @@ from typing import Any
 from bench import latency
 from bench.full import prepare
 from bench.loadgen import LoadProcess
-from bench.measure import settle
+from bench.measure import percentile, settle
 from bench.procs import REPO, GatewaySpec, Server, free_port, full_pipelines, gateway_config, start_fake
-from bench.scale import FULL_NAME, Gateway
+from bench.scale import FULL_NAME, Gateway, log
 from bench.stall_probe import GARBAGE_ENV, OUT_ENV, SAMPLE_ENV, THRESHOLD_ENV
 
+# Non-streaming chat answered at once (the main table's `chat c1`): thousands of requests a second, so the
+# audit writer's batches hold about a hundred records each.
+FAST = latency.Kind("fast", "/v1/chat/completions", "phi3", False, 0.001)
 # Gateway frames that name where a long callback spent its time; the rest is the loop and libraries.
 _OURS = "citadel_proxy/"
 
@@ -35,13 +38,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.stalls", description=__doc__.splitlines()[0])
     parser.add_argument("--threshold-ms", type=float, default=0.5)
     parser.add_argument("--seconds", type=float, default=3.0, help="per cell (kind x concurrency)")
-    parser.add_argument("--kinds", default="chat,voice")
+    parser.add_argument(
+        "--kinds", default="chat,voice", help="of chat, voice and fast (chat answered at once)"
+    )
     parser.add_argument("--concurrency", default=",".join(str(c) for c in latency.CONCURRENCY))
     parser.add_argument("--sample", action="store_true", help="sample stacks during long callbacks")
     parser.add_argument("--garbage", action="store_true", help="count what the collector frees, by type")
     parser.add_argument("--json", type=Path, help="also write the probe's raw record here")
     args = parser.parse_args(argv)
-    kinds = [k for k in latency.KINDS if k.name in args.kinds.split(",")]
+    kinds = [k for k in (*latency.KINDS, FAST) if k.name in args.kinds.split(",")]
     levels = [int(c) for c in args.concurrency.split(",")]
     notes: list[str] = []
     with contextlib.ExitStack() as stack:
@@ -69,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
                 begun = time.monotonic()
                 result = load.run(latency.job(kind, level, args.seconds, server.port, gateway))
                 windows.append((latency.cell_name(kind, level), begun, time.monotonic(), len(result.total)))
+                p50, p99 = (percentile(result.ttft, q) * 1000 for q in (0.5, 0.99))
+                cell = windows[-1][0]
+                log(f"stalls: {cell:10} n {len(result.total):5}  ttft p50/p99 {p50:7.2f} {p99:7.2f} ms")
                 settle(0.1)
         stopping = time.monotonic()
         server.stop()
