@@ -15,8 +15,12 @@ import httptools
 from citadel_proxy.timeouts import TimeoutSweeper
 
 _HIGH_WATER = 64 * 1024
-# Idle keep-alive connections kept for reuse; more are closed (each holds a socket on both sides).
+# Idle keep-alive connections kept for reuse (each holds a socket on both sides); more are closed once
+# they have been idle for _SURPLUS_IDLE_S. Not at once: under steady concurrency above this count, a burst
+# of answers ending together would close connections that the requests following them then open again,
+# a connect each and a reference cycle (protocol and parser) left for the collector.
 _MAX_IDLE = 64
+_SURPLUS_IDLE_S = 1.0
 
 
 class LeanError(Exception):
@@ -221,6 +225,11 @@ class LeanResponse(asyncio.Protocol):
         self.status = 0
 
     @property
+    def heard_at(self) -> float:
+        """When Ollama last sent something on this connection (loop time): for an idle one, its last use."""
+        return self._heard_at
+
+    @property
     def usable(self) -> bool:
         return not self._closed and self._transport is not None and not self._transport.is_closing()
 
@@ -260,6 +269,7 @@ class LeanPool:
         self._head = f"Host: {host}:{port}\r\nContent-Type: application/json\r\n".encode()
         self._idle: list[LeanResponse] = []
         self._busy: set[LeanResponse] = set()
+        self._trim: asyncio.TimerHandle | None = None
         self._slots = asyncio.Semaphore(limit)
         self._connect_timeout_s = connect_timeout_s
         self.read_timeout_s = read_timeout_s
@@ -306,13 +316,22 @@ class LeanPool:
     def give_back(self, response: LeanResponse) -> None:
         if response not in self._busy:
             return
-        if len(self._idle) >= _MAX_IDLE:
-            response.close()
-            return
         self._busy.discard(response)
         self._slots.release()
         response.reset()
         self._idle.append(response)
+        if len(self._idle) > _MAX_IDLE and self._trim is None:
+            self._trim = asyncio.get_running_loop().call_later(_SURPLUS_IDLE_S, self._trim_idle)
+
+    def _trim_idle(self) -> None:
+        """Close the idle connections past _MAX_IDLE that went unused for _SURPLUS_IDLE_S, oldest first
+        (the list is reused from its end)."""
+        self._trim = None
+        unused_since = asyncio.get_running_loop().time() - _SURPLUS_IDLE_S
+        while len(self._idle) > _MAX_IDLE and self._idle[0].heard_at <= unused_since:
+            self._idle.pop(0).close()
+        if len(self._idle) > _MAX_IDLE:
+            self._trim = asyncio.get_running_loop().call_later(_SURPLUS_IDLE_S, self._trim_idle)
 
     def forget(self, response: LeanResponse) -> None:
         if response in self._busy:
@@ -322,6 +341,9 @@ class LeanPool:
             self._idle.remove(response)
 
     async def close(self) -> None:
+        if self._trim is not None:
+            self._trim.cancel()
+            self._trim = None
         for response in [*self._idle, *self._busy]:
             response.close()
         self._idle.clear()

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
+from citadel_proxy.upstream import lean
 from citadel_proxy.upstream.lean import LeanError, LeanPool
 from tests.fakes.ollama import Behavior, FakeOllama
 
@@ -107,3 +108,40 @@ async def test_a_reader_that_falls_behind_is_not_taken_for_a_silent_ollama() -> 
             data += chunk
         assert data == lines
         response.release()
+
+
+async def test_idle_connections_past_the_cap_are_closed_only_once_unused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A burst of answers ending together leaves more idle connections than the cap: they are kept for
+    the requests that follow (no reconnect), and only those left unused are closed later."""
+    monkeypatch.setattr(lean, "_MAX_IDLE", 2)
+    monkeypatch.setattr(lean, "_SURPLUS_IDLE_S", 0.05)
+    accepted = 0
+
+    async def keep_alive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        accepted += 1
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+                await reader.readexactly(length)
+                writer.write(ANSWER)
+        writer.close()
+
+    async with pool_against(keep_alive, read_timeout_s=10) as pool:
+        responses = [await pool.post("/api/chat", BODY) for _ in range(4)]  # 4 at once: 4 connections
+        for response in responses:
+            await response.read(1000)
+            response.release()
+        assert [r.usable for r in responses] == [True] * 4  # past the cap, but kept for now
+        for _ in range(4):
+            await read_all(pool)
+        assert accepted == 4  # the next requests took the kept connections
+
+        async with asyncio.timeout(10):
+            while True:
+                if sum(r.usable for r in responses) <= 2:
+                    break
+                await asyncio.sleep(0.01)
+        assert sum(r.usable for r in responses) == 2  # the cap, once the surplus went unused
