@@ -2,10 +2,11 @@
 callback that ran longer than a threshold, with what it was and where the time went, and every garbage
 collection with its generation and length; written as JSON when the process exits.
 
-The loop is the standard library's (bench/stalls.py hides uvloop), so that each callback goes through
-`asyncio.events.Handle._run` and can be timed. A sampling thread (the interpreter's switch interval
-lowered to let it in) records the main thread's stack while a callback has run past the threshold: the
-frames in the gateway's code say which part of a long callback took the time.
+The loop is the standard library's (uvloop is hidden), so that each callback goes through
+`asyncio.events.Handle._run` and can be timed; with UVLOOP_ENV only collections are recorded. A sampling
+thread (the interpreter's switch interval lowered to let it in) records the main thread's stack while a
+callback has run past the threshold: the frames in the gateway's code say which part of a long callback
+took the time.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ OUT_ENV = "CITADEL_STALL_OUT"
 THRESHOLD_ENV = "CITADEL_STALL_MS"
 SAMPLE_ENV = "CITADEL_STALL_SAMPLE"  # "1": sample stacks (slows the loop down a little)
 GARBAGE_ENV = "CITADEL_STALL_GARBAGE"  # "1": keep what the collector frees, count it by type at exit
+# "1": the gateway keeps uvloop (as in production); its callbacks cannot be timed, collections are
+UVLOOP_ENV = "CITADEL_STALL_UVLOOP"
 SAMPLE_EVERY_S = 0.0004
 _STACK_DEPTH = 14
 
@@ -173,13 +176,17 @@ def install() -> None:
     if not out:
         return
     recorder = Recorder(out, float(os.environ.get(THRESHOLD_ENV, "0.5")) / 1000)
-    original = asyncio.events.Handle._run
-
-    def timed_run(self: Any) -> None:
-        recorder.run_handle(self, original)
-
-    asyncio.events.Handle._run = timed_run  # type: ignore[method-assign]
     gc.callbacks.append(recorder.on_gc)
+    keep_uvloop = os.environ.get(UVLOOP_ENV) == "1"
+    if not keep_uvloop:
+        # Hidden so that the gateway runs the standard loop, whose callbacks can be timed.
+        sys.modules["uvloop"] = None  # type: ignore[assignment]
+        original = asyncio.events.Handle._run
+
+        def timed_run(self: Any) -> None:
+            recorder.run_handle(self, original)
+
+        asyncio.events.Handle._run = timed_run  # type: ignore[method-assign]
     if os.environ.get(SAMPLE_ENV) == "1":
         sys.setswitchinterval(SAMPLE_EVERY_S)
         threading.Thread(target=recorder.sample_forever, daemon=True, name="stall-sampler").start()
@@ -189,5 +196,3 @@ def install() -> None:
     # uvicorn raises the SIGTERM it caught again once it has shut down: without a handler of our own the
     # process would end there, before atexit.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-    # Hidden so that the gateway runs the standard loop, whose callbacks can be timed.
-    sys.modules["uvloop"] = None  # type: ignore[assignment]

@@ -25,7 +25,7 @@ from bench.loadgen import LoadProcess
 from bench.measure import percentile, settle
 from bench.procs import REPO, GatewaySpec, Server, free_port, full_pipelines, gateway_config, start_fake
 from bench.scale import FULL_NAME, Gateway, log
-from bench.stall_probe import GARBAGE_ENV, OUT_ENV, SAMPLE_ENV, THRESHOLD_ENV
+from bench.stall_probe import GARBAGE_ENV, OUT_ENV, SAMPLE_ENV, THRESHOLD_ENV, UVLOOP_ENV
 
 # Non-streaming chat answered at once (the main table's `chat c1`): thousands of requests a second, so the
 # audit writer's batches hold about a hundred records each.
@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--concurrency", default=",".join(str(c) for c in latency.CONCURRENCY))
     parser.add_argument("--sample", action="store_true", help="sample stacks during long callbacks")
+    parser.add_argument("--uvloop", action="store_true", help="keep uvloop: collections only, no callbacks")
     parser.add_argument("--garbage", action="store_true", help="count what the collector frees, by type")
     parser.add_argument("--json", type=Path, help="also write the probe's raw record here")
     args = parser.parse_args(argv)
@@ -60,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         full_pipelines(workdir)
         spec = GatewaySpec(FULL_NAME, server="uvicorn", pipelines="pipelines-full", extra=full.extra)
         record = workdir / "stalls.json"
-        server = _start_probed(workdir, spec, fake.port, record, args.threshold_ms, args.sample, args.garbage)
+        server = _start_probed(
+            workdir, spec, fake.port, record, args.threshold_ms, args.sample, args.garbage, args.uvloop
+        )
         stack.callback(server.stop)
         server.wait_ready("/health", timeout_s=90.0)
         gateway = Gateway(server, full.headers)
@@ -104,6 +107,7 @@ def _start_probed(
     threshold_ms: float,
     sample: bool,
     garbage: bool,
+    keep_uvloop: bool,
 ) -> Server:
     probe = workdir / "probe"
     probe.mkdir()
@@ -117,6 +121,8 @@ def _start_probed(
         env[SAMPLE_ENV] = "1"
     if garbage:
         env[GARBAGE_ENV] = "1"
+    if keep_uvloop:
+        env[UVLOOP_ENV] = "1"
     return Server(spec.name, argv, port, workdir / f"{spec.name}.log", env=env)
 
 
