@@ -21,6 +21,7 @@ _HIGH_WATER = 64 * 1024
 # a connect each and a reference cycle (protocol and parser) left for the collector.
 _MAX_IDLE = 64
 _SURPLUS_IDLE_S = 1.0
+_TRIM_AT_ONCE = 16
 
 
 class LeanError(Exception):
@@ -269,7 +270,7 @@ class LeanPool:
         self._head = f"Host: {host}:{port}\r\nContent-Type: application/json\r\n".encode()
         self._idle: list[LeanResponse] = []
         self._busy: set[LeanResponse] = set()
-        self._trim: asyncio.TimerHandle | None = None
+        self._trim: asyncio.Handle | None = None
         self._slots = asyncio.Semaphore(limit)
         self._connect_timeout_s = connect_timeout_s
         self.read_timeout_s = read_timeout_s
@@ -326,12 +327,19 @@ class LeanPool:
     def _trim_idle(self) -> None:
         """Close the idle connections past _MAX_IDLE that went unused for _SURPLUS_IDLE_S, oldest first
         (the list is reused from its end)."""
-        self._trim = None
-        unused_since = asyncio.get_running_loop().time() - _SURPLUS_IDLE_S
-        while len(self._idle) > _MAX_IDLE and self._idle[0].heard_at <= unused_since:
+        loop = asyncio.get_running_loop()
+        unused_since = loop.time() - _SURPLUS_IDLE_S
+        # A few per callback: hundreds closed in one go (after a burst) would hold the loop that long.
+        for _ in range(_TRIM_AT_ONCE):
+            if len(self._idle) <= _MAX_IDLE or self._idle[0].heard_at > unused_since:
+                break
             self._idle.pop(0).close()
-        if len(self._idle) > _MAX_IDLE:
-            self._trim = asyncio.get_running_loop().call_later(_SURPLUS_IDLE_S, self._trim_idle)
+        if len(self._idle) <= _MAX_IDLE:
+            self._trim = None
+        elif self._idle[0].heard_at <= unused_since:
+            self._trim = loop.call_soon(self._trim_idle)
+        else:
+            self._trim = loop.call_later(_SURPLUS_IDLE_S, self._trim_idle)
 
     def forget(self, response: LeanResponse) -> None:
         if response in self._busy:

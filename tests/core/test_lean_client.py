@@ -114,9 +114,11 @@ async def test_idle_connections_past_the_cap_are_closed_only_once_unused(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A burst of answers ending together leaves more idle connections than the cap: they are kept for
-    the requests that follow (no reconnect), and only those left unused are closed later."""
+    the requests that follow (no reconnect), and only those left unused are closed later, a few at a
+    time."""
     monkeypatch.setattr(lean, "_MAX_IDLE", 2)
     monkeypatch.setattr(lean, "_SURPLUS_IDLE_S", 0.05)
+    monkeypatch.setattr(lean, "_TRIM_AT_ONCE", 1)  # one a callback: the rest in the callbacks after
     accepted = 0
 
     async def keep_alive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
