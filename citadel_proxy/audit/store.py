@@ -10,6 +10,7 @@ from typing import Any
 
 import msgspec
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
@@ -75,7 +76,6 @@ ON CONFLICT DO NOTHING
 # request's record), and the connection costs milliseconds.
 OWN_CONNECTION_BYTES = 1024 * 1024
 
-_STATEMENT_TIMEOUT = b"SELECT set_config('statement_timeout', %s, true)"
 
 _encode = msgspec.json.Encoder().encode
 _NUL_JSON = b"\\u0000"
@@ -130,33 +130,46 @@ def _as_is(payload: bytes) -> bytes:
     return payload
 
 
+def with_statement_timeout(conninfo: str, timeout_s: float) -> str:
+    """`conninfo` whose sessions stop any statement after `timeout_s`: the audit pool's (service.py).
+
+    A setting of the session, made when it connects, rather than of each batch's transaction: a batch
+    is then one statement, with no transaction and no setting to send around it.
+    """
+    options = conninfo_to_dict(conninfo).get("options")
+    timeout = f"-c statement_timeout={max(1, int(timeout_s * 1000))}"
+    return make_conninfo(conninfo, options=f"{options} {timeout}" if options else timeout)
+
+
 class PostgresStore:
-    """Inserts batches through the pool; says whether a failure is worth retrying."""
+    """Inserts batches through the pool; says whether a failure is worth retrying.
+
+    The pool's connections stop a statement themselves at `timeout_s` (`with_statement_timeout`).
+    """
 
     def __init__(self, pool: AsyncConnectionPool, timeout_s: float) -> None:
         self._pool = pool
         self._timeout_s = timeout_s
-        self._statement_timeout = f"{max(1, int(timeout_s * 1000))}ms"
 
     async def insert(self, encoded: Sequence[bytes]) -> None:
         """Store encoded records (`encode_record`); one already stored is skipped."""
         exchanges, refusals = split(encoded)
         try:
-            # The server stops the statement itself at the same limit: a cancel from this side can be
-            # lost (sent while the batch is still being sent), and a batch that commits after its writer
-            # gave up keeps a backend busy and is counted as failed. In one pipeline, BEGIN, the setting,
-            # the inserts and COMMIT cost one round trip.
-            async with (
-                asyncio.timeout(self._timeout_s),
-                self._connection(sum(map(len, encoded))) as conn,
-                conn.pipeline(),
-                conn.transaction(),
-            ):
-                await conn.execute(_STATEMENT_TIMEOUT, (self._statement_timeout,))
-                if exchanges:
-                    await conn.execute(_INSERT, (encode_batch(exchanges),))
-                if refusals:
+            # The server stops the statement itself at the same limit (the session's statement_timeout):
+            # a cancel from this side can be lost (sent while the batch is still being sent), and a batch
+            # that commits after its writer gave up keeps a backend busy and is counted as failed.
+            async with asyncio.timeout(self._timeout_s), self._connection(sum(map(len, encoded))) as conn:
+                if exchanges and refusals:
+                    # Both or neither, in one round trip.
+                    async with conn.pipeline(), conn.transaction():
+                        await conn.execute(_INSERT, (encode_batch(exchanges),))
+                        await conn.execute(INSERT_REFUSALS, (encode_batch(refusals),))
+                elif refusals:
                     await conn.execute(INSERT_REFUSALS, (encode_batch(refusals),))
+                else:
+                    # One statement is atomic by itself (autocommit). An empty batch is sent too: one
+                    # round trip that stores nothing, to learn whether the store takes writes.
+                    await conn.execute(_INSERT, (encode_batch(exchanges),))
         except (psycopg.DataError, psycopg.IntegrityError) as exc:
             raise StoreRejected(f"PostgreSQL refused audit records: {reason(exc)}") from exc
         except (TimeoutError, psycopg.errors.QueryCanceled) as exc:
