@@ -7,7 +7,9 @@ import asyncio
 import contextlib
 import functools
 import logging
+import select
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
@@ -53,7 +55,7 @@ async def open_audit(
         )
         owners: Owners = FileOwners(root)
     else:
-        pool = await _open_pool(db, options, stack)
+        pool = await open_pool(db, options, stack)
         store = PostgresStore(pool, options.write_timeout_s)
         queries = AuditQueries(pool, options.write_timeout_s)
         prepare = await _ready_or_deferred(_Deferred(db)) if db.migrate_on_start else None
@@ -87,9 +89,11 @@ async def _open_sqlite(
     return SqliteStore(writer, options.write_timeout_s), SqliteQueries(reader, options.write_timeout_s)
 
 
-async def _open_pool(
+async def open_pool(
     db: Database, options: AuditOptions, stack: contextlib.AsyncExitStack
 ) -> AsyncConnectionPool:
+    """The audit trail's pool (the store, the management reads, the conversation claims); `stack` closes
+    it. Its sessions stop any statement at `write_timeout_s`, as every user of the pool gives up then."""
     pool = AsyncConnectionPool(
         with_statement_timeout(db.conninfo(), options.write_timeout_s),
         min_size=1,
@@ -97,9 +101,7 @@ async def _open_pool(
         timeout=db.pool_timeout,
         max_lifetime=db.pool_recycle,
         kwargs={"autocommit": True, "connect_timeout": max(1, int(options.write_timeout_s))},
-        # Checked when taken: after a database restart a broken connection is replaced, not used to fail
-        # a batch (which would send it, and everything queued behind it, to the spool).
-        check=AsyncConnectionPool.check_connection,
+        check=check_taken,
         name="audit",
         open=False,
     )
@@ -107,6 +109,27 @@ async def _open_pool(
     await pool.open(wait=False)
     stack.push_async_callback(pool.close)
     return pool
+
+
+async def check_taken(conn: psycopg.AsyncConnection[Any]) -> None:
+    """The audit pool's check of a connection it hands out: after a database restart a broken connection
+    is replaced, not used to fail a batch (which would send it, and everything queued behind it, to the
+    spool).
+
+    A round trip (the pool's own check) only when the server said something while the connection sat in
+    the pool: a server that ends a session (a restart, a terminated backend) sends its reason and closes
+    the socket, and either makes it readable; an idle healthy session has nothing to read. A round trip
+    on every batch would cost a good part of what the batch itself costs.
+    """
+    if conn.closed or _readable(conn.pgconn.socket):
+        await AsyncConnectionPool.check_connection(conn)
+
+
+def _readable(fd: int) -> bool:
+    # poll, not select: a worker holding thousands of streams has descriptors past select's limit.
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 async def _prepare_sqlite(store: SqliteStore, root: Path, batch_size: int) -> None:

@@ -131,23 +131,21 @@ def _as_is(payload: bytes) -> bytes:
 
 
 def with_statement_timeout(conninfo: str, timeout_s: float) -> str:
-    """`conninfo` whose sessions have PostgreSQL stop any statement after `timeout_s` itself.
+    """`conninfo` whose sessions stop any statement after `timeout_s`: the audit pool's (service.py).
 
-    For the audit pool, at write_timeout_s: a cancel from this side can be lost (sent while the batch
-    is still being sent), and a batch that commits after its writer gave up keeps a backend busy and is
-    counted as failed. Set once per connection, so that an insert is one statement in autocommit: a
-    transaction-local setting took a pipeline, BEGIN and COMMIT around every batch, twice the event
-    loop's work per batch for the same round trip.
+    A setting of the session, made when it connects, rather than of each batch's transaction: a batch
+    is then one statement, with no transaction and no setting to send around it.
     """
-    options = conninfo_to_dict(conninfo).get("options") or ""
-    limit = f"-c statement_timeout={max(1, int(timeout_s * 1000))}"
-    return make_conninfo(conninfo, options=f"{options} {limit}".strip())
+    options = conninfo_to_dict(conninfo).get("options")
+    timeout = f"-c statement_timeout={max(1, int(timeout_s * 1000))}"
+    return make_conninfo(conninfo, options=f"{options} {timeout}" if options else timeout)
 
 
 class PostgresStore:
     """Inserts batches through the pool; says whether a failure is worth retrying.
 
-    The pool's connections are in autocommit, made with `with_statement_timeout` (service.py)."""
+    The pool's connections stop a statement themselves at `timeout_s` (`with_statement_timeout`).
+    """
 
     def __init__(self, pool: AsyncConnectionPool, timeout_s: float) -> None:
         self._pool = pool
@@ -157,13 +155,21 @@ class PostgresStore:
         """Store encoded records (`encode_record`); one already stored is skipped."""
         exchanges, refusals = split(encoded)
         try:
-            # Each statement is its own transaction: both are idempotent, so a batch whose second
-            # statement failed is written again whole (the first then inserts nothing).
+            # The server stops the statement itself at the same limit (the session's statement_timeout):
+            # a cancel from this side can be lost (sent while the batch is still being sent), and a batch
+            # that commits after its writer gave up keeps a backend busy and is counted as failed.
             async with asyncio.timeout(self._timeout_s), self._connection(sum(map(len, encoded))) as conn:
-                if exchanges:
-                    await conn.execute(_INSERT, (encode_batch(exchanges),))
-                if refusals:
+                if exchanges and refusals:
+                    # Both or neither, in one round trip.
+                    async with conn.pipeline(), conn.transaction():
+                        await conn.execute(_INSERT, (encode_batch(exchanges),))
+                        await conn.execute(INSERT_REFUSALS, (encode_batch(refusals),))
+                elif refusals:
                     await conn.execute(INSERT_REFUSALS, (encode_batch(refusals),))
+                else:
+                    # One statement is atomic by itself (autocommit). An empty batch is sent too: one
+                    # round trip that stores nothing, to learn whether the store takes writes.
+                    await conn.execute(_INSERT, (encode_batch(exchanges),))
         except (psycopg.DataError, psycopg.IntegrityError) as exc:
             raise StoreRejected(f"PostgreSQL refused audit records: {reason(exc)}") from exc
         except (TimeoutError, psycopg.errors.QueryCanceled) as exc:

@@ -19,9 +19,16 @@ from citadel_proxy.audit import AuditOptions, AuditSink, open_audit
 from citadel_proxy.audit.errors import StoreRejected, StoreUnavailable
 from citadel_proxy.audit.ports import AuditStore
 from citadel_proxy.audit.records import AuditMessage, AuditRecord, encode_record, new_id
+from citadel_proxy.audit.service import open_pool
 from citadel_proxy.audit.sqlite_file import SqliteFile, sqlite_path
 from citadel_proxy.audit.sqlite_store import SqliteStore
-from citadel_proxy.audit.store import PostgresStore, escape_nul, unescape_nul, with_statement_timeout
+from citadel_proxy.audit.store import (
+    OWN_CONNECTION_BYTES,
+    PostgresStore,
+    escape_nul,
+    unescape_nul,
+    with_statement_timeout,
+)
 from citadel_proxy.config.schema import Config
 from citadel_proxy.errors import RateLimited
 from citadel_proxy.pipeline.types import Completion, Context, Delta, Reply
@@ -276,30 +283,6 @@ async def test_a_timed_out_insert_says_why(migrated: Config) -> None:
     assert message.endswith("no answer within write_timeout_s (0.3 s) for 1 records"), message
 
 
-def test_the_statement_timeout_joins_the_options_already_there() -> None:
-    given = "host=db dbname=audit options='-c search_path=audit'"
-    options = conninfo_to_dict(with_statement_timeout(given, 2.5))["options"]
-    assert options == "-c search_path=audit -c statement_timeout=2500"
-    bare = conninfo_to_dict(with_statement_timeout("host=db", 0.0001))
-    assert bare["options"] == "-c statement_timeout=1"  # never 0, which PostgreSQL reads as no limit
-
-
-async def test_postgresql_itself_stops_an_insert_past_the_limit(migrated: Config) -> None:
-    """The server ends a held insert at the pool's statement timeout, whatever this side would wait; the
-    same pool stores records (its other options, the schema, are kept)."""
-    assert migrated.database is not None
-    conninfo = with_statement_timeout(migrated.database.conninfo(), 0.3)
-    async with AsyncConnectionPool(conninfo, open=False, kwargs={"autocommit": True}) as pool:
-        store = PostgresStore(pool, timeout_s=30)
-        with psycopg.connect(migrated.database.conninfo()) as blocker:
-            blocker.execute("LOCK TABLE audit_requests IN ACCESS EXCLUSIVE MODE")
-            with pytest.raises(StoreUnavailable) as caught:
-                await store.insert([encode_record(record(0))])
-        assert isinstance(caught.value.__cause__, psycopg.errors.QueryCanceled)
-        await store.insert([encode_record(record(1))])
-    assert fetch(migrated, "SELECT request FROM audit_requests") == [({"n": 1},)]
-
-
 async def test_a_timed_out_sqlite_insert_says_why(tmp_path: Path) -> None:
     """As PostgreSQL's: a write past write_timeout_s on the embedded store ends with its reason."""
     config = make_config(None, "", tmp_path)
@@ -340,3 +323,45 @@ async def test_sqlite_keeps_another_keys_record_out_of_a_conversation(tmp_path: 
     ]
     owners = fetch_any(config, "SELECT id, key_name FROM conversations ORDER BY id")
     assert sorted(owners) == sorted([("call_8f2a:leg-1", "team-a"), (str(uuid.UUID(other.id)), "team-b")])
+
+
+async def test_the_server_stops_a_batch_at_write_timeout_s(migrated: Config) -> None:
+    """The audit pool's sessions carry the statement timeout: PostgreSQL cancels a blocked batch itself,
+    on a pooled connection and on a large batch's own, with no cancel from the gateway (its own limit
+    is far later here)."""
+    assert migrated.database is not None
+    large = msgspec.structs.replace(record(1), response={"content": "x" * (OWN_CONNECTION_BYTES + 1)})
+    with psycopg.connect(migrated.database.conninfo()) as blocker:
+        blocker.execute("LOCK TABLE audit_requests IN ACCESS EXCLUSIVE MODE")  # held until the end
+        async with contextlib.AsyncExitStack() as stack:
+            pool = await open_pool(migrated.database, AuditOptions(write_timeout_s=0.3), stack)
+            store = PostgresStore(pool, timeout_s=30)
+            for batch in ([encode_record(record(0))], [encode_record(large)]):
+                with pytest.raises(StoreUnavailable) as caught:
+                    await store.insert(batch)
+                assert isinstance(caught.value.__cause__, psycopg.errors.QueryCanceled)
+                assert "statement timeout" in str(caught.value.__cause__)
+
+
+def test_the_statement_timeout_joins_the_options_already_given() -> None:
+    conninfo = with_statement_timeout("host=db options='-c search_path=audit'", 2.5)
+    assert conninfo_to_dict(conninfo)["options"] == "-c search_path=audit -c statement_timeout=2500"
+    assert conninfo_to_dict(with_statement_timeout("host=db", 0))["options"] == "-c statement_timeout=1"
+
+
+async def test_a_session_the_server_ended_is_replaced_when_taken(migrated: Config) -> None:
+    """A backend ended while its connection sat in the pool (a restart, pg_terminate_backend): the
+    next batch goes through on a new session, with no round trip to check the ones that are alive."""
+    assert migrated.database is not None
+    async with contextlib.AsyncExitStack() as stack:
+        pool = await open_pool(migrated.database, AuditOptions(), stack)
+        await pool.wait()
+        async with pool.connection() as conn:
+            ended = conn.pgconn.backend_pid
+        with psycopg.connect(migrated.database.conninfo(), autocommit=True) as admin:
+            # Waits until the backend is gone (it said why and closed the socket before it went).
+            admin.execute("SELECT pg_terminate_backend(%s, 5000)", (ended,))
+        await PostgresStore(pool, timeout_s=10).insert([encode_record(record(0))])
+        async with pool.connection() as conn:
+            assert conn.pgconn.backend_pid != ended
+    assert fetch(migrated, "SELECT count(*) FROM audit_requests") == [(1,)]
