@@ -14,6 +14,11 @@ Two threads pay for a traced request, both timed as CPU (`time.thread_time` and 
   local receiver (its own threads, not counted), at the processor's default batch size; the export
   thread's CPU plus that of the flushes made from the request thread, per request.
 Target (issue 19): the two together at most 15 µs per request.
+
+`--floor` prints what the SDK's OTLP encoder (`encode_spans`) alone costs per request, in batches of
+512, for spans made as otlp.py makes them: the two spans every traced request has with no attribute at
+all (the request's, and Ollama's with its `first_token` event), with the fewest attributes the issue
+asks for, and with the shipped configuration's; and what one attribute adds, by type.
 """
 
 from __future__ import annotations
@@ -274,13 +279,85 @@ def bench_section(quick: bool) -> dict[str, Any]:
     return {"target_us": TARGET_US, "runs": [{**asdict(f), "verdict": f.verdict} for f in runs]}
 
 
+_FLOOR_BATCH = 512
+_MINIMUM = {
+    "gen_ai.operation.name": "chat", "gen_ai.system": "ollama", "gen_ai.request.model": "phi3",
+    "citadel.pipeline": "chat", "citadel.key": "app", "session.id": "conversation-0123456789",
+}  # fmt: skip
+_SHIPPED = {
+    **_MINIMUM, "gen_ai.response.model": "phi3:latest", "gen_ai.usage.input_tokens": 12,
+    "gen_ai.usage.output_tokens": 64, "gen_ai.response.finish_reasons": ("stop",),
+    "http.route": "/v1/chat/completions", "http.response.status_code": 200, "citadel.stream": True,
+}  # fmt: skip
+_BACKEND = {"server.address": "127.0.0.1", "server.port": 11434}
+
+
+def _spans(request: dict[str, Any] | None, attempt: dict[str, Any] | None, child: bool) -> list[ReadableSpan]:
+    import random
+
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.trace import SpanKind, TraceFlags
+
+    from citadel_proxy.observability.otlp import Span, _context, _Mark, _Resource, _Scope
+
+    resource, scope = _Resource(Resource.create({"service.name": "bench"})), _Scope("citadel_proxy", None)
+    flags, start = TraceFlags(TraceFlags.SAMPLED), time.time_ns()
+    spans: list[ReadableSpan] = []
+    for _ in range(_FLOOR_BATCH):
+        trace_id = random.getrandbits(128)
+        own = _context(trace_id, random.getrandbits(64), flags)
+        spans.append(Span(
+            "chat phi3", own, None, resource, scope, request and dict(request), (), SpanKind.SERVER, None,
+            start, start + 1000,
+        ))  # fmt: skip
+        if child:
+            spans.append(Span(
+                "chat phi3:latest", _context(trace_id, random.getrandbits(64), flags), own, resource, scope,
+                attempt and dict(attempt), (_Mark("first_token", start + 500),), SpanKind.CLIENT, None,
+                start, start + 1000,
+            ))  # fmt: skip
+    return spans
+
+
+def encoder_floor(rounds: int = 15) -> dict[str, float]:
+    """µs of thread CPU per request (a request span and, but for the one-attribute rows, Ollama's) of
+    the SDK's encode_spans alone, best of `rounds`."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    def cost(spans: list[ReadableSpan]) -> float:
+        best = float("inf")
+        for _ in range(rounds):
+            started = time.thread_time()
+            encode_spans(spans)
+            best = min(best, time.thread_time() - started)
+        return best / _FLOOR_BATCH * 1e6
+
+    fewest, shipped = f"{len(_MINIMUM)} + {len(_BACKEND)}", f"{len(_SHIPPED)} + {len(_BACKEND)}"
+    figures = {
+        "two spans, no attribute": cost(_spans(None, None, True)),
+        f"two spans, the fewest the issue asks ({fewest})": cost(_spans(_MINIMUM, _BACKEND, True)),
+        f"two spans, as shipped with a session.id ({shipped})": cost(_spans(_SHIPPED, _BACKEND, True)),
+    }
+    bare = cost(_spans(None, None, False))
+    for kind, value in (("string", "chat"), ("int", 12), ("bool", True), ("string[1]", ("stop",))):
+        eight = {f"gen_ai.attribute.{n}": value for n in range(8)}
+        figures[f"one {kind} attribute"] = (cost(_spans(eight, None, False)) - bare) / 8
+    return figures
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="The CPU tracing adds to a request (in-process).")
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--waits", type=int, default=0, help="stages that wait, as Redis calls (0-4)")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here too")
+    parser.add_argument("--floor", action="store_true", help="the SDK's encoder alone, per request")
     args = parser.parse_args(argv)
+    if args.floor:
+        print("The SDK's encode_spans alone, CPU per request (batches of 512):")
+        for label, us in encoder_floor().items():
+            print(f"  {label}: {us:.2f} µs")
+        return
     figures = measure(args.requests, args.rounds, args.waits)
     print(f"tracing, {figures.requests} requests a round: " + line(figures))
     if args.json is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator, Sequence
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -27,6 +28,44 @@ if TYPE_CHECKING:
 _HTTP_DEFAULT = "http://127.0.0.1:4318/v1/traces"
 _GRPC_DEFAULT = "http://127.0.0.1:4317"
 _FLAGS = {True: TraceFlags(TraceFlags.SAMPLED), False: TraceFlags(TraceFlags.DEFAULT)}
+
+
+class _Context(SpanContext):
+    """A SpanContext as the processor and the encoder read it, made cheaper where they pay for it: made
+    without SpanContext's checks (the ids are ours, or a traceparent's checked in tracing._parent), its
+    fields read by C getters where SpanContext has a Python property each (the encoder reads five a
+    span), and no TraceState at all when there is none (the encoder then leaves the field out rather
+    than joining an empty one)."""
+
+    __slots__ = ()
+    trace_id = property(itemgetter(0))
+    span_id = property(itemgetter(1))
+    is_remote = property(itemgetter(2))
+    trace_flags = property(itemgetter(3))
+    trace_state = property(itemgetter(4))
+    is_valid = property(itemgetter(5))
+
+
+def _context(
+    trace_id: int, span_id: int, flags: TraceFlags, state: TraceState | None = None, remote: bool = False
+) -> SpanContext:
+    # SpanContext's own layout: (trace_id, span_id, is_remote, trace_flags, trace_state, is_valid).
+    return tuple.__new__(_Context, (trace_id, span_id, remote, flags, state, True))
+
+
+class _Mark(Event):
+    """An event without attributes (the first token's) as the encoder reads it: slots where Event has
+    properties."""
+
+    __slots__ = ("name", "timestamp")
+    name: str
+    timestamp: int
+    attributes = None
+    dropped_attributes = 0
+
+    def __init__(self, name: str, timestamp: int) -> None:
+        self.name = name
+        self.timestamp = timestamp
 
 
 class Span(ReadableSpan):
@@ -89,10 +128,10 @@ class RequestSpan(Span):
         context = self.own_context
         state = TraceState.from_header([trace.trace_state]) if trace.trace_state else None
         if state is not None:
-            context = SpanContext(trace.trace_id, trace.span_id, False, context.trace_flags, state)
+            context = _context(trace.trace_id, trace.span_id, context.trace_flags, state)
         parent = None
         if trace.parent_id is not None:
-            parent = SpanContext(trace.trace_id, trace.parent_id, True, context.trace_flags, state)
+            parent = _context(trace.trace_id, trace.parent_id, context.trace_flags, state, remote=True)
         Span.__init__(
             self, name, context, parent, export.resource, export.scope, attributes, (), SpanKind.SERVER,
             _status(failure), trace.start_ns, end_ns,
@@ -130,7 +169,7 @@ def _family(span: ReadableSpan) -> Iterator[ReadableSpan]:
 
 def _child(span: RequestSpan, parent: SpanContext, note: Note) -> Span:
     span_id = note.span_id or random.getrandbits(64) or 1
-    context = SpanContext(parent.trace_id, span_id, False, parent.trace_flags, parent.trace_state)
+    context = _context(parent.trace_id, span_id, parent.trace_flags, parent.trace_state)
     attributes = note.attributes
     name = note.name
     if attributes is not None:  # an upstream attempt: a client span, named for what it asked
@@ -138,7 +177,7 @@ def _child(span: RequestSpan, parent: SpanContext, note: Note) -> Span:
         name = f"{request['gen_ai.operation.name']!s} {request['gen_ai.response.model']!s}"
     if note.error_type:
         attributes = {**(attributes or {}), "error.type": note.error_type}
-    events = () if note.first_token_ns is None else (Event("first_token", None, note.first_token_ns),)
+    events = () if note.first_token_ns is None else (_Mark("first_token", note.first_token_ns),)
     kind = SpanKind.CLIENT if note.attributes is not None else SpanKind.INTERNAL
     return Span(
         name, context, parent, span.resource, span.instrumentation_scope, attributes, events, kind,
@@ -192,7 +231,7 @@ class Export:
     def emit(
         self, trace: RequestTrace, name: str, attributes: dict[str, Any], failure: str | None, end_ns: int
     ) -> None:
-        context = SpanContext(trace.trace_id, trace.span_id, False, _FLAGS[trace.sampled])
+        context = _context(trace.trace_id, trace.span_id, _FLAGS[trace.sampled])
         self._processor.on_end(RequestSpan(context, self, trace, name, attributes, failure, end_ns))
 
     def force_flush(self) -> bool:

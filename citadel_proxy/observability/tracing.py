@@ -2,7 +2,7 @@
 
 Why the spans are noted here rather than made with the SDK's Tracer: starting and ending an SDK span
 costs about as much as all of a request's tracing on its own thread does (README, Tracing). A request
-notes its waits as (name, start, end) while it runs, only those that suspend it (`Wait`), and hands one
+notes its waits as (name, start, end) while it runs, only those that suspend it (`_watched`), and hands one
 span, its own, to the SDK's BatchSpanProcessor when it ends; its children are made from the notes in the
 processor's export thread (otlp.py), and the SDK's OTLP exporter sends them all. Nothing from
 OpenTelemetry is imported unless `monitoring.tracing.enabled` is true; when it is false a request pays
@@ -15,9 +15,10 @@ import asyncio
 import random
 import re
 import time
+import types
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from citadel_proxy import errors
 from citadel_proxy.observability.spans import request_attributes, settle_attempt
@@ -39,6 +40,7 @@ _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f
 _TRACESTATE = re.compile(r"[\x20-\x7e]+")
 # W3C's limit for what a vendor must pass on; a longer tracestate is dropped rather than cut.
 _MAX_TRACESTATE = 512
+_time_ns = time.time_ns
 
 
 def _new_id(bits: int) -> int:
@@ -167,7 +169,7 @@ class RequestTrace:
         """`pending`, awaited as a child span named `name` if it waits (suspends the request's task): a
         key looked up in PostgreSQL, a Redis call, a queue; one that completes at once (a key or a rate
         limit held in memory, a hand-off into a queue with room) adds no span."""
-        return Wait(self, name, pending) if self.sampled else pending
+        return _watched(self, name, pending) if self.sampled else pending
 
     async def attempt_upstream(
         self, host: str, port: int, call: Callable[[dict[str, str]], Awaitable[Reply]]
@@ -243,50 +245,43 @@ class RequestTrace:
         return self.start_ns + int((perf_counter - self.start_pc) * 1e9)
 
 
-class Wait(Generic[T]):
-    """An await that notes its span only once the awaited thing suspends (what `yield from` does,
-    spelled out: the first step tells whether it waits)."""
-
-    __slots__ = ("_name", "_pending", "_trace")
-
-    def __init__(self, trace: RequestTrace, name: str, pending: Awaitable[T]) -> None:
-        self._trace = trace
-        self._name = name
-        self._pending = pending
-
-    def __await__(self) -> Generator[Any, Any, T]:
-        inner = self._pending.__await__()
-        start_ns = time.time_ns()
-        try:
-            signal = inner.send(None)
-        except StopIteration as done:
-            return cast("T", done.value)  # it did not wait (a failure at once is the request's own)
-        try:
-            while True:
-                try:
-                    sent = yield signal
-                except GeneratorExit:
-                    inner.close()
-                    raise
-                except BaseException as exc:  # a cancellation, passed on to what waits
-                    signal = inner.throw(exc)
-                else:
-                    signal = inner.send(sent)
-        except StopIteration as done:
-            result = cast("T", done.value)
-        except GeneratorExit:
-            raise
-        except BaseException as exc:
-            trace = self._trace
-            if not trace.ended:
-                note = Note(self._name, 0, start_ns, time.time_ns())
-                note.failed(exc)
-                trace.notes.append(note)
-            raise
-        if not self._trace.ended:
-            # A plain tuple: most waits end well, and a Note costs more to make.
-            self._trace.waits.append((self._name, start_ns, time.time_ns()))
-        return result
+@types.coroutine
+def _watched(trace: RequestTrace, name: str, pending: Awaitable[T]) -> Generator[Any, Any, T]:
+    """`pending`, noting its span only once it suspends (what `yield from` does, spelled out: the first
+    step tells whether it waits). A generator rather than an object with `__await__`: most stages
+    complete at once, and this makes one object for them, not two."""
+    inner = pending.__await__()
+    start_ns = _time_ns()
+    try:
+        signal = inner.send(None)
+    except StopIteration as done:
+        at_once: T = done.value  # it did not wait (a failure at once is the request's own)
+        return at_once
+    try:
+        while True:
+            try:
+                sent = yield signal
+            except GeneratorExit:
+                inner.close()
+                raise
+            except BaseException as exc:  # a cancellation, passed on to what waits
+                signal = inner.throw(exc)
+            else:
+                signal = inner.send(sent)
+    except StopIteration as done:
+        result: T = done.value
+    except GeneratorExit:
+        raise
+    except BaseException as exc:
+        if not trace.ended:
+            note = Note(name, 0, start_ns, _time_ns())
+            note.failed(exc)
+            trace.notes.append(note)
+        raise
+    if not trace.ended:
+        # A plain tuple: most waits end well, and a Note costs more to make.
+        trace.waits.append((name, start_ns, _time_ns()))
+    return result
 
 
 class CapturedStream:

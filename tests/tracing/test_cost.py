@@ -8,7 +8,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from bench.tracing_cost import measure
+from bench.tracing_cost import encoder_floor, measure
 from tests.core.conftest import REPO
 
 
@@ -50,3 +50,9 @@ def test_measurement_runs() -> None:
     assert figures.export_thread_us > 0 and figures.verdict in ("PASS", "MISS")
     # Two stages that wait (as Redis calls do): a span each.
     assert measure(requests=200, rounds=1, waits=2).spans_per_request == 4
+
+
+def test_encoder_floor_runs() -> None:
+    # The SDK's encoder alone (`--floor`): every row measured (no figure is asserted: timings).
+    floor = encoder_floor(rounds=1)
+    assert len(floor) == 7 and all(us == us for us in floor.values())
