@@ -36,7 +36,8 @@ class TappedStream:
 
     def __init__(self, inner: TokenStream, tap: StreamTap) -> None:
         self._inner = inner
-        self._taps = [tap]
+        # A tuple: a list would cost more (its items apart, and room to grow).
+        self._taps: tuple[StreamTap, ...] = (tap,)
         self._ended = self._closed = False
 
     async def read(self) -> list[Delta] | None:
@@ -89,6 +90,6 @@ def tap(reply: Reply, watcher: StreamTap) -> None:
     stream = reply.stream
     assert stream is not None
     if type(stream) is TappedStream:
-        stream._taps.append(watcher)
+        stream._taps = (*stream._taps, watcher)
     else:
         reply.stream = TappedStream(stream, watcher)
