@@ -22,6 +22,8 @@ _encode = msgspec.json.Encoder().encode
 class _OpenAIEvents:
     """What OpenAI's two chunk formats share: SSE, comments as keep-alives, OpenAI's error object."""
 
+    __slots__ = ()
+
     headers = SSE_HEADERS
     keepalive = KEEPALIVE
 
@@ -39,6 +41,8 @@ def _usage(outcome: Outcome) -> bytes:
 
 class ChatChunks(_OpenAIEvents):
     """`chat.completion.chunk` events: role in the first delta, a finish chunk, optional usage, [DONE]."""
+
+    __slots__ = ("_common", "_head", "_open", "_tail", "_tool_index", "_used_tools")
 
     def __init__(self, model: str, created: int) -> None:
         common = b'{"id":"%s","object":"chat.completion.chunk","created":%d,"model":%s,' % (
@@ -88,6 +92,8 @@ class ChatChunks(_OpenAIEvents):
 
 class TextChunks(_OpenAIEvents):
     """`text_completion` events (the legacy completions API, used by copilot-style clients)."""
+
+    __slots__ = ("_common", "_head", "_tail")
 
     def __init__(self, model: str, created: int) -> None:
         common = b'{"id":"%s","object":"text_completion","created":%d,"model":%s,' % (
