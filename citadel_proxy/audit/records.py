@@ -129,13 +129,20 @@ def plain(value: Any) -> Any:
 
 
 # An open stream holds its answer so far, a token a piece: a str of a few characters costs about 50 bytes
-# beside them, so every this many pieces are joined into one.
-_FOLD_PIECES = 64
+# beside them, so every this many loose pieces are joined, into the piece before them while that one is
+# short (a short answer is held as one str), else into a piece of their own (a long one is not copied
+# whole again and again).
+_FOLD_PIECES = 8
+_PIECE_CHARS = 4096
 
 
 def _fold(pieces: list[str], start: int) -> int:
-    """Join pieces[start:] into one piece; returns the length at which to fold again."""
-    pieces[start:] = ["".join(pieces[start:])]
+    """Join pieces[start:] (the loose ones); returns the length at which to fold again."""
+    loose = "".join(pieces[start:])
+    if start and len(pieces[start - 1]) < _PIECE_CHARS:
+        pieces[start - 1 :] = [pieces[start - 1] + loose]
+        return start + _FOLD_PIECES
+    pieces[start:] = [loose]
     return start + 1 + _FOLD_PIECES
 
 
@@ -144,8 +151,9 @@ class Answer:
     """What came back, assembled from a stream's deltas or taken from a whole completion."""
 
     content: list[str] = field(default_factory=list)
-    thinking: list[str] = field(default_factory=list)
-    tool_calls: list[ToolCall] = field(default_factory=list)
+    # None until the answer has some: most have neither, and an open stream holds its answer.
+    thinking: list[str] | None = None
+    tool_calls: list[ToolCall] | None = None
     finish_reason: str | None = None
     # How many pieces `content` and `thinking` may hold before their loose pieces are joined (_fold).
     content_fold_at: int = _FOLD_PIECES
@@ -158,10 +166,14 @@ class Answer:
                 content.append(delta.content)
             if delta.thinking:
                 thinking = self.thinking
+                if thinking is None:
+                    thinking = self.thinking = []
                 thinking.append(delta.thinking)
                 if len(thinking) > self.thinking_fold_at:
                     self.thinking_fold_at = _fold(thinking, self.thinking_fold_at - _FOLD_PIECES)
             if delta.tool_calls:
+                if self.tool_calls is None:
+                    self.tool_calls = []
                 self.tool_calls.extend(delta.tool_calls)
         # Once a batch rather than per token: most batches carry content only.
         if len(content) > self.content_fold_at:
@@ -317,7 +329,9 @@ def _response_document(
         content, calls = said
         document = {
             "content": policy.document(content),
-            "thinking": policy.document("".join(answer.thinking)) if any(answer.thinking) else None,
+            "thinking": policy.document("".join(answer.thinking))
+            if answer.thinking and any(answer.thinking)
+            else None,
             "tool_calls": policy.document(calls),
             "finish_reason": answer.finish_reason or finish_reason,
         }

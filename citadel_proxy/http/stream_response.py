@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from starlette.types import Message, Receive, Scope, Send
 
 from citadel_proxy import errors
-from citadel_proxy.http.disconnect import cancel_on_disconnect, drop_connection
+from citadel_proxy.http.disconnect import drop_connection, watch_disconnect
 from citadel_proxy.http.responses import logged_bug
 from citadel_proxy.http.stream_encoder import StreamEncoder
 from citadel_proxy.pipeline.replay import CompletionStream
@@ -96,7 +96,7 @@ class StreamResponse:
         task = asyncio.current_task()
         assert task is not None
         self._task = task
-        watcher = asyncio.create_task(cancel_on_disconnect(receive, task, self._note_gone))
+        watcher = watch_disconnect(receive, task, self._note_gone)
         # Cancellations already asked of the task are someone else's (as asyncio.timeout counts them).
         cancelling = task.cancelling()
         self._deadline = asyncio.get_running_loop().time() + self.ctx.pipeline.timeout_s

@@ -22,6 +22,8 @@ _encode = msgspec.json.Encoder().encode
 class _OpenAIEvents:
     """What OpenAI's two chunk formats share: SSE, comments as keep-alives, OpenAI's error object."""
 
+    __slots__ = ()
+
     headers = SSE_HEADERS
     keepalive = KEEPALIVE
 
@@ -37,8 +39,16 @@ def _usage(outcome: Outcome) -> bytes:
     return b'{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d}' % (p, c, p + c)
 
 
+# What follows the id, model and fingerprint in a chunk; an encoder keeps only the head with it, and the
+# usage chunk (the head without it) is cut from that at the end: an open stream holds one copy, not two.
+_CHAT_CHOICES = b'"choices":[{"index":0,"delta":{'
+_TEXT_CHOICES = b'"choices":[{"index":0,"text":'
+
+
 class ChatChunks(_OpenAIEvents):
     """`chat.completion.chunk` events: role in the first delta, a finish chunk, optional usage, [DONE]."""
+
+    __slots__ = ("_head", "_open", "_tail", "_tool_index", "_used_tools")
 
     def __init__(self, model: str, created: int) -> None:
         common = b'{"id":"%s","object":"chat.completion.chunk","created":%d,"model":%s,' % (
@@ -46,8 +56,7 @@ class ChatChunks(_OpenAIEvents):
             created,
             _encode(model),
         )
-        self._common = b"data: " + common + b'"system_fingerprint":"fp_ollama",'
-        self._head = self._common + b'"choices":[{"index":0,"delta":{'
+        self._head = b"data: " + common + b'"system_fingerprint":"fp_ollama",' + _CHAT_CHOICES
         self._open = self._head + b'"role":"assistant",'
         self._tail = b'},"logprobs":null,"finish_reason":null}]}\n\n'
         self._tool_index = 0
@@ -82,12 +91,15 @@ class ChatChunks(_OpenAIEvents):
         reason = finish_reason(outcome.finish_reason, self._used_tools).encode()
         out = self._open + b'},"logprobs":null,"finish_reason":"' + reason + b'"}]}\n\n'
         if include_usage:
-            out += self._common + b'"choices":[],"usage":' + _usage(outcome) + b"}\n\n"
+            common = self._head[: -len(_CHAT_CHOICES)]
+            out += common + b'"choices":[],"usage":' + _usage(outcome) + b"}\n\n"
         return out + DONE
 
 
 class TextChunks(_OpenAIEvents):
     """`text_completion` events (the legacy completions API, used by copilot-style clients)."""
+
+    __slots__ = ("_head", "_tail")
 
     def __init__(self, model: str, created: int) -> None:
         common = b'{"id":"%s","object":"text_completion","created":%d,"model":%s,' % (
@@ -95,8 +107,7 @@ class TextChunks(_OpenAIEvents):
             created,
             _encode(model),
         )
-        self._common = b"data: " + common + b'"system_fingerprint":"fp_ollama",'
-        self._head = self._common + b'"choices":[{"index":0,"text":'
+        self._head = b"data: " + common + b'"system_fingerprint":"fp_ollama",' + _TEXT_CHOICES
         self._tail = b',"logprobs":null,"finish_reason":null}]}\n\n'
 
     def encode(self, batch: list[Delta]) -> bytes:
@@ -108,5 +119,6 @@ class TextChunks(_OpenAIEvents):
         reason = finish_reason(outcome.finish_reason, False).encode()
         out = self._head + b'"","logprobs":null,"finish_reason":"' + reason + b'"}]}\n\n'
         if include_usage:
-            out += self._common + b'"choices":[],"usage":' + _usage(outcome) + b"}\n\n"
+            common = self._head[: -len(_TEXT_CHOICES)]
+            out += common + b'"choices":[],"usage":' + _usage(outcome) + b"}\n\n"
         return out + DONE

@@ -16,7 +16,7 @@ from starlette.types import ASGIApp
 from citadel_proxy import errors
 from citadel_proxy.auth.guard import refuse_locked_out, require_key
 from citadel_proxy.http.body import decode, read_body
-from citadel_proxy.http.disconnect import cancel_on_disconnect
+from citadel_proxy.http.disconnect import watch_disconnect
 from citadel_proxy.http.responses import json_response
 from citadel_proxy.http.stream_encoder import StreamEncoder
 from citadel_proxy.http.stream_response import StreamResponse, deadline_error
@@ -215,7 +215,7 @@ async def complete(request: Request, ctx: Context, built: BuiltPipeline) -> Repl
     task = asyncio.current_task()
     assert task is not None
     gone = asyncio.Event()
-    watcher = asyncio.create_task(cancel_on_disconnect(request.receive, task, gone.set))
+    watcher = watch_disconnect(request.receive, task, gone.set)
     try:
         async with asyncio.timeout(ctx.pipeline.timeout_s) as deadline:
             reply = await built.handler(ctx)

@@ -21,7 +21,8 @@ from citadel_proxy.audit.errors import AuditError
 from citadel_proxy.audit.records import Answer, AuditRecord, Failure, build_record, new_id
 from citadel_proxy.errors import InvalidRequest, PermissionDenied, ServiceUnavailable
 from citadel_proxy.pipeline.stage import Handler, StageSettings, StageType
-from citadel_proxy.pipeline.types import Context, Delta, Reply, TokenStream
+from citadel_proxy.pipeline.taps import tap
+from citadel_proxy.pipeline.types import Context, Delta, Reply
 
 if TYPE_CHECKING:
     from citadel_proxy.audit.sink import AuditSink
@@ -85,7 +86,7 @@ class AuditStage:
             await exchange.finish(None, Failure.of(exc))
             raise
         if reply.stream is not None:
-            reply.stream = AuditedStream(reply.stream, exchange)
+            tap(reply, exchange)
         elif reply.completion is not None:
             outcome = ctx.outcome
             outcome.prompt_tokens, outcome.completion_tokens = outcome.tokens(reply.completion)
@@ -113,7 +114,13 @@ class AuditStage:
 
 
 class Exchange:
-    """One request being audited: its id and start, minted at entry; recorded exactly once."""
+    """One request being audited: its id and start, minted at entry; recorded exactly once.
+
+    A streamed answer's tap, too: it assembles the answer and records the exchange when the stream
+    ends, fails, or is closed early.
+    """
+
+    __slots__ = ("_answer", "_policy", "_sink", "ctx", "id", "recorded", "started_at")
 
     def __init__(self, ctx: Context, sink: AuditSink, policy: ContentPolicy) -> None:
         self.ctx = ctx
@@ -122,6 +129,8 @@ class Exchange:
         self._sink = sink
         self._policy = policy
         self.recorded = False
+        # Made at a stream's first batch: most exchanges never hold one.
+        self._answer: Answer | None = None
 
     def _build(self, answer: Answer | None, failure: Failure | None) -> AuditRecord:
         self.recorded = True
@@ -136,12 +145,21 @@ class Exchange:
         )
 
     async def finish(self, answer: Answer | None, failure: Failure | None, *, required: bool = False) -> None:
+        waiting = self._offer(answer, failure, required)
+        if waiting is not None:
+            await waiting
+
+    def _offer(
+        self, answer: Answer | None, failure: Failure | None, required: bool
+    ) -> Awaitable[None] | None:
+        """The record handed to the sink; what to wait for when the sink makes its caller wait, else None.
+        (The sink's `submit` without its coroutine: most records are queued, and nothing waits.)"""
         if self.recorded:
-            return
-        # The sink's `submit` without its coroutine: most records are queued, and nothing waits.
+            return None
         waiter = self._sink.offer(self._build(answer, failure))
-        if waiter is None:
-            return
+        return None if waiter is None else self._wait(waiter, required)
+
+    async def _wait(self, waiter: Awaitable[None], required: bool) -> None:
         pending: Awaitable[None] = asyncio.shield(waiter)  # a client gone mid-write must not cancel it
         trace = self.ctx.trace
         try:
@@ -156,41 +174,25 @@ class Exchange:
         if not self.recorded:
             self._sink.offer(self._build(answer, failure))
 
+    # pipeline.taps.StreamTap: a streamed answer
 
-class AuditedStream:
-    """Passes deltas through, assembling the answer; records the exchange when the stream ends."""
+    def seen(self, batch: list[Delta]) -> None:
+        answer = self._answer
+        if answer is None:
+            answer = self._answer = Answer()
+        answer.add(batch)
 
-    def __init__(self, inner: TokenStream, exchange: Exchange) -> None:
-        self._inner = inner
-        self._exchange = exchange
-        self._answer = Answer()
-        self._ended = False
+    def ended(self, error: Exception | None) -> Awaitable[None] | None:
+        # (Not on a cancellation: a timer around read, chunking's, cancels it with nothing lost.)
+        return self._offer(self._streamed(), None if error is None else Failure.of(error), False)
 
-    async def read(self) -> list[Delta] | None:
-        if self._ended:
-            return None
-        try:
-            batch = await self._inner.read()
-        except Exception as exc:
-            # (Not CancelledError: a timer around read, chunking's, cancels it with nothing lost.)
-            self._ended = True
-            await self._exchange.finish(self._answer, Failure.of(exc))
-            raise
-        if batch is None:
-            # _ended first: if this read is cancelled while recording, the next read still ends.
-            self._ended = True
-            await self._exchange.finish(self._answer, None)
-            return None
-        self._answer.add(batch)
-        return batch
+    def closed(self) -> None:
+        if not self.recorded:
+            failure = Failure.client_closed("the client closed the stream before its end")
+            self.finish_nowait(self._streamed(), failure)
 
-    async def aclose(self) -> None:
-        try:
-            await self._inner.aclose()
-        finally:
-            if not self._exchange.recorded:
-                failure = Failure.client_closed("the client closed the stream before its end")
-                self._exchange.finish_nowait(self._answer, failure)
+    def _streamed(self) -> Answer:
+        return self._answer if self._answer is not None else Answer()
 
 
 def build(settings: AuditSettings, services: Services) -> AuditStage:

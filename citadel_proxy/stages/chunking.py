@@ -56,6 +56,10 @@ def merge(group: list[Delta]) -> Delta:
 class ChunkedStream:
     """A TokenStream of grouped deltas over a TokenStream of single tokens."""
 
+    __slots__ = (
+        "_delay", "_ended", "_failure", "_first_at", "_inner", "_max_events", "_pending", "_ready", "_size",
+    )  # fmt: skip
+
     def __init__(self, inner: TokenStream, settings: ChunkingSettings) -> None:
         self._inner = inner
         self._size = settings.chunk_size

@@ -31,7 +31,8 @@ from citadel_proxy.errors import (
 )
 from citadel_proxy.observability.metrics import OTHER_MODEL, Metrics
 from citadel_proxy.pipeline.stage import Handler, StageSettings, StageType
-from citadel_proxy.pipeline.types import CLIENT_CLOSED_STATUS, Context, Delta, Reply, TokenStream
+from citadel_proxy.pipeline.taps import tap
+from citadel_proxy.pipeline.types import CLIENT_CLOSED_STATUS, Context, Delta, Reply
 
 if TYPE_CHECKING:
     from citadel_proxy.services import Services
@@ -103,7 +104,7 @@ class MetricsStage:
             self.record(ctx, ctx.outcome.status, None, reply)
             return reply
         self._metrics.active_streams.inc()
-        reply.stream = MeteredStream(reply.stream, ctx, self)
+        tap(reply, Metered(ctx, self))
         return reply
 
     def record(
@@ -167,46 +168,29 @@ class MetricsStage:
         self._metrics.active_streams.dec()
 
 
-class MeteredStream:
-    """Passes batches through untouched, noting the first one and how many deltas went by."""
+class Metered:
+    """A stream's tap: notes its first batch and how many deltas went by, counts it once closed."""
 
-    __slots__ = ("_closed", "_ctx", "_deltas", "_error", "_first_at", "_inner", "_stage")
+    __slots__ = ("_ctx", "_deltas", "_error", "_first_at", "_stage")
 
-    def __init__(self, inner: TokenStream, ctx: Context, stage: MetricsStage) -> None:
-        self._inner = inner
+    def __init__(self, ctx: Context, stage: MetricsStage) -> None:
         self._ctx = ctx
         self._stage = stage
         self._deltas = 0
         self._first_at: float | None = None
         self._error: GatewayError | None = None
-        self._closed = False
 
-    async def read(self) -> list[Delta] | None:
-        # Work only after the inner read returned: a read cancelled while waiting loses nothing.
-        try:
-            batch = await self._inner.read()
-        except GatewayError as exc:
-            self._error = exc
-            raise
-        except Exception:
-            # Not CancelledError: a read cancelled by the chunking timer is no failure.
-            self._error = GatewayError("the stream failed")
-            raise
+    def seen(self, batch: list[Delta]) -> None:
         if batch:
             if self._first_at is None:
                 self._first_at = time.perf_counter()
             self._deltas += len(batch)
-        return batch
 
-    async def aclose(self) -> None:
-        try:
-            await self._inner.aclose()
-        finally:
-            if not self._closed:
-                self._closed = True
-                self._finish()
+    def ended(self, error: Exception | None) -> None:
+        if error is not None:
+            self._error = error if isinstance(error, GatewayError) else GatewayError("the stream failed")
 
-    def _finish(self) -> None:
+    def closed(self) -> None:
         stage, error = self._stage, self._error
         stage.stream_ended()
         status = error.status if error is not None else self._ctx.outcome.status

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated
 
@@ -10,7 +10,8 @@ from msgspec import Meta
 
 from citadel_proxy.errors import RateLimited
 from citadel_proxy.pipeline.stage import Handler, StageSettings, StageType
-from citadel_proxy.pipeline.types import Context, Delta, Principal, Reply, TokenStream
+from citadel_proxy.pipeline.taps import tap
+from citadel_proxy.pipeline.types import Context, Delta, Principal, Reply
 from citadel_proxy.ratelimit import Decision, Limits, lowest, rate_limit_headers
 
 if TYPE_CHECKING:
@@ -54,7 +55,7 @@ class RateLimitStage:
         limits = self.limits_for(principal)
         if limits.empty:
             return await call_next(ctx)
-        identity = f"key:{principal.name}" if principal else f"ip:{ctx.client}"
+        identity = _identity(ctx)
         # Most requests are decided at once (a lease of slots in hand): no coroutine, no wait to trace.
         decision = self.limiter.acquire_now(identity, limits)
         if decision is None:
@@ -71,45 +72,46 @@ class RateLimitStage:
             # Not awaited: the answer is not held back by a Redis round trip.
             self.limiter.charge_soon(identity, limits, sum(ctx.outcome.tokens(reply.completion)))
             return reply
-
-        def charge(estimate: int) -> None:
-            used = sum(ctx.outcome.tokens(None))
-            self.limiter.charge_soon(identity, limits, used or estimate)
-
-        return Reply(stream=ChargedStream(reply.stream, charge))
+        tap(reply, Charge(self.limiter, ctx, limits))
+        return reply
 
 
-@dataclass(slots=True)
-class ChargedStream:
-    """Charges the tokens once the stream ends, or is closed early (a client that leaves still pays).
+def _identity(ctx: Context) -> str:
+    principal = ctx.principal
+    return f"key:{principal.name}" if principal else f"ip:{ctx.client}"
 
-    `read` only does synchronous work after the inner read returned, so cancelling it loses nothing.
+
+class Charge:
+    """A stream's tap: charges its tokens once it ends, or is closed early (a client that leaves still
+    pays). Holds what the charge needs, not a closure over it: an open stream keeps this while it lasts.
     """
 
-    inner: TokenStream
-    charge: Callable[[int], None]
-    deltas: int = 0
-    settled: bool = False
+    __slots__ = ("_ctx", "_deltas", "_limiter", "_limits", "_settled")
 
-    async def read(self) -> list[Delta] | None:
-        batch = await self.inner.read()
-        if batch is None:
-            self._settle()
-        else:
-            self.deltas += len(batch)
-        return batch
+    def __init__(self, limiter: RateLimiter, ctx: Context, limits: Limits) -> None:
+        self._limiter = limiter
+        self._ctx = ctx
+        self._limits = limits
+        self._deltas = 0
+        self._settled = False
 
-    async def aclose(self) -> None:
-        try:
-            await self.inner.aclose()
-        finally:
+    def seen(self, batch: list[Delta]) -> None:
+        self._deltas += len(batch)
+
+    def ended(self, error: Exception | None) -> None:
+        if error is None:
             self._settle()
+
+    def closed(self) -> None:
+        self._settle()
 
     def _settle(self) -> None:
-        if not self.settled:
-            self.settled = True
+        if not self._settled:
+            self._settled = True
+            ctx = self._ctx
+            used = sum(ctx.outcome.tokens(None))
             # Ollama reports counts at the end; a stream cut short is charged a token per delta seen.
-            self.charge(self.deltas)
+            self._limiter.charge_soon(_identity(ctx), self._limits, used or self._deltas)
 
 
 def _refusal(decision: Decision) -> str:

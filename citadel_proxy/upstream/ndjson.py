@@ -34,6 +34,8 @@ _DRAIN_AFTER_DONE_S = 1.0
 class LineBlocks:
     """Whole lines from a byte stream, as many as have arrived per call, without aiohttp's line limit."""
 
+    __slots__ = ("_carry", "_content", "_max_line_bytes")
+
     def __init__(self, content: ByteSource, max_line_bytes: int = MAX_LINE_BYTES) -> None:
         self._content = content
         self._carry = bytearray()
@@ -86,6 +88,8 @@ class LineBlocks:
 
 class UpstreamStream(Generic[Line]):
     """The TokenStream of one Ollama answer: a batch of deltas per read, outcome recorded at `done`."""
+
+    __slots__ = ("_blocks", "_content", "_decoder", "_done", "_failure", "_outcome", "_response", "_to_delta")
 
     def __init__(
         self,
