@@ -38,8 +38,13 @@ class Truncation(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     record_bytes: int = 0  # the record's size before its contents were shortened (0: they were not)
 
 
-class AuditRecord(msgspec.Struct, frozen=True, kw_only=True):
-    """One API call. `id` is minted when the request starts, so storing it twice stores it once."""
+class AuditRecord(msgspec.Struct, frozen=True):
+    """One API call. `id` is minted when the request starts, so storing it twice stores it once.
+
+    Not kw_only: `build_record` makes one per request with every field given by position, which msgspec
+    matches at once, where two dozen keywords are each looked up among the fields. Elsewhere keywords
+    are used as before; new fields go at the end, with a default.
+    """
 
     id: str
     time: datetime
@@ -215,31 +220,33 @@ def build_record(
         turn, omitted = head_and_tail(turn, max_messages)
         truncation = Truncation(messages_omitted=omitted)
     said = _said(answer)
+    response = _flagged(_response_document(answer, said, outcome.finish_reason, failure, policy), outcome)
+    # By position, in the order of the fields (see AuditRecord).
     return AuditRecord(
-        id=record_id,
-        time=started_at,
-        route=ctx.route,
-        pipeline=ctx.pipeline.name,
-        stream=ctx.stream,
-        model_requested=ctx.model_requested,
-        model=ctx.model,
-        key_name=ctx.principal.name if ctx.principal is not None else None,
-        client=ctx.client or None,
-        conversation_id=ctx.conversation_id,
-        status=failure.status if failure else outcome.status,
-        error_code=failure.code if failure else outcome.error_code,
-        ttft_ms=(first - ctx.started) * 1000 if first is not None else None,
-        duration_ms=max(finished - ctx.started, 0.0) * 1000,
-        prompt_tokens=outcome.prompt_tokens,
-        completion_tokens=outcome.completion_tokens,
-        cache_hit=outcome.cache_hit,
-        content_mode=policy.mode,
-        request=_request_field(request, policy),
-        response=_flagged(_response_document(answer, said, outcome.finish_reason, failure, policy), outcome),
-        messages=[_message(role, text, policy) for role, text in turn] + _answer_messages(said, policy),
-        truncation=truncation,
-        backend=ctx.backend,
-        attempts=list(ctx.attempts),
+        record_id,  # id
+        started_at,  # time
+        ctx.route,
+        ctx.pipeline.name,
+        ctx.stream,
+        ctx.model_requested,
+        ctx.model,
+        ctx.principal.name if ctx.principal is not None else None,  # key_name
+        ctx.client or None,  # client
+        ctx.conversation_id,
+        failure.status if failure else outcome.status,  # status
+        failure.code if failure else outcome.error_code,  # error_code
+        (first - ctx.started) * 1000 if first is not None else None,  # ttft_ms
+        max(finished - ctx.started, 0.0) * 1000,  # duration_ms
+        outcome.prompt_tokens,
+        outcome.completion_tokens,
+        outcome.cache_hit,
+        policy.mode,  # content_mode
+        _request_field(request, policy),  # request
+        response,
+        [_message(role, text, policy) for role, text in turn] + _answer_messages(said, policy),  # messages
+        truncation,
+        ctx.backend,
+        list(ctx.attempts),  # attempts
     )
 
 
