@@ -319,18 +319,21 @@ def _response_document(
     failure: Failure | None,
     policy: ContentPolicy,
 ) -> dict[str, Any] | None:
+    # Only the keys that have a value, in this order: what a document with its None values left out holds.
     document: dict[str, Any] = {}
     if answer is not None and said is not None:
         content, calls = said
-        document = {
-            "content": policy.document(content),
-            "thinking": policy.document("".join(answer.thinking)) if any(answer.thinking) else None,
-            "tool_calls": policy.document(calls),
-            "finish_reason": answer.finish_reason or finish_reason,
-        }
+        document["content"] = policy.document(content)  # a str: never None
+        if any(answer.thinking):
+            document["thinking"] = policy.document("".join(answer.thinking))
+        if calls is not None:
+            document["tool_calls"] = policy.document(calls)
+        finish = answer.finish_reason or finish_reason
+        if finish is not None:
+            document["finish_reason"] = finish
     if failure is not None:
         document["error"] = {"code": failure.code, "message": failure.message}
-    return {k: v for k, v in document.items() if v is not None} or None
+    return document or None
 
 
 def _text_of(content: Any) -> str | None:
