@@ -38,8 +38,13 @@ class Truncation(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     record_bytes: int = 0  # the record's size before its contents were shortened (0: they were not)
 
 
-class AuditRecord(msgspec.Struct, frozen=True, kw_only=True):
-    """One API call. `id` is minted when the request starts, so storing it twice stores it once."""
+class AuditRecord(msgspec.Struct, frozen=True):
+    """One API call. `id` is minted when the request starts, so storing it twice stores it once.
+
+    Not kw_only: `build_record` makes one per request with every field given by position, which msgspec
+    matches at once, where two dozen keywords are each looked up among the fields. Elsewhere keywords
+    are used as before; new fields go at the end, with a default.
+    """
 
     id: str
     time: datetime
@@ -79,15 +84,18 @@ def head_and_tail(items: list[T], limit: int) -> tuple[list[T], int]:
     return items[:head] + items[len(items) - (limit - head) :], len(items) - limit
 
 
+# The hex digit of the variant (0b10) and two random bits, by the random hex digit they are taken from.
+_VARIANT_DIGIT = {digit: "89ab"[i % 4] for i, digit in enumerate("0123456789abcdef")}
+_MILLISECONDS_48 = (1 << 48) - 1
+
+
 def new_id() -> str:
     """A UUIDv7 (RFC 9562): time-ordered, so ids sort roughly by request start."""
-    raw = bytearray(random_bytes(16))
-    raw[:6] = (time.time_ns() // 1_000_000 & (1 << 48) - 1).to_bytes(6, "big")
-    raw[6] = 0x70 | raw[6] & 0x0F  # version 7
-    raw[8] = 0x80 | raw[8] & 0x3F  # variant 0b10
-    # What str(uuid.UUID(bytes=raw)) gives, without building the UUID (two ids per audited request).
-    h = raw.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    stamp = (time.time_ns() // 1_000_000 & _MILLISECONDS_48).to_bytes(6, "big")
+    h = (stamp + random_bytes(10)).hex()
+    # What str(uuid.UUID(...)) gives, without building the UUID or editing bytes: the version digit (7)
+    # in place of a random one, the variant's digit made from another.
+    return f"{h[:8]}-{h[8:12]}-7{h[13:16]}-{_VARIANT_DIGIT[h[16]]}{h[17:20]}-{h[20:]}"
 
 
 _encode = msgspec.json.Encoder().encode
@@ -227,31 +235,33 @@ def build_record(
         turn, omitted = head_and_tail(turn, max_messages)
         truncation = Truncation(messages_omitted=omitted)
     said = _said(answer)
+    response = _flagged(_response_document(answer, said, outcome.finish_reason, failure, policy), outcome)
+    # By position, in the order of the fields (see AuditRecord).
     return AuditRecord(
-        id=record_id,
-        time=started_at,
-        route=ctx.route,
-        pipeline=ctx.pipeline.name,
-        stream=ctx.stream,
-        model_requested=ctx.model_requested,
-        model=ctx.model,
-        key_name=ctx.principal.name if ctx.principal is not None else None,
-        client=ctx.client or None,
-        conversation_id=ctx.conversation_id,
-        status=failure.status if failure else outcome.status,
-        error_code=failure.code if failure else outcome.error_code,
-        ttft_ms=(first - ctx.started) * 1000 if first is not None else None,
-        duration_ms=max(finished - ctx.started, 0.0) * 1000,
-        prompt_tokens=outcome.prompt_tokens,
-        completion_tokens=outcome.completion_tokens,
-        cache_hit=outcome.cache_hit,
-        content_mode=policy.mode,
-        request=_request_field(request, policy),
-        response=_flagged(_response_document(answer, said, outcome.finish_reason, failure, policy), outcome),
-        messages=[_message(role, text, policy) for role, text in turn] + _answer_messages(said, policy),
-        truncation=truncation,
-        backend=ctx.backend,
-        attempts=list(ctx.attempts),
+        record_id,  # id
+        started_at,  # time
+        ctx.route,
+        ctx.pipeline.name,
+        ctx.stream,
+        ctx.model_requested,
+        ctx.model,
+        ctx.principal.name if ctx.principal is not None else None,  # key_name
+        ctx.client or None,  # client
+        ctx.conversation_id,
+        failure.status if failure else outcome.status,  # status
+        failure.code if failure else outcome.error_code,  # error_code
+        (first - ctx.started) * 1000 if first is not None else None,  # ttft_ms
+        max(finished - ctx.started, 0.0) * 1000,  # duration_ms
+        outcome.prompt_tokens,
+        outcome.completion_tokens,
+        outcome.cache_hit,
+        policy.mode,  # content_mode
+        _request_field(request, policy),  # request
+        response,
+        [_message(role, text, policy) for role, text in turn] + _answer_messages(said, policy),  # messages
+        truncation,
+        ctx.backend,
+        list(ctx.attempts),  # attempts
     )
 
 
@@ -324,20 +334,21 @@ def _response_document(
     failure: Failure | None,
     policy: ContentPolicy,
 ) -> dict[str, Any] | None:
+    # Only the keys that have a value, in this order: what a document with its None values left out holds.
     document: dict[str, Any] = {}
     if answer is not None and said is not None:
         content, calls = said
-        document = {
-            "content": policy.document(content),
-            "thinking": policy.document("".join(answer.thinking))
-            if answer.thinking and any(answer.thinking)
-            else None,
-            "tool_calls": policy.document(calls),
-            "finish_reason": answer.finish_reason or finish_reason,
-        }
+        document["content"] = policy.document(content)  # a str: never None
+        if answer.thinking and any(answer.thinking):
+            document["thinking"] = policy.document("".join(answer.thinking))
+        if calls is not None:
+            document["tool_calls"] = policy.document(calls)
+        finish = answer.finish_reason or finish_reason
+        if finish is not None:
+            document["finish_reason"] = finish
     if failure is not None:
         document["error"] = {"code": failure.code, "message": failure.message}
-    return {k: v for k, v in document.items() if v is not None} or None
+    return document or None
 
 
 def _text_of(content: Any) -> str | None:

@@ -11,6 +11,7 @@ import asyncio
 from typing import Any, ClassVar
 
 from citadel_proxy import errors
+from citadel_proxy.http import uvicorn_headers
 from citadel_proxy.http.head_limits import (
     HEADER_LINE_OVERHEAD,
     LINGER_S,
@@ -136,6 +137,7 @@ class GuardedHttpToolsProtocol(LeanHttpToolsProtocol):
 
 def guarded_httptools(limits: HeadLimits) -> type[GuardedHttpToolsProtocol]:
     """The protocol class uvicorn instantiates per connection, with these limits."""
+    uvicorn_headers.install()  # response header names checked once each (http.uvicorn_headers)
 
     class CitadelHttpToolsProtocol(GuardedHttpToolsProtocol):
         pass

@@ -65,6 +65,43 @@ def test_a_long_turn_keeps_its_head_and_tail_and_says_so() -> None:
     assert short.truncation is None
 
 
+def test_a_built_record_has_each_field_from_its_own_source() -> None:
+    # build_record gives AuditRecord's fields by position: every one here has a value no other has.
+    ctx = chat_context("hi", model="m1")
+    ctx.route, ctx.client, ctx.conversation_id, ctx.backend = "/route", "10.0.0.9", "conv-1", "b1"
+    ctx.model_requested, ctx.attempts = "asked", ["b0", "b1"]
+    ctx.outcome.prompt_tokens, ctx.outcome.completion_tokens, ctx.outcome.cache_hit = 3, 5, True
+    ctx.outcome.first_token_at, ctx.outcome.finished_at = ctx.started + 0.25, ctx.started + 0.5
+    started = record(0).time
+    built = build_record(
+        ctx,
+        record_id="rid",
+        started_at=started,
+        policy=ContentPolicy("hashed"),
+        answer=Answer(content=["ok"]),
+    )
+    assert (built.id, built.time, built.route, built.pipeline, built.stream) == (
+        "rid", started, "/route", ctx.pipeline.name, False,
+    )  # fmt: skip
+    assert (built.model_requested, built.model, built.key_name, built.client, built.conversation_id) == (
+        "asked", "m1:latest", "team-a", "10.0.0.9", "conv-1",
+    )  # fmt: skip
+    assert (built.status, built.error_code, built.prompt_tokens, built.completion_tokens) == (200, None, 3, 5)
+    assert (built.ttft_ms, built.duration_ms, built.cache_hit) == (
+        pytest.approx(250.0),
+        pytest.approx(500.0),
+        True,
+    )
+    assert (built.content_mode, built.truncation, built.backend, built.attempts) == (
+        "hashed",
+        None,
+        "b1",
+        ["b0", "b1"],
+    )
+    assert [m.role for m in built.messages] == ["user", "assistant"]
+    assert msgspec.json.decode(encode_record(built))["request"]["model"] == "m1:latest"
+
+
 def test_an_oversize_record_is_shortened_within_the_limit_keeping_its_digests() -> None:
     big = msgspec.structs.replace(
         record(0),
