@@ -23,11 +23,14 @@ Summary work: values travel through the files, so a custom Collector would only 
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 from prometheus_client import multiprocess as prom_multiprocess
+from prometheus_client.metrics_core import Metric
 
 from citadel_proxy.config.schema import Config
 
@@ -157,13 +160,47 @@ class Metrics:
         if self.multiprocess_dir is None:
             return generate_latest(self.registry)
         merged = CollectorRegistry()
-        prom_multiprocess.MultiProcessCollector(merged, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        merged.register(WorkerFiles(self.multiprocess_dir))
         return generate_latest(merged)
 
     def close(self) -> None:
         """This worker is leaving: its live gauges (active streams, upstream up) stop counting."""
         if self.multiprocess_dir is not None:
             mark_process_dead(os.getpid(), self.multiprocess_dir)
+
+
+# A value file's header (its used size): a file shorter than this has no values yet.
+_HEADER_BYTES = 8
+
+
+class WorkerFiles:
+    """prometheus-client's multiprocess merge over the workers' value files that are ready to read.
+
+    The library creates a worker's file and sizes it only afterwards: a scrape in between (a worker
+    starting, or restarted) read an empty file, and the library's own collector then failed the whole
+    scrape. Such a file holds no values yet, so leaving it out loses nothing; a file removed while it
+    is read (a worker gone, its live gauges dropped) is left out by listing again.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+
+    def collect(self) -> Iterable[Metric]:
+        for _ in range(2):
+            with contextlib.suppress(FileNotFoundError):
+                return self._merge()
+        return self._merge()
+
+    def _merge(self) -> Iterable[Metric]:
+        return prom_multiprocess.MultiProcessCollector.merge(self._ready(), accumulate=True)  # type: ignore[no-any-return,no-untyped-call]
+
+    def _ready(self) -> list[str]:
+        files = []
+        for path in glob.glob(os.path.join(self._path, "*.db")):
+            with contextlib.suppress(FileNotFoundError):
+                if os.path.getsize(path) >= _HEADER_BYTES:
+                    files.append(path)
+        return files
 
 
 async def open_metrics(config: Config, stack: contextlib.AsyncExitStack) -> Metrics:

@@ -209,3 +209,24 @@ def test_multiprocess_sums_workers(tmp_path: Path, promtool: str) -> None:
         for writer in writers:
             if writer.poll() is None:
                 writer.communicate(b"\n", timeout=60)
+
+
+def test_a_worker_file_not_yet_sized_is_left_out_of_the_scrape(tmp_path: Path) -> None:
+    """prometheus-client creates a worker's file and sizes it afterwards: a scrape in between (a worker
+    starting) reads an empty file, which made the library's collector fail the whole scrape."""
+    folder = tmp_path / "prom"
+    prepare_multiprocess_dir(folder)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(folder), "3"],
+        env=_env(folder),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert writer.stdout is not None
+        assert writer.stdout.readline() == b"ready\n"
+        (folder / "counter_99999.db").touch()  # a starting worker's file, created and not yet sized
+        requests = ("citadel_requests_total", (("model", "llama3:8b"), ("route", ROUTE), ("status", "200")))
+        assert samples(_read(folder))[requests] == 3.0
+    finally:
+        writer.communicate(b"\n", timeout=60)
