@@ -45,7 +45,7 @@ def bounded(record: AuditRecord, max_bytes: int) -> bytes:
     would be twice a large request's body, the largest copy the request made.
     """
     size = 0
-    for message in record.messages:  # (a loop, not sum() over a generator: this runs once per record)
+    for message in record.messages:  # (a plain loop: cheaper than sum() over a generator, for every record)
         if message.content is not None:
             size += len(message.content)
     if size <= max_bytes:

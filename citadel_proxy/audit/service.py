@@ -7,9 +7,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-import select
 from pathlib import Path
-from typing import Any
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
@@ -28,6 +26,7 @@ from citadel_proxy.audit.sqlite_queries import SqliteQueries
 from citadel_proxy.audit.sqlite_store import SqliteStore
 from citadel_proxy.audit.store import PostgresStore, with_statement_timeout
 from citadel_proxy.config.schema import AuditOptions, Config, Database
+from citadel_proxy.pg_pool import check_taken
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +100,8 @@ async def open_pool(
         timeout=db.pool_timeout,
         max_lifetime=db.pool_recycle,
         kwargs={"autocommit": True, "connect_timeout": max(1, int(options.write_timeout_s))},
+        # Checked when taken: a broken connection is replaced, not used to fail a batch (which would send
+        # it, and everything queued behind it, to the spool).
         check=check_taken,
         name="audit",
         open=False,
@@ -109,27 +110,6 @@ async def open_pool(
     await pool.open(wait=False)
     stack.push_async_callback(pool.close)
     return pool
-
-
-async def check_taken(conn: psycopg.AsyncConnection[Any]) -> None:
-    """The audit pool's check of a connection it hands out: after a database restart a broken connection
-    is replaced, not used to fail a batch (which would send it, and everything queued behind it, to the
-    spool).
-
-    A round trip (the pool's own check) only when the server said something while the connection sat in
-    the pool: a server that ends a session (a restart, a terminated backend) sends its reason and closes
-    the socket, and either makes it readable; an idle healthy session has nothing to read. A round trip
-    on every batch would cost a good part of what the batch itself costs.
-    """
-    if conn.closed or _readable(conn.pgconn.socket):
-        await AsyncConnectionPool.check_connection(conn)
-
-
-def _readable(fd: int) -> bool:
-    # poll, not select: a worker holding thousands of streams has descriptors past select's limit.
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    return bool(poller.poll(0))
 
 
 async def _prepare_sqlite(store: SqliteStore, root: Path, batch_size: int) -> None:

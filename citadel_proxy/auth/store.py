@@ -34,6 +34,7 @@ from citadel_proxy.auth.snapshot import SNAPSHOT_FILE, KeySnapshot
 from citadel_proxy.auth.usage import KeyUsage, last_used
 from citadel_proxy.config.schema import Database
 from citadel_proxy.errors import InvalidRequest, ServiceUnavailable
+from citadel_proxy.pg_pool import check_taken
 from citadel_proxy.pipeline.types import Principal
 
 log = logging.getLogger(__name__)
@@ -234,7 +235,7 @@ async def _open_pool(database: Database, stack: contextlib.AsyncExitStack) -> As
         timeout=database.pool_timeout,
         max_lifetime=database.pool_recycle,
         # Checked when taken: a connection broken by a database restart is replaced, not handed out.
-        check=AsyncConnectionPool.check_connection,
+        check=check_taken,
         # After an outage the pool's own back-off (1, 2, 4 ... s) could keep it from PostgreSQL long
         # after it is back; giving up soon lets the follower's next ping start a fresh attempt.
         reconnect_timeout=_RECONNECT_S,
