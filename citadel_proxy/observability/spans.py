@@ -55,8 +55,7 @@ def request_attributes(trace: RequestTrace, ctx: Context) -> dict[str, Any]:
     outcome = ctx.outcome
     op = operation(ctx)
     # Every attribute is paid for again in the export thread's encoding (README, Tracing): no empty
-    # values, nothing the resource, the access line or a child span already says (server.address and
-    # server.port are on each upstream attempt's span, the client span that called the backend).
+    # values, nothing the resource, the access line or a child span already says.
     attributes: dict[str, Any] = {
         "gen_ai.operation.name": op,
         "gen_ai.system": "ollama",
@@ -78,6 +77,11 @@ def request_attributes(trace: RequestTrace, ctx: Context) -> dict[str, Any]:
     session = ctx.conversation_id or _session_header(ctx)
     if session:
         attributes["session.id"] = session
+    if trace.attempt is not None and trace.attempt.attributes is not None:
+        # The GenAI conventions put the backend's address on the request's span too: a search by
+        # server.address finds the requests, not only their attempts.
+        attributes["server.address"] = trace.attempt.attributes["server.address"]
+        attributes["server.port"] = trace.attempt.attributes["server.port"]
     if ctx.stream:
         attributes["citadel.stream"] = True
     if outcome.cache_hit:

@@ -80,8 +80,8 @@ async def test_streamed_chat(tmp_path: Path, fake: FakeOllama, caplog: pytest.Lo
     assert got["citadel.pipeline"] == "chat" and got["citadel.key"] == "tester"
     assert got["session.id"] == "voice-42" and got["http.response.status_code"] == 200
     assert got["citadel.stream"] is True and "citadel.cache_hit" not in got
-    # Nothing a child span or the resource says: the backend is on its attempt's span (below).
-    assert "server.address" not in got and "server.port" not in got
+    # The backend that served, as on its attempt's span; the resource's attributes are not repeated.
+    assert got["server.address"] == "127.0.0.1" and got["server.port"] == fake.port
     assert "service.name" not in got
     assert received.resources[0]["service.name"] == "citadel-test"
 
