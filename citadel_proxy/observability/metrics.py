@@ -33,6 +33,7 @@ from prometheus_client import multiprocess as prom_multiprocess
 from prometheus_client.metrics_core import Metric
 
 from citadel_proxy.config.schema import Config
+from citadel_proxy.observability.tally import Tally
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -64,6 +65,10 @@ class Metrics:
         self.multiprocess_dir = multiprocess_dir
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        # What the request path counts, folded into the series below in bulk (tally.py); registered
+        # first, so that a collection folds before it reads them.
+        self.tally = Tally()
+        r.register(self.tally)
         self.requests = Counter(
             "citadel_requests_total",
             "Requests answered, by pipeline route, model and HTTP status.",
@@ -164,7 +169,9 @@ class Metrics:
         return generate_latest(merged)
 
     def close(self) -> None:
-        """This worker is leaving: its live gauges (active streams, upstream up) stop counting."""
+        """This worker is leaving: what it tallied goes into the series, its live gauges (active streams,
+        upstream up) stop counting."""
+        self.tally.stop()
         if self.multiprocess_dir is not None:
             mark_process_dead(os.getpid(), self.multiprocess_dir)
 
@@ -209,6 +216,7 @@ async def open_metrics(config: Config, stack: contextlib.AsyncExitStack) -> Metr
     metrics = Metrics(multiprocess_dir=os.environ.get(MULTIPROC_ENV) or None)
     project = config.project
     metrics.build_info.labels(project.name, project.environment, project.version).set(1.0)
+    metrics.tally.start()
     stack.callback(metrics.close)
     return metrics
 

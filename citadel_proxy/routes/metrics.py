@@ -30,6 +30,8 @@ async def metrics_endpoint(request: Request) -> Response:
     if metrics.multiprocess_dir is None:
         body = metrics.exposition()
     else:
+        # This worker's latest counts into its file first: only the loop's thread may fold them.
+        metrics.tally.fold()
         # Merging reads one file per worker and metric kind: keep that disk work off the event loop.
         body = await run_in_threadpool(metrics.exposition)
     return Response(body, headers={"Content-Type": CONTENT_TYPE})

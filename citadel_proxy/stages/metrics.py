@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter
 
 from citadel_proxy.errors import (
     DeadlineExceeded,
@@ -30,6 +30,7 @@ from citadel_proxy.errors import (
     UpstreamUnavailable,
 )
 from citadel_proxy.observability.metrics import OTHER_MODEL, Metrics
+from citadel_proxy.observability.tally import CounterTally, HistogramTally, Tally
 from citadel_proxy.pipeline.stage import Handler, StageSettings, StageType
 from citadel_proxy.pipeline.taps import tap
 from citadel_proxy.pipeline.types import CLIENT_CLOSED_STATUS, Context, Delta, Reply
@@ -63,21 +64,24 @@ def _check(_settings: MetricsSettings, stages: Sequence[str]) -> str | None:
 
 @dataclass(slots=True)
 class _Series:
-    """The label children of one (route, model)."""
+    """What one (route, model) tallies (observability/tally.py: folded into its series in bulk)."""
 
+    _tally: Tally
     _by_status: Counter
     _labels: tuple[str, str]
-    duration: Histogram
-    time_to_first_token: Histogram
-    tokens_per_second: Histogram
-    prompt_tokens: Counter
-    completion_tokens: Counter
-    _requests: dict[int, Counter] = field(default_factory=dict)
+    duration: HistogramTally
+    time_to_first_token: HistogramTally
+    tokens_per_second: HistogramTally
+    prompt_tokens: CounterTally
+    completion_tokens: CounterTally
+    _requests: dict[int, CounterTally] = field(default_factory=dict)
 
-    def requests(self, status: int) -> Counter:
+    def requests(self, status: int) -> CounterTally:
         child = self._requests.get(status)
         if child is None:
-            child = self._requests[status] = self._by_status.labels(*self._labels, str(status))
+            child = self._requests[status] = self._tally.counter(
+                self._by_status.labels(*self._labels, str(status))
+            )
         return child
 
 
@@ -121,7 +125,7 @@ class MetricsStage:
         route = ctx.route
         model = ctx.model if ctx.model in self._models else OTHER_MODEL
         series = self._series.get((route, model)) or self._new_series(route, model)
-        series.requests(status).inc()
+        series.requests(status).pending += 1
         series.duration.observe(now - ctx.started)
         if error is not None:
             self._count_error(route, error.code, error)
@@ -134,9 +138,9 @@ class MetricsStage:
         # A stream cut short never gets Ollama's count: the deltas forwarded are the best estimate left.
         completion = completion or deltas
         if prompt:
-            series.prompt_tokens.inc(prompt)
+            series.prompt_tokens.pending += prompt
         if completion:
-            series.completion_tokens.inc(completion)
+            series.completion_tokens.pending += completion
         first = outcome.first_token_at or first_batch_at
         if first is None:
             return
@@ -147,14 +151,16 @@ class MetricsStage:
 
     def _new_series(self, route: str, model: str) -> _Series:
         m = self._metrics
+        tally = m.tally
         self._series[route, model] = series = _Series(
+            _tally=tally,
             _by_status=m.requests,
             _labels=(route, model),
-            duration=m.request_duration.labels(route),
-            time_to_first_token=m.time_to_first_token.labels(route),
-            tokens_per_second=m.tokens_per_second.labels(route),
-            prompt_tokens=m.prompt_tokens.labels(route, model),
-            completion_tokens=m.completion_tokens.labels(route, model),
+            duration=tally.histogram(m.request_duration.labels(route)),
+            time_to_first_token=tally.histogram(m.time_to_first_token.labels(route)),
+            tokens_per_second=tally.histogram(m.tokens_per_second.labels(route)),
+            prompt_tokens=tally.counter(m.prompt_tokens.labels(route, model)),
+            completion_tokens=tally.counter(m.completion_tokens.labels(route, model)),
         )
         return series
 
