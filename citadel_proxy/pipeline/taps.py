@@ -3,10 +3,14 @@
 A wrapper per stage costs an open stream one coroutine per stage for every read it waits in (each
 wrapper's `read` awaits the next one's), for as long as the stream is open. Taps share one wrapper and
 one coroutine: the wrapper reads, then hands the batch, the end or the failure to each tap in turn.
+A tap that needs only how many deltas went by and when the first did (metrics, the rate limit's charge)
+reads them from the wrapper, which counts them for all, and is not called per batch (`batches=False`):
+a voice stream is a batch per token.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable
 from typing import Protocol
 
@@ -32,13 +36,22 @@ class TappedStream:
     """The inner stream, its batches shown to the taps in the order they were added (the innermost
     stage's first, as nested wrappers would see them). Reads after the end or a failure return None."""
 
-    __slots__ = ("_closed", "_ended", "_inner", "_taps")
+    __slots__ = ("_closed", "_ended", "_inner", "_taps", "_watchers", "deltas", "first_at")
 
-    def __init__(self, inner: TokenStream, tap: StreamTap) -> None:
+    def __init__(self, inner: TokenStream) -> None:
         self._inner = inner
-        # A tuple: a list would cost more (its items apart, and room to grow).
-        self._taps: tuple[StreamTap, ...] = (tap,)
+        # Tuples: a list would cost more (its items apart, and room to grow).
+        self._taps: tuple[StreamTap, ...] = ()  # told of the end and the close
+        self._watchers: tuple[StreamTap, ...] = ()  # shown every batch too
         self._ended = self._closed = False
+        self.deltas = 0  # deltas read so far
+        self.first_at: float | None = None  # when the first non-empty batch was read (perf_counter)
+
+    def add(self, watcher: StreamTap, *, batches: bool = True) -> None:
+        """`batches=False`: `watcher.seen` is never called (it reads `deltas` and `first_at`)."""
+        self._taps = (*self._taps, watcher)
+        if batches:
+            self._watchers = (*self._watchers, watcher)
 
     async def read(self) -> list[Delta] | None:
         if self._ended:
@@ -55,7 +68,11 @@ class TappedStream:
             self._ended = True
             await self._end(None)
             return None
-        for tap in self._taps:
+        if batch:
+            if self.first_at is None:
+                self.first_at = time.perf_counter()
+            self.deltas += len(batch)
+        for tap in self._watchers:
             tap.seen(batch)
         return batch
 
@@ -84,12 +101,17 @@ class TappedStream:
                 raise
 
 
-def tap(reply: Reply, watcher: StreamTap) -> None:
-    """Show `reply`'s stream to `watcher`: added to the stream's taps when the stream is already tapped
-    (its outermost wrapper), else in a new TappedStream around it."""
+def tapped(reply: Reply) -> TappedStream:
+    """`reply`'s stream as a TappedStream: itself when it is one already (the outermost wrapper), else a
+    new one around it, put in its place."""
     stream = reply.stream
     assert stream is not None
     if type(stream) is TappedStream:
-        stream._taps = (*stream._taps, watcher)
-    else:
-        reply.stream = TappedStream(stream, watcher)
+        return stream
+    reply.stream = wrapper = TappedStream(stream)
+    return wrapper
+
+
+def tap(reply: Reply, watcher: StreamTap) -> None:
+    """Show `reply`'s stream, every batch of it, to `watcher`."""
+    tapped(reply).add(watcher)

@@ -32,7 +32,7 @@ from citadel_proxy.errors import (
 from citadel_proxy.observability.metrics import OTHER_MODEL, Metrics
 from citadel_proxy.observability.tally import CounterTally, HistogramTally, Tally
 from citadel_proxy.pipeline.stage import Handler, StageSettings, StageType
-from citadel_proxy.pipeline.taps import tap
+from citadel_proxy.pipeline.taps import TappedStream, tapped
 from citadel_proxy.pipeline.types import CLIENT_CLOSED_STATUS, Context, Delta, Reply
 
 if TYPE_CHECKING:
@@ -108,7 +108,8 @@ class MetricsStage:
             self.record(ctx, ctx.outcome.status, None, reply)
             return reply
         self._metrics.active_streams.inc()
-        tap(reply, Metered(ctx, self))
+        stream = tapped(reply)
+        stream.add(Metered(ctx, self, stream), batches=False)
         return reply
 
     def record(
@@ -175,32 +176,28 @@ class MetricsStage:
 
 
 class Metered:
-    """A stream's tap: notes its first batch and how many deltas went by, counts it once closed."""
+    """A stream's tap: counts it once closed, with the deltas its wrapper saw go by and the first's time."""
 
-    __slots__ = ("_ctx", "_deltas", "_error", "_first_at", "_stage")
+    __slots__ = ("_ctx", "_error", "_stage", "_stream")
 
-    def __init__(self, ctx: Context, stage: MetricsStage) -> None:
+    def __init__(self, ctx: Context, stage: MetricsStage, stream: TappedStream) -> None:
         self._ctx = ctx
         self._stage = stage
-        self._deltas = 0
-        self._first_at: float | None = None
+        self._stream = stream
         self._error: GatewayError | None = None
 
     def seen(self, batch: list[Delta]) -> None:
-        if batch:
-            if self._first_at is None:
-                self._first_at = time.perf_counter()
-            self._deltas += len(batch)
+        """Not called: added with batches=False."""
 
     def ended(self, error: Exception | None) -> None:
         if error is not None:
             self._error = error if isinstance(error, GatewayError) else GatewayError("the stream failed")
 
     def closed(self) -> None:
-        stage, error = self._stage, self._error
+        stage, error, stream = self._stage, self._error, self._stream
         stage.stream_ended()
         status = error.status if error is not None else self._ctx.outcome.status
-        stage.record(self._ctx, status, error, None, self._first_at, self._deltas)
+        stage.record(self._ctx, status, error, None, stream.first_at, stream.deltas)
 
 
 def _build(_settings: MetricsSettings, services: Services) -> MetricsStage:

@@ -10,7 +10,7 @@ from msgspec import Meta
 
 from citadel_proxy.errors import RateLimited
 from citadel_proxy.pipeline.stage import Handler, StageSettings, StageType
-from citadel_proxy.pipeline.taps import tap
+from citadel_proxy.pipeline.taps import TappedStream, tapped
 from citadel_proxy.pipeline.types import Context, Delta, Principal, Reply
 from citadel_proxy.ratelimit import Decision, Limits, lowest, rate_limit_headers
 
@@ -72,7 +72,8 @@ class RateLimitStage:
             # Not awaited: the answer is not held back by a Redis round trip.
             self.limiter.charge_soon(identity, limits, sum(ctx.outcome.tokens(reply.completion)))
             return reply
-        tap(reply, Charge(self.limiter, ctx, limits))
+        stream = tapped(reply)
+        stream.add(Charge(self.limiter, ctx, limits, stream), batches=False)
         return reply
 
 
@@ -86,17 +87,17 @@ class Charge:
     pays). Holds what the charge needs, not a closure over it: an open stream keeps this while it lasts.
     """
 
-    __slots__ = ("_ctx", "_deltas", "_limiter", "_limits", "_settled")
+    __slots__ = ("_ctx", "_limiter", "_limits", "_settled", "_stream")
 
-    def __init__(self, limiter: RateLimiter, ctx: Context, limits: Limits) -> None:
+    def __init__(self, limiter: RateLimiter, ctx: Context, limits: Limits, stream: TappedStream) -> None:
         self._limiter = limiter
         self._ctx = ctx
         self._limits = limits
-        self._deltas = 0
+        self._stream = stream
         self._settled = False
 
     def seen(self, batch: list[Delta]) -> None:
-        self._deltas += len(batch)
+        """Not called: added with batches=False (the stream counts the deltas)."""
 
     def ended(self, error: Exception | None) -> None:
         if error is None:
@@ -111,7 +112,7 @@ class Charge:
             ctx = self._ctx
             used = sum(ctx.outcome.tokens(None))
             # Ollama reports counts at the end; a stream cut short is charged a token per delta seen.
-            self._limiter.charge_soon(_identity(ctx), self._limits, used or self._deltas)
+            self._limiter.charge_soon(_identity(ctx), self._limits, used or self._stream.deltas)
 
 
 def _refusal(decision: Decision) -> str:

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from citadel_proxy.errors import UpstreamIncomplete
-from citadel_proxy.pipeline.taps import TappedStream, tap
+from citadel_proxy.pipeline.taps import TappedStream, tap, tapped
 from citadel_proxy.pipeline.types import Delta, Reply
 
 
@@ -93,3 +93,25 @@ async def test_every_tap_is_told_of_the_close_when_one_raises() -> None:
     with pytest.raises(RuntimeError):
         await reply.stream.aclose()
     assert log == ["first closed", "second closed"]
+
+
+async def test_a_counting_tap_is_not_shown_batches_and_reads_the_counts_from_the_wrapper() -> None:
+    """Metrics and the rate limit's charge need only how many deltas went by and when the first did."""
+    log: list[str] = []
+    reply = Reply(stream=_Scripted([[], [Delta("a")], [Delta("b"), Delta("c")]]))
+    tap(reply, _Tap("watcher", log))
+    stream = tapped(reply)
+    assert reply.stream is stream  # already tapped: the same wrapper
+    stream.add(_Tap("counter", log), batches=False)
+    assert stream.deltas == 0 and stream.first_at is None
+    assert await stream.read() == []
+    assert stream.first_at is None  # an empty batch is not a first token
+    while await stream.read() is not None:
+        pass
+    await stream.aclose()
+    assert stream.deltas == 3 and stream.first_at is not None
+    assert log == [
+        "watcher seen 0", "watcher seen 1", "watcher seen 2",
+        "watcher ended None", "counter ended None",
+        "watcher closed", "counter closed",
+    ]  # fmt: skip
