@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from citadel_proxy.ratelimit.bucket import Limits
-from citadel_proxy.ratelimit.shared import MAX_LEASE, RedisLimiter, lease_size
+from citadel_proxy.ratelimit.shared import MAX_LEASE, RENEW_SHARE, RedisLimiter, lease_size
 from citadel_proxy.redis_lean import LeanRedis
 
 
@@ -85,6 +86,8 @@ async def test_a_burst_over_the_limit_shares_the_refusal(client: LeanRedis, redi
     try:
         first = await asyncio.gather(*(limiter.acquire("key:r", limits) for _ in range(200)))
         assert sum(d.allowed for d in first) == 200
+        # A renewal asked for ahead near the end may still be on its way: it is refused too.
+        await asyncio.gather(*(task for _, task in limiter._asking.values()))
         calls = counted.calls
         refused = await asyncio.gather(*(limiter.acquire("key:r", limits) for _ in range(30)))
         assert not any(d.allowed for d in refused)
@@ -152,4 +155,58 @@ async def test_shutdown_gives_held_slots_back(client: LeanRedis, redis_prefix: s
     await holder.aclose()  # a worker stopping
     after = await other.acquire("key:s", limits)
     assert after.requests is not None and after.requests.remaining >= 6400 - 3
+    await other.aclose()
+
+
+async def test_a_busy_lease_is_renewed_before_it_runs_out(client: LeanRedis, redis_prefix: str) -> None:
+    """Requests keep taking slots while Redis answers: only the very first one waits for it."""
+    counted = Counted(client)
+    limiter = RedisLimiter(counted, redis_prefix)
+    other = RedisLimiter(client, redis_prefix, max_lease=1)
+    limits = Limits(6400)  # leases of 64
+    waited = 0
+    started = time.monotonic()
+    try:
+        for _ in range(300):
+            decision = limiter.acquire_now("key:n", limits)  # as the stage asks: at once, else wait
+            if decision is None:
+                waited += 1
+                decision = await limiter.acquire("key:n", limits)
+            assert decision.allowed
+            # The rest of the request: the renewal's round trip goes on meanwhile (a quarter of a lease,
+            # 16 requests, leaves it 8 ms here).
+            await asyncio.sleep(0.0005)
+        assert waited == 1
+        assert counted.calls >= 300 // MAX_LEASE  # renewals, each adding to the slots in hand
+        assert counted.calls <= 300 // (MAX_LEASE - MAX_LEASE // RENEW_SHARE) + 2
+    finally:
+        await limiter.aclose()  # the slots renewed ahead and never used go back
+    after = await other.acquire("key:n", limits)
+    # Every slot granted and not used is back: 300 used, and this one, less what drained meanwhile.
+    drained = (time.monotonic() - started) * 6400 / 60
+    assert after.requests is not None
+    assert 6400 - 301 <= after.requests.remaining <= 6400 - 301 + drained + 1
+    await other.aclose()
+
+
+async def test_a_renewal_that_finds_its_lease_ended_gives_its_slots_back(
+    client: LeanRedis, redis_prefix: str
+) -> None:
+    counted = Counted(client)
+    limiter = RedisLimiter(counted, redis_prefix)
+    other = RedisLimiter(client, redis_prefix, max_lease=1)
+    limits = Limits(6400)
+    try:
+        assert (await limiter.acquire("key:e", limits)).allowed
+        while "key:e" not in limiter._asking:  # used down to where it is renewed
+            assert limiter.acquire_now("key:e", limits) is not None
+        limiter._release(None)  # the lease ends (a flush of ended leases) while the renewal is out
+        await asyncio.gather(*(task for _, task in limiter._asking.values()))
+        assert not limiter._leases
+        await limiter.drain()
+    finally:
+        await limiter.aclose()
+    used = 1 + MAX_LEASE - MAX_LEASE // RENEW_SHARE
+    after = await other.acquire("key:e", limits)
+    assert after.requests is not None and 6400 - used - 1 <= after.requests.remaining <= 6400 - used + 5
     await other.aclose()
