@@ -147,7 +147,7 @@ async def open_fleet(
     on_reachable: ReachabilityObserver,
 ) -> Fleet:
     """The backends' clients opened; with `ollama.backends`, the inventory loop and shared slots too."""
-    fleet_metrics = FleetMetrics(metrics.registry)
+    fleet_metrics = FleetMetrics(metrics.registry, metrics.tally)
     options = config.ollama.fleet
     backends: list[Backend] = []
     settings: list[tuple[BackendConfig | None, OllamaService]]

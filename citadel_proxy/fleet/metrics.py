@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from citadel_proxy.observability.metrics import TTFT_BUCKETS
+from citadel_proxy.observability.tally import CounterTally, GaugeTally, HistogramTally, Tally
 
 
 class FleetMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, tally: Tally | None = None) -> None:
+        """`tally`: the app's (`Metrics.tally`), which the app folds; else one of its own, folded when
+        the registry is collected."""
+        if tally is None:
+            tally = Tally()
+            registry.register(tally)
+        # What each request counts goes through the tally (observability/tally.py); the rare ones
+        # (breaker changes, queue refusals) straight to the series.
+        self.tally = tally
         self.requests = Counter(
             "citadel_backend_requests_total",
             "Requests sent to each backend, by how the attempt ended (ok, failed, refused).",
@@ -57,13 +65,13 @@ class FleetMetrics:
             ["pipeline"],
             registry=registry,
         )
-        self._queue_waits: dict[str, Any] = {}
+        self._queue_waits: dict[str, HistogramTally] = {}
 
-    def queue_wait_of(self, pipeline: str) -> Any:
-        """The pipeline's child of `queue_wait`, bound once: `labels()` costs more than `observe()`."""
+    def queue_wait_of(self, pipeline: str) -> HistogramTally:
+        """The pipeline's tally of `queue_wait`, bound once: `labels()` costs more than `observe()`."""
         child = self._queue_waits.get(pipeline)
         if child is None:
-            child = self._queue_waits[pipeline] = self.queue_wait.labels(pipeline)
+            child = self._queue_waits[pipeline] = self.tally.histogram(self.queue_wait.labels(pipeline))
         return child
 
 
@@ -71,20 +79,21 @@ class FleetMetrics:
 class BackendSeries:
     """One backend's children of the fleet's series, bound once: `labels()` costs more than `inc()`."""
 
-    ok: Any
-    failed: Any
-    refused: Any
-    in_flight: Any
-    failovers: Any
-    time_to_first_token: Any
+    ok: CounterTally
+    failed: CounterTally
+    refused: CounterTally
+    in_flight: GaugeTally
+    failovers: CounterTally
+    time_to_first_token: HistogramTally
 
     @classmethod
     def of(cls, metrics: FleetMetrics, name: str) -> BackendSeries:
+        tally = metrics.tally
         return cls(
-            ok=metrics.requests.labels(name, "ok"),
-            failed=metrics.requests.labels(name, "failed"),
-            refused=metrics.requests.labels(name, "refused"),
-            in_flight=metrics.in_flight.labels(name),
-            failovers=metrics.failovers.labels(name),
-            time_to_first_token=metrics.time_to_first_token.labels(name),
+            ok=tally.counter(metrics.requests.labels(name, "ok")),
+            failed=tally.counter(metrics.requests.labels(name, "failed")),
+            refused=tally.counter(metrics.requests.labels(name, "refused")),
+            in_flight=tally.gauge(metrics.in_flight.labels(name)),
+            failovers=tally.counter(metrics.failovers.labels(name)),
+            time_to_first_token=tally.histogram(metrics.time_to_first_token.labels(name)),
         )

@@ -2,7 +2,8 @@
 
 prometheus-client's `Counter.inc` and `Histogram.observe` check their arguments and take a lock for every
 value (in multiprocess mode they write a memory-mapped file too); a finished request recorded five
-values, most of the metrics stage's cost. A request here adds to plain numbers; `Tally.fold` moves them
+values, most of the metrics stage's cost (and the fleet's series four more). A request here adds to plain
+numbers; `Tally.fold` moves them
 into the series: before every collection of the registry (a scrape of this process, a test's
 `get_sample_value`) and every `FOLD_EVERY_S` while the app runs, so that with several workers each one's
 values reach the shared files within that time, whichever worker is scraped.
@@ -20,7 +21,7 @@ from bisect import bisect_left
 from collections.abc import Iterable
 from typing import Any
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.metrics_core import Metric
 
 # How stale another worker's values may be in a scrape (seconds): far under any scrape interval.
@@ -35,6 +36,30 @@ class CounterTally:
     def __init__(self, child: Counter) -> None:
         self._child = child
         self.pending: float = 0
+
+    def inc(self, amount: float = 1) -> None:
+        self.pending += amount
+
+    def fold(self) -> None:
+        if self.pending:
+            amount, self.pending = self.pending, 0
+            self._child.inc(amount)
+
+
+class GaugeTally:
+    """Changes of one gauge child (requests in flight): its value lags by at most a fold, as a counter's."""
+
+    __slots__ = ("_child", "pending")
+
+    def __init__(self, child: Gauge) -> None:
+        self._child = child
+        self.pending: float = 0
+
+    def inc(self, amount: float = 1) -> None:
+        self.pending += amount
+
+    def dec(self, amount: float = 1) -> None:
+        self.pending -= amount
 
     def fold(self) -> None:
         if self.pending:
@@ -82,12 +107,17 @@ class Tally:
     """
 
     def __init__(self) -> None:
-        self._parts: list[CounterTally | HistogramTally] = []
+        self._parts: list[CounterTally | GaugeTally | HistogramTally] = []
         self._thread = threading.get_ident()
         self._timer: asyncio.TimerHandle | None = None
 
     def counter(self, child: Counter) -> CounterTally:
         part = CounterTally(child)
+        self._parts.append(part)
+        return part
+
+    def gauge(self, child: Gauge) -> GaugeTally:
+        part = GaugeTally(child)
         self._parts.append(part)
         return part
 

@@ -126,7 +126,7 @@ class MetricsStage:
         route = ctx.route
         model = ctx.model if ctx.model in self._models else OTHER_MODEL
         series = self._series.get((route, model)) or self._new_series(route, model)
-        series.requests(status).pending += 1
+        series.requests(status).inc()
         series.duration.observe(now - ctx.started)
         if error is not None:
             self._count_error(route, error.code, error)
@@ -139,9 +139,9 @@ class MetricsStage:
         # A stream cut short never gets Ollama's count: the deltas forwarded are the best estimate left.
         completion = completion or deltas
         if prompt:
-            series.prompt_tokens.pending += prompt
+            series.prompt_tokens.inc(prompt)
         if completion:
-            series.completion_tokens.pending += completion
+            series.completion_tokens.inc(completion)
         first = outcome.first_token_at or first_batch_at
         if first is None:
             return

@@ -128,7 +128,10 @@ WRITER = textwrap.dedent(
     import sys
     from citadel_proxy.observability.metrics import Metrics
     metrics = Metrics(multiprocess_dir=sys.argv[1])
-    metrics.requests.labels("/v1/chat/completions", "llama3:8b", "200").inc(int(sys.argv[2]))
+    metrics.requests.labels("/v1/chat/completions", "llama3:8b", "200").inc(int(sys.argv[2]) - 1)
+    # As the metrics stage counts: tallied, then folded into the worker's file.
+    metrics.tally.counter(metrics.requests.labels("/v1/chat/completions", "llama3:8b", "200")).inc()
+    metrics.tally.fold()
     metrics.completion_tokens.labels("/v1/chat/completions", "llama3:8b").inc(10)
     metrics.request_duration.labels("/v1/chat/completions").observe(0.3)
     metrics.active_streams.inc()

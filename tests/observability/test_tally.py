@@ -6,8 +6,9 @@ import asyncio
 import math
 import threading
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from citadel_proxy.fleet.metrics import BackendSeries, FleetMetrics
 from citadel_proxy.observability.metrics import DURATION_BUCKETS, Metrics
 from citadel_proxy.observability.tally import Tally
 
@@ -83,6 +84,30 @@ async def test_the_running_app_folds_on_a_timer_and_at_close() -> None:
     metrics.close()  # the last fold, and no timer left behind
     assert metrics.tally._timer is None
     assert metrics.request_duration.labels("/r")._sum.get() == 0.5
+
+
+def test_a_gauge_goes_up_and_down_and_reads_exactly_when_collected() -> None:
+    registry, tally = CollectorRegistry(), Tally()
+    registry.register(tally)
+    part = tally.gauge(Gauge("in_flight", "in flight", ["backend"], registry=registry).labels("a"))
+    part.inc()
+    part.inc()
+    part.dec()
+    assert registry.get_sample_value("in_flight", {"backend": "a"}) == 1.0
+    part.dec()
+    assert registry.get_sample_value("in_flight", {"backend": "a"}) == 0.0
+
+
+def test_the_fleets_series_without_the_apps_tally_fold_when_their_registry_is_collected() -> None:
+    registry = CollectorRegistry()
+    series = BackendSeries.of(FleetMetrics(registry), "gpu-a")
+    series.ok.inc()
+    series.in_flight.inc()
+    series.time_to_first_token.observe(0.2)
+    read = registry.get_sample_value
+    assert read("citadel_backend_requests_total", {"backend": "gpu-a", "outcome": "ok"}) == 1
+    assert read("citadel_backend_in_flight", {"backend": "gpu-a"}) == 1
+    assert read("citadel_backend_time_to_first_token_seconds_count", {"backend": "gpu-a"}) == 1
 
 
 def _without_created(text: bytes) -> list[bytes]:
