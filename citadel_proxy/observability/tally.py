@@ -107,29 +107,34 @@ class Tally:
     """
 
     def __init__(self) -> None:
-        self._parts: list[CounterTally | GaugeTally | HistogramTally] = []
+        # By the child they fold into: a stage built again (a reload) gets the tallies it had, rather
+        # than adding more for the same series.
+        self._parts: dict[object, CounterTally | GaugeTally | HistogramTally] = {}
         self._thread = threading.get_ident()
         self._timer: asyncio.TimerHandle | None = None
 
     def counter(self, child: Counter) -> CounterTally:
-        part = CounterTally(child)
-        self._parts.append(part)
+        part = self._parts.get(child)
+        if not isinstance(part, CounterTally):
+            part = self._parts[child] = CounterTally(child)
         return part
 
     def gauge(self, child: Gauge) -> GaugeTally:
-        part = GaugeTally(child)
-        self._parts.append(part)
+        part = self._parts.get(child)
+        if not isinstance(part, GaugeTally):
+            part = self._parts[child] = GaugeTally(child)
         return part
 
     def histogram(self, child: Histogram) -> HistogramTally:
-        part = HistogramTally(child)
-        self._parts.append(part)
+        part = self._parts.get(child)
+        if not isinstance(part, HistogramTally):
+            part = self._parts[child] = HistogramTally(child)
         return part
 
     def fold(self) -> None:
         if threading.get_ident() != self._thread:
             return
-        for part in self._parts:
+        for part in self._parts.values():
             part.fold()
 
     def collect(self) -> Iterable[Metric]:

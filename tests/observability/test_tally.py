@@ -110,5 +110,14 @@ def test_the_fleets_series_without_the_apps_tally_fold_when_their_registry_is_co
     assert read("citadel_backend_time_to_first_token_seconds_count", {"backend": "gpu-a"}) == 1
 
 
+def test_a_series_tallied_twice_has_one_tally() -> None:
+    """A stage built again (a reload) gets the tally it had: nothing pending is left behind or doubled."""
+    metrics = Metrics()
+    child = metrics.requests.labels("/r", "m", "200")
+    first, second = metrics.tally.counter(child), metrics.tally.counter(child)
+    assert first is second
+    assert metrics.tally.gauge(metrics.active_streams) is metrics.tally.gauge(metrics.active_streams)
+
+
 def _without_created(text: bytes) -> list[bytes]:
     return [line for line in text.splitlines() if b"_created" not in line]
