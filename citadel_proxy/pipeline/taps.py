@@ -88,7 +88,13 @@ class TappedStream:
         finally:
             if not self._closed:
                 self._closed = True
-                self._tell_closed(0)
+                try:
+                    self._tell_closed(0)
+                finally:
+                    # A counting tap refers to this wrapper (it reads the counts when told of the close):
+                    # let go of the taps, so that a closed stream is freed at once, not at the next
+                    # collection of the generation that long-lived objects reach.
+                    self._taps = self._watchers = ()
 
     def _tell_closed(self, start: int) -> None:
         # Every tap is told even when one before it raised, as nested wrappers' `finally`s would.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 
 import pytest
 
@@ -115,3 +117,31 @@ async def test_a_counting_tap_is_not_shown_batches_and_reads_the_counts_from_the
         "watcher ended None", "counter ended None",
         "watcher closed", "counter closed",
     ]  # fmt: skip
+
+
+async def test_a_closed_stream_lets_go_of_its_counting_taps_without_the_collector() -> None:
+    """A counting tap refers to the wrapper, which refers to the tap: closing must undo that cycle, or every
+    finished stream (its context, buffers and answer) waits for a full collection."""
+
+    class _Counting(_Tap):
+        def __init__(self, stream: TappedStream, log: list[str]) -> None:
+            super().__init__("counting", log)
+            self.stream = stream
+
+    log: list[str] = []
+    reply = Reply(stream=_Scripted([[Delta("a")]]))
+    stream = tapped(reply)
+    counting = _Counting(stream, log)
+    stream.add(counting, batches=False)
+    gone = weakref.ref(counting)
+    del counting
+    gc.disable()
+    try:
+        while await stream.read() is not None:
+            pass
+        await stream.aclose()
+        del stream, reply
+        assert gone() is None
+    finally:
+        gc.enable()
+    assert log == ["counting ended None", "counting closed"]
