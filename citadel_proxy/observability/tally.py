@@ -33,7 +33,7 @@ class CounterTally:
 
     __slots__ = ("_child", "pending")
 
-    def __init__(self, child: Counter) -> None:
+    def __init__(self, child: Counter | Gauge) -> None:
         self._child = child
         self.pending: float = 0
 
@@ -46,25 +46,13 @@ class CounterTally:
             self._child.inc(amount)
 
 
-class GaugeTally:
+class GaugeTally(CounterTally):
     """Changes of one gauge child (requests in flight): its value lags by at most a fold, as a counter's."""
 
-    __slots__ = ("_child", "pending")
-
-    def __init__(self, child: Gauge) -> None:
-        self._child = child
-        self.pending: float = 0
-
-    def inc(self, amount: float = 1) -> None:
-        self.pending += amount
+    __slots__ = ()
 
     def dec(self, amount: float = 1) -> None:
         self.pending -= amount
-
-    def fold(self) -> None:
-        if self.pending:
-            amount, self.pending = self.pending, 0
-            self._child.inc(amount)
 
 
 class HistogramTally:
@@ -115,13 +103,13 @@ class Tally:
 
     def counter(self, child: Counter) -> CounterTally:
         part = self._parts.get(child)
-        if not isinstance(part, CounterTally):
+        if type(part) is not CounterTally:
             part = self._parts[child] = CounterTally(child)
         return part
 
     def gauge(self, child: Gauge) -> GaugeTally:
         part = self._parts.get(child)
-        if not isinstance(part, GaugeTally):
+        if type(part) is not GaugeTally:
             part = self._parts[child] = GaugeTally(child)
         return part
 
