@@ -145,9 +145,16 @@ def bare_pipelines(workdir: Path, keep: tuple[str, ...] = ("chunking", "cache"))
     return _rewrite_pipelines(workdir / "pipelines", lambda spec: _keep_stages(spec, keep))
 
 
-def full_pipelines(workdir: Path) -> Path:
-    """The repository's pipelines as they are, with rate limits so high that none is ever refused."""
-    return _rewrite_pipelines(workdir / "pipelines-full", _raise_limits)
+def full_pipelines(workdir: Path, without: str | None = None) -> Path:
+    """The repository's pipelines as they are, with rate limits so high that none is ever refused;
+    `without`: that stage taken out of every pipeline (what it costs, bench/instructions.py)."""
+
+    def change(spec: Any) -> None:
+        _raise_limits(spec)
+        if without is not None:
+            spec["stages"] = [s for s in spec.get("stages") or [] if _stage_name(s) != without]
+
+    return _rewrite_pipelines(workdir / "pipelines-full", change)
 
 
 def _rewrite_pipelines(folder: Path, change: Callable[[Any], None]) -> Path:

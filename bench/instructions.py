@@ -1,0 +1,127 @@
+"""`python -m bench.instructions`: instructions per request of one gateway, counted by callgrind.
+
+The gateway runs as the bench runs it (`citadel-proxy serve`, one worker; uv-1w with the bare pipelines
+or uv-full with every stage, PostgreSQL and Redis) under `valgrind --tool=callgrind`. After a warm-up
+the counters are zeroed (`callgrind_control --zero`), the load generator sends `--requests` requests at
+`--concurrency`, and the counters are dumped: the total over the requests, divided by their number.
+Unlike the bench's CPU figures these do not move with whatever else the machine runs; they do weigh
+timer-driven work (audit batches, lease renewals) more, since callgrind slows the worker some 50 times.
+`--drop-stage NAME` takes one stage out of every pipeline (uv-full), to see what it costs.
+
+    python -m bench.instructions --target uv-full --kind chat
+    python -m bench.instructions --target uv-full --kind chat --drop-stage rate_limit
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.full import prepare
+from bench.loadgen import Job, LoadProcess
+from bench.procs import (
+    GatewaySpec,
+    Server,
+    bare_pipelines,
+    free_port,
+    full_pipelines,
+    gateway_config,
+    start_fake,
+)
+from bench.scale import BARE_NAME, FULL_NAME
+from bench.scenarios import SSE_TOKEN
+
+_KINDS = {"chat": ("/v1/chat/completions", False), "voice": ("/v1/voice/chat/completions", True)}
+_WARM_UP = 300
+
+
+def summary(text: str) -> int:
+    """The instructions a callgrind output file counted: its `totals:` line (every cost the file holds,
+    what `callgrind_annotate` adds up), else its `summary:` line."""
+    for line in ("totals", "summary"):
+        found = re.search(rf"^{line}:\s*(\d+)", text, re.MULTILINE)
+        if found is not None:
+            return int(found[1])
+    raise ValueError("no totals or summary line: not a callgrind output file")
+
+
+def count(target: str, kind: str, requests: int, concurrency: int, drop_stage: str | None) -> float:
+    """Instructions per request of `target` serving `requests` of `kind`."""
+    path, stream = _KINDS[kind]
+    body = {"model": "phi3", "messages": [{"role": "user", "content": "Say something."}], "stream": stream}
+    with contextlib.ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="citadel-instructions-")))
+        fake = start_fake("fake", workdir, 64, 0.0)
+        stack.callback(fake.stop)
+        headers = b""
+        if target == FULL_NAME:
+            notes: list[str] = []
+            full = prepare(stack, notes)
+            if full is None:
+                raise SystemExit(f"bench.instructions: {notes[0]}")
+            full_pipelines(workdir, drop_stage)
+            spec = GatewaySpec(FULL_NAME, server="uvicorn", pipelines="pipelines-full", extra=full.extra)
+            headers = full.headers
+        else:
+            bare_pipelines(workdir)
+            spec = GatewaySpec(BARE_NAME, server="uvicorn")
+        port = free_port()
+        config = gateway_config(workdir, spec, spec.name, fake.port, 256)
+        out = workdir / "callgrind.out"
+        binary = Path(sys.executable).with_name("citadel-proxy")
+        argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=no"]
+        argv += [sys.executable, str(binary), "serve", "--config", str(config), "--bind", f"127.0.0.1:{port}"]
+        server = Server(spec.name, [*argv, "--workers", "1"], port, workdir / "gateway.log")
+        stack.callback(server.stop)
+        server.wait_ready("/health", timeout_s=600.0)
+        load = LoadProcess()
+        stack.callback(load.close)
+        encoded = json.dumps(body).encode()
+        marker = SSE_TOKEN if stream else b""
+
+        def run(n: int) -> Any:
+            return load.run(Job(port, path, encoded, concurrency, n, 900.0, marker, headers=headers))
+
+        run(_WARM_UP)
+        time.sleep(1.0)
+        pid = str(server.popen.pid)
+        subprocess.run(["callgrind_control", "--zero", pid], check=True, capture_output=True)
+        result = run(requests)
+        subprocess.run(["callgrind_control", "--dump", pid], check=True, capture_output=True)
+        if result.errors:
+            raise SystemExit(f"bench.instructions: {result.errors} requests failed")
+        for _ in range(100):  # the dump is written by the worker: wait for it
+            dumps = sorted(workdir.glob("callgrind.out.*"))
+            if dumps:
+                return summary(dumps[-1].read_text()) / len(result.total)
+            time.sleep(0.1)
+        raise SystemExit("bench.instructions: callgrind wrote no dump")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__.splitlines()[0])
+    parser.add_argument("--target", choices=(BARE_NAME, FULL_NAME), default=FULL_NAME)
+    parser.add_argument("--kind", choices=sorted(_KINDS), default="chat")
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--drop-stage", metavar="NAME", help="take this stage out of every pipeline")
+    args = parser.parse_args(argv)
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        raise SystemExit("bench.instructions: valgrind is not installed (Debian: apt install valgrind)")
+    per_request = count(args.target, args.kind, args.requests, args.concurrency, args.drop_stage)
+    dropped = f" without {args.drop_stage}" if args.drop_stage else ""
+    cell = f"{args.target}{dropped}, {args.kind} c{args.concurrency}"
+    print(f"{cell}: {per_request / 1000:.1f} K instructions a request")
+
+
+if __name__ == "__main__":
+    main()
