@@ -14,7 +14,11 @@ import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from bench.procs import GatewaySpec, bare_pipelines, full_pipelines
+
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import redis
 
 PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test sslmode=disable connect_timeout=3"
@@ -69,6 +73,30 @@ def prepare(stack: contextlib.ExitStack, notes: list[str]) -> Full | None:
     # JSON is YAML: one line per section, no quoting to get wrong.
     extra = "".join(f"{name}: {json.dumps(value)}\n" for name, value in sections.items())
     return Full(extra, f"Authorization: Bearer {key}\r\n".encode())
+
+
+def gateway_spec(
+    stack: contextlib.ExitStack,
+    workdir: Path,
+    name: str,
+    *,
+    full: bool,
+    notes: list[str],
+    server: str = "uvicorn",
+    without: str | None = None,
+) -> tuple[GatewaySpec, bytes] | None:
+    """A gateway's spec and the header lines its requests carry: the bare pipelines, or (`full`) the
+    repository's with every stage, PostgreSQL and Redis prepared (`without`: one stage left out). None,
+    with a note, when `full` and PostgreSQL or Redis cannot be reached."""
+    if not full:
+        bare_pipelines(workdir)
+        return GatewaySpec(name, server=server), b""
+    prepared = prepare(stack, notes)
+    if prepared is None:
+        return None
+    full_pipelines(workdir, without)
+    spec = GatewaySpec(name, server=server, pipelines="pipelines-full", extra=prepared.extra)
+    return spec, prepared.headers
 
 
 def _migrate_without_autovacuum(schema: str) -> None:

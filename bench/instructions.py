@@ -26,17 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.full import prepare
+from bench.full import gateway_spec
 from bench.loadgen import Job, LoadProcess
-from bench.procs import (
-    GatewaySpec,
-    Server,
-    bare_pipelines,
-    free_port,
-    full_pipelines,
-    gateway_config,
-    start_fake,
-)
+from bench.procs import Server, free_port, gateway_config, start_fake
 from bench.scale import BARE_NAME, FULL_NAME
 from bench.scenarios import SSE_TOKEN
 
@@ -62,18 +54,12 @@ def count(target: str, kind: str, requests: int, concurrency: int, drop_stage: s
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="citadel-instructions-")))
         fake = start_fake("fake", workdir, 64, 0.0)
         stack.callback(fake.stop)
-        headers = b""
-        if target == FULL_NAME:
-            notes: list[str] = []
-            full = prepare(stack, notes)
-            if full is None:
-                raise SystemExit(f"bench.instructions: {notes[0]}")
-            full_pipelines(workdir, drop_stage)
-            spec = GatewaySpec(FULL_NAME, server="uvicorn", pipelines="pipelines-full", extra=full.extra)
-            headers = full.headers
-        else:
-            bare_pipelines(workdir)
-            spec = GatewaySpec(BARE_NAME, server="uvicorn")
+        notes: list[str] = []
+        full = target == FULL_NAME
+        found = gateway_spec(stack, workdir, target, full=full, notes=notes, without=drop_stage)
+        if found is None:
+            raise SystemExit(f"bench.instructions: {notes[0]}")
+        spec, headers = found
         port = free_port()
         config = gateway_config(workdir, spec, spec.name, fake.port, 256)
         out = workdir / "callgrind.out"

@@ -26,14 +26,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.full import prepare
+from bench.full import gateway_spec
 from bench.procs import (
     REPO,
     GatewaySpec,
     Server,
-    bare_pipelines,
     free_port,
-    full_pipelines,
     gateway_config,
     start_fake,
 )
@@ -85,19 +83,12 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tmp)
         fake = start_fake("fake-slow", workdir, 64, args.token_delay_ms)
         stack.callback(fake.stop)
-        headers = b""
-        spec = GatewaySpec("probe", server=args.server)
-        if args.full:
-            notes: list[str] = []
-            full = prepare(stack, notes)
-            if full is None:
-                print("\n".join(notes), file=sys.stderr)
-                return 1
-            full_pipelines(workdir)
-            spec = GatewaySpec("probe", server=args.server, pipelines="pipelines-full", extra=full.extra)
-            headers = full.headers
-        else:
-            bare_pipelines(workdir)
+        notes: list[str] = []
+        target = gateway_spec(stack, workdir, "probe", full=args.full, notes=notes, server=args.server)
+        if target is None:
+            print("\n".join(notes), file=sys.stderr)
+            return 1
+        spec, headers = target
         # Traced, opening the streams takes long enough that voice's 30 s deadline would end the first.
         voice = workdir / spec.pipelines / "voice.yaml"
         voice.write_text(re.sub(r"(?m)^timeout: .*$", "timeout: 3600", voice.read_text()))

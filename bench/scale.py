@@ -12,8 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.full import prepare
-from bench.procs import GatewaySpec, Server, full_pipelines, start_fake, start_gateway
+from bench.full import gateway_spec
+from bench.procs import GatewaySpec, Server, start_fake, start_gateway
 
 LATENCY = "latency"
 STREAMS_10K = "streams10k"
@@ -84,20 +84,12 @@ def start_gateways(
 ) -> dict[str, Gateway]:
     """uv-1w (bare pipelines, as bench/targets.py builds it) and/or uv-full (the repository's pipelines
     with every stage, PostgreSQL and Redis), one worker each, started together."""
-    from bench.procs import bare_pipelines
-
     specs: list[tuple[GatewaySpec, bytes]] = []
     for name in names:
-        if name == BARE_NAME:
-            bare_pipelines(workdir)
-            specs.append((GatewaySpec(BARE_NAME, server="uvicorn"), b""))
-        elif name == FULL_NAME:
-            full = prepare(stack, notes)
-            if full is None:
-                continue
-            full_pipelines(workdir)
-            spec = GatewaySpec(FULL_NAME, server="uvicorn", pipelines="pipelines-full", extra=full.extra)
-            specs.append((spec, full.headers))
+        if name in (BARE_NAME, FULL_NAME):
+            found = gateway_spec(stack, workdir, name, full=name == FULL_NAME, notes=notes)
+            if found is not None:
+                specs.append(found)
     started = {}
     for spec, headers in specs:
         server = start_gateway(spec, workdir, ollama_port, suffix, max_connections)
