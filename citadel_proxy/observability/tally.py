@@ -3,10 +3,9 @@
 prometheus-client's `Counter.inc` and `Histogram.observe` check their arguments and take a lock for every
 value (in multiprocess mode they write a memory-mapped file too); a finished request recorded five
 values, most of the metrics stage's cost (and the fleet's series four more). A request here adds to plain
-numbers; `Tally.fold` moves them
-into the series: before every collection of the registry (a scrape of this process, a test's
-`get_sample_value`) and every `FOLD_EVERY_S` while the app runs, so that with several workers each one's
-values reach the shared files within that time, whichever worker is scraped.
+numbers; `Tally.fold` moves them into the series: before every collection of the registry (a scrape of
+this process, a test's `get_sample_value`) and every `FOLD_EVERY_S` while the app runs, so that with
+several workers each one's values reach the shared files within that time, whichever worker is scraped.
 
 Only the event loop's thread adds and folds: a fold asked for from another thread (a collection in a
 thread pool) is left to the next one on the loop, since an increment and a fold in two threads could
@@ -19,7 +18,7 @@ import asyncio
 import threading
 from bisect import bisect_left
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.metrics_core import Metric
@@ -88,6 +87,9 @@ class HistogramTally:
         child._sum.inc(total)
 
 
+_Part = TypeVar("_Part", CounterTally, GaugeTally, HistogramTally)
+
+
 class Tally:
     """Every counter and histogram tally of an app; a registry collector that folds them when collected.
 
@@ -102,21 +104,19 @@ class Tally:
         self._timer: asyncio.TimerHandle | None = None
 
     def counter(self, child: Counter) -> CounterTally:
-        part = self._parts.get(child)
-        if type(part) is not CounterTally:
-            part = self._parts[child] = CounterTally(child)
-        return part
+        return self._part(child, CounterTally)
 
     def gauge(self, child: Gauge) -> GaugeTally:
-        part = self._parts.get(child)
-        if type(part) is not GaugeTally:
-            part = self._parts[child] = GaugeTally(child)
-        return part
+        return self._part(child, GaugeTally)
 
     def histogram(self, child: Histogram) -> HistogramTally:
+        return self._part(child, HistogramTally)
+
+    def _part(self, child: Any, kind: type[_Part]) -> _Part:
+        """`child`'s tally, made the first time it is asked for."""
         part = self._parts.get(child)
-        if not isinstance(part, HistogramTally):
-            part = self._parts[child] = HistogramTally(child)
+        if type(part) is not kind:
+            part = self._parts[child] = kind(child)
         return part
 
     def fold(self) -> None:

@@ -166,9 +166,7 @@ class RedisLimiter:
                 # burst all wait for it and take their slots from the lease (or share its refusal),
                 # and one that is cancelled meanwhile strands no slot. shield: nor cancels the task.
                 if asking is None:
-                    task = loop.create_task(self._ask(identity, limits, want))
-                    task.add_done_callback(mark_seen)
-                    asking = self._asking[identity] = (limits, task)
+                    asking = self._start_asking(identity, limits, want)
                 answer = await asyncio.shield(asking[1])
             else:
                 # A slot at a time: small limits, or a lease for other limits is on its way.
@@ -218,17 +216,21 @@ class RedisLimiter:
             if want > 1:
                 del self._asking[identity]
 
+    def _start_asking(
+        self, identity: str, limits: Limits, want: int, renewing: Lease | None = None
+    ) -> tuple[Limits, asyncio.Task[Decision | bool]]:
+        """The identity's one lease request in flight (`_ask` in a task of its own), registered."""
+        task = asyncio.get_running_loop().create_task(self._ask(identity, limits, want, renewing))
+        task.add_done_callback(mark_seen)
+        asking = self._asking[identity] = (limits, task)
+        return asking
+
     def _use(self, identity: str, lease: Lease) -> Decision:
         lease.slots -= 1
         if lease.slots < lease.renew_at and identity not in self._asking:
             # Asked for ahead: `acquire`'s callers that find the lease run out wait for this request.
             lease.renew_at = 0
-            limits = lease.limits
-            task = asyncio.get_running_loop().create_task(
-                self._ask(identity, limits, lease_size(limits, self.max_lease), lease)
-            )
-            task.add_done_callback(mark_seen)
-            self._asking[identity] = (limits, task)
+            self._start_asking(identity, lease.limits, lease_size(lease.limits, self.max_lease), lease)
         return decision(lease.limits, True, lease.requests - lease.slots, lease.tokens, 0, "redis")
 
     def _note_tokens(self, identity: str, tokens: int) -> None:
