@@ -23,8 +23,39 @@ _log = logging.getLogger("citadel_proxy.errors")
 ErrorRender = Callable[[errors.GatewayError], bytes]
 
 
+class _Encoded(Response):
+    """A response whose body and raw headers are made already (`encoded_response`)."""
+
+    def __init__(self, body: bytes, status: int, raw_headers: list[tuple[bytes, bytes]]) -> None:
+        self.status_code = status
+        self.background = None
+        self.body = body
+        self.raw_headers = raw_headers
+
+
+def encoded_response(
+    body: bytes, media_type: bytes, status: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
+    """What Starlette's Response(body, status, headers, media_type) sends, its headers made in one pass.
+
+    Starlette renders the body again (type checks), lowers and encodes the headers, then makes a list of
+    their names and looks through it twice, and formats the media type, on every answer. Headers that
+    set content-type or content-length themselves (none of the gateway's do) go to Starlette's
+    Response, which keeps them in place of its own.
+    """
+    raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()] if headers else []
+    if raw:
+        names = [name for name, _ in raw]
+        if b"content-type" in names or b"content-length" in names:
+            return Response(body, status, headers, media_type.decode("latin-1"))
+    if status >= 200 and status not in (204, 304):
+        raw.append((b"content-length", b"%d" % len(body)))
+    raw.append((b"content-type", media_type))
+    return _Encoded(body, status, raw)
+
+
 def json_response(value: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
-    return Response(_encode(value), status_code=status, headers=headers, media_type="application/json")
+    return encoded_response(_encode(value), b"application/json", status, headers)
 
 
 def error_response(error: errors.GatewayError, render: ErrorRender | None = None) -> Response:

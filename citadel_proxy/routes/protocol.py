@@ -17,7 +17,7 @@ from citadel_proxy.config.schema import Gateway
 from citadel_proxy.http.body import decode, read_body
 from citadel_proxy.http.front import Endpoint
 from citadel_proxy.http.json_depth import check_depth
-from citadel_proxy.http.responses import ErrorRender, logged_bug, refusal
+from citadel_proxy.http.responses import ErrorRender, encoded_response, logged_bug, refusal
 from citadel_proxy.http.stream_encoder import StreamEncoder
 from citadel_proxy.pipeline.options import with_model_defaults
 from citadel_proxy.pipeline.request import InferenceRequest
@@ -53,7 +53,7 @@ class WireProtocol:
     answer: Callable[[Context, Completion], bytes]
     encoder: Callable[[Context], StreamEncoder]
     error_body: ErrorRender
-    media_type: str = "application/json"
+    media_type: bytes = b"application/json"
 
 
 def body_decoder(
@@ -111,7 +111,7 @@ async def _serve(request: Request, protocol: WireProtocol, format_name: str) -> 
         return open_stream(ctx, built, services, protocol.encoder(ctx))
     completion = whole(await complete_logged(request, ctx, built))
     body = protocol.answer(ctx, completion)
-    return Response(body, media_type=protocol.media_type, headers=ctx.response_headers)
+    return encoded_response(body, protocol.media_type, headers=ctx.response_headers)
 
 
 def check_limits(request: InferenceRequest, limits: Gateway) -> None:
