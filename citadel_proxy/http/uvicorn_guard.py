@@ -11,7 +11,7 @@ import asyncio
 from typing import Any, ClassVar
 
 from citadel_proxy import errors
-from citadel_proxy.http import uvicorn_headers
+from citadel_proxy.http import uvicorn_headers, uvicorn_send
 from citadel_proxy.http.head_limits import (
     HEADER_LINE_OVERHEAD,
     LINGER_S,
@@ -138,6 +138,7 @@ class GuardedHttpToolsProtocol(LeanHttpToolsProtocol):
 def guarded_httptools(limits: HeadLimits) -> type[GuardedHttpToolsProtocol]:
     """The protocol class uvicorn instantiates per connection, with these limits."""
     uvicorn_headers.install()  # response header names checked once each (http.uvicorn_headers)
+    uvicorn_send.install()  # response heads written in one pass (http.uvicorn_send)
 
     class CitadelHttpToolsProtocol(GuardedHttpToolsProtocol):
         pass

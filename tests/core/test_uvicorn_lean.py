@@ -14,6 +14,7 @@ import pytest
 
 from citadel_proxy.http.uvicorn_guard import GuardedHttpToolsProtocol
 from citadel_proxy.http.uvicorn_lean import LeanFlowControl, LightEvent
+from citadel_proxy.http.uvicorn_send import OnePassCycle
 from tests.core.conftest import REPO, TEST_KEY, Gateway, running_gateway, write_config
 from tests.fakes.ollama import Behavior, FakeOllama, counted_tokens
 
@@ -109,6 +110,7 @@ async def test_a_held_stream_uses_the_lean_objects(gw: Gateway, fake: FakeOllama
         assert type(held[0].flow) is LeanFlowControl
         assert type(held[0].cycle.message_event) is LightEvent
         assert held[0].cycle.flow is held[0].flow
+        assert isinstance(held[0].cycle, OnePassCycle)  # http.uvicorn_send writes its head and events
         assert not hasattr(held[0], "__dict__") or "_head_pending" not in held[0].__dict__
     finally:
         writer.close()
