@@ -13,7 +13,7 @@ import msgspec
 from citadel_proxy.audit.content import ContentPolicy
 from citadel_proxy.entropy import random_bytes
 from citadel_proxy.errors import GatewayError
-from citadel_proxy.pipeline.types import CLIENT_CLOSED_STATUS, Completion, Delta, Outcome, ToolCall
+from citadel_proxy.pipeline.types import CLIENT_CLOSED_STATUS, Completion, Delta, ToolCall
 
 if TYPE_CHECKING:
     from citadel_proxy.pipeline.request import InferenceRequest
@@ -225,7 +225,12 @@ def build_record(
     outcome = ctx.outcome
     now = time.perf_counter()
     first, finished = outcome.first_token_at, outcome.finished_at or now
-    request, turn_given, truncation = _bounded(ctx.request, max_messages)
+    request = ctx.request
+    messages = request.messages
+    turn_given: list[dict[str, Any]] | None = None
+    truncation: Truncation | None = None
+    if messages is not None and len(messages) > max_messages:
+        request, turn_given, truncation = _bounded(request, max_messages)
     turn = (
         _new_turn(request)
         if turn_given is None
@@ -234,8 +239,9 @@ def build_record(
     if len(turn) > max_messages:  # a completions prompt list
         turn, omitted = head_and_tail(turn, max_messages)
         truncation = Truncation(messages_omitted=omitted)
-    said = _said(answer)
-    response = _flagged(_response_document(answer, said, outcome.finish_reason, failure, policy), outcome)
+    response, answered = _answered(answer, outcome.finish_reason, failure, policy)
+    if outcome.context_truncated:  # Ollama cut the prompt: a record to look for afterwards
+        response = {**(response or {}), "context_truncated": True}
     # By position, in the order of the fields (see AuditRecord).
     return AuditRecord(
         record_id,  # id
@@ -258,18 +264,11 @@ def build_record(
         policy.mode,  # content_mode
         _request_field(request, policy),  # request
         response,
-        [_message(role, text, policy) for role, text in turn] + _answer_messages(said, policy),  # messages
+        [_message(role, text, policy) for role, text in turn] + answered,  # messages
         truncation,
         ctx.backend,
         list(ctx.attempts),  # attempts
     )
-
-
-def _flagged(response: dict[str, Any] | None, outcome: Outcome) -> dict[str, Any] | None:
-    """The response document, marked when Ollama cut the prompt (a record to look for afterwards)."""
-    if not outcome.context_truncated:
-        return response
-    return {**(response or {}), "context_truncated": True}
 
 
 def _request_field(request: Any, policy: ContentPolicy) -> dict[str, Any] | msgspec.Raw:
@@ -320,25 +319,31 @@ def _request_document(body: dict[str, Any], policy: ContentPolicy) -> dict[str, 
     return document
 
 
-def _said(answer: Answer | None) -> tuple[str, Any] | None:
-    """The answer's text and its tool calls as JSON-ready builtins (None when there are none)."""
-    if answer is None:
-        return None
-    return "".join(answer.content), plain(answer.tool_calls) if answer.tool_calls else None
+def _answered(
+    answer: Answer | None, finish_reason: str | None, failure: Failure | None, policy: ContentPolicy
+) -> tuple[dict[str, Any] | None, list[AuditMessage]]:
+    """The response document and the answer's message (none without an answer).
 
-
-def _response_document(
-    answer: Answer | None,
-    said: tuple[str, Any] | None,
-    finish_reason: str | None,
-    failure: Failure | None,
-    policy: ContentPolicy,
-) -> dict[str, Any] | None:
-    # Only the keys that have a value, in this order: what a document with its None values left out holds.
+    The document holds only the keys that have a value, in this order: what a document with its None
+    values left out holds. The answer's text is encoded once for both where the mode keeps it whole.
+    """
     document: dict[str, Any] = {}
-    if answer is not None and said is not None:
-        content, calls = said
-        document["content"] = policy.document(content)  # a str: never None
+    answered: list[AuditMessage] = []
+    if answer is not None:
+        pieces = answer.content
+        text = pieces[0] if len(pieces) == 1 else "".join(pieces)
+        calls = plain(answer.tool_calls) if answer.tool_calls else None
+        raw = text.encode("utf-8", "surrogatepass")
+        if policy.mode == "full" and len(raw) <= policy.max_bytes:  # kept whole (`_message`)
+            document["content"] = text
+            if text or calls is None:
+                answered.append(_whole("assistant", text, raw))
+        else:
+            document["content"] = policy.document(text)
+            if text or calls is None:
+                answered.append(_message("assistant", text, policy))
+        if calls is not None and not text:
+            answered.append(_message("assistant", msgspec.json.encode(calls).decode(), policy))
         if answer.thinking and any(answer.thinking):
             document["thinking"] = policy.document("".join(answer.thinking))
         if calls is not None:
@@ -348,7 +353,7 @@ def _response_document(
             document["finish_reason"] = finish
     if failure is not None:
         document["error"] = {"code": failure.code, "message": failure.message}
-    return document or None
+    return document or None, answered
 
 
 def _text_of(content: Any) -> str | None:
@@ -361,12 +366,17 @@ def _text_of(content: Any) -> str | None:
 def _message(role: str, text: str, policy: ContentPolicy) -> AuditMessage:
     if policy.mode == "full":
         raw = text.encode("utf-8", "surrogatepass")
-        if len(raw) <= policy.max_bytes:  # kept whole (`ContentPolicy.keep`), without its Kept
-            return AuditMessage(role=role, content=text, sha256=sha256(raw).hexdigest(), bytes=len(raw))
+        if len(raw) <= policy.max_bytes:
+            return _whole(role, text, raw)
     kept = policy.keep(text)
     return AuditMessage(
         role=role, content=kept.text, sha256=kept.sha256, bytes=kept.bytes, truncated=kept.truncated
     )
+
+
+def _whole(role: str, text: str, raw: bytes) -> AuditMessage:
+    """A message kept whole (`ContentPolicy.keep` in full mode, within its limit), without its Kept."""
+    return AuditMessage(role=role, content=text, sha256=sha256(raw).hexdigest(), bytes=len(raw))
 
 
 def _new_turn(request: InferenceRequest) -> list[tuple[str, str]]:
@@ -379,12 +389,3 @@ def _new_turn(request: InferenceRequest) -> list[tuple[str, str]]:
             start -= 1
         return [(m.role, m.content) for m in messages[start:]]
     return [("user", request.prompt)] if request.prompt else []
-
-
-def _answer_messages(said: tuple[str, Any] | None, policy: ContentPolicy) -> list[AuditMessage]:
-    if said is None:
-        return []
-    text, calls = said
-    if not text and calls:
-        text = msgspec.json.encode(calls).decode()
-    return [_message("assistant", text, policy)]

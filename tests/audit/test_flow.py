@@ -12,13 +12,14 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from citadel_proxy.audit import AuditOptions, open_audit
 from citadel_proxy.audit.bounds import within
-from citadel_proxy.audit.content import ContentPolicy
+from citadel_proxy.audit.content import ContentMode, ContentPolicy
 from citadel_proxy.audit.deadletter import Attempts, dead_letters, set_aside
 from citadel_proxy.audit.metrics import AuditSeries
 from citadel_proxy.audit.records import (
     Answer,
     AuditMessage,
     AuditRecord,
+    Failure,
     build_record,
     encode_record,
     head_and_tail,
@@ -176,3 +177,37 @@ async def test_dead_lettered_records_are_exported(tmp_path: Path) -> None:
         sink.metrics.dead_lettered += 2
         series.refresh()
     assert b'citadel_audit_records_total{outcome="dead_lettered"} 2.0' in generate_latest(registry)
+
+
+@pytest.mark.parametrize("mode", ["full", "hashed", "none"])
+def test_an_answers_document_and_message_in_each_mode(mode: ContentMode) -> None:
+    from citadel_proxy.pipeline.types import ToolCall, ToolFunction
+
+    call = ToolCall(function=ToolFunction(name="f", arguments=msgspec.Raw(b'{"a":1}')))
+    calls_json = '[{"function":{"name":"f","arguments":{"a":1}}}]'
+    policy = ContentPolicy(mode, max_bytes=8)
+    cases = [  # answer, its document's content, the assistant message's text before the mode
+        (Answer(content=["ok"], finish_reason="stop"), "ok", "ok"),
+        (Answer(content=["", ""], tool_calls=[call]), "", calls_json),  # tool calls alone: their JSON
+        (Answer(content=["é" * 5, "!"]), "é" * 5 + "!", "é" * 5 + "!"),  # 11 bytes: over the limit
+        (Answer(content=[]), "", ""),
+    ]
+    for answer, content, said in cases:
+        ctx = chat_context("hi")
+        ctx.outcome.context_truncated = answer.tool_calls is not None
+        built = build_record(ctx, record_id=new_id(), started_at=record(0).time, policy=policy, answer=answer)
+        assert built.response is not None
+        assert built.response["content"] == policy.document(content)
+        assert (built.response.get("tool_calls") is not None) == (answer.tool_calls is not None)
+        assert built.response.get("context_truncated", False) == ctx.outcome.context_truncated
+        assert built.response.get("finish_reason") == answer.finish_reason
+        [_user, assistant] = built.messages
+        kept = policy.keep(said)
+        assert (assistant.role, assistant.sha256, assistant.bytes) == ("assistant", kept.sha256, kept.bytes)
+        assert (assistant.content, assistant.truncated) == (kept.text, kept.truncated)
+    failed = build_record(
+        chat_context("hi"), record_id=new_id(), started_at=record(0).time, policy=policy, answer=None,
+        failure=Failure(502, "upstream_error", "down"),
+    )  # fmt: skip
+    assert failed.response == {"error": {"code": "upstream_error", "message": "down"}}
+    assert [m.role for m in failed.messages] == ["user"]
