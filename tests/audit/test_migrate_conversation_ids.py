@@ -1,4 +1,5 @@
-"""Migration 0004 on a trail written before it: UUID conversation ids become text, links kept."""
+"""Migrations 0004 and 0007 on a trail written before them: UUID conversation ids become text, links
+kept; a message's conversation no longer checked twice."""
 
 from __future__ import annotations
 
@@ -53,3 +54,39 @@ def test_uuid_ids_survive_and_opaque_ones_fit(postgres_dsn: str, pg_schema: str,
             " VALUES (%s, 1, 'nowhere', now(), 'user', 0)",
             REQUEST,
         )
+
+
+def test_after_0007_a_message_still_needs_its_request(
+    postgres_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """0007 drops the message's second check of its conversation (its request's key holds that); an
+    orphan message is still refused, and what was stored before stays."""
+    config = make_config(postgres_dsn, pg_schema, tmp_path)
+    assert config.database is not None
+    conninfo = config.database.conninfo()
+    migrations.migrate(conninfo, pg_schema, target=6)
+    execute(config, "INSERT INTO conversations VALUES (%s, now(), 'team-a', 'phi3:latest')", CONVERSATION)
+    execute(
+        config,
+        "INSERT INTO audit_requests (id, created_at, conversation_id, route, pipeline, stream,"
+        " model_requested, model, status, duration_ms, content_mode, request)"
+        " VALUES (%s, now(), %s, '/v1/chat/completions', 'chat', false, 'phi3', 'phi3:latest', 200, 1,"
+        " 'full', '{}')",
+        REQUEST,
+        CONVERSATION,
+    )
+    message = (
+        "INSERT INTO messages (request_id, position, conversation_id, created_at, role, content_bytes)"
+        " VALUES (%s, %s, %s, now(), 'user', 0)"
+    )
+    execute(config, message, REQUEST, 0, CONVERSATION)
+    assert migrations.migrate(conninfo, pg_schema) == [7]
+    kept = fetch(config, "SELECT m.conversation_id FROM messages m JOIN audit_requests ON id = request_id")
+    assert kept == [(CONVERSATION,)]
+    constraints = fetch(
+        config,
+        "SELECT conname FROM pg_constraint WHERE conrelid = 'messages'::regclass AND contype = 'f'",
+    )
+    assert constraints == [("messages_request_id_fkey",)]
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):
+        execute(config, message, "0190a8f8-0000-7000-8000-0000000000bb", 0, CONVERSATION)
