@@ -334,16 +334,12 @@ def _answered(
         text = pieces[0] if len(pieces) == 1 else "".join(pieces)
         calls = plain(answer.tool_calls) if answer.tool_calls else None
         raw = text.encode("utf-8", "surrogatepass")
-        if policy.mode == "full" and len(raw) <= policy.max_bytes:  # kept whole (`_message`)
-            document["content"] = text
-            if text or calls is None:
-                answered.append(_whole("assistant", text, raw))
-        else:
-            document["content"] = policy.document(text)
-            if text or calls is None:
-                answered.append(_message("assistant", text, policy))
-        if calls is not None and not text:
+        whole = policy.mode == "full" and len(raw) <= policy.max_bytes  # kept as it is (`_message`)
+        document["content"] = text if whole else policy.document(text)
+        if calls is not None and not text:  # tool calls alone: their JSON is the message
             answered.append(_message("assistant", msgspec.json.encode(calls).decode(), policy))
+        else:
+            answered.append(_whole("assistant", text, raw) if whole else _message("assistant", text, policy))
         if answer.thinking and any(answer.thinking):
             document["thinking"] = policy.document("".join(answer.thinking))
         if calls is not None:
