@@ -9,17 +9,25 @@ import psycopg
 import pytest
 
 from citadel_proxy.audit import migrate as migrations
+from citadel_proxy.config.schema import Config
 from tests.audit.conftest import execute, fetch, make_config
 
 CONVERSATION = "0190a8f8-0000-7000-8000-000000000001"
 REQUEST = "0190a8f8-0000-7000-8000-0000000000aa"
 
 
-def test_uuid_ids_survive_and_opaque_ones_fit(postgres_dsn: str, pg_schema: str, tmp_path: Path) -> None:
+_MESSAGE = (
+    "INSERT INTO messages (request_id, position, conversation_id, created_at, role, content_bytes)"
+    " VALUES (%s, %s, %s, now(), 'user', 0)"
+)
+
+
+def _trail_at(postgres_dsn: str, pg_schema: str, tmp_path: Path, version: int) -> tuple[Config, str]:
+    """A schema migrated to `version` holding one conversation, one request and its message."""
     config = make_config(postgres_dsn, pg_schema, tmp_path)
     assert config.database is not None
     conninfo = config.database.conninfo()
-    migrations.migrate(conninfo, pg_schema, target=3)
+    migrations.migrate(conninfo, pg_schema, target=version)
     execute(config, "INSERT INTO conversations VALUES (%s, now(), 'team-a', 'phi3:latest')", CONVERSATION)
     execute(
         config,
@@ -30,13 +38,12 @@ def test_uuid_ids_survive_and_opaque_ones_fit(postgres_dsn: str, pg_schema: str,
         REQUEST,
         CONVERSATION,
     )
-    execute(
-        config,
-        "INSERT INTO messages (request_id, position, conversation_id, created_at, role, content_bytes)"
-        " VALUES (%s, 0, %s, now(), 'user', 0)",
-        REQUEST,
-        CONVERSATION,
-    )
+    execute(config, _MESSAGE, REQUEST, 0, CONVERSATION)
+    return config, conninfo
+
+
+def test_uuid_ids_survive_and_opaque_ones_fit(postgres_dsn: str, pg_schema: str, tmp_path: Path) -> None:
+    config, conninfo = _trail_at(postgres_dsn, pg_schema, tmp_path, 3)
     assert migrations.migrate(conninfo, pg_schema, target=4) == [4]
     joined = fetch(
         config,
@@ -61,25 +68,7 @@ def test_after_0007_a_message_still_needs_its_request(
 ) -> None:
     """0007 drops the message's second check of its conversation (its request's key holds that); an
     orphan message is still refused, and what was stored before stays."""
-    config = make_config(postgres_dsn, pg_schema, tmp_path)
-    assert config.database is not None
-    conninfo = config.database.conninfo()
-    migrations.migrate(conninfo, pg_schema, target=6)
-    execute(config, "INSERT INTO conversations VALUES (%s, now(), 'team-a', 'phi3:latest')", CONVERSATION)
-    execute(
-        config,
-        "INSERT INTO audit_requests (id, created_at, conversation_id, route, pipeline, stream,"
-        " model_requested, model, status, duration_ms, content_mode, request)"
-        " VALUES (%s, now(), %s, '/v1/chat/completions', 'chat', false, 'phi3', 'phi3:latest', 200, 1,"
-        " 'full', '{}')",
-        REQUEST,
-        CONVERSATION,
-    )
-    message = (
-        "INSERT INTO messages (request_id, position, conversation_id, created_at, role, content_bytes)"
-        " VALUES (%s, %s, %s, now(), 'user', 0)"
-    )
-    execute(config, message, REQUEST, 0, CONVERSATION)
+    config, conninfo = _trail_at(postgres_dsn, pg_schema, tmp_path, 6)
     assert migrations.migrate(conninfo, pg_schema) == [7]
     kept = fetch(config, "SELECT m.conversation_id FROM messages m JOIN audit_requests ON id = request_id")
     assert kept == [(CONVERSATION,)]
@@ -89,4 +78,4 @@ def test_after_0007_a_message_still_needs_its_request(
     )
     assert constraints == [("messages_request_id_fkey",)]
     with pytest.raises(psycopg.errors.ForeignKeyViolation):
-        execute(config, message, "0190a8f8-0000-7000-8000-0000000000bb", 0, CONVERSATION)
+        execute(config, _MESSAGE, "0190a8f8-0000-7000-8000-0000000000bb", 1, CONVERSATION)
