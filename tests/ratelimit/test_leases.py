@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from citadel_proxy.ratelimit.bucket import Limits
@@ -30,6 +32,19 @@ class Counted:
         return call
 
 
+@contextlib.asynccontextmanager
+async def counting(
+    client: LeanRedis, prefix: str, **settings: Any
+) -> AsyncIterator[tuple[Counted, RedisLimiter]]:
+    """A limiter whose Redis calls are counted; closed on leaving, which gives its held slots back."""
+    counted = Counted(client)
+    limiter = RedisLimiter(counted, prefix, **settings)
+    try:
+        yield counted, limiter
+    finally:
+        await limiter.aclose()
+
+
 def test_lease_sizes() -> None:
     assert lease_size(Limits(99)) == 1  # small limits: every request asks Redis
     assert lease_size(Limits(600)) == 12
@@ -39,51 +54,37 @@ def test_lease_sizes() -> None:
 
 
 async def test_a_lease_serves_many_requests_with_one_round_trip(client: LeanRedis, redis_prefix: str) -> None:
-    counted = Counted(client)
-    limiter = RedisLimiter(counted, redis_prefix)
-    try:
+    async with counting(client, redis_prefix) as (counted, limiter):
         decisions = [await limiter.acquire("key:l", Limits(6400)) for _ in range(100)]
         assert all(d.allowed and d.backend == "redis" for d in decisions)
         assert counted.calls == 2  # 64 slots, then 64 more
         # The headers count down as if every request had asked Redis.
         remaining = [d.requests.remaining for d in decisions if d.requests]
         assert remaining[:3] == [6399, 6398, 6397] and remaining[-1] <= 6300
-    finally:
-        await limiter.aclose()
 
 
 async def test_a_burst_waits_for_the_lease_in_flight_instead_of_asking_redis_each(
     client: LeanRedis, redis_prefix: str
 ) -> None:
-    counted = Counted(client)
-    limiter = RedisLimiter(counted, redis_prefix)
-    try:
+    async with counting(client, redis_prefix) as (counted, limiter):
         decisions = await asyncio.gather(*(limiter.acquire("key:b", Limits(6400)) for _ in range(100)))
         assert all(d.allowed and d.backend == "redis" for d in decisions)
         assert counted.calls == 2  # the first asks for 64 slots; the 99 others wait and use them, then 64
-    finally:
-        await limiter.aclose()
 
 
 async def test_a_cancelled_lease_request_strands_no_slot(client: LeanRedis, redis_prefix: str) -> None:
-    counted = Counted(client)
-    limiter = RedisLimiter(counted, redis_prefix)
-    try:
+    async with counting(client, redis_prefix) as (counted, limiter):
         asker = asyncio.ensure_future(limiter.acquire("key:c", Limits(6400)))
         await counted.asked.wait()  # the lease request is on its way to Redis
         asker.cancel()
         after = await limiter.acquire("key:c", Limits(6400))
         assert after.allowed and counted.calls == 1  # served from the lease the cancelled one asked for
         assert after.requests is not None and after.requests.remaining == 6399
-    finally:
-        await limiter.aclose()
 
 
 async def test_a_burst_over_the_limit_shares_the_refusal(client: LeanRedis, redis_prefix: str) -> None:
-    counted = Counted(client)
-    limiter = RedisLimiter(counted, redis_prefix, max_lease=4)
     limits = Limits(200)  # leases of 4 slots
-    try:
+    async with counting(client, redis_prefix, max_lease=4) as (counted, limiter):
         first = await asyncio.gather(*(limiter.acquire("key:r", limits) for _ in range(200)))
         assert sum(d.allowed for d in first) == 200
         # A renewal asked for ahead near the end may still be on its way: it is refused too.
@@ -93,8 +94,6 @@ async def test_a_burst_over_the_limit_shares_the_refusal(client: LeanRedis, redi
         assert not any(d.allowed for d in refused)
         assert all(d.retry_after_s > 0 for d in refused)
         assert counted.calls == calls + 1  # one round trip refused the whole burst
-    finally:
-        await limiter.aclose()
 
 
 async def test_workers_never_admit_more_than_the_limit_together(client: LeanRedis, redis_prefix: str) -> None:
@@ -130,10 +129,8 @@ async def test_unused_slots_go_back_when_the_lease_ends(client: LeanRedis, redis
 
 
 async def test_own_token_charges_end_a_lease_at_the_token_limit(client: LeanRedis, redis_prefix: str) -> None:
-    counted = Counted(client)
-    limiter = RedisLimiter(counted, redis_prefix, flush_after_s=60)
     limits = Limits(6400, 1000)
-    try:
+    async with counting(client, redis_prefix, flush_after_s=60) as (counted, limiter):
         assert (await limiter.acquire("key:t", limits)).allowed
         calls = counted.calls
         limiter.charge_soon("key:t", limits, 600)
@@ -143,8 +140,6 @@ async def test_own_token_charges_end_a_lease_at_the_token_limit(client: LeanRedi
         limiter.charge_soon("key:t", limits, 500)  # 1100 >= 1000: the lease ends
         third = await limiter.acquire("key:t", limits)
         assert not third.allowed and counted.calls == calls + 1  # Redis decided, with the owed tokens
-    finally:
-        await limiter.aclose()
 
 
 async def test_shutdown_gives_held_slots_back(client: LeanRedis, redis_prefix: str) -> None:
@@ -160,13 +155,12 @@ async def test_shutdown_gives_held_slots_back(client: LeanRedis, redis_prefix: s
 
 async def test_a_busy_lease_is_renewed_before_it_runs_out(client: LeanRedis, redis_prefix: str) -> None:
     """Requests keep taking slots while Redis answers: only the very first one waits for it."""
-    counted = Counted(client)
-    limiter = RedisLimiter(counted, redis_prefix)
     other = RedisLimiter(client, redis_prefix, max_lease=1)
     limits = Limits(6400)  # leases of 64
     waited = 0
     started = time.monotonic()
-    try:
+    # Leaving closes the limiter: the slots renewed ahead and never used go back.
+    async with counting(client, redis_prefix) as (counted, limiter):
         for _ in range(300):
             decision = limiter.acquire_now("key:n", limits)  # as the stage asks: at once, else wait
             if decision is None:
@@ -181,8 +175,6 @@ async def test_a_busy_lease_is_renewed_before_it_runs_out(client: LeanRedis, red
         assert waited == 1
         assert counted.calls >= 300 // MAX_LEASE  # renewals, each adding to the slots in hand
         assert counted.calls <= 300 // (MAX_LEASE - MAX_LEASE // RENEW_SHARE) + 2
-    finally:
-        await limiter.aclose()  # the slots renewed ahead and never used go back
     after = await other.acquire("key:n", limits)
     # Every slot granted and not used is back: 300 used, and this one, less what drained meanwhile.
     drained = (time.monotonic() - started) * 6400 / 60
@@ -194,11 +186,9 @@ async def test_a_busy_lease_is_renewed_before_it_runs_out(client: LeanRedis, red
 async def test_a_renewal_that_finds_its_lease_ended_gives_its_slots_back(
     client: LeanRedis, redis_prefix: str
 ) -> None:
-    counted = Counted(client)
-    limiter = RedisLimiter(counted, redis_prefix)
     other = RedisLimiter(client, redis_prefix, max_lease=1)
     limits = Limits(6400)
-    try:
+    async with counting(client, redis_prefix) as (_, limiter):
         assert (await limiter.acquire("key:e", limits)).allowed
         while "key:e" not in limiter._asking:  # used down to where it is renewed
             assert limiter.acquire_now("key:e", limits) is not None
@@ -206,8 +196,6 @@ async def test_a_renewal_that_finds_its_lease_ended_gives_its_slots_back(
         await asyncio.gather(*(task for _, task in limiter._asking.values()))
         assert not limiter._leases
         await limiter.drain()
-    finally:
-        await limiter.aclose()
     used = 1 + MAX_LEASE - MAX_LEASE // RENEW_SHARE
     after = await other.acquire("key:e", limits)
     assert after.requests is not None and 6400 - used - 1 <= after.requests.remaining <= 6400 - used + 5
