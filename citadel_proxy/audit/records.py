@@ -230,7 +230,7 @@ def build_record(
     turn_given: list[dict[str, Any]] | None = None
     truncation: Truncation | None = None
     if messages is not None and len(messages) > max_messages:
-        request, turn_given, truncation = _bounded(request, max_messages)
+        request, turn_given, truncation = _bounded(request, messages, max_messages)
     turn = (
         _new_turn(request)
         if turn_given is None
@@ -288,14 +288,13 @@ def _request_field(request: Any, policy: ContentPolicy) -> dict[str, Any] | msgs
     return _request_document(body, policy)
 
 
-def _bounded(body: Any, limit: int) -> tuple[Any, list[dict[str, Any]] | None, Truncation | None]:
-    """The request with at most `limit` messages, and its new turn likewise (None: the request's).
+def _bounded(
+    body: InferenceRequest, messages: list[Any], limit: int
+) -> tuple[InferenceRequest, list[dict[str, Any]], Truncation]:
+    """A request with more than `limit` messages cut to `limit`, and its new turn likewise.
 
     Cut while still a struct: decoding a million messages only to drop them cost seconds of the loop.
     """
-    messages = getattr(body, "messages", None)
-    if not isinstance(messages, list) or len(messages) <= limit:
-        return body, None, None
     last = max((i for i, m in enumerate(messages) if getattr(m, "role", None) == "assistant"), default=-1)
     turn, turn_omitted = head_and_tail(messages[last + 1 :], limit)
     kept, omitted = head_and_tail(messages, limit)

@@ -181,7 +181,7 @@ UVICORN_CYCLE = RequestResponseCycle
 def covers() -> bool:
     """Whether uvicorn's cycle sets up the state this send uses (read off its __init__'s code)."""
     assigned = set(RequestResponseCycle.__init__.__code__.co_names)
-    return all(name in assigned for name in _STATE) and hasattr(RequestResponseCycle, "send")
+    return all(name in assigned for name in _STATE)
 
 
 def install() -> bool:
