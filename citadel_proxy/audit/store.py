@@ -34,7 +34,11 @@ WITH given AS (
 ), owners AS (
     SELECT DISTINCT ON (g.conversation_id) g.conversation_id AS id,
         CASE WHEN c.id IS NULL THEN g.key_name ELSE c.key_name END AS key_name
-    FROM given g LEFT JOIN conversations c ON c.id = g.conversation_id
+    FROM given g LEFT JOIN LATERAL (
+        -- LIMIT keeps this one lookup by key per record. Joined as a table, the conversations were
+        -- read whole and hashed for every batch while the planner took the table for a small one.
+        SELECT c.id, c.key_name FROM conversations c WHERE c.id = g.conversation_id LIMIT 1
+    ) c ON true
     WHERE g.conversation_id IS NOT NULL
     ORDER BY g.conversation_id, g."time"
 ), batch AS (

@@ -23,8 +23,10 @@ from citadel_proxy.audit.service import open_pool
 from citadel_proxy.audit.sqlite_file import SqliteFile, sqlite_path
 from citadel_proxy.audit.sqlite_store import SqliteStore
 from citadel_proxy.audit.store import (
+    _INSERT,
     OWN_CONNECTION_BYTES,
     PostgresStore,
+    encode_batch,
     escape_nul,
     unescape_nul,
     with_statement_timeout,
@@ -37,6 +39,7 @@ from tests.audit.conftest import (
     FakeStream,
     chat_context,
     drain,
+    execute,
     fetch,
     fetch_any,
     make_config,
@@ -365,3 +368,29 @@ async def test_a_session_the_server_ended_is_replaced_when_taken(migrated: Confi
         async with pool.connection() as conn:
             assert conn.pgconn.backend_pid != ended
     assert fetch(migrated, "SELECT count(*) FROM audit_requests") == [(1,)]
+
+
+def _scans(plan: dict[str, object]) -> set[tuple[object, object]]:
+    """(node type, table) of every node of an EXPLAIN (FORMAT JSON) plan."""
+    found = {(plan.get("Node Type"), plan.get("Relation Name"))}
+    for child in plan.get("Plans", ()):  # type: ignore[attr-defined]
+        found |= _scans(child)
+    return found
+
+
+def test_a_batch_looks_up_its_conversations_by_key(migrated: Config) -> None:
+    """The insert finds each record's conversation through the key, whatever the planner thinks of the
+    table's size: joined as a table, the conversations were read whole and hashed for every batch."""
+    execute(
+        migrated,
+        "INSERT INTO conversations SELECT 'c-' || n, now(), 'team-a', 'phi3:latest'"
+        " FROM generate_series(1, 5000) AS n",
+    )
+    batch = encode_batch([encode_record(record(n, f"c-{n}")) for n in range(50)])
+    assert migrated.database is not None
+    with psycopg.connect(migrated.database.conninfo(), autocommit=True) as conn:
+        explained = conn.execute(b"EXPLAIN (FORMAT JSON) " + _INSERT, (batch,)).fetchone()
+    assert explained is not None
+    scans = _scans(explained[0][0]["Plan"])
+    assert ("Index Scan", "conversations") in scans
+    assert ("Seq Scan", "conversations") not in scans
