@@ -23,6 +23,32 @@ _log = logging.getLogger("citadel_proxy.errors")
 ErrorRender = Callable[[errors.GatewayError], bytes]
 
 
+# Distinct header names remembered in their encoded form; past that many, each is worked out again.
+_MAX_NAMES = 256
+
+
+class _SetByStarlette(Exception):
+    """A header that sets content-type or content-length: Starlette's Response makes that answer."""
+
+
+class _EncodedNames(dict[str, bytes]):
+    """Header names as they are sent, lowered and encoded once each: the gateway's answers carry a few
+    names from a small set (the rate-limit headers, the conversation and request ids) many times."""
+
+    __slots__ = ()
+
+    def __missing__(self, name: str) -> bytes:
+        encoded = name.lower().encode("latin-1")
+        if encoded in (b"content-type", b"content-length"):
+            raise _SetByStarlette(name)
+        if len(self) < _MAX_NAMES:
+            self[name] = encoded
+        return encoded
+
+
+_NAMES = _EncodedNames()
+
+
 class _Encoded(Response):
     """A response whose body and raw headers are made already (`encoded_response`)."""
 
@@ -43,11 +69,10 @@ def encoded_response(
     set content-type or content-length themselves (none of the gateway's do) go to Starlette's
     Response, which keeps them in place of its own.
     """
-    raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()] if headers else []
-    if raw:
-        names = [name for name, _ in raw]
-        if b"content-type" in names or b"content-length" in names:
-            return Response(body, status, headers, media_type.decode("latin-1"))
+    try:
+        raw = [(_NAMES[k], v.encode("latin-1")) for k, v in headers.items()] if headers else []
+    except _SetByStarlette:
+        return Response(body, status, headers, media_type.decode("latin-1"))
     if status >= 200 and status not in (204, 304):
         raw.append((b"content-length", b"%d" % len(body)))
     raw.append((b"content-type", media_type))

@@ -36,6 +36,10 @@ async def _sent(response: Response) -> list[dict[str, Any]]:
         (304, None),
         (200, {"Content-Type": "application/problem+json"}),  # the caller's own type is kept
         (200, {"content-length": "2", "X-A": "1"}),
+        # Names are remembered encoded: past as many as it keeps, and a name seen before, alike.
+        (200, {f"X-Name-{i}": str(i) for i in range(300)}),
+        (200, {"X-A": "1", "Content-Type": "text/plain"}),
+        (200, _ANSWER),
     ],
 )
 async def test_sends_what_starlette_sends(status: int, headers: dict[str, str] | None) -> None:
