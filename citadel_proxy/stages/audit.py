@@ -25,6 +25,7 @@ from citadel_proxy.pipeline.taps import tap
 from citadel_proxy.pipeline.types import Context, Delta, Reply
 
 if TYPE_CHECKING:
+    from citadel_proxy.audit.conversations import Owners
     from citadel_proxy.audit.sink import AuditSink
     from citadel_proxy.services import Services
 
@@ -68,15 +69,13 @@ class AuditStage:
         exchange = Exchange(ctx, self._sink, self._policy)
         try:
             given = given_conversation(ctx)
-            ctx.conversation_id = await self._owned(
-                # A new conversation is named by the request that opens it (as the insert names one it
-                # keeps apart): one id minted instead of two.
-                ctx,
-                conversation_id(given, exchange.id),
-                given is None,
-                exchange.started_at,
-            )
-            ctx.response_headers[CONVERSATION_HEADER] = ctx.conversation_id
+            # A new conversation is named by the request that opens it (as the insert names one it
+            # keeps apart): one id minted instead of two.
+            conversation = conversation_id(given, exchange.id)
+            owners = self._sink.owners
+            if owners is not None and not self._settled(owners, ctx, conversation, given is None):
+                await self._claim(owners, ctx, conversation, exchange.started_at)
+            ctx.conversation_id = ctx.response_headers[CONVERSATION_HEADER] = conversation
             reply = await call_next(ctx)
         except asyncio.CancelledError:
             # The client went away (or the deadline hit) before any answer: record without waiting.
@@ -93,15 +92,18 @@ class AuditStage:
             await exchange.finish(Answer.of(reply.completion), None, required=True)
         return reply
 
-    async def _owned(self, ctx: Context, conversation: str, minted: bool, started_at: datetime) -> str:
-        """The conversation, if the caller's key may add to it: a conversation belongs to its opener."""
-        owners = self._sink.owners
+    def _settled(self, owners: Owners, ctx: Context, conversation: str, minted: bool) -> bool:
+        """Whether the caller's key may add to the conversation without asking `owners`: it was minted
+        here, for this key, or no one can tell now (the insert keeps other keys' records apart). Most
+        requests mint theirs: they are settled without a coroutine."""
+        if minted:
+            owners.remember(conversation, ctx.principal.name if ctx.principal is not None else None)
+            return True
+        return self._sink.database_failing
+
+    async def _claim(self, owners: Owners, ctx: Context, conversation: str, started_at: datetime) -> None:
+        """A conversation the client named belongs to the key that opened it: refused to any other."""
         key = ctx.principal.name if ctx.principal is not None else None
-        if owners is not None and minted:
-            owners.remember(conversation, key)  # minted here, for this key
-            return conversation
-        if owners is None or self._sink.database_failing:
-            return conversation  # no one can tell now: the insert keeps other keys' records apart
         pending, trace = owners.claim(conversation, key, model=ctx.model, at=started_at), ctx.trace
         owned = await (pending if trace is None else trace.waited("conversation claim", pending))
         if owned is False:
@@ -110,7 +112,6 @@ class AuditStage:
                 param=CONVERSATION_HEADER,
                 code="conversation_not_owned",
             )
-        return conversation
 
 
 class Exchange:
