@@ -49,7 +49,7 @@ async def until_answering(url: str, *, ok: bool = False) -> None:
 )
 async def served(
     request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[tuple[str, FakeOllama, Path, subprocess.Popen[bytes]]]:
+) -> AsyncIterator[tuple[str, FakeOllama, Path, subprocess.Popen[bytes], int]]:
     pipelines = tmp_path / "pipelines"
     shutil.copytree(REPO / "pipelines", pipelines)
     async with FakeOllama(behavior=Behavior.counted(12, tokens_per_write=12)) as fake:
@@ -59,7 +59,7 @@ async def served(
         process, url = start_serve(config, workers, log)
         try:
             await until_answering(url)
-            yield url, fake, pipelines, process
+            yield url, fake, pipelines, process, workers
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=30)
@@ -77,10 +77,26 @@ async def gui_event_sizes(session: aiohttp.ClientSession, url: str) -> list[int]
     ]
 
 
+async def reloaded_everywhere(log: Path, workers: int, before: int) -> None:
+    """Wait (10 s at most) until each worker has logged a reload since `before` were logged: a worker
+    logs it once its new pipelines are in force, and a request may reach any worker."""
+    for _ in range(200):
+        if _reloads(log) >= before + workers:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{_reloads(log) - before} of {workers} workers reloaded")
+
+
+def _reloads(log: Path) -> int:
+    """The reloads the gateway's workers have logged so far."""
+    return log.read_text(errors="replace").count("pipelines reloaded")
+
+
 async def test_reload_keeps_streams_and_applies_new_settings(
-    served: tuple[str, FakeOllama, Path, subprocess.Popen[bytes]],
+    served: tuple[str, FakeOllama, Path, subprocess.Popen[bytes], int],
 ) -> None:
-    url, fake, pipelines, process = served
+    url, fake, pipelines, process, workers = served
+    log = pipelines.parent / "gateway.log"
     gui = pipelines / "gui.yaml"
     async with aiohttp.ClientSession(headers=AUTH) as session:
         assert await gui_event_sizes(session, url) == [10, 2]
@@ -88,12 +104,10 @@ async def test_reload_keeps_streams_and_applies_new_settings(
         long = await session.post(url + "/v1/gui/chat/completions", json=CHAT)
         await long.content.readuntil(b"\n\n")
         gui.write_text(gui.read_text().replace("chunk_size: 10", "chunk_size: 4"))
+        before = _reloads(log)
         process.send_signal(signal.SIGHUP)
-        # Every worker reloads; a few requests make sure each worker answered at least once.
-        for _ in range(200):
-            if await gui_event_sizes(session, url) == [4, 4, 4]:
-                break
-            await asyncio.sleep(0.05)
+        # Every worker reloads; then a few requests, which may reach any of them.
+        await reloaded_everywhere(log, workers, before)
         sizes = {tuple(await gui_event_sizes(session, url)) for _ in range(6)}
         assert sizes == {(4, 4, 4)}
         # A broken file is refused whole: the pipelines in force stay.
