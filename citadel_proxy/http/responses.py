@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from citadel_proxy import errors
+from citadel_proxy.http.name_memo import NameMemo
 from citadel_proxy.observability.logs import log_refusal
 from citadel_proxy.observability.refusals import UNMATCHED_ROUTE
 
@@ -23,15 +24,11 @@ _log = logging.getLogger("citadel_proxy.errors")
 ErrorRender = Callable[[errors.GatewayError], bytes]
 
 
-# Distinct header names remembered in their encoded form; past that many, each is worked out again.
-_MAX_NAMES = 256
-
-
 class _SetByStarlette(Exception):
     """A header that sets content-type or content-length: Starlette's Response makes that answer."""
 
 
-class _EncodedNames(dict[str, bytes]):
+class _EncodedNames(NameMemo[str, bytes]):
     """Header names as they are sent, lowered and encoded once each: the gateway's answers carry a few
     names from a small set (the rate-limit headers, the conversation and request ids) many times."""
 
@@ -41,9 +38,7 @@ class _EncodedNames(dict[str, bytes]):
         encoded = name.lower().encode("latin-1")
         if encoded in (b"content-type", b"content-length"):
             raise _SetByStarlette(name)
-        if len(self) < _MAX_NAMES:
-            self[name] = encoded
-        return encoded
+        return self.keep(name, encoded)
 
 
 _NAMES = _EncodedNames()

@@ -15,11 +15,12 @@ import re
 
 from uvicorn.protocols.http import httptools_impl
 
-# Far more names than a worker sends; a name past them is checked by the regex every time.
-MAX_NAMES = 256
+from citadel_proxy.http.name_memo import MAX_NAMES, NameMemo
+
+__all__ = ["MAX_NAMES", "NameCheck", "install"]
 
 
-class _ValidNames(dict[bytes, None]):
+class _ValidNames(NameMemo[bytes, None]):
     """Names that passed `pattern`; looking up any other one runs the pattern (and remembers it)."""
 
     __slots__ = ("_pattern",)
@@ -30,8 +31,8 @@ class _ValidNames(dict[bytes, None]):
 
     def __missing__(self, name: bytes) -> re.Match[bytes] | None:
         invalid = self._pattern.search(name)
-        if invalid is None and type(name) is bytes and len(self) < MAX_NAMES:
-            self[name] = None
+        if invalid is None and type(name) is bytes:
+            self.keep(name, None)
         return invalid
 
 

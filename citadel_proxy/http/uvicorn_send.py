@@ -27,8 +27,9 @@ from typing import Any, NoReturn
 from uvicorn.protocols.http import httptools_impl
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, RequestResponseCycle
 
-# Far more names than a worker sends; past them a name is checked and lowered every time.
-MAX_NAMES = 256
+from citadel_proxy.http.name_memo import MAX_NAMES, NameMemo
+
+__all__ = ["MAX_NAMES", "UVICORN_CYCLE", "LoweredNames", "OnePassCycle", "covers", "install"]
 _SPECIAL = frozenset((b"content-length", b"transfer-encoding", b"connection"))
 # The attributes this send reads and sets: uvicorn's cycle as of 0.30 to 0.55.
 _STATE = ("scope", "transport", "flow", "access_log", "default_headers", "message_event", "on_response",
@@ -42,7 +43,7 @@ def _pattern(name: str) -> re.Pattern[bytes]:
     return found if isinstance(found, re.Pattern) else found.pattern
 
 
-class LoweredNames(dict[bytes, bytes]):
+class LoweredNames(NameMemo[bytes, bytes]):
     """Valid header names, each with its lowered form; looking up any other one checks it first."""
 
     __slots__ = ("_invalid",)
@@ -54,10 +55,7 @@ class LoweredNames(dict[bytes, bytes]):
     def __missing__(self, name: bytes) -> bytes:
         if self._invalid.search(name):
             raise RuntimeError("Invalid HTTP header name.")
-        lowered = name.lower()
-        if len(self) < MAX_NAMES:
-            self[name] = lowered
-        return lowered
+        return self.keep(name, name.lower())
 
 
 class OnePassCycle(RequestResponseCycle):
