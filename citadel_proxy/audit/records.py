@@ -329,16 +329,14 @@ def _answered(
     document: dict[str, Any] = {}
     answered: list[AuditMessage] = []
     if answer is not None:
-        pieces = answer.content
-        text = pieces[0] if len(pieces) == 1 else "".join(pieces)
+        text = "".join(answer.content)
         calls = plain(answer.tool_calls) if answer.tool_calls else None
-        raw = text.encode("utf-8", "surrogatepass")
-        whole = policy.mode == "full" and len(raw) <= policy.max_bytes  # kept as it is (`_message`)
-        document["content"] = text if whole else policy.document(text)
+        raw = _whole_utf8(text, policy)
+        document["content"] = text if raw is not None else policy.document(text)
         if calls is not None and not text:  # tool calls alone: their JSON is the message
             answered.append(_message("assistant", msgspec.json.encode(calls).decode(), policy))
         else:
-            answered.append(_whole("assistant", text, raw) if whole else _message("assistant", text, policy))
+            answered.append(_kept("assistant", text, raw, policy))
         if answer.thinking and any(answer.thinking):
             document["thinking"] = policy.document("".join(answer.thinking))
         if calls is not None:
@@ -359,19 +357,26 @@ def _text_of(content: Any) -> str | None:
 
 
 def _message(role: str, text: str, policy: ContentPolicy) -> AuditMessage:
-    if policy.mode == "full":
-        raw = text.encode("utf-8", "surrogatepass")
-        if len(raw) <= policy.max_bytes:
-            return _whole(role, text, raw)
+    return _kept(role, text, _whole_utf8(text, policy), policy)
+
+
+def _whole_utf8(text: str, policy: ContentPolicy) -> bytes | None:
+    """The text's UTF-8 when the mode keeps it whole (full, within its limit), else None."""
+    if policy.mode != "full":
+        return None
+    raw = text.encode("utf-8", "surrogatepass")
+    return raw if len(raw) <= policy.max_bytes else None
+
+
+def _kept(role: str, text: str, whole: bytes | None, policy: ContentPolicy) -> AuditMessage:
+    """The message as the mode keeps it; `whole`: its UTF-8 when kept whole (`_whole_utf8`), which is
+    `ContentPolicy.keep` in full mode within its limit, without its Kept."""
+    if whole is not None:
+        return AuditMessage(role=role, content=text, sha256=sha256(whole).hexdigest(), bytes=len(whole))
     kept = policy.keep(text)
     return AuditMessage(
         role=role, content=kept.text, sha256=kept.sha256, bytes=kept.bytes, truncated=kept.truncated
     )
-
-
-def _whole(role: str, text: str, raw: bytes) -> AuditMessage:
-    """A message kept whole (`ContentPolicy.keep` in full mode, within its limit), without its Kept."""
-    return AuditMessage(role=role, content=text, sha256=sha256(raw).hexdigest(), bytes=len(raw))
 
 
 def _new_turn(request: InferenceRequest) -> list[tuple[str, str]]:
