@@ -99,14 +99,22 @@ class GuardedHttpToolsProtocol(LeanHttpToolsProtocol):
         return REQUEST_LINE_OVERHEAD + len(self.url) + lines + HEADER_LINE_OVERHEAD * len(self.headers)
 
     def send_400_response(self, msg: str) -> None:
+        self._release_head()
         if self._refused is not None:
             self._refuse(self._refused)
             return
         super().send_400_response(msg)
 
+    def _release_head(self) -> None:
+        # A pipelined request refused while the answer before it holds its head back: the head goes
+        # first (http.uvicorn_send).
+        if isinstance(self.cycle, uvicorn_send.OnePassCycle):
+            self.cycle.release()
+
     def _refuse(self, error: errors.GatewayError) -> None:
         self._refused = error
         self._stop_head_timer()
+        self._release_head()
         self.transport.write(refusal(error))
         if not self.transport.can_write_eof():
             self.transport.close()

@@ -9,6 +9,12 @@ pattern over all of them joined by a tab (a character the pattern allows), and o
 uvicorn acts on (content-length, transfer-encoding, connection) are looked at further, with uvicorn's
 own rules. A body is written as uvicorn writes it.
 
+The head is held back until the body comes, and the two go out in one write: one system call and one
+segment for the client to read instead of two (Starlette sends a whole answer's body right after its
+head). A head whose body does not come in the same turn of the event loop goes out alone at the end of
+that turn, so a stream's headers still reach its client before its first event. Whatever else writes to
+the connection first writes a held head (`release`): the bytes leave in the order they were sent.
+
 What uvicorn refuses is refused with the same error, before anything is written, leaving the state
 uvicorn leaves.
 Whatever this send does not take on itself goes to uvicorn's own: a transport that is paused or gone, an
@@ -21,6 +27,7 @@ MAX_NAMES of them, whichever server sent them.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any, NoReturn
 
@@ -29,7 +36,10 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, RequestResponseCy
 
 from citadel_proxy.http.name_memo import MAX_NAMES, NameMemo
 
-__all__ = ["MAX_NAMES", "UVICORN_CYCLE", "LoweredNames", "OnePassCycle", "covers", "install"]
+__all__ = ["JOIN_AT_MOST", "MAX_NAMES", "UVICORN_CYCLE", "LoweredNames", "OnePassCycle", "covers", "install"]
+# A body up to this size is joined to its held head; past it, copying the body costs more than the write
+# it saves.
+JOIN_AT_MOST = 64 * 1024
 _SPECIAL = frozenset((b"content-length", b"transfer-encoding", b"connection"))
 # The attributes this send reads and sets: uvicorn's cycle as of 0.30 to 0.55.
 _STATE = ("scope", "transport", "flow", "access_log", "default_headers", "message_event", "on_response",
@@ -63,9 +73,13 @@ class OnePassCycle(RequestResponseCycle):
 
     names = LoweredNames(_pattern("HEADER_RE"))
     invalid_value = _pattern("HEADER_VALUE_RE")
+    # The head written but not yet sent, and the loop's call that sends it.
+    _held = b""
+    _release: asyncio.Handle | None = None
 
     async def send(self, message: Any) -> None:
         if self.flow.write_paused or self.disconnected or self.access_log:
+            self.release()
             await RequestResponseCycle.send(self, message)
         elif not self.response_started:
             if message["type"] != "http.response.start" or not self._start(message):
@@ -73,7 +87,29 @@ class OnePassCycle(RequestResponseCycle):
         elif not self.response_complete and message["type"] == "http.response.body":
             self._body(message)
         else:
+            self.release()
             await RequestResponseCycle.send(self, message)
+
+    def release(self) -> None:
+        """Write the held head now, if there is one."""
+        held = self._held
+        if held:
+            self._held = b""
+            self._release.cancel()  # type: ignore[union-attr]
+            if not self.transport.is_closing():
+                self.transport.write(held)
+
+    def _write(self, data: bytes) -> None:
+        held = self._held
+        if not held:
+            self.transport.write(data)
+        elif len(data) > JOIN_AT_MOST:
+            self.release()
+            self.transport.write(data)
+        else:
+            self._held = b""
+            self._release.cancel()  # type: ignore[union-attr]
+            self.transport.write(held + data)
 
     def _start(self, message: Any) -> bool:
         """Write the head; False (nothing done) for headers this does not take on (uvicorn's send does)."""
@@ -116,7 +152,8 @@ class OnePassCycle(RequestResponseCycle):
             self.chunked_encoding = True
             parts.append(b"transfer-encoding: chunked\r\n")
         parts.append(b"\r\n")
-        self.transport.write(b"".join(parts))
+        self._held = b"".join(parts)
+        self._release = asyncio.get_running_loop().call_soon(self.release)
         return True
 
     def _refuse(self, headers: list[tuple[bytes, bytes]]) -> NoReturn:
@@ -151,17 +188,19 @@ class OnePassCycle(RequestResponseCycle):
         more_body = message.get("more_body", False)
         if self.scope["method"] == "HEAD":
             self.expected_content_length = 0
+            self.release()
         elif self.chunked_encoding:
             content = [b"%x\r\n" % len(body), body, b"\r\n"] if body else []
             if not more_body:
                 content.append(b"0\r\n\r\n")
-            self.transport.write(b"".join(content))
+            self._write(b"".join(content))
         else:
             size = len(body)
             if size > self.expected_content_length:
+                self.release()
                 raise RuntimeError("Response content longer than Content-Length")
             self.expected_content_length -= size
-            self.transport.write(body)
+            self._write(body)
         if not more_body:
             if self.expected_content_length != 0:
                 raise RuntimeError("Response content shorter than Content-Length")

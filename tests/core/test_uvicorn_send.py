@@ -1,5 +1,7 @@
 """http.uvicorn_send against uvicorn's own send: for the same messages on the same state, the same bytes
-written, the same connection state after, the same errors; and its limit on names remembered."""
+written, the same connection state after, the same errors; a head and its body in one write, a head
+alone written by the end of the loop's turn, and before anything else written to the connection; and
+its limit on names remembered."""
 
 from __future__ import annotations
 
@@ -11,11 +13,19 @@ from typing import Any
 import pytest
 from uvicorn.protocols.http import httptools_impl
 
+from citadel_proxy import errors
 from citadel_proxy.http import uvicorn_send
 from citadel_proxy.http.head_limits import HeadLimits
-from citadel_proxy.http.uvicorn_guard import guarded_httptools
+from citadel_proxy.http.uvicorn_guard import GuardedHttpToolsProtocol, guarded_httptools
 from citadel_proxy.http.uvicorn_lean import LightEvent
-from citadel_proxy.http.uvicorn_send import MAX_NAMES, UVICORN_CYCLE, LoweredNames, OnePassCycle, install
+from citadel_proxy.http.uvicorn_send import (
+    JOIN_AT_MOST,
+    MAX_NAMES,
+    UVICORN_CYCLE,
+    LoweredNames,
+    OnePassCycle,
+    install,
+)
 
 
 class Fresh(OnePassCycle):
@@ -40,6 +50,9 @@ class Transport:
 
     def is_closing(self) -> bool:
         return self.closed
+
+    def can_write_eof(self) -> bool:
+        return False
 
 
 class Flow:
@@ -73,6 +86,7 @@ async def _run(cycle: Any, messages: list[dict[str, Any]]) -> tuple[Any, ...]:
         except Exception as exc:  # the comparison is the point: any error, the same on both sides
             error = (type(exc).__name__, str(exc))
             break
+    await asyncio.sleep(0)  # a head held back goes out by the end of the loop's turn
     return (
         b"".join(cycle.transport.written),
         error,
@@ -165,6 +179,80 @@ async def test_a_paused_transport_goes_through_uvicorns_send() -> None:
     await cycle.send(_body(b"{}"))
     assert b"".join(cycle.transport.written).endswith(b"\r\n\r\n{}")
     assert cycle.response_complete
+
+
+@pytest.mark.parametrize(
+    ("messages", "ending"),
+    [
+        ([_start(_AUDITED), _body(b"{}")], b"\r\n\r\n{}"),
+        ([_start([]), _body(b"data: 1\n\n", True)], b"\r\n\r\n9\r\ndata: 1\n\n\r\n"),
+    ],
+    ids=["answer", "stream"],
+)
+async def test_a_head_goes_out_with_its_body_in_one_write(
+    messages: list[dict[str, Any]], ending: bytes
+) -> None:
+    cycle = _cycle(Fresh)
+    for message in messages:
+        await cycle.send(message)
+    (written,) = cycle.transport.written
+    assert written.startswith(b"HTTP/1.1 200 OK\r\n") and written.endswith(ending)
+
+
+async def test_a_head_whose_body_is_late_goes_out_alone_at_the_end_of_the_turn() -> None:
+    cycle = _cycle(Fresh)
+    await cycle.send(_start([(b"content-type", b"text/event-stream")]))
+    assert cycle.transport.written == []
+    await asyncio.sleep(0)
+    (head,) = cycle.transport.written
+    assert head.endswith(b"transfer-encoding: chunked\r\n\r\n")
+    await cycle.send(_body(b"data: 1\n\n", True))
+    assert cycle.transport.written[1:] == [b"9\r\ndata: 1\n\n\r\n"]
+    await asyncio.sleep(0)
+    assert len(cycle.transport.written) == 2  # the call that would have sent the head does nothing now
+
+
+async def test_a_large_body_is_not_copied_into_its_head() -> None:
+    body = b"x" * (JOIN_AT_MOST + 1)
+    cycle = _cycle(Fresh)
+    await cycle.send(_start([(b"content-length", str(len(body)).encode())]))
+    await cycle.send(_body(body))
+    head, written = cycle.transport.written
+    assert head.endswith(b"\r\n\r\n") and written is not None and len(written) == len(body)
+
+
+async def test_a_head_for_a_closed_connection_is_dropped() -> None:
+    cycle = _cycle(Fresh)
+    await cycle.send(_start(_JSON))
+    cycle.transport.close()
+    await asyncio.sleep(0)
+    assert cycle.transport.written == []
+
+
+async def test_a_refusal_of_a_pipelined_request_goes_after_the_held_head() -> None:
+    """The guard writes to the connection itself (a request past the head limits): a head the current
+    answer holds is written first."""
+    cycle = _cycle(Fresh)
+    await cycle.send(_start(_JSON))
+
+    class Protocol:
+        transport = cycle.transport
+        _head_timer = None
+        _refused = None
+
+        def __init__(self) -> None:
+            self.cycle = cycle
+
+        def _stop_head_timer(self) -> None:
+            pass
+
+        def _release_head(self) -> None:
+            GuardedHttpToolsProtocol._release_head(self)  # type: ignore[arg-type]
+
+    refused = errors.HeadersTooLarge("too large")
+    GuardedHttpToolsProtocol._refuse(Protocol(), refused)  # type: ignore[arg-type]
+    head, refusal = cycle.transport.written[:2]
+    assert head.startswith(b"HTTP/1.1 200 OK") and b" 431 " in refusal.split(b"\r\n", 1)[0]
 
 
 class Paused:
