@@ -60,3 +60,41 @@ class TimeoutSweeper:
         # watched itself again from expire() has already started the next sweep.
         if self._watched and self._timer is None:
             self._timer = loop.call_later(self._period_s, self._sweep)
+
+
+class TaskDeadline:
+    """A task's deadline on a sweeper: once it passes, the task is cancelled (up to a period late).
+
+    What `asyncio.timeout` does for a whole answer, without its loop timer (scheduled and cancelled for
+    every request, most of the few microseconds it costs). The task's own `except CancelledError` asks
+    `end()` whether the cancellation was the deadline's alone, as asyncio.timeout turns that one into
+    TimeoutError; `end()` in a `finally` stops the watch on every other way out.
+    """
+
+    __slots__ = ("_at", "_cancelling", "_sweeper", "_task", "expired")
+
+    def __init__(self, sweeper: TimeoutSweeper, task: asyncio.Task[object], timeout_s: float) -> None:
+        self._task = task
+        # Cancellations already asked of the task are someone else's (as asyncio.timeout counts them).
+        self._cancelling = task.cancelling()
+        self._at = task.get_loop().time() + timeout_s
+        self._sweeper: TimeoutSweeper | None = sweeper
+        self.expired = False
+        sweeper.watch(self)
+
+    def due(self, now: float) -> bool:
+        return now >= self._at
+
+    def expire(self) -> None:
+        if self._sweeper is not None:
+            self.expired = True
+            self._task.cancel()
+
+    def end(self) -> bool:
+        """No longer watched (once; later calls say False). True when the deadline cancelled the task
+        and nobody else did: the cancellation is taken back, and the caller raises its timeout error."""
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is None:
+            return False
+        sweeper.unwatch(self)
+        return self.expired and self._task.uncancel() <= self._cancelling

@@ -75,7 +75,7 @@ async def embeddings_route(request: Request) -> Response:
     ctx = _context(request, built, route, wire, neutral)
     ctx.principal, ctx.trace = principal, trace
     request.state.access_logged = True
-    reply = await complete_logged(request, ctx, built)
+    reply = await complete_logged(request, ctx, built, services.deadlines)
     if reply.embeddings is None:
         raise errors.GatewayError("an embeddings pipeline ended without its vectors")
     return json_response(shape.render(ctx, wire, reply.embeddings), headers=ctx.response_headers)

@@ -32,6 +32,7 @@ from citadel_proxy.pipeline.options import with_model_defaults
 from citadel_proxy.pipeline.table import BuiltPipeline
 from citadel_proxy.pipeline.types import Completion, Context, Principal, Reply
 from citadel_proxy.services import Services
+from citadel_proxy.timeouts import TaskDeadline, TimeoutSweeper
 
 _chat_decoder = msgspec.json.Decoder(ChatRequest)
 _completion_decoder = msgspec.json.Decoder(CompletionRequest)
@@ -117,7 +118,7 @@ async def run(
             else TextChunks(ctx.model, int(time.time()))
         )
         return open_stream(ctx, built, services, encoder)
-    completion = whole(await complete_logged(request, ctx, built))
+    completion = whole(await complete_logged(request, ctx, built, services.deadlines))
     created = int(time.time())
     answer = (
         chat_completion(completion, ctx.model, created)
@@ -192,10 +193,12 @@ def caller(request: Request) -> tuple[str, str]:
     return request_id, request.client.host if request.client else ""
 
 
-async def complete_logged(request: Request, ctx: Context, built: BuiltPipeline) -> Reply:
+async def complete_logged(
+    request: Request, ctx: Context, built: BuiltPipeline, deadlines: TimeoutSweeper
+) -> Reply:
     """`complete`, with the outcome of an error recorded and the access line written either way."""
     try:
-        return await complete(request, ctx, built)
+        return await complete(request, ctx, built, deadlines)
     except errors.GatewayError as error:
         ctx.outcome.failed(error.status, error.code)
         raise
@@ -210,20 +213,18 @@ def finish(ctx: Context) -> None:
     log_request(ctx)
 
 
-async def complete(request: Request, ctx: Context, built: BuiltPipeline) -> Reply:
+async def complete(request: Request, ctx: Context, built: BuiltPipeline, deadlines: TimeoutSweeper) -> Reply:
     """Run a non-streaming pipeline under its deadline, dropping the upstream if the client leaves."""
     task = asyncio.current_task()
     assert task is not None
     gone = asyncio.Event()
     watcher = watch_disconnect(request.receive, task, gone.set)
+    deadline = TaskDeadline(deadlines, task, ctx.pipeline.timeout_s)
     try:
-        async with asyncio.timeout(ctx.pipeline.timeout_s) as deadline:
-            reply = await built.handler(ctx)
-    except TimeoutError:
-        if not deadline.expired():
-            raise
-        raise deadline_error(ctx) from None
+        reply = await built.handler(ctx)
     except asyncio.CancelledError:
+        if deadline.end():
+            raise deadline_error(ctx) from None
         if ctx.superseded and not gone.is_set():
             task.uncancel()
             raise errors.Superseded("a newer request of this session replaced this one") from None
@@ -233,6 +234,7 @@ async def complete(request: Request, ctx: Context, built: BuiltPipeline) -> Repl
         # Its outcome (499, client_closed) is recorded by whoever catches it, as for any error.
         raise errors.ClientClosedRequest("the client closed the connection before the answer") from None
     finally:
+        deadline.end()
         watcher.cancel()
     return reply
 

@@ -109,7 +109,7 @@ async def _serve(request: Request, protocol: WireProtocol, format_name: str) -> 
     request.state.access_logged = True
     if ctx.stream:
         return open_stream(ctx, built, services, protocol.encoder(ctx))
-    completion = whole(await complete_logged(request, ctx, built))
+    completion = whole(await complete_logged(request, ctx, built, services.deadlines))
     body = protocol.answer(ctx, completion)
     return encoded_response(body, protocol.media_type, headers=ctx.response_headers)
 

@@ -1,4 +1,5 @@
-"""The timeout sweeper: due items fire once, others never, and it sleeps when nothing is watched."""
+"""The timeout sweeper: due items fire once, others never, and it sleeps when nothing is watched; a task's
+deadline on it keeps asyncio.timeout's contract (whose cancellation it was, the task's count of them)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import logging
 
 import pytest
 
-from citadel_proxy.timeouts import TimeoutSweeper
+from citadel_proxy.timeouts import TaskDeadline, TimeoutSweeper
 
 
 class Item:
@@ -79,3 +80,60 @@ async def test_an_item_that_watches_itself_again_keeps_one_sweep_running() -> No
     assert item.fired == 5
     assert sweeps <= 25  # one sweep chain at 0.01 s over 0.2 s, not one more per re-watch
     sweeper.close()
+
+
+async def _under_deadline(sweeper: TimeoutSweeper, timeout_s: float, work: asyncio.Future[None]) -> str:
+    """What a task running `work` under a deadline saw: 'deadline', 'cancelled' or 'done'."""
+    task = asyncio.current_task()
+    assert task is not None
+    deadline = TaskDeadline(sweeper, task, timeout_s)
+    try:
+        await work
+    except asyncio.CancelledError:
+        if deadline.end():
+            return f"deadline, cancelling {task.cancelling()}"
+        raise
+    finally:
+        deadline.end()
+    return "done"
+
+
+async def test_a_task_deadline_cancels_the_task_and_takes_the_cancellation_back() -> None:
+    sweeper = TimeoutSweeper(period_s=0.01)
+    hang = asyncio.get_running_loop().create_future()
+    assert await _under_deadline(sweeper, 0.02, hang) == "deadline, cancelling 0"
+    assert not sweeper._watched and hang.cancelled()
+
+
+async def test_a_task_deadline_not_reached_is_no_longer_watched() -> None:
+    sweeper = TimeoutSweeper(period_s=0.01)
+    done = asyncio.get_running_loop().create_future()
+    done.set_result(None)
+    assert await _under_deadline(sweeper, 60, done) == "done"
+    assert not sweeper._watched
+
+
+async def test_a_cancellation_of_someone_else_is_theirs_even_past_the_deadline() -> None:
+    sweeper = TimeoutSweeper(period_s=60)
+    task = asyncio.current_task()
+    assert task is not None
+    deadline = TaskDeadline(sweeper, task, 0.0)
+    deadline.expire()  # the sweep fired...
+    task.cancel()  # ...as the client left: two cancellations, one of them the deadline's
+    with pytest.raises(asyncio.CancelledError):
+        try:
+            await asyncio.sleep(1)
+        except asyncio.CancelledError:
+            assert not deadline.end() and task.cancelling() == 1
+            raise
+    task.uncancel()
+
+
+async def test_a_task_deadline_ended_before_its_sweep_never_fires() -> None:
+    sweeper = TimeoutSweeper(period_s=0.01)
+    task = asyncio.current_task()
+    assert task is not None
+    deadline = TaskDeadline(sweeper, task, 0.0)
+    assert not deadline.end() and not deadline.end()
+    await asyncio.sleep(0.03)
+    assert task.cancelling() == 0 and not deadline.expired
