@@ -6,7 +6,8 @@ the counters are zeroed (`callgrind_control --zero`), the load generator sends `
 `--concurrency`, and the counters are dumped: the total over the requests, divided by their number.
 Unlike the bench's CPU figures these do not move with whatever else the machine runs; they do weigh
 timer-driven work (audit batches, lease renewals) more, since callgrind slows the worker some 50 times.
-`--drop-stage NAME` takes one stage out of every pipeline (uv-full), to see what it costs.
+`--drop-stage NAME` takes one stage out of every pipeline (uv-full), to see what it costs. `--keep FILE`
+keeps callgrind's output for `callgrind_annotate --inclusive=yes FILE` (where the instructions went).
 
     python -m bench.instructions --target uv-full --kind chat
     python -m bench.instructions --target uv-full --kind chat --drop-stage rate_limit
@@ -46,7 +47,9 @@ def summary(text: str) -> int:
     raise ValueError("no totals or summary line: not a callgrind output file")
 
 
-def count(target: str, kind: str, requests: int, concurrency: int, drop_stage: str | None) -> float:
+def count(
+    target: str, kind: str, requests: int, concurrency: int, drop_stage: str | None, keep: Path | None = None
+) -> float:
     """Instructions per request of `target` serving `requests` of `kind`."""
     path, stream = _KINDS[kind]
     body = {"model": "phi3", "messages": [{"role": "user", "content": "Say something."}], "stream": stream}
@@ -88,6 +91,8 @@ def count(target: str, kind: str, requests: int, concurrency: int, drop_stage: s
         for _ in range(100):  # the dump is written by the worker: wait for it
             dumps = sorted(workdir.glob("callgrind.out.*"))
             if dumps:
+                if keep is not None:
+                    shutil.copyfile(dumps[-1], keep)
                 return summary(dumps[-1].read_text()) / len(result.total)
             time.sleep(0.1)
         raise SystemExit("bench.instructions: callgrind wrote no dump")
@@ -100,10 +105,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--drop-stage", metavar="NAME", help="take this stage out of every pipeline")
+    parser.add_argument("--keep", metavar="FILE", type=Path, help="keep callgrind's output here")
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise SystemExit("bench.instructions: valgrind is not installed (Debian: apt install valgrind)")
-    per_request = count(args.target, args.kind, args.requests, args.concurrency, args.drop_stage)
+    per_request = count(args.target, args.kind, args.requests, args.concurrency, args.drop_stage, args.keep)
     dropped = f" without {args.drop_stage}" if args.drop_stage else ""
     cell = f"{args.target}{dropped}, {args.kind} c{args.concurrency}"
     print(f"{cell}: {per_request / 1000:.1f} K instructions a request")
