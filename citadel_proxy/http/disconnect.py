@@ -81,6 +81,9 @@ class _CycleWatch:
         self._stopped = True
         waiter, self._waiter = self._waiter, None
         if waiter is not None:
+            # Without its callback first: cancelling a future schedules its callbacks on the loop, and
+            # this one would only find the watch stopped.
+            waiter.remove_done_callback(self._woke)
             waiter.cancel()  # LightEvent drops it at its next wait or set
         return True
 

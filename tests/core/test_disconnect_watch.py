@@ -56,7 +56,15 @@ async def test_a_stopped_watch_does_nothing_when_the_response_completes() -> Non
     cycle, gone = _Cycle(), asyncio.Event()
     task = asyncio.create_task(_held())
     watch = watch_disconnect(cycle.receive, task, gone.set)
-    watch.cancel()
+    loop, scheduled = asyncio.get_running_loop(), []
+    call_soon = loop.call_soon
+    loop.call_soon = lambda *args, **kwargs: scheduled.append(args) or call_soon(*args, **kwargs)  # type: ignore[method-assign]
+    try:
+        watch.cancel()
+    finally:
+        del loop.call_soon
+    # The waiter is cancelled without its callback: nothing is scheduled for a watch that stopped.
+    assert scheduled == []
     cycle.response_complete = True
     cycle.message_event.set()
     await asyncio.sleep(0.01)
