@@ -58,7 +58,12 @@ async def test_a_stopped_watch_does_nothing_when_the_response_completes() -> Non
     watch = watch_disconnect(cycle.receive, task, gone.set)
     loop, scheduled = asyncio.get_running_loop(), []
     call_soon = loop.call_soon
-    loop.call_soon = lambda *args, **kwargs: scheduled.append(args) or call_soon(*args, **kwargs)  # type: ignore[method-assign]
+
+    def counted(*args: Any, **kwargs: Any) -> asyncio.Handle:
+        scheduled.append(args)
+        return call_soon(*args, **kwargs)
+
+    loop.call_soon = counted  # type: ignore[method-assign]
     try:
         watch.cancel()
     finally:
