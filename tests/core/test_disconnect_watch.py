@@ -63,7 +63,7 @@ async def test_a_stopped_watch_does_nothing_when_the_response_completes() -> Non
         scheduled.append(args)
         return call_soon(*args, **kwargs)
 
-    loop.call_soon = counted  # type: ignore[method-assign]
+    loop.call_soon = counted  # type: ignore[method-assign,assignment]
     try:
         watch.cancel()
     finally:
