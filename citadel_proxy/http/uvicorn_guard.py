@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any, ClassVar
 
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
 from citadel_proxy import errors
 from citadel_proxy.http import uvicorn_headers, uvicorn_send
 from citadel_proxy.http.head_limits import (
@@ -26,15 +28,30 @@ class _HeadRefused(Exception):
     """Raised in a parser callback to stop httptools; uvicorn then calls send_400_response."""
 
 
+# What uvicorn's on_response_complete uses (0.30 to 0.55): the one below does the same, keep-alive aside.
+_RESPONSE_COMPLETE = frozenset((
+    "server_state", "total_requests", "transport", "is_closing", "_unset_keepalive_if_required", "flow",
+    "resume_reading", "pipeline", "pop", "_start_asgi_task", "timeout_keep_alive_task", "loop",
+    "call_later", "timeout_keep_alive", "timeout_keep_alive_handler",
+))  # fmt: skip
+_KEEP_ALIVE_COVERED = set(HttpToolsProtocol.on_response_complete.__code__.co_names) == _RESPONSE_COMPLETE
+
+
 class GuardedHttpToolsProtocol(LeanHttpToolsProtocol):
     """The limits cost a normal request two attribute checks: the bytes of a head are counted per read
     (not per header callback), its size and lines are added up only when the reads exceed the byte
-    limit, and the timer starts only when a read leaves a head unfinished."""
+    limit, and the timer starts only when a read leaves a head unfinished.
+
+    The keep-alive wait (the time a connection may sit idle between requests) is one timer per
+    connection rather than uvicorn's one per response: each answer notes when the connection fell idle,
+    and a timer that finds it busy, or idle for less than the wait, is not rearmed, or rearmed for what
+    is left.
+    """
 
     limits: ClassVar[HeadLimits]
     # Slots: in uvicorn's instance dict these took it past the keys an instance may share with its
     # class (30), and each connection then had a dict of its own (1.5 KiB).
-    __slots__ = ("_head_pending", "_head_received", "_head_timer", "_refused")
+    __slots__ = ("_head_pending", "_head_received", "_head_timer", "_idle_since", "_keep_alive", "_refused")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -46,6 +63,9 @@ class GuardedHttpToolsProtocol(LeanHttpToolsProtocol):
         self._head_received = 0
         self._head_timer: asyncio.TimerHandle | None = None
         self._refused: errors.GatewayError | None = None
+        # The loop's time when the last answer ended with nothing more to read; None while busy.
+        self._idle_since: float | None = None
+        self._keep_alive: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -53,11 +73,15 @@ class GuardedHttpToolsProtocol(LeanHttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_head_timer()
+        if self._keep_alive is not None:
+            self._keep_alive.cancel()
+            self._keep_alive = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self._refused is not None:
             return  # lingering: read and dropped
+        self._idle_since = None
         if not self._head_pending:
             LeanHttpToolsProtocol.data_received(self, data)
             return
@@ -75,6 +99,29 @@ class GuardedHttpToolsProtocol(LeanHttpToolsProtocol):
             # A keep-alive connection's next head, unfinished: timed from now, once the previous
             # response is done (an answer to a timeout must not land inside it).
             self._start_head_timer()
+
+    def on_response_complete(self) -> None:
+        if not _KEEP_ALIVE_COVERED or self.pipeline or self.transport.is_closing():
+            super().on_response_complete()
+            return
+        # uvicorn's, with the keep-alive wait below in place of its timer.
+        self.server_state.total_requests += 1
+        self._unset_keepalive_if_required()
+        self.flow.resume_reading()
+        self._idle_since = self.loop.time()
+        if self._keep_alive is None:
+            self._keep_alive = self.loop.call_later(self.timeout_keep_alive, self._keep_alive_due)
+
+    def _keep_alive_due(self) -> None:
+        self._keep_alive = None
+        since = self._idle_since
+        if since is None or self.transport.is_closing():
+            return  # busy: the next answer arms it again
+        left = since + self.timeout_keep_alive - self.loop.time()
+        if left > 0:
+            self._keep_alive = self.loop.call_later(left, self._keep_alive_due)
+        else:
+            self.timeout_keep_alive_handler()
 
     def on_headers_complete(self) -> None:
         self._head_pending = False

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from citadel_proxy.http import uvicorn_guard
 from citadel_proxy.http.uvicorn_guard import GuardedHttpToolsProtocol
 from citadel_proxy.http.uvicorn_lean import LeanFlowControl, LightEvent
 from citadel_proxy.http.uvicorn_send import OnePassCycle
@@ -172,3 +173,8 @@ async def test_a_client_that_leaves_ends_its_stream(gw: Gateway, fake: FakeOllam
     # The disconnect is seen through the request's message event: Ollama's request is closed.
     (record,) = await fake.wait_streams(1)
     await asyncio.wait_for(record.disconnect_event.wait(), 5)
+
+
+def test_the_keep_alive_wait_is_the_guards_with_this_uvicorn() -> None:
+    # A uvicorn whose on_response_complete changed keeps its timer per response: this says so.
+    assert uvicorn_guard._KEEP_ALIVE_COVERED

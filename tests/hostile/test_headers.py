@@ -1,6 +1,6 @@
 """Heads too large, too many headers and slow clients, without any key, against `citadel-proxy serve` as
 shipped, with uvicorn and with hypercorn: 431 past the header limits, 408 and a closed connection past
-the header timeout, idle keep-alive connections closed."""
+the header timeout, idle keep-alive connections closed, and connections in use kept."""
 
 from __future__ import annotations
 
@@ -199,6 +199,40 @@ def test_an_idle_keep_alive_connection_is_closed(served: Served) -> None:
         assert first.startswith(b"HTTP/1.1 503 ")
         # The rest of the response, then nothing until the gateway closes the idle connection.
         read_until_closed(sock)
+
+
+def _one_answer(sock: socket.socket) -> int:
+    """Read one whole answer (its head and Content-Length bytes) off a kept connection: its status."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = sock.recv(65536)
+        assert chunk, "the gateway closed a connection in use"
+        received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.lower().split(b"\r\n")
+        if line.startswith(b"content-length:")
+    )
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "the gateway closed a connection in use"
+        body += chunk
+    return int(head.split(b" ", 2)[1])
+
+
+def test_a_connection_in_use_is_kept_past_the_keep_alive_wait(served: Served) -> None:
+    """The wait counts from the last answer, not the first: requests a third of the wait apart, for
+    longer than the wait, all answered on one connection, which then closes once idle."""
+    with connect(served) as sock:
+        started = time.monotonic()
+        statuses = []
+        while time.monotonic() - started < KEEP_ALIVE_S + 1.5:
+            sock.sendall(REQUEST + b"\r\n")
+            statuses.append(_one_answer(sock))
+            time.sleep(KEEP_ALIVE_S / 3)
+        assert len(statuses) >= 5 and set(statuses) == {503}
+        assert read_until_closed(sock) == b""
 
 
 def test_with_several_workers_the_limits_hold(served_by_workers: Served) -> None:
