@@ -27,11 +27,13 @@ class LightEvent:
 
     wait() hands out a future rather than running a coroutine: a request waiting for its client to leave
     keeps no coroutine frame for it. A waiter cancelled before set() is dropped at the next wait or set.
+    Given its loop, it does not look the running loop up for each wait (on Python 3.11 a getpid() call).
     """
 
-    __slots__ = ("_value", "_waiters")
+    __slots__ = ("_loop", "_value", "_waiters")
 
-    def __init__(self, value: bool = False) -> None:
+    def __init__(self, value: bool = False, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self._loop = loop
         self._value = value
         self._waiters: list[asyncio.Future[bool]] | None = None
 
@@ -53,7 +55,7 @@ class LightEvent:
         self._value = False
 
     def wait(self) -> asyncio.Future[bool]:
-        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[bool] = (self._loop or asyncio.get_running_loop()).create_future()
         if self._value:
             waiter.set_result(True)
             return waiter
@@ -141,4 +143,4 @@ class LeanHttpToolsProtocol(HttpToolsProtocol):
         cycle = self.cycle
         # A new request's cycle: its task has not run yet, so nothing waits on its event.
         if cycle is not None and cycle is not previous and _swappable(cycle.message_event, asyncio.Event):
-            cycle.message_event = LightEvent(cycle.message_event.is_set())  # type: ignore[assignment]
+            cycle.message_event = LightEvent(cycle.message_event.is_set(), self.loop)  # type: ignore[assignment]

@@ -45,6 +45,18 @@ def _stream_request(tokens: int) -> dict[str, object]:
             "max_tokens": tokens}  # fmt: skip
 
 
+async def test_a_light_event_given_its_loop_does_not_look_it_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    event = LightEvent(loop=asyncio.get_running_loop())
+
+    def looked_up() -> asyncio.AbstractEventLoop:
+        raise AssertionError("the running loop looked up")
+
+    monkeypatch.setattr(asyncio, "get_running_loop", looked_up)
+    waiter = event.wait()
+    event.set()
+    assert await waiter is True
+
+
 async def test_light_event_wakes_every_waiter_and_forgets_cancelled_ones() -> None:
     event = LightEvent()
     waiters = [asyncio.ensure_future(event.wait()) for _ in range(3)]
@@ -110,6 +122,7 @@ async def test_a_held_stream_uses_the_lean_objects(gw: Gateway, fake: FakeOllama
         assert len(held) == 1
         assert type(held[0].flow) is LeanFlowControl
         assert type(held[0].cycle.message_event) is LightEvent
+        assert held[0].cycle.message_event._loop is held[0].loop  # no lookup per wait
         assert held[0].cycle.flow is held[0].flow
         assert isinstance(held[0].cycle, OnePassCycle)  # http.uvicorn_send writes its head and events
         assert not hasattr(held[0], "__dict__") or "_head_pending" not in held[0].__dict__
