@@ -38,7 +38,7 @@ from bench.measure import Sample, measure, settle
 from bench.procs import REPO, BenchError, find_tool
 from bench.profile import format_top, profile
 from bench.scenarios import FULL, QUICK, Budget, Scenario, Target, all_scenarios, job_for
-from bench.targets import route_exists, runs_per_round, start_targets
+from bench.targets import route_exists, run_order, start_targets
 
 DEFAULT_JSON = REPO / "bench" / "results" / "latest.json"
 BODIES = "bodies"
@@ -109,12 +109,11 @@ def run_rounds(
         shift = (round_ - 1) % len(targets)
         order = targets[shift:] + targets[:shift]
         for scenario in scenarios:
-            for target in (t for t in order if t.runs(scenario)):
-                for _ in range(runs_per_round(target, scenario)):
-                    sample = measure(load, target, scenario, budget, round_)
-                    samples.append(sample)
-                    _progress(round_, rounds, sample)
-                    settle(0.3 if scenario.slow else 0.05)
+            for target in run_order(order, scenario):
+                sample = measure(load, target, scenario, budget, round_)
+                samples.append(sample)
+                _progress(round_, rounds, sample)
+                settle(0.3 if scenario.slow else 0.05)
     return samples
 
 
@@ -170,9 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     checks = {
         report.GATEWAY_1W: report.checks(found),
         report.UVICORN_1W: report.checks(found, report.UVICORN_1W, report.UVICORN_2W),
-        report.FULL: [report.full_check(found)],
+        report.FULL: [report.full_check(found, samples)],
     }
-    _print(found, checks, notes, top, rounds, time.monotonic() - started)
+    _print(found, samples, checks, notes, top, rounds, time.monotonic() - started)
     if spread := report.full_spread(samples):
         print("  CPU per request over the runs (ms, min-max): " + "; ".join(spread))
     _print_bodies(bodies, kept)
@@ -277,6 +276,7 @@ def _profile(
 
 def _print(
     found: list[report.Row],
+    samples: list[Sample],
     checks: dict[str, list[report.Check]],
     notes: list[str],
     top: str,
@@ -292,7 +292,7 @@ def _print(
         print(f"\nTargets (issue 3) on {name}:")
         for check in listed:
             print("  " + check.line())
-    ratios = report.full_ratios(found)
+    ratios = report.full_ratios(found, samples)
     if ratios:
         print("  uv-full / uv-1w CPU per request: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
     if lines := report.embeddings(found):
@@ -333,7 +333,7 @@ def _write_json(
             name: [{**check.__dict__, "verdict": check.verdict} for check in listed]
             for name, listed in checks.items()
         },
-        "full_cpu_ratios": report.full_ratios(found),
+        "full_cpu_ratios": report.full_ratios(found, samples),
         "samples": [sample.to_json() for sample in samples],
         "notes": notes,
         "profile": top,

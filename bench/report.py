@@ -200,26 +200,54 @@ def _largest(values: Iterable[float | None]) -> float | None:
     return max(kept) if kept else None
 
 
-def full_ratios(found: list[Row], bare: str = UVICORN_1W) -> dict[str, float]:
-    """CPU per request of the full pipelines over the bare ones, per scenario both ran."""
+def paired_ratios(samples: list[Sample], bare: str = UVICORN_1W) -> dict[str, list[float]]:
+    """uv-full / `bare` CPU per request of each pair of runs, per scenario: the k-th run of each in a
+    round (bench/targets.run_order runs them back to back there)."""
+    runs: dict[tuple[str, int, str], list[float]] = {}
+    for s in samples:
+        if s.target in (FULL, bare):
+            runs.setdefault((s.scenario, s.round, s.target), []).append(s.cpu_ms_per_request)
+    ratios: dict[str, list[float]] = {}
+    for (scenario, round_, target), full in runs.items():
+        if target != FULL:
+            continue
+        for f, b in zip(full, runs.get((scenario, round_, bare), []), strict=False):
+            if b > 0 and not math.isnan(f) and not math.isnan(b):
+                ratios.setdefault(scenario, []).append(f / b)
+    return ratios
+
+
+def full_ratios(
+    found: list[Row], samples: list[Sample] | None = None, bare: str = UVICORN_1W
+) -> dict[str, float]:
+    """CPU per request of the full pipelines over the bare ones, per scenario both ran: the median of the
+    paired runs' ratios where they ran in pairs (more than one each in a round), else the ratio of the
+    medians."""
     cpu = {(r.scenario, r.target): r.cpu_ms_per_request for r in found}
-    return {
+    ratios = {
         r.scenario: r.cpu_ms_per_request / cpu[(r.scenario, bare)]
         for r in found
         if r.target == FULL and cpu.get((r.scenario, bare))
     }
+    rounds = {(s.scenario, s.round) for s in samples or ()}
+    for scenario, paired in paired_ratios(samples or [], bare).items():
+        if len(paired) > len({r for sc, r in rounds if sc == scenario}):
+            ratios[scenario] = statistics.median(paired)
+    return ratios
 
 
-def full_check(found: list[Row], bare: str = UVICORN_1W) -> Check:
+def full_check(found: list[Row], samples: list[Sample] | None = None, bare: str = UVICORN_1W) -> Check:
     """Stages cost what they must: uv-full / uv-1w CPU per request, worst of chat and voice (paced too)."""
-    ratios = full_ratios(found, bare)
+    ratios = full_ratios(found, samples, bare)
     worst = _largest(v for name, v in ratios.items() if not name.startswith("embed"))
     return Check("CPU per request, all stages / bare", worst, FULL_CPU_RATIO, False, "x",
-                 f"{FULL} / {bare}, worst of chat/voice c1/c8/c32 and paced")  # fmt: skip
+                 f"{FULL} / {bare}, worst of chat/voice c1/c8/c32 and paced, paired runs")  # fmt: skip
 
 
 def full_spread(samples: list[Sample], bare: str = UVICORN_1W) -> list[str]:
-    """The runs behind each ratio: `scenario: uv-full lo-hi / uv-1w lo-hi` (CPU ms per request)."""
+    """The runs behind each ratio: `scenario: uv-full lo-hi / uv-1w lo-hi` (CPU ms per request), and the
+    paired runs' ratios lo-hi."""
+    paired = paired_ratios(samples, bare)
     runs: dict[tuple[str, str], list[float]] = {}
     for s in samples:
         if s.target in (FULL, bare) and not math.isnan(s.cpu_ms_per_request):
@@ -228,9 +256,11 @@ def full_spread(samples: list[Sample], bare: str = UVICORN_1W) -> list[str]:
     for (scenario, target), full in runs.items():
         base = runs.get((scenario, bare))
         if target == FULL and base:
+            pairs = paired.get(scenario, [])
+            ratios = f", pairs {min(pairs):.2f}-{max(pairs):.2f}x" if pairs else ""
             lines.append(
                 f"{scenario} {FULL} {min(full):.3f}-{max(full):.3f} / {bare} {min(base):.3f}-{max(base):.3f}"
-                f" ({len(full)} runs)"
+                f" ({len(full)} runs{ratios})"
             )
     return lines
 

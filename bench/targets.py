@@ -29,8 +29,11 @@ TWO_WORKERS = ("chat c32", "stream c32", "voice c32", "gui c32", "slow")
 # The full pipelines are compared with the bare uv-1w on non-streaming chat, voice and embeddings.
 FULL = ("chat ", "voice ", "embed")
 # Runs per round of uv-full and uv-1w in the scenarios whose ratio is checked (issue 17): one run of each
-# per round left the check at the mercy of whatever else the machine did meanwhile.
+# per round left the check at the mercy of whatever else the machine did meanwhile. They run in pairs, one
+# right after the other (bench/report.py takes the ratio of each pair): the machines these runs get drift
+# by up to 2x within a round, and two runs seconds apart see the same machine.
 FULL_RUNS = 3
+COMPARED = ("uv-1w", "uv-full")
 CHECKED = ("chat ", "voice ")
 # Granian (a Rust HTTP server) is measured beside them as the issue asks, on the main scenarios only;
 # `gateway.server` does not offer it (it spent more CPU per request than uvicorn in every scenario but
@@ -120,7 +123,19 @@ def _log(message: str) -> None:
     print(f"bench: {message}", file=sys.stderr, flush=True)
 
 
-def runs_per_round(target: Target, scenario: Scenario) -> int:
-    """FULL_RUNS for uv-full and the bare uv-1w in the scenarios their check compares, else one."""
-    compared = target.name in ("uv-full", "uv-1w") and scenario.name.startswith(CHECKED)
-    return FULL_RUNS if compared else 1
+def run_order(order: list[Target], scenario: Scenario) -> list[Target]:
+    """The runs of one scenario in one round: each target that runs it once, in `order`, except that in
+    the scenarios whose ratio is checked uv-1w and uv-full run FULL_RUNS pairs where the first of them
+    comes, back to back, which of the two goes first alternating from pair to pair."""
+    running = [t for t in order if t.runs(scenario)]
+    pair = [t for t in running if t.name in COMPARED]
+    if len(pair) < 2 or not scenario.name.startswith(CHECKED):
+        return running
+    runs: list[Target] = []
+    for target in running:
+        if target is pair[0]:
+            for n in range(FULL_RUNS):
+                runs += pair if n % 2 == 0 else pair[::-1]
+        elif target is not pair[1]:
+            runs.append(target)
+    return runs

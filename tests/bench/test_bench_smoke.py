@@ -15,7 +15,7 @@ from bench.measure import Sample
 from bench.nginx import nginx_conf
 from bench.procs import UNLIMITED_PER_MINUTE, bare_pipelines, full_pipelines
 from bench.scenarios import QUICK, Scenario, Target, all_scenarios, job_for
-from bench.targets import FULL, TWO_WORKERS
+from bench.targets import FULL, FULL_RUNS, TWO_WORKERS, run_order
 
 CHAT = b'{"model":"phi3:latest","messages":[{"role":"user","content":"hi"}],"options":{"num_predict":8}'
 
@@ -92,3 +92,30 @@ def test_targets_pick_their_scenarios_and_send_their_headers() -> None:
     assert request.startswith(b"POST /api/embed HTTP/1.1\r\n")
     assert auth + b"\r\n{" in request
     assert Scenario("embed-hit c8", "embed-hit", 8).embeddings
+
+
+def test_the_compared_pair_runs_back_to_back_and_its_ratio_is_taken_per_pair() -> None:
+    scenarios = {s.name: s for s in all_scenarios(QUICK)}
+    names = ("direct", "hc-1w", "uv-1w", "gr-1w", "uv-full")
+    order = [Target(n, True, None, 1, None, 1, b"", FULL if n == "uv-full" else ("",)) for n in names]  # type: ignore[arg-type]
+    runs = [t.name for t in run_order(order, scenarios["chat c8"])]
+    pairs = ["uv-1w", "uv-full", "uv-full", "uv-1w", "uv-1w", "uv-full"][: 2 * FULL_RUNS]
+    assert runs == ["direct", "hc-1w", *pairs, "gr-1w"]
+    assert [t.name for t in run_order(order, scenarios["stream c1"])] == ["direct", "hc-1w", "uv-1w", "gr-1w"]
+
+    # A machine that slows down through the round: each pair sees the same machine, the medians do not.
+    def sample(target: str, cpu: float) -> Sample:
+        return Sample(
+            scenario="chat c8", target=target, round=1, requests=100, errors=0, elapsed_s=1.0, rps=1000.0,
+            ttft_p50_ms=0.2, ttft_p99_ms=0.5, total_p50_ms=0.2, total_p99_ms=0.5, cpu_ms_per_request=cpu,
+            cpu_us_per_token=None, rss_idle_mib=20.0, rss_peak_mib=20.0, worker_rss_peak_mib=20.0,
+            loadgen_cpu_ms_per_request=0.01, statuses={200: 100},
+        )  # fmt: skip
+
+    samples = [sample("uv-1w", 0.1), sample("uv-full", 0.15), sample("uv-full", 0.32), sample("uv-1w", 0.2),
+               sample("uv-1w", 0.4), sample("uv-full", 0.56)]  # fmt: skip
+    rows = report.rows(samples, {})
+    assert report.paired_ratios(samples)["chat c8"] == pytest.approx([1.5, 1.6, 1.4])
+    assert report.full_ratios(rows, samples) == {"chat c8": pytest.approx(1.5)}
+    assert report.full_ratios(rows) == {"chat c8": pytest.approx(1.6)}  # the medians' ratio, 0.32 / 0.2
+    assert report.full_check(rows, samples).verdict == "PASS"
