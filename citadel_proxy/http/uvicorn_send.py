@@ -76,9 +76,10 @@ class OnePassCycle(RequestResponseCycle):
 
     names = LoweredNames(_pattern("HEADER_RE"))
     invalid_value = _pattern("HEADER_VALUE_RE")
-    # The head written but not yet sent, and the loop's call that sends it.
+    # The head of an answer of known length, written but not yet sent (never a chunked one's), and the
+    # loop's call that sends it at the end of the turn.
     _held = b""
-    _release: asyncio.Handle | None = None
+    _held_call: asyncio.Handle | None = None
 
     async def send(self, message: Any) -> None:
         if self.flow.write_paused or self.disconnected or self.access_log:
@@ -95,12 +96,15 @@ class OnePassCycle(RequestResponseCycle):
 
     def release(self) -> None:
         """Write the held head now, if there is one."""
-        held = self._held
-        if held:
-            self._held = b""
-            self._release.cancel()  # type: ignore[union-attr]
+        if self._held:
+            held = self._take_held()
             if not self.transport.is_closing():
                 self.transport.write(held)
+
+    def _take_held(self) -> bytes:
+        held, self._held = self._held, b""
+        self._held_call.cancel()  # type: ignore[union-attr]
+        return held
 
     def _with_head(self, data: bytes) -> None:
         """Write the first of an answer's body after its held head: in the same write when small."""
@@ -108,9 +112,7 @@ class OnePassCycle(RequestResponseCycle):
             self.release()
             self.transport.write(data)
         else:
-            held, self._held = self._held, b""
-            self._release.cancel()  # type: ignore[union-attr]
-            self.transport.write(held + data)
+            self.transport.write(self._take_held() + data)
 
     def _start(self, message: Any) -> bool:
         """Write the head; False (nothing done) for headers this does not take on (uvicorn's send does)."""
@@ -153,12 +155,17 @@ class OnePassCycle(RequestResponseCycle):
             self.chunked_encoding = True
             parts.append(b"transfer-encoding: chunked\r\n")
         parts.append(b"\r\n")
-        if self.chunked_encoding:
-            self.transport.write(b"".join(parts))
-            return True
-        self._held = b"".join(parts)
-        self._release = asyncio.get_running_loop().call_soon(self.release)
+        self._write_head(b"".join(parts))
         return True
+
+    def _write_head(self, head: bytes) -> None:
+        """A chunked answer's head at once; an answer of known length's held for its body (`_with_head`)
+        or, failing that, for the end of the loop's turn."""
+        if self.chunked_encoding:
+            self.transport.write(head)
+        else:
+            self._held = head
+            self._held_call = asyncio.get_running_loop().call_soon(self.release)
 
     def _refuse(self, headers: list[tuple[bytes, bytes]]) -> NoReturn:
         """uvicorn's loop, one header at a time, for a head it refuses: the same error, and the state
@@ -197,12 +204,8 @@ class OnePassCycle(RequestResponseCycle):
             content = [b"%x\r\n" % len(body), body, b"\r\n"] if body else []
             if not more_body:
                 content.append(b"0\r\n\r\n")
-            data = b"".join(content)
-            # A stream's events after its first: written as they come, with nothing held to look at.
-            if self._held:
-                self._with_head(data)
-            else:
-                self.transport.write(data)
+            # A chunked answer's head went out at once (`_start`): nothing is held here.
+            self.transport.write(b"".join(content))
         else:
             size = len(body)
             if size > self.expected_content_length:
