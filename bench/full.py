@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
     import redis
 
-PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test sslmode=disable connect_timeout=3"
+PG_PORT = 5432
+PG_DSN = f"host=127.0.0.1 port={PG_PORT} user=postgres dbname=test sslmode=disable connect_timeout=3"
 REDIS = ("127.0.0.1", 6379)
 # The tables every audited request writes to.
 AUDIT_TABLES = ("conversations", "audit_requests", "messages", "audit_refusals")
@@ -59,7 +60,7 @@ def prepare(stack: contextlib.ExitStack, notes: list[str]) -> Full | None:
     sections = {
         "database": {
             "host": "127.0.0.1",
-            "port": 5432,
+            "port": PG_PORT,
             "database": "test",
             "user": "postgres",
             "ssl_mode": "disable",

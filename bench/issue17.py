@@ -8,6 +8,7 @@ import resource
 from dataclasses import dataclass, replace
 
 from bench import latency, open_streams
+from bench.cpus import OWN_CORE, SHARED
 from bench.scale import BARE_NAME, FULL_NAME, LATENCY, STREAMS_10K, raise_nofile
 
 # A full run holds the streams twice on each target; --quick once, on uv-1w, with fewer streams.
@@ -46,6 +47,8 @@ def _latency(quick: bool, rounds: int, notes: list[str]) -> Section:
         f"chat: non-streaming, answered after 60 ms; voice: 50 ms to the first token, 64 tokens 10 ms apart;"
         f" a cell runs long enough for {plan.samples} answers, within {plan.least_s:g}-{plan.most_s:g} s;"
         f" n/round = the answers each p99 rests on (under 100: the p99 is about the largest)",
+        f"cpus: '{SHARED}' = every process where the scheduler puts it; '{OWN_CORE}' = the gateway on CPU 0,"
+        " the fake, the load generator, PostgreSQL and Redis on the others (bench/cpus.py)",
         *latency.table(rows),
         *("  " + check.line() for check in listed),
     ]

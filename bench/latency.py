@@ -6,19 +6,28 @@ connection sending its next request as soon as an answer ends. uv-full (uvicorn,
 repository's pipelines with every stage: audit to PostgreSQL, rate limits in Redis, auth, metrics) is
 measured against the fake directly, the same cell in the same round, the two in turn (who goes first
 alternates by round). Added = gateway minus direct, per round; reported as the median of rounds with the
-smallest and largest. A cell runs long enough for SAMPLES answers where that fits between the least and
-the most seconds a cell may take; at c1 a voice stream takes 690 ms, so there its p99 rests on a handful
-of answers (the table says how many: under 100, a p99 is the largest or nearly).
+smallest and largest. Each cell runs twice a round: with every CPU shared (the gateway, the fake, the load
+generator, PostgreSQL and Redis wherever the scheduler puts them) and with the gateway on a core of its
+own (bench/cpus.py; the direct run beside it has the same placement), to tell the gateway's own tail
+from its waits for a core that another process holds. A cell runs long enough for SAMPLES answers where
+that fits between the least and the most seconds a cell may take; at c1 a voice stream takes 690 ms, so
+there its p99 rests on a handful of answers (the table says how many: under 100, a p99 is the largest or
+nearly).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import psutil
+
+from bench.cpus import OWN_CORE, SHARED, own_core, split
+from bench.full import PG_PORT, REDIS
 from bench.loadgen import Job, LoadProcess, Result
 from bench.measure import percentile, settle
 from bench.procs import Server
@@ -79,6 +88,7 @@ class Run:
     total_p50_ms: float
     total_p99_ms: float
     cpu_percent: float  # the gateway's CPU over the run (one core = 100); the fake's for direct
+    placement: str = SHARED  # bench/cpus.py
 
 
 @dataclass(frozen=True)
@@ -86,6 +96,7 @@ class Row:
     """One cell over rounds: added = uv-full minus direct in the same round."""
 
     cell: str
+    placement: str
     rounds: int
     answers_per_round: int  # the fewest answers one target's p99 rests on in a round
     errors: int
@@ -122,7 +133,9 @@ def job(kind: Kind, concurrency: int, seconds: float, port: int, gateway: Gatewa
     )
 
 
-def _run(load: LoadProcess, target: str, server: Server, job_: Job, cell: str, round_: int) -> Run:
+def _run(
+    load: LoadProcess, target: str, server: Server, job_: Job, cell: str, round_: int, placement: str
+) -> Run:
     before = server.usage()
     result: Result = load.run(job_)
     after = server.usage()
@@ -138,7 +151,13 @@ def _run(load: LoadProcess, target: str, server: Server, job_: Job, cell: str, r
         total_p50_ms=percentile(result.total, 0.50) * 1000,
         total_p99_ms=percentile(result.total, 0.99) * 1000,
         cpu_percent=cpu,
+        placement=placement,
     )
+
+
+def placements() -> tuple[str, ...]:
+    """Shared, and the gateway on a core of its own where the machine has two CPUs or more."""
+    return (SHARED, OWN_CORE) if split(set(os.sched_getaffinity(0))) else (SHARED,)
 
 
 def measure(
@@ -162,35 +181,47 @@ def measure(
         for _, server, through in targets:  # pools filled, code imported, before anything counts
             for kind in KINDS:
                 load.run(job(kind, CONCURRENCY[-1], 0.3, server.port, through))
+        harness, services = [psutil.Process(load.process.pid), *fake.processes()], (PG_PORT, REDIS[1])
+        pinned_notes: set[str] = set()
         for round_ in range(1, rounds + 1):
             order = targets if round_ % 2 else targets[::-1]
             for kind in KINDS:
                 for concurrency in CONCURRENCY:
                     seconds = plan.seconds(kind, concurrency)
                     cell = cell_name(kind, concurrency)
-                    for name, server, through in order:
-                        run = _run(load, name, server, job(kind, concurrency, seconds, server.port, through),
-                                   cell, round_)  # fmt: skip
-                        runs.append(run)
-                        log(
-                            f"latency round {round_}/{rounds} {cell:10} {name:7} n {run.answers:5}"
-                            f"  ttft p50/p99 {run.ttft_p50_ms:7.2f} {run.ttft_p99_ms:7.2f}"
-                            f"  total p50/p99 {run.total_p50_ms:7.2f} {run.total_p99_ms:7.2f}"
-                            f"  cpu {run.cpu_percent:3.0f}%  errors {run.errors}"
-                        )
-                        settle(0.1)
+                    for placement in placements():
+                        for name, server, through in order:
+                            job_ = job(kind, concurrency, seconds, server.port, through)
+                            with contextlib.ExitStack() as placed:
+                                if placement == OWN_CORE:
+                                    pinned = own_core(gateway.server.processes(), harness, services)
+                                    pinned_notes.update(placed.enter_context(pinned).notes)
+                                run = _run(load, name, server, job_, cell, round_, placement)
+                            runs.append(run)
+                            log(f"latency round {round_}/{rounds} {cell:10} {placement:8} {_line(run)}")
+                            settle(0.1)
+        notes.extend(f"latency, {OWN_CORE}: {note}" for note in sorted(pinned_notes))
     return runs, rows(runs)
 
 
+def _line(run: Run) -> str:
+    return (
+        f"{run.target:7} n {run.answers:5}  ttft p50/p99 {run.ttft_p50_ms:7.2f} {run.ttft_p99_ms:7.2f}"
+        f"  total p50/p99 {run.total_p50_ms:7.2f} {run.total_p99_ms:7.2f}"
+        f"  cpu {run.cpu_percent:3.0f}%  errors {run.errors}"
+    )
+
+
 def rows(runs: list[Run]) -> list[Row]:
-    direct = {(r.cell, r.round): r for r in runs if r.target == DIRECT}
+    direct = {(r.cell, r.placement, r.round): r for r in runs if r.target == DIRECT}
     found = []
-    cells = list(dict.fromkeys(r.cell for r in runs))
-    for cell in cells:
+    for cell, placement in dict.fromkeys((r.cell, r.placement) for r in runs):
         pairs = [
-            (r, direct[(cell, r.round)])
+            (r, direct[(cell, placement, r.round)])
             for r in runs
-            if r.cell == cell and r.target != DIRECT and (cell, r.round) in direct
+            if (r.cell, r.placement) == (cell, placement)
+            and r.target != DIRECT
+            and (cell, placement, r.round) in direct
         ]
         if not pairs:
             continue
@@ -201,6 +232,7 @@ def rows(runs: list[Run]) -> list[Row]:
         found.append(
             Row(
                 cell=cell,
+                placement=placement,
                 rounds=len(pairs),
                 answers_per_round=min(min(g.answers, d.answers) for g, d in pairs),
                 errors=sum(g.errors + d.errors for g, d in pairs),
@@ -213,10 +245,12 @@ def rows(runs: list[Run]) -> list[Row]:
                 gateway_cpu_percent=Spread.of(g.cpu_percent for g, _ in pairs),
             )
         )
-    return found
+    return sorted(found, key=lambda r: r.placement != SHARED)
 
 
 def checks(found: list[Row]) -> list[Check]:
+    """Both targets for each placement measured: every CPU shared, and the gateway on a core of its own."""
+
     def worst(rows_: list[Row]) -> tuple[float | None, str]:
         kept = [r for r in rows_ if r.added_ttft_p99_ms.median == r.added_ttft_p99_ms.median]
         if not kept:
@@ -224,25 +258,30 @@ def checks(found: list[Row]) -> list[Check]:
         row = max(kept, key=lambda r: r.added_ttft_p99_ms.median)
         return row.added_ttft_p99_ms.median, f"{FULL_NAME}, worst cell {row.cell}, median of rounds"
 
-    low = [r for r in found if int(r.cell.rsplit("c", 1)[1]) <= 64]
-    high = [r for r in found if int(r.cell.rsplit("c", 1)[1]) > 64]
-    up_to, where_low = worst(low)
-    at, where_high = worst(high)
-    return [
-        Check("added TTFT p99, c1 to c64", up_to, TTFT_P99_UP_TO_C64_MS, False, "ms", where_low),
-        Check("added TTFT p99, c256", at, TTFT_P99_C256_MS, False, "ms", where_high),
-    ]
+    listed = []
+    for placement in dict.fromkeys(r.placement for r in found):
+        placed = [r for r in found if r.placement == placement]
+        low = [r for r in placed if int(r.cell.rsplit("c", 1)[1]) <= 64]
+        high = [r for r in placed if int(r.cell.rsplit("c", 1)[1]) > 64]
+        up_to, where_low = worst(low)
+        at, where_high = worst(high)
+        where = "" if placement == SHARED else f", {OWN_CORE}"
+        listed += [
+            Check(f"added TTFT p99, c1 to c64{where}", up_to, TTFT_P99_UP_TO_C64_MS, False, "ms", where_low),
+            Check(f"added TTFT p99, c256{where}", at, TTFT_P99_C256_MS, False, "ms", where_high),
+        ]
+    return listed
 
 
 def table(found: list[Row]) -> list[str]:
     heads = ("added ttft p50", "added ttft p99", "added total p50", "added total p99")
-    head = f"{'cell':10} {'n/round':>7} {'direct ttft p50':>15} " + " ".join(f"{h:>25}" for h in heads)
-    head += f" {'gw cpu %':>12} {'errors':>6}"
+    head = f"{'cell':10} {'cpus':8} {'n/round':>7} {'direct ttft p50':>15} "
+    head += " ".join(f"{h:>25}" for h in heads) + f" {'gw cpu %':>12} {'errors':>6}"
     lines = [head, "-" * len(head)]
     for r in found:
         added = (r.added_ttft_p50_ms, r.added_ttft_p99_ms, r.added_total_p50_ms, r.added_total_p99_ms)
         lines.append(
-            f"{r.cell:10} {r.answers_per_round:7d} {r.direct_ttft_p50_ms.median:15.2f} "
+            f"{r.cell:10} {r.placement:8} {r.answers_per_round:7d} {r.direct_ttft_p50_ms.median:15.2f} "
             + " ".join(f"{a.text():>25}" for a in added)
             + f" {r.gateway_cpu_percent.text(sign=False, digits=0):>12} {r.errors:6d}"
         )

@@ -10,6 +10,7 @@ import resource
 import pytest
 
 from bench import latency, open_streams
+from bench.cpus import OWN_CORE, SHARED
 from bench.loadgen import Job, LoadProcess, run_job
 from bench.procs import TIMED_MODELS
 from bench.scale import Spread, raise_nofile, wanted
@@ -77,8 +78,10 @@ def test_the_scenarios_models_are_configured_on_the_gateways() -> None:
     assert {open_streams.MODEL, open_streams.PROBE_MODEL} <= set(TIMED_MODELS)
 
 
-def _run(cell: str, target: str, round_: int, ttft_p99: float, answers: int = 100) -> latency.Run:
-    return latency.Run(cell, target, round_, answers, 0, 60.0, ttft_p99, 61.0, 62.0, 5.0)
+def _run(
+    cell: str, target: str, round_: int, ttft_p99: float, answers: int = 100, placement: str = SHARED
+) -> latency.Run:
+    return latency.Run(cell, target, round_, answers, 0, 60.0, ttft_p99, 61.0, 62.0, 5.0, placement)
 
 
 def test_latency_adds_against_direct_per_round_and_checks_the_targets() -> None:
@@ -96,6 +99,24 @@ def test_latency_adds_against_direct_per_round_and_checks_the_targets() -> None:
     assert rows["voice c256"].added_ttft_p99_ms.median == pytest.approx(15.0)
     assert verdicts == ["PASS", "MISS"]
     assert "+1.00 (+0.50..+3.00)" in "\n".join(latency.table(list(rows.values())))
+
+
+def test_latency_keeps_each_placement_to_its_own_direct_runs_and_checks() -> None:
+    runs = [
+        _run("chat c64", "direct", 1, 61.0), _run("chat c64", "uv-full", 1, 71.0),
+        _run("chat c64", "direct", 1, 62.0, placement=OWN_CORE),
+        _run("chat c64", "uv-full", 1, 63.0, placement=OWN_CORE),
+    ]  # fmt: skip
+    found = latency.rows(runs)
+    listed = latency.checks(found)
+
+    assert [(r.placement, r.added_ttft_p99_ms.median) for r in found] == [(SHARED, 10.0), (OWN_CORE, 1.0)]
+    assert [(c.goal, c.verdict) for c in listed] == [
+        ("added TTFT p99, c1 to c64", "MISS"),
+        ("added TTFT p99, c256", "N/A"),
+        (f"added TTFT p99, c1 to c64, {OWN_CORE}", "PASS"),
+        (f"added TTFT p99, c256, {OWN_CORE}", "N/A"),
+    ]
 
 
 def test_latency_cells_run_long_enough_for_their_samples_within_bounds() -> None:

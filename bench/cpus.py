@@ -1,0 +1,113 @@
+"""Where a measurement's processes run: every CPU shared, or the gateway on a core of its own.
+
+On a small machine the load generator, the fake Ollama, PostgreSQL and Redis take turns on the same cores
+as the gateway, so a wall-clock percentile also counts the time the gateway waited for one of them to
+give its core back, and its CPU per request counts the caches they emptied. In production none of those
+run beside the gateway. `own_core` pins the gateway's processes to CPU 0 and everything else the run uses
+(the harness's processes, and the PostgreSQL and Redis servers the bench talks to, found by their
+listening ports) to the other CPUs, and puts every affinity back as it was afterwards. Pinning servers
+the bench did not start needs the right to (root, or their owner); without it they stay where they are
+and the run says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import psutil
+
+SHARED = "shared"
+OWN_CORE = "own core"
+
+
+@dataclass
+class Pinned:
+    """Affinities changed by `own_core`, to put back; `notes`: what could not be pinned, and why."""
+
+    before: dict[int, set[int]] = field(default_factory=dict)  # thread id: its CPUs before
+    notes: list[str] = field(default_factory=list)
+
+    def pin(self, processes: Iterable[psutil.Process], cpus: set[int]) -> None:
+        """Every thread of `processes` onto `cpus` (a process's affinity is its threads')."""
+        for proc in processes:
+            with contextlib.suppress(psutil.Error):
+                for thread in proc.threads():
+                    self._set(thread.id, cpus)
+
+    def _set(self, tid: int, cpus: set[int]) -> None:
+        try:
+            now = os.sched_getaffinity(tid)
+            if now != cpus:
+                os.sched_setaffinity(tid, cpus)
+                self.before.setdefault(tid, now)
+        except PermissionError:
+            raise
+        except OSError:  # the thread ended meanwhile
+            pass
+
+    def restore(self) -> None:
+        for tid, cpus in self.before.items():
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(tid, cpus)
+        self.before.clear()
+
+
+def listening(port: int) -> psutil.Process | None:
+    """The process listening on TCP `port` on this machine (None if none, or it cannot be told)."""
+    with contextlib.suppress(psutil.Error):
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
+                return psutil.Process(conn.pid)
+    return None
+
+
+def tree(proc: psutil.Process) -> list[psutil.Process]:
+    with contextlib.suppress(psutil.Error):
+        return [proc, *proc.children(recursive=True)]
+    return []
+
+
+def split(cpus: set[int]) -> tuple[set[int], set[int]] | None:
+    """(the gateway's CPU, the others'): the lowest CPU, and the rest; None with fewer than two."""
+    if len(cpus) < 2:
+        return None
+    first = min(cpus)
+    return {first}, cpus - {first}
+
+
+@contextlib.contextmanager
+def own_core(
+    gateway: Iterable[psutil.Process], harness: Iterable[psutil.Process], service_ports: Iterable[int]
+) -> Iterator[Pinned]:
+    """The gateway's processes on one CPU, `harness` and the servers listening on `service_ports` (with
+    their children: PostgreSQL's backends) on the rest, for the `with` block. A PostgreSQL backend forked
+    meanwhile inherits the pinned mask: the servers' trees are read again when putting things back.
+    """
+    pinned = Pinned()
+    cpus = split(set(os.sched_getaffinity(0)))
+    if cpus is None:
+        pinned.notes.append("one CPU only: nothing pinned")
+        yield pinned
+        return
+    mine, others = cpus
+    servers = [proc for port in service_ports if (proc := listening(port)) is not None]
+    try:
+        pinned.pin(gateway, mine)
+        pinned.pin(harness, others)
+        for server in servers:
+            try:
+                pinned.pin(tree(server), others)
+            except PermissionError:
+                pinned.notes.append(f"{server.name()} (pid {server.pid}) not pinned: not permitted")
+        yield pinned
+    finally:
+        everything = set(os.sched_getaffinity(0))
+        for server in servers:  # backends forked while pinned have no entry of their own
+            for proc in tree(server):
+                with contextlib.suppress(psutil.Error):
+                    for thread in proc.threads():
+                        pinned.before.setdefault(thread.id, everything)
+        pinned.restore()
