@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.instructions import summary
+from bench.instructions import Counted, summary
 
 
 def test_the_total_is_the_totals_line_else_the_summary() -> None:
@@ -16,3 +16,11 @@ def test_the_total_is_the_totals_line_else_the_summary() -> None:
 def test_a_file_without_one_is_refused() -> None:
     with pytest.raises(ValueError, match="totals or summary"):
         summary("events: Ir\n")
+
+
+def test_the_idle_workers_rate_is_taken_off_over_the_time_the_requests_took() -> None:
+    # 1,000 requests in 40 s; idle, 2 M instructions a second (measured over 20 s).
+    counted = Counted(requests=1000, total=500_000_000, seconds=40.0, idle=40_000_000, idle_seconds=20.0)
+
+    assert counted.per_request == 500_000
+    assert counted.less_idle == 420_000
