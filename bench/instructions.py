@@ -15,16 +15,22 @@ work weighs about 50 times more per request than at full speed. After the reques
 idle for as long as they took (at most `IDLE_MOST_S`) and counted again: the second figure printed is
 per request less what the idle worker does in that time, the closer to what a request costs a worker
 that serves many a second. Work that comes with the load but on a timer (an audit batch every 50 ms,
-a rate-limit lease renewed) stays in it, still weighed more than at full speed.
+a rate-limit lease renewed) stays in it, still weighed more than at full speed. The audit writer's is
+the largest: it waits `audit.linger_s` (50 ms) for a batch to fill, which at full speed (thousands of
+chats a second) gathers a hundred records or more and under callgrind a handful, so the cost of a batch
+weighs some 30 times more on each record. `--audit-linger-s 1` (the most the setting allows) gathers
+batches of the full-speed size again.
 
     python -m bench.instructions --target uv-full --kind chat
     python -m bench.instructions --target uv-full --kind chat --drop-stage rate_limit
+    python -m bench.instructions --target uv-full --kind chat --audit-linger-s 1
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import re
 import shutil
@@ -32,7 +38,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +52,7 @@ _WARM_UP = 300
 IDLE_MOST_S = 120.0
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Counted:
     """Instructions per request, and those the idle worker spent in as long as the requests took."""
 
@@ -79,7 +84,13 @@ def summary(text: str) -> int:
 
 
 def count(
-    target: str, kind: str, requests: int, concurrency: int, drop_stage: str | None, keep: Path | None = None
+    target: str,
+    kind: str,
+    requests: int,
+    concurrency: int,
+    drop_stage: str | None,
+    keep: Path | None = None,
+    audit_linger_s: float | None = None,
 ) -> Counted:
     """Instructions per request of `target` serving `requests` of `kind`."""
     path, stream = _KINDS[kind]
@@ -94,6 +105,8 @@ def count(
         if found is None:
             raise SystemExit(f"bench.instructions: {notes[0]}")
         spec, headers = found
+        if audit_linger_s is not None and spec.extra:
+            spec = dataclasses.replace(spec, extra=spec.extra + f"audit: {{linger_s: {audit_linger_s}}}\n")
         port = free_port()
         config = gateway_config(workdir, spec, spec.name, fake.port, 256)
         out = workdir / "callgrind.out"
@@ -149,11 +162,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--drop-stage", metavar="NAME", help="take this stage out of every pipeline")
     parser.add_argument("--keep", metavar="FILE", type=Path, help="keep callgrind's output here")
+    parser.add_argument(
+        "--audit-linger-s",
+        type=float,
+        metavar="S",
+        help="uv-full: the audit writer's wait for a batch (1: batches of the full-speed size)",
+    )
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise SystemExit("bench.instructions: valgrind is not installed (Debian: apt install valgrind)")
-    counted = count(args.target, args.kind, args.requests, args.concurrency, args.drop_stage, args.keep)
+    asked = (args.target, args.kind, args.requests, args.concurrency, args.drop_stage)
+    counted = count(*asked, args.keep, args.audit_linger_s)
     dropped = f" without {args.drop_stage}" if args.drop_stage else ""
+    if args.audit_linger_s is not None and args.target == FULL_NAME:
+        dropped += f", audit linger {args.audit_linger_s:g} s"
     cell = f"{args.target}{dropped}, {args.kind} c{args.concurrency}"
     print(
         f"{cell}: {counted.per_request / 1000:.1f} K instructions a request;"
