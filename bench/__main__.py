@@ -1,7 +1,7 @@
 """`python -m bench`: the gateway against direct and nginx baselines, interleaved round by round.
 
-python -m bench [--quick] [--scenarios chat,voice,slow,bodies,workers,tls,latency,streams10k] [--rounds 3]
-                [--json PATH] [--profile 10] [--streams 10000]
+python -m bench [--quick] [--rounds 3] [--json PATH] [--profile 10] [--streams 10000]
+                [--scenarios chat,voice,slow,bodies,workers,tls,instructions,latency,streams10k]
 
 Targets: direct (the fake Ollama), nginx, uv-1w/uv-2w (uvicorn, the default), hc-1w/hc-2w (hypercorn),
 gr-1w (granian, measured only), all with the bare pipelines (chunking and cache only), and uv-full
@@ -9,8 +9,9 @@ gr-1w (granian, measured only), all with the bare pipelines (chunking and cache 
 metrics, cache). 2-worker targets run only the c32 scenarios and the held-open streams; gr-1w runs chat,
 stream, voice and the held-open streams; uv-full runs chat, voice and embeddings (bench/targets.py).
 `bodies` (bench/bodies.py) posts 1, 4 and 13 MB chats to uv-1w, hc-1w and uv-full and checks the memory
-they take (in a full run, or when named; not with --quick). `workers` (bench/workers.py) and `tls`
-(bench/tls_front.py) run afterwards with processes of their own (in a full run, or when named). Issue 17's
+they take (in a full run, or when named; not with --quick). `workers` (bench/workers.py), `tls`
+(bench/tls_front.py) and `instructions` (bench/instructions.py: uv-full / uv-1w counted by callgrind) run
+afterwards with processes of their own (in a full run, or when named). Issue 17's
 `latency` (uv-full against direct at c1 to c256, a fake that takes 60 ms or streams 64 tokens 10 ms apart)
 and `streams10k` (10,000 open streams on one worker) run last, with processes of their own
 (bench/issue17.py). A run without --scenarios ends with the admission section (bench/overload.py): the
@@ -215,7 +216,6 @@ def _issue17(args: argparse.Namespace, names: list[str], notes: list[str]) -> di
     for note in notes[before:]:
         print(f"note: {note}")
     return {"issue17": {section.name: section.data for section in found}}
-    return 0
 
 
 def _print_routing() -> None:

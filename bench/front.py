@@ -1,4 +1,5 @@
-"""Issue 17's sections with processes of their own: `workers` (bench/workers.py), `tls` (bench/tls_front.py).
+"""Issue 17's sections with processes of their own: `workers` (bench/workers.py), `tls` (bench/tls_front.py),
+`instructions` (bench/instructions.py: the every-stage ratio counted by callgrind, about 3 minutes).
 
 They run after the main table, once its targets are stopped, each with a fake Ollama and gateways of
 its own; in a full run (not with --quick) or when named in --scenarios.
@@ -11,10 +12,10 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import tls_front, workers
+from bench import instructions, tls_front, workers
 from bench.scenarios import Budget
 
-NAMES = (workers.NAME, tls_front.NAME)
+NAMES = (workers.NAME, tls_front.NAME, instructions.NAME)
 # Seconds per run: each section takes about a minute in a full run (3 rounds).
 WORKERS_S = {False: 2.5, True: 1.0}
 TLS_BUDGET = {False: Budget(0.6, 6000, 0, 0), True: Budget(0.3, 1500, 0, 0)}
@@ -73,4 +74,9 @@ def run(names: list[str], rounds: int, quick: bool) -> Sections:
             "samples": [sample.__dict__ for sample in front.samples],
             "notes": front.notes,
         }
+    if instructions.NAME in names:
+        notes: list[str] = []
+        ratio = instructions.section(notes)
+        out.lines += ["", *(ratio.lines() if ratio else []), *(f"note: {note}" for note in notes)]
+        out.json[instructions.NAME] = {**(ratio.to_json() if ratio else {}), "notes": notes}
     return out

@@ -44,12 +44,19 @@ from typing import Any
 from bench.full import gateway_spec
 from bench.loadgen import Job, LoadProcess
 from bench.procs import Server, free_port, gateway_config, start_fake
+from bench.report import FULL_CPU_RATIO, Check
 from bench.scale import BARE_NAME, FULL_NAME
 from bench.scenarios import SSE_TOKEN
 
 _KINDS = {"chat": ("/v1/chat/completions", False), "voice": ("/v1/voice/chat/completions", True)}
 _WARM_UP = 300
 IDLE_MOST_S = 120.0
+# `make bench`'s section (bench/front.py): the ratio issue 17 checks in CPU, counted in instructions.
+NAME = "instructions"
+SECTION_REQUESTS = 2000
+SECTION_CONCURRENCY = 8
+# The setting's maximum: under callgrind it gathers audit batches of about their size at full speed.
+FULL_SPEED_LINGER_S = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +88,78 @@ def summary(text: str) -> int:
         if found is not None:
             return int(found[1])
     raise ValueError("no totals or summary line: not a callgrind output file")
+
+
+@dataclasses.dataclass(frozen=True)
+class Ratio:
+    """uv-full over uv-1w, chat, in instructions a request: what `make bench` prints as its section."""
+
+    bare: Counted
+    full: Counted
+
+    @property
+    def value(self) -> float:
+        return self.full.less_idle / self.bare.less_idle
+
+    def check(self) -> Check:
+        where = f"{FULL_NAME} / {BARE_NAME}, chat c{SECTION_CONCURRENCY}, idle work taken off"
+        return Check(
+            "instructions per request, all stages / bare", self.value, FULL_CPU_RATIO, False, "x", where
+        )
+
+    def lines(self) -> list[str]:
+        def one(name: str, counted: Counted) -> str:
+            return (
+                f"{name}: {counted.per_request / 1000:.1f} K a request,"
+                f" {counted.less_idle / 1000:.1f} K less the idle worker's"
+                f" ({counted.idle / counted.idle_seconds / 1e6:.2f} M a second idle,"
+                f" {counted.requests} requests in {counted.seconds:.0f} s)"
+            )
+
+        return [
+            "Instructions per request (callgrind; issue 17, item 4, in a measure the machine's load does not"
+            f" move): chat c{SECTION_CONCURRENCY}, {SECTION_REQUESTS} requests after a warm-up;"
+            f" {FULL_NAME}'s audit writer waits {FULL_SPEED_LINGER_S:g} s for a batch, so that its batches"
+            " are about the size they are at full speed (bench/instructions.py):",
+            "  " + one(BARE_NAME, self.bare),
+            "  " + one(FULL_NAME, self.full),
+            f"  ratio {self.full.per_request / self.bare.per_request:.3f} as counted,"
+            f" {self.value:.3f} less the idle work",
+            "  " + self.check().line(),
+        ]
+
+    def to_json(self) -> dict[str, object]:
+        check = self.check()
+        return {
+            "bare": dataclasses.asdict(self.bare),
+            "full": dataclasses.asdict(self.full),
+            "ratio": self.value,
+            "check": {**dataclasses.asdict(check), "verdict": check.verdict},
+        }
+
+
+def _no_valgrind() -> str | None:
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        return "valgrind is not installed (Debian: apt install valgrind)"
+    return None
+
+
+def section(notes: list[str]) -> Ratio | None:
+    """The ratio `make bench` prints; None, with a note, without valgrind or PostgreSQL and Redis."""
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        notes.append(
+            "instructions: valgrind is not installed (Debian: apt install valgrind): section skipped"
+        )
+        return None
+    try:
+        bare = count(BARE_NAME, "chat", SECTION_REQUESTS, SECTION_CONCURRENCY, None)
+        full = count(
+            FULL_NAME, "chat", SECTION_REQUESTS, SECTION_CONCURRENCY, None, audit_linger_s=FULL_SPEED_LINGER_S
+        )
+    except SystemExit as exc:
+        notes.append(f"instructions: {exc}: section skipped")
+        return None
+    return Ratio(bare, full)
 
 
 def count(
@@ -169,8 +248,8 @@ def main(argv: list[str] | None = None) -> None:
         help="uv-full: the audit writer's wait for a batch (1: batches of the full-speed size)",
     )
     args = parser.parse_args(argv)
-    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
-        raise SystemExit("bench.instructions: valgrind is not installed (Debian: apt install valgrind)")
+    if missing := _no_valgrind():
+        raise SystemExit(f"bench.instructions: {missing}")
     asked = (args.target, args.kind, args.requests, args.concurrency, args.drop_stage)
     counted = count(*asked, args.keep, args.audit_linger_s)
     dropped = f" without {args.drop_stage}" if args.drop_stage else ""

@@ -48,7 +48,7 @@ async def test_load_generator_speaks_tls_and_keeps_connections(tmp_path: Path) -
 def test_sections_run_when_named_or_in_a_full_run() -> None:
     assert front.wanted("chat c1,workers", quick=False) == ["workers"]
     assert front.wanted(None, quick=True) == []
-    assert front.wanted(None, quick=False) == ["workers", "tls"]
+    assert front.wanted(None, quick=False) == ["workers", "tls", "instructions"]
 
 
 def _sample(

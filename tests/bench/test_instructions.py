@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.instructions import Counted, summary
+from bench.instructions import Counted, Ratio, summary
 
 
 def test_the_total_is_the_totals_line_else_the_summary() -> None:
@@ -24,3 +24,16 @@ def test_the_idle_workers_rate_is_taken_off_over_the_time_the_requests_took() ->
 
     assert counted.per_request == 500_000
     assert counted.less_idle == 420_000
+
+
+def test_the_sections_ratio_is_checked_with_the_idle_work_taken_off() -> None:
+    bare = Counted(requests=2000, total=870_000_000, seconds=13.0, idle=6_500_000, idle_seconds=13.0)
+    full = Counted(requests=2000, total=1_380_000_000, seconds=20.0, idle=20_000_000, idle_seconds=20.0)
+    ratio = Ratio(bare, full)
+    text = "\n".join(ratio.lines())
+
+    # (1,380 M - 20 M) / (870 M - 6.5 M) = 1.575; as counted 1.586.
+    assert ratio.value == pytest.approx(1360 / 863.5)
+    assert ratio.check().verdict == "PASS"
+    assert "ratio 1.586 as counted, 1.575 less the idle work" in text
+    assert ratio.to_json()["check"]["verdict"] == "PASS"  # type: ignore[index]
