@@ -46,7 +46,7 @@ def run(names: list[str], rounds: int, quick: bool) -> Sections:
             "",
             f"Worker scaling (issue 17, item 3): uv-1w vs uv-2w, chat c{workers.CONCURRENCY}, medians of"
             f" {rounds} interleaved round(s) (spread min-max); 'free' unpinned, '1 core' = gateway on CPU 0,"
-            " generator and fake on CPU 1:",
+            " generator and fake on the others:",
             *("  " + line for line in workers.lines(summary)),
             *(f"note: {note}" for note in scaling.notes),
         ]

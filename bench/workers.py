@@ -6,9 +6,10 @@ free cores. Each round therefore measures, interleaved:
 
 - `free`: uv-1w and uv-2w unpinned, chat at c64 (enough to saturate either): the raw ratio, and the
   CPU each process got (every gateway worker, the load generator, the fake);
-- `1 core` (2+ CPUs): the gateway's processes pinned to CPU 0, the generator and the fake to CPU 1, so
-  one and two workers get exactly the same capacity: their chats per gateway CPU-second say whether
-  the 2-worker gateway itself loses efficiency (shared state, locks, context switches).
+- `1 core` (2+ CPUs): the gateway's processes pinned to CPU 0, the generator and the fake to the other
+  CPUs (bench/cpus.py), so one and two workers get exactly the same capacity: their chats per gateway
+  CPU-second say whether the 2-worker gateway itself loses efficiency (shared state, locks, context
+  switches).
 
 From these: the ceiling this machine puts on the ratio (two cores shared by gateway, generator and
 fake), how evenly the two workers share the work (connections and CPU per worker), and the ratio
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import psutil
 
+from bench.cpus import own_core
 from bench.loadgen import LoadProcess
 from bench.measure import percentile
 from bench.procs import GatewaySpec, Server, bare_pipelines, start_fake, start_gateway
@@ -158,17 +160,6 @@ def _cpu(proc: psutil.Process | None) -> float:
     return 0.0
 
 
-def _pin(processes: list[psutil.Process], cpus: list[int] | None) -> None:
-    """Pin to `cpus`, or back to every CPU the bench may use (None)."""
-    allowed = cpus if cpus is not None else sorted(os.sched_getaffinity(0))
-    for proc in processes:
-        with contextlib.suppress(psutil.Error):
-            proc.cpu_affinity(allowed)
-            for thread in proc.threads():
-                with contextlib.suppress(OSError):
-                    os.sched_setaffinity(thread.id, allowed)
-
-
 def _measure(
     load: LoadProcess,
     gateway: _Gateway,
@@ -181,11 +172,9 @@ def _measure(
     supervisor = gateway.supervisor()
     loadgen = psutil.Process(load.process.pid)
     everything = [*workers, *([supervisor] if supervisor else [])]
-    pinned = mode == ONE_CORE
-    if pinned:
-        _pin(everything, [0])
-        _pin([loadgen, *fake.processes()], [1])
-    try:
+    with contextlib.ExitStack() as placed:
+        if mode == ONE_CORE:
+            placed.enter_context(own_core(everything, [loadgen, *fake.processes()], ()))
         before = [_cpu(p) for p in workers]
         sup_before, fake_before = _cpu(supervisor), fake.usage().cpu_s
         target = Target(gateway.name, True, gateway.server, gateway.server.port, gateway.server, 0)
@@ -200,9 +189,6 @@ def _measure(
         result = load.result()
         spent = [_cpu(p) - b for p, b in zip(workers, before, strict=True)]
         sup_spent, fake_spent = _cpu(supervisor) - sup_before, fake.usage().cpu_s - fake_before
-    finally:
-        if pinned:
-            _pin([*everything, loadgen, *fake.processes()], None)
     order = sorted(range(len(workers)), key=lambda i: -spent[i])
     return WorkerSample(
         mode=mode,
