@@ -5,12 +5,18 @@ token cost about 2 µs per token and about 600 bytes per open stream (uvloop's t
 deadline held with `asyncio.timeout` about 800 bytes more. Here a watched object keeps its times in plain
 floats and one sweep every `period_s` fires those that are due, so a limit fires up to `period_s` late:
 nothing here is shorter than a second in practice (silence limits are minutes, deadlines tens of seconds).
+
+A sweep looks at no more than `per_sweep` objects, the ones looked at longest ago: with thousands of
+streams open, one sweep over all of them held the event loop for milliseconds ten times a second, and
+every request that came meanwhile waited (README, Performance). Past `per_sweep` watched objects each is
+looked at every `period_s * watched / per_sweep` instead, and a limit fires that much late at most.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from itertools import islice
 from typing import Protocol
 
 _log = logging.getLogger(__name__)
@@ -26,19 +32,26 @@ class Watched(Protocol):
         ...
 
 
+# Objects one sweep looks at, at most: what a sweep holds the loop for is measured in README, Performance.
+PER_SWEEP = 1000
+
+
 class TimeoutSweeper:
-    def __init__(self, period_s: float = 0.1) -> None:
+    def __init__(self, period_s: float = 0.1, per_sweep: int = PER_SWEEP) -> None:
         self._period_s = period_s
-        self._watched: set[Watched] = set()
+        self._per_sweep = per_sweep
+        # In the order they were last looked at (a dict keeps its insertion order): a sweep takes from
+        # the front and puts back at the end what is not yet due.
+        self._watched: dict[Watched, None] = {}
         self._timer: asyncio.TimerHandle | None = None
 
     def watch(self, item: Watched) -> None:
-        self._watched.add(item)
+        self._watched[item] = None
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self._period_s, self._sweep)
 
     def unwatch(self, item: Watched) -> None:
-        self._watched.discard(item)
+        self._watched.pop(item, None)
 
     def close(self) -> None:
         if self._timer is not None:
@@ -50,15 +63,21 @@ class TimeoutSweeper:
         self._timer = None
         loop = asyncio.get_running_loop()
         now = loop.time()
-        for item in [item for item in self._watched if item.due(now)]:
-            self._watched.discard(item)
+        watched = self._watched
+        for item in list(islice(watched, self._per_sweep)):
+            if item not in watched:  # unwatched by an expire() earlier in this sweep
+                continue
+            del watched[item]
+            if not item.due(now):
+                watched[item] = None
+                continue
             try:
                 item.expire()
             except Exception:  # one item's bug must not stop the others' timeouts
                 _log.exception("a timeout failed to fire")
         # Idle when nothing is watched: no wake-ups for a gateway without open streams. An item that
         # watched itself again from expire() has already started the next sweep.
-        if self._watched and self._timer is None:
+        if watched and self._timer is None:
             self._timer = loop.call_later(self._period_s, self._sweep)
 
 

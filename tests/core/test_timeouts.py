@@ -137,3 +137,56 @@ async def test_a_task_deadline_ended_before_its_sweep_never_fires() -> None:
     assert not deadline.end() and not deadline.end()
     await asyncio.sleep(0.03)
     assert task.cancelling() == 0 and not deadline.expired
+
+
+class Counted(Item):
+    def __init__(self, at: float, looked: list[Item]) -> None:
+        super().__init__(at)
+        self.looked = looked
+
+    def due(self, now: float) -> bool:
+        self.looked.append(self)
+        return super().due(now)
+
+
+async def test_a_sweep_looks_at_no_more_than_its_share_the_longest_unseen_first() -> None:
+    """Thousands of open streams: a sweep looks at `per_sweep` of them, so the loop is never held for
+    all of them at once; every one is still looked at within a round of sweeps."""
+    loop = asyncio.get_running_loop()
+    sweeper = TimeoutSweeper(period_s=60, per_sweep=2)  # swept by hand below
+    looked: list[Item] = []
+    waiting = [Counted(loop.time() + 60, looked) for _ in range(3)]
+    due = [Counted(loop.time(), looked) for _ in range(2)]
+    for item in (waiting[0], due[0], waiting[1], waiting[2], due[1]):
+        sweeper.watch(item)
+
+    rounds = []
+    for _ in range(3):
+        sweeper._sweep()
+        rounds.append(len(looked))
+        looked.clear()
+
+    assert rounds == [2, 2, 2]
+    assert [item.fired for item in due] == [1, 1]  # within one round of the five: three sweeps
+    assert list(sweeper._watched) == [waiting[1], waiting[2], waiting[0]]  # looked at longest ago first
+    sweeper.close()
+
+
+async def test_an_item_unwatched_by_another_expiring_in_the_same_sweep_does_not_fire() -> None:
+    loop = asyncio.get_running_loop()
+    sweeper = TimeoutSweeper(period_s=60)
+    second = Item(loop.time())
+
+    class Unwatches(Item):
+        def expire(self) -> None:
+            super().expire()
+            sweeper.unwatch(second)  # as a stream's end unwatches its upstream's silence limit
+
+    first = Unwatches(loop.time())
+    sweeper.watch(first)
+    sweeper.watch(second)
+    sweeper._sweep()
+
+    assert (first.fired, second.fired) == (1, 0)
+    assert not sweeper._watched
+    sweeper.close()
