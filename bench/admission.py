@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry
+from starlette.datastructures import Headers
 
 from citadel_proxy.config.schema import FleetOptions, OllamaService
 from citadel_proxy.fleet.backend import Backend, new_breaker
@@ -113,7 +114,7 @@ def _context(i: int) -> Context:
         stream=False,
         conversation_id=None,
         pipeline=_CLASSES[i % len(_CLASSES)],
-        headers={},
+        headers=Headers(),
     )
 
 

@@ -93,7 +93,13 @@ def own_core(
         yield pinned
         return
     mine, others = cpus
-    servers = [proc for port in service_ports if (proc := listening(port)) is not None]
+    servers = []
+    for port in service_ports:
+        found = listening(port)
+        if found is None:
+            pinned.notes.append(f"the server on port {port} not pinned: no process of it could be seen")
+        else:
+            servers.append(found)
     try:
         pinned.pin(gateway, mine)
         pinned.pin(harness, others)

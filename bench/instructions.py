@@ -10,8 +10,8 @@ timer-driven work (audit batches, lease renewals) more, since callgrind slows th
 keeps callgrind's output for `callgrind_annotate --inclusive=yes FILE` (where the instructions went).
 
 An idle gateway works too (uvicorn's tick, the metrics fold, the audit writer's wait, the key-change
-listener's poll), a fixed amount a second; under callgrind a request takes some 50 times longer, so that
-work weighs about 50 times more per request than at full speed. After the requests the worker is left
+listener's poll), a fixed amount a second; under callgrind a request takes some 30 to 50 times longer, so
+that work weighs that much more per request than at full speed. After the requests the worker is left
 idle for as long as they took (at most `IDLE_MOST_S`) and counted again: the second figure printed is
 per request less what the idle worker does in that time, the closer to what a request costs a worker
 that serves many a second. Work that comes with the load but on a timer (an audit batch every 50 ms,
@@ -146,10 +146,8 @@ def _no_valgrind() -> str | None:
 
 def section(notes: list[str]) -> Ratio | None:
     """The ratio `make bench` prints; None, with a note, without valgrind or PostgreSQL and Redis."""
-    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
-        notes.append(
-            "instructions: valgrind is not installed (Debian: apt install valgrind): section skipped"
-        )
+    if missing := _no_valgrind():
+        notes.append(f"instructions: {missing}: section skipped")
         return None
     try:
         bare = count(BARE_NAME, "chat", SECTION_REQUESTS, SECTION_CONCURRENCY, None)

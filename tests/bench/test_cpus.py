@@ -63,8 +63,8 @@ def test_own_core_pins_every_thread_and_puts_them_back(sleepers: list[subprocess
 
 
 @needs_two
-def test_a_port_nobody_listens_on_pins_nothing_more(sleepers: list[subprocess.Popen[bytes]]) -> None:
+def test_a_port_nobody_listens_on_is_noted(sleepers: list[subprocess.Popen[bytes]]) -> None:
     gateway = psutil.Process(sleepers[0].pid)
-    with own_core([gateway], [], [1]):
-        pass
+    with own_core([gateway], [], [1]) as pinned:
+        assert pinned.notes == ["the server on port 1 not pinned: no process of it could be seen"]
     assert _threads(gateway.pid) == [CPUS]
