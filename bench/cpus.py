@@ -110,10 +110,12 @@ def own_core(
                 pinned.notes.append(f"{server.name()} (pid {server.pid}) not pinned: not permitted")
         yield pinned
     finally:
-        everything = set(os.sched_getaffinity(0))
-        for server in servers:  # backends forked while pinned have no entry of their own
+        for server in servers:  # backends forked while pinned get the mask their parent had
+            parent = pinned.before.get(server.pid)
+            if parent is None:
+                continue
             for proc in tree(server):
                 with contextlib.suppress(psutil.Error):
                     for thread in proc.threads():
-                        pinned.before.setdefault(thread.id, everything)
+                        pinned.before.setdefault(thread.id, parent)
         pinned.restore()

@@ -14,6 +14,13 @@ from bench.cpus import own_core, split
 
 CPUS = set(os.sched_getaffinity(0))
 needs_two = pytest.mark.skipif(len(CPUS) < 2, reason="pinning needs two CPUs")
+_FORKS = (
+    "import os, socket, sys, time\n"
+    "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n"
+    "print(s.getsockname()[1], flush=True); sys.stdin.readline()\n"
+    "if os.fork() == 0: time.sleep(60)\n"  # as PostgreSQL forks a backend for a new connection
+    "else: print('forked', flush=True); time.sleep(60)\n"
+)
 _LISTEN = (
     "import socket, sys, threading, time\n"
     "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n"
@@ -68,3 +75,25 @@ def test_a_port_nobody_listens_on_is_noted(sleepers: list[subprocess.Popen[bytes
     with own_core([gateway], [], [1]) as pinned:
         assert pinned.notes == ["the server on port 1 not pinned: no process of it could be seen"]
     assert _threads(gateway.pid) == [CPUS]
+
+
+@needs_two
+def test_a_process_the_server_forks_while_pinned_is_put_back(sleepers: list[subprocess.Popen[bytes]]) -> None:
+    gateway = psutil.Process(sleepers[0].pid)
+    server = subprocess.Popen(
+        [sys.executable, "-c", _FORKS], stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        assert server.stdin is not None and server.stdout is not None
+        port = int(server.stdout.readline())
+        with own_core([gateway], [], [port]):
+            server.stdin.write(b"fork\n")
+            server.stdin.flush()
+            assert server.stdout.readline() == b"forked\n"
+            (child,) = psutil.Process(server.pid).children()
+            assert _threads(child.pid) == [(split(CPUS) or ({0}, {1}))[1]]  # it inherited the pinned mask
+
+        assert _threads(child.pid) == [CPUS]
+    finally:
+        os.killpg(server.pid, 9)
+        server.wait()
