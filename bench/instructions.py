@@ -18,7 +18,7 @@ that serves many a second. Work that comes with the load but on a timer (an audi
 a rate-limit lease renewed) stays in it, still weighed more than at full speed. The audit writer's is
 the largest: it waits `audit.linger_s` (50 ms) for a batch to fill, which at full speed (thousands of
 chats a second) gathers a hundred records or more and under callgrind a handful, so the cost of a batch
-weighs some 30 times more on each record. `--audit-linger-s 1` (the most the setting allows) gathers
+weighs some 20 times more on each record. `--audit-linger-s 1` (the most the setting allows) gathers
 batches of the full-speed size again.
 
     python -m bench.instructions --target uv-full --kind chat
