@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 import psutil
 
+from bench.procs import tree
+
 SHARED = "shared"
 OWN_CORE = "own core"
 
@@ -38,15 +40,11 @@ class Pinned:
                     self._set(thread.id, cpus)
 
     def _set(self, tid: int, cpus: set[int]) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):  # the thread ended meanwhile
             now = os.sched_getaffinity(tid)
             if now != cpus:
                 os.sched_setaffinity(tid, cpus)
                 self.before.setdefault(tid, now)
-        except PermissionError:
-            raise
-        except OSError:  # the thread ended meanwhile
-            pass
 
     def restore(self) -> None:
         for tid, cpus in self.before.items():
@@ -62,12 +60,6 @@ def listening(port: int) -> psutil.Process | None:
             if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
                 return psutil.Process(conn.pid)
     return None
-
-
-def tree(proc: psutil.Process) -> list[psutil.Process]:
-    with contextlib.suppress(psutil.Error):
-        return [proc, *proc.children(recursive=True)]
-    return []
 
 
 def split(cpus: set[int]) -> tuple[set[int], set[int]] | None:

@@ -183,13 +183,14 @@ def measure(
                 load.run(job(kind, CONCURRENCY[-1], 0.3, server.port, through))
         harness, services = [psutil.Process(load.process.pid), *fake.processes()], (PG_PORT, REDIS[1])
         pinned_notes: set[str] = set()
+        placed_as = placements()
         for round_ in range(1, rounds + 1):
             order = targets if round_ % 2 else targets[::-1]
             for kind in KINDS:
                 for concurrency in CONCURRENCY:
                     seconds = plan.seconds(kind, concurrency)
                     cell = cell_name(kind, concurrency)
-                    for placement in placements():
+                    for placement in placed_as:
                         for name, server, through in order:
                             job_ = job(kind, concurrency, seconds, server.port, through)
                             with contextlib.ExitStack() as placed:

@@ -28,6 +28,13 @@ UNLIMITED_PER_MINUTE = 100_000_000
 TIMED_MODELS = ("timed-60-0", "timed-50-10", "timed-1000-1000", "timed-5-0")
 
 
+def tree(proc: psutil.Process) -> list[psutil.Process]:
+    """A process and all its descendants; none once it is gone."""
+    with contextlib.suppress(psutil.Error):
+        return [proc, *proc.children(recursive=True)]
+    return []
+
+
 class BenchError(RuntimeError):
     """Something the benchmark needs did not start or answer."""
 
@@ -73,9 +80,7 @@ class Server:
         self.process = psutil.Process(self.popen.pid)
 
     def processes(self) -> list[psutil.Process]:
-        with contextlib.suppress(psutil.Error):
-            return [self.process, *self.process.children(recursive=True)]
-        return []
+        return tree(self.process)
 
     def usage(self) -> Usage:
         cpu, rss, largest = 0.0, 0, 0

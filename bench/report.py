@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -229,9 +230,9 @@ def full_ratios(
         for r in found
         if r.target == FULL and cpu.get((r.scenario, bare))
     }
-    rounds = {(s.scenario, s.round) for s in samples or ()}
+    rounds = Counter(scenario for scenario, _ in {(s.scenario, s.round) for s in samples or ()})
     for scenario, paired in paired_ratios(samples or [], bare).items():
-        if len(paired) > len({r for sc, r in rounds if sc == scenario}):
+        if len(paired) > rounds[scenario]:
             ratios[scenario] = statistics.median(paired)
     return ratios
 

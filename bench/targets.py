@@ -18,6 +18,8 @@ from bench.procs import (
     start_fake,
     start_gateway,
 )
+from bench.report import FULL as FULL_NAME
+from bench.report import UVICORN_1W
 from bench.scenarios import TOKENS, Scenario, Target
 
 SLOW_TOKEN_DELAY_MS = 100.0
@@ -33,7 +35,7 @@ FULL = ("chat ", "voice ", "embed")
 # right after the other (bench/report.py takes the ratio of each pair): the machines these runs get drift
 # by up to 2x within a round, and two runs seconds apart see the same machine.
 FULL_RUNS = 3
-COMPARED = ("uv-1w", "uv-full")
+COMPARED = (UVICORN_1W, FULL_NAME)
 CHECKED = ("chat ", "voice ")
 # Granian (a Rust HTTP server) is measured beside them as the issue asks, on the main scenarios only;
 # `gateway.server` does not offer it (it spent more CPU per request than uvicorn in every scenario but
