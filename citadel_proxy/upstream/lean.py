@@ -60,7 +60,6 @@ class LeanResponse(asyncio.Protocol):
         "_pool",
         "_transport",
         "_waiter",
-        "content",
         "status",
     )  # fmt: skip
 
@@ -84,7 +83,11 @@ class LeanResponse(asyncio.Protocol):
         self._got_bytes = False
         self._keep_alive = False
         self.status = 0
-        self.content = self
+
+    @property
+    def content(self) -> LeanResponse:
+        """Itself, where aiohttp's callers read the body (a property: an attribute would be a cycle)."""
+        return self
 
     # asyncio.Protocol
 
@@ -108,6 +111,10 @@ class LeanResponse(asyncio.Protocol):
         self._closed = True
         if not self._eof:
             self._fail(f"Ollama closed the connection: {exc or 'end of stream'}", stale=not self._got_bytes)
+        # The parser holds this protocol's callbacks, a cycle that only a full collection frees once both
+        # have reached the oldest generation, as a held stream's have: a burst of streams ending left
+        # their connections' memory taken until the next one (README, Performance). No bytes come now.
+        self._parser = self._pool.spent_parser
 
     # httptools callbacks
 
@@ -278,6 +285,8 @@ class LeanPool:
         # sweep a second is plenty; short limits (tests) are swept at a tenth of their length.
         period_s = 1.0 if read_timeout_s is None else min(1.0, read_timeout_s / 10)
         self.sweeper = TimeoutSweeper(period_s=period_s)
+        # What a closed connection keeps in its parser's place: one that calls back nothing.
+        self.spent_parser = httptools.HttpResponseParser(object())
 
     async def post(self, path: str, body: bytes, extra_headers: bytes = b"") -> LeanResponse:
         """Send the request; returns once Ollama's status line and headers are in.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -27,6 +28,16 @@ async def read_all(pool: LeanPool) -> tuple[int, bytes, object]:
 
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def answer_each(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Keep-alive: ANSWER to every request, until the client closes."""
+    with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+        while head := await reader.readuntil(b"\r\n\r\n"):
+            length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+            writer.write(ANSWER)
+    writer.close()
 
 
 @contextlib.asynccontextmanager
@@ -124,12 +135,7 @@ async def test_idle_connections_past_the_cap_are_closed_only_once_unused(
     async def keep_alive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal accepted
         accepted += 1
-        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
-            while head := await reader.readuntil(b"\r\n\r\n"):
-                length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
-                await reader.readexactly(length)
-                writer.write(ANSWER)
-        writer.close()
+        await answer_each(reader, writer)
 
     async with pool_against(keep_alive, read_timeout_s=10) as pool:
         responses = [await pool.post("/api/chat", BODY) for _ in range(4)]  # 4 at once: 4 connections
@@ -147,3 +153,27 @@ async def test_idle_connections_past_the_cap_are_closed_only_once_unused(
                     break
                 await asyncio.sleep(0.01)
         assert sum(r.usable for r in responses) == 2  # the cap, once the surplus went unused
+
+
+async def test_a_closed_connection_is_freed_without_the_collector() -> None:
+    """The parser keeps the connection's callbacks: let go at close, so that a held stream's connection,
+    long since in the collector's oldest generation, is freed when it closes rather than at the next
+    full collection."""
+    async with pool_against(answer_each, read_timeout_s=10) as pool:
+        kept = await read_all(pool)
+        mid_answer = await pool.post("/api/chat", BODY)
+        gc.collect()
+        gc.disable()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            await pool.close()  # the idle one
+            mid_answer.close()  # one whose answer was not read
+            del kept, mid_answer
+            for _ in range(3):  # connection_lost comes on a later turn of the loop
+                await asyncio.sleep(0)
+            gc.collect()
+            assert not [o for o in gc.garbage if isinstance(o, lean.LeanResponse)]
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            gc.enable()
