@@ -111,9 +111,9 @@ class LeanResponse(asyncio.Protocol):
         self._closed = True
         if not self._eof:
             self._fail(f"Ollama closed the connection: {exc or 'end of stream'}", stale=not self._got_bytes)
-        # The parser holds this protocol's callbacks, a cycle that only a full collection frees once both
-        # have reached the oldest generation, as a held stream's have: a burst of streams ending left
-        # their connections' memory taken until the next one (README, Performance). No bytes come now.
+        # The parser holds this protocol's callbacks: a cycle, which only a full collection frees once it
+        # has reached the oldest generation, as a held stream's has. After a burst of streams ended, their
+        # connections stayed until the next burst (README, Performance). No bytes come from here on.
         self._parser = self._pool.spent_parser
 
     # httptools callbacks
