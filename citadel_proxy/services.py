@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from citadel_proxy.audit.sink import AuditSink
 from citadel_proxy.auth.failures import FailedAuthLimiter
@@ -12,6 +13,7 @@ from citadel_proxy.cache.service import Cache
 from citadel_proxy.config.models import ModelRouter
 from citadel_proxy.config.schema import Config
 from citadel_proxy.fleet.fleet import Fleet
+from citadel_proxy.health.shared import SharedResult
 from citadel_proxy.management.pulls import PullManager
 from citadel_proxy.observability.metrics import Metrics
 from citadel_proxy.observability.refusals import Refusals
@@ -22,6 +24,9 @@ from citadel_proxy.system.gpu import GpuProbe
 from citadel_proxy.system.resources import ResourceSampler
 from citadel_proxy.timeouts import TimeoutSweeper
 from citadel_proxy.upstream.client import OllamaClient
+
+if TYPE_CHECKING:
+    from citadel_proxy.routes.health import Check
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,4 +48,6 @@ class Services:
     failed_auth: FailedAuthLimiter
     fleet: Fleet  # every Ollama server; `upstream` is its first backend's client
     started_at: float = field(default_factory=time.time)
+    # /health's probes of Ollama, PostgreSQL and Redis, shared for monitoring.health_checks.max_age_s.
+    health_probes: SharedResult[dict[str, Check]] = field(default_factory=SharedResult)
     tracing: RequestTracer | None = None  # monitoring.tracing; None when disabled

@@ -313,6 +313,9 @@ class HealthChecks(Section, frozen=True):
     interval: Seconds = 30.0
     # A probe of Ollama that has no answer by then counts as down (it never runs longer than interval).
     timeout_s: Seconds = 5.0
+    # /health reuses its probes of Ollama, PostgreSQL and Redis for this long (and calls that come while
+    # they run wait for them): a public route must not open a connection to each backend per call.
+    max_age_s: Seconds = 1.0
 
 
 class Logging(Section, frozen=True):

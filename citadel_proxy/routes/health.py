@@ -110,17 +110,23 @@ def _shown(checks: dict[str, Check], detailed: bool) -> dict[str, Check]:
     return checks if detailed else {name: Check(check.status) for name, check in checks.items()}
 
 
-async def health(request: Request) -> Response:
-    services: Services = request.state.services
+async def probe_backends(services: Services) -> dict[str, Check]:
+    """Ollama, and PostgreSQL and Redis where configured, probed together."""
     config = services.config
-    detailed = await _shows_details(request, services)
     probes: dict[str, Awaitable[Check]] = {"ollama": check_upstream(services)}
     if config.database is not None:
         probes["database"] = check_database(config.database)
     if config.redis is not None:
         probes["redis"] = check_redis(config.redis)
     results = await asyncio.gather(*probes.values())
-    checks = dict(zip(probes, results, strict=True))
+    return dict(zip(probes, results, strict=True))
+
+
+async def health(request: Request) -> Response:
+    services: Services = request.state.services
+    detailed = await _shows_details(request, services)
+    max_age_s = services.config.monitoring.health_checks.max_age_s
+    checks = dict(await services.health_probes.get(lambda: probe_backends(services), max_age_s))
     checks["audit"] = check_audit(services)
     services.metrics.set_upstream_up(checks["ollama"].status == "ok")
     # Without Ollama nothing can be answered: the gateway cannot serve. Without PostgreSQL or Redis it

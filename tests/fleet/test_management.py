@@ -81,7 +81,9 @@ async def test_delete_on_one_backend_and_pull_on_all(fakes: dict[str, FakeOllama
 
 
 async def test_status_and_health_cover_every_backend(fakes: dict[str, FakeOllama], tmp_path: Path) -> None:
-    async with fleet_gateway(write_fleet_config(tmp_path, fakes), fakes) as gw:
+    # Each /health below must probe afresh: no result is reused past a millisecond.
+    top = "monitoring: {health_checks: {max_age_s: 0.001}}"
+    async with fleet_gateway(write_fleet_config(tmp_path, fakes, top=top), fakes) as gw:
         await fakes["gpu-a"].close()
         status, body = await _call(gw.url, "GET", "/management/system/ollama-status")
         assert status == 200 and body["reachable"] is True
