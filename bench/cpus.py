@@ -34,10 +34,8 @@ class Pinned:
 
     def pin(self, processes: Iterable[psutil.Process], cpus: set[int]) -> None:
         """Every thread of `processes` onto `cpus` (a process's affinity is its threads')."""
-        for proc in processes:
-            with contextlib.suppress(psutil.Error):
-                for thread in proc.threads():
-                    self._set(thread.id, cpus)
+        for tid in thread_ids(processes):
+            self._set(tid, cpus)
 
     def _set(self, tid: int, cpus: set[int]) -> None:
         with contextlib.suppress(ProcessLookupError):  # the thread ended meanwhile
@@ -51,6 +49,15 @@ class Pinned:
             with contextlib.suppress(OSError):
                 os.sched_setaffinity(tid, cpus)
         self.before.clear()
+
+
+def thread_ids(processes: Iterable[psutil.Process]) -> list[int]:
+    """The ids of every thread of `processes` (none of a process that has ended)."""
+    found: list[int] = []
+    for proc in processes:
+        with contextlib.suppress(psutil.Error):
+            found += [thread.id for thread in proc.threads()]
+    return found
 
 
 def listening(port: int) -> psutil.Process | None:
@@ -106,8 +113,6 @@ def own_core(
             parent = pinned.before.get(server.pid)
             if parent is None:
                 continue
-            for proc in tree(server):
-                with contextlib.suppress(psutil.Error):
-                    for thread in proc.threads():
-                        pinned.before.setdefault(thread.id, parent)
+            for tid in thread_ids(tree(server)):
+                pinned.before.setdefault(tid, parent)
         pinned.restore()

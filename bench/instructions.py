@@ -74,10 +74,14 @@ class Counted:
         return self.total / self.requests
 
     @property
+    def idle_per_s(self) -> float:
+        """The idle worker's instructions a second."""
+        return self.idle / self.idle_seconds if self.idle_seconds > 0 else 0.0
+
+    @property
     def less_idle(self) -> float:
         """Per request, less the idle worker's instructions over the same time."""
-        idle_rate = self.idle / self.idle_seconds if self.idle_seconds > 0 else 0.0
-        return (self.total - idle_rate * self.seconds) / self.requests
+        return (self.total - self.idle_per_s * self.seconds) / self.requests
 
 
 def summary(text: str) -> int:
@@ -112,7 +116,7 @@ class Ratio:
             return (
                 f"{name}: {counted.per_request / 1000:.1f} K a request,"
                 f" {counted.less_idle / 1000:.1f} K less the idle worker's"
-                f" ({counted.idle / counted.idle_seconds / 1e6:.2f} M a second idle,"
+                f" ({counted.idle_per_s / 1e6:.2f} M a second idle,"
                 f" {counted.requests} requests in {counted.seconds:.0f} s)"
             )
 
@@ -257,7 +261,7 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"{cell}: {counted.per_request / 1000:.1f} K instructions a request;"
         f" {counted.less_idle / 1000:.1f} K less the idle worker's"
-        f" ({counted.idle / counted.idle_seconds / 1e6:.2f} M a second, {counted.seconds:.0f} s of requests)"
+        f" ({counted.idle_per_s / 1e6:.2f} M a second, {counted.seconds:.0f} s of requests)"
     )
 
 
