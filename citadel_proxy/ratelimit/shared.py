@@ -9,6 +9,10 @@ may be refused a few requests early. With small limits every request asks Redis,
 A lease of 4 slots or more is renewed once a quarter of it is left, in the background: the slots in
 hand keep admitting requests while Redis answers, so a busy identity's requests do not all stop and
 wait for a round trip every lease (at a few hundred requests a second, most of a burst did).
+A renewal asks for the slots the lease was used at over `lease_window_s` (a quarter second), within
+the same 2% of the limit: at thousands of requests a second, a quarter of a 64-slot lease ran out
+before Redis' answer came back through a busy loop, and the requests after it waited (README,
+"Performance").
 
 When Redis fails or is slow, a circuit breaker sends checks to the in-process limiter for a few
 seconds, so a request never waits on a dead server more than once per cool-down and is never failed
@@ -80,11 +84,16 @@ redis.call('PEXPIRE', KEYS[1], math.ceil(empty_in) + 1000)
 return {granted, tostring(r), tostring(t), tostring(retry)}
 """
 
-# A lease is about this share of the identity's limit, and never more than MAX_LEASE slots.
+# A lease is about this share of the identity's limit, and never more than MAX_LEASE slots, unless it is
+# renewed at the rate it is used (`paced_lease_size`), which takes up to MAX_PACED_LEASE.
 LEASE_SHARE = 50
 MAX_LEASE = 64
+MAX_PACED_LEASE = 4096
 # More slots are asked for once this share of a lease is left (leases of RENEW_SHARE slots or more).
 RENEW_SHARE = 4
+# The shortest time over which a lease's use is taken as a rate: a burst taking a lease's slots in one
+# turn of the loop is not read as an endless rate.
+MIN_RATE_SPAN_S = 0.01
 
 
 def lease_size(limits: Limits, most: int = MAX_LEASE) -> int:
@@ -92,6 +101,17 @@ def lease_size(limits: Limits, most: int = MAX_LEASE) -> int:
     limit alone is checked against Redis' count on every request)."""
     rpm = limits.requests_per_minute
     return max(1, min(most, rpm // LEASE_SHARE)) if rpm else 1
+
+
+def paced_lease_size(limits: Limits, per_s: float, window_s: float, most: int = MAX_LEASE) -> int:
+    """Slots for a renewal: `window_s` of requests at `per_s`, the rate the lease was used at, and never
+    fewer than `lease_size` gives, nor more than LEASE_SHARE's share of the limit (or MAX_PACED_LEASE).
+    The renewal is asked for with a quarter left, so that quarter lasts window_s / 4 at that rate."""
+    least = lease_size(limits, most)
+    rpm = limits.requests_per_minute
+    if not rpm or most < MAX_LEASE:  # no request limit, or leases kept small on purpose
+        return least
+    return max(least, min(int(per_s * window_s), rpm // LEASE_SHARE, MAX_PACED_LEASE))
 
 
 @dataclass(slots=True)
@@ -104,10 +124,20 @@ class Lease:
     requests: float
     tokens: float
     renew_at: int  # slots left when more are asked for ahead (0: not ahead, once it has run out)
+    since: float  # the loop's clock at the grant, or when the last renewal was asked for
+    taken: int = 0  # slots used since then: with `since`, the rate a renewal is sized by
 
     @classmethod
-    def granted(cls, limits: Limits, slots: int, ends_at: float, requests: float, tokens: float) -> Lease:
-        return cls(limits, slots, ends_at, requests, tokens, slots // RENEW_SHARE)
+    def granted(
+        cls, limits: Limits, slots: int, now: float, ends_at: float, requests: float, tokens: float
+    ) -> Lease:
+        return cls(limits, slots, ends_at, requests, tokens, slots // RENEW_SHARE, now)
+
+    def rate(self, now: float) -> float:
+        """Slots used a second since `since`, which it moves to `now`."""
+        per_s = self.taken / max(now - self.since, MIN_RATE_SPAN_S)
+        self.since, self.taken = now, 0
+        return per_s
 
     def serves(self, limits: Limits, now: float) -> bool:
         # `is` first: the stage hands in the same Limits for a key each time (an == is a tuple each).
@@ -130,6 +160,8 @@ class RedisLimiter:
     # How long a worker may hold unused slots before they go back to Redis, and how many at most.
     lease_s: float = 1.0
     max_lease: int = MAX_LEASE
+    # A renewal asks for this long of requests at the rate the lease was used (paced_lease_size).
+    lease_window_s: float = 0.25
     _script: Any = None
     _leases: dict[str, Lease] = field(default_factory=dict)
     # identity -> the limits and the task of its lease request in flight.
@@ -149,17 +181,19 @@ class RedisLimiter:
     def acquire_now(self, identity: str, limits: Limits) -> Decision | None:
         """A slot of the identity's lease, when it holds one that serves `limits`; else None."""
         lease = self._leases.get(identity)
-        if lease is not None and lease.serves(limits, asyncio.get_running_loop().time()):
-            return self._use(identity, lease)
+        if lease is not None:
+            now = asyncio.get_running_loop().time()
+            if lease.serves(limits, now):
+                return self._use(identity, lease, now)
         return None
 
     async def acquire(self, identity: str, limits: Limits) -> Decision:
         loop = asyncio.get_running_loop()
         want = lease_size(limits, self.max_lease)
         while True:
-            lease = self._leases.get(identity)
-            if lease is not None and lease.serves(limits, loop.time()):
-                return self._use(identity, lease)
+            lease, now = self._leases.get(identity), loop.time()
+            if lease is not None and lease.serves(limits, now):
+                return self._use(identity, lease, now)
             asking = self._asking.get(identity)
             if want > 1 and (asking is None or asking[0] == limits):
                 # One lease request at a time per identity, in a task of its own: the requests of a
@@ -199,9 +233,10 @@ class RedisLimiter:
                 return decision(limits, granted >= 1, requests, tokens, retry_ms, "redis")
             # The level counts every granted slot as used: each is counted off as it is taken.
             loop = asyncio.get_running_loop()
-            ends_at = loop.time() + self.lease_s
+            now = loop.time()
+            ends_at = now + self.lease_s
             if renewing is None:
-                self._leases[identity] = Lease.granted(limits, granted, ends_at, requests, tokens)
+                self._leases[identity] = Lease.granted(limits, granted, now, ends_at, requests, tokens)
             elif self._leases.get(identity) is renewing:
                 # The slots still in hand stay, counted in Redis' level already.
                 renewing.slots += granted
@@ -225,12 +260,14 @@ class RedisLimiter:
         asking = self._asking[identity] = (limits, task)
         return asking
 
-    def _use(self, identity: str, lease: Lease) -> Decision:
+    def _use(self, identity: str, lease: Lease, now: float) -> Decision:
         lease.slots -= 1
+        lease.taken += 1
         if lease.slots < lease.renew_at and identity not in self._asking:
             # Asked for ahead: `acquire`'s callers that find the lease run out wait for this request.
             lease.renew_at = 0
-            self._start_asking(identity, lease.limits, lease_size(lease.limits, self.max_lease), lease)
+            want = paced_lease_size(lease.limits, lease.rate(now), self.lease_window_s, self.max_lease)
+            self._start_asking(identity, lease.limits, want, lease)
         return decision(lease.limits, True, lease.requests - lease.slots, lease.tokens, 0, "redis")
 
     def _note_tokens(self, identity: str, tokens: int) -> None:
@@ -293,7 +330,9 @@ class RedisLimiter:
     def _release(self, now: float | None) -> None:
         """Start sending what is due at `now` (None: everything): owed tokens and unused lease slots."""
         for identity, lease in list(self._leases.items()):
-            if now is None or now >= lease.ends_at or lease.slots <= 0:
+            # A lease used up while its renewal is on the way stays: the renewal adds to it, where
+            # ending it would send the renewal's slots back and make its waiters ask Redis again.
+            if now is None or now >= lease.ends_at or (lease.slots <= 0 and identity not in self._asking):
                 back = self._end_lease(identity, lease)
                 if back > 0:
                     self._track(self._send(identity, lease.limits, 0, back))

@@ -9,7 +9,15 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from citadel_proxy.ratelimit.bucket import Limits
-from citadel_proxy.ratelimit.shared import MAX_LEASE, RENEW_SHARE, RedisLimiter, lease_size
+from citadel_proxy.ratelimit.shared import (
+    LEASE_SHARE,
+    MAX_LEASE,
+    MAX_PACED_LEASE,
+    RENEW_SHARE,
+    RedisLimiter,
+    lease_size,
+    paced_lease_size,
+)
 from citadel_proxy.redis_lean import LeanRedis
 
 
@@ -20,6 +28,9 @@ class Counted:
         self.client = client
         self.calls = 0
         self.asked = asyncio.Event()
+        self.wanted: list[object] = []  # the slots each acquire asked for
+        # While set to an unset event, calls wait for it before they reach Redis (a slow answer).
+        self.gate: asyncio.Event | None = None
 
     def register_script(self, source: str) -> Any:
         script = self.client.register_script(source)
@@ -27,6 +38,10 @@ class Counted:
         async def call(keys: list[str], args: list[object]) -> Any:
             self.calls += 1
             self.asked.set()
+            if args[0] == "acquire":
+                self.wanted.append(args[4])
+            if self.gate is not None:
+                await self.gate.wait()
             return await script(keys=keys, args=args)
 
         return call
@@ -51,6 +66,18 @@ def test_lease_sizes() -> None:
     assert lease_size(Limits(10**9)) == MAX_LEASE
     assert lease_size(Limits(None, 10**9)) == 1  # a token limit alone is checked every time
     assert lease_size(Limits(600), most=1) == 1
+
+
+def test_paced_lease_sizes() -> None:
+    """A renewal covers the window at the rate the lease was used, within 2% of the limit."""
+    big = Limits(10**9)
+    assert paced_lease_size(big, per_s=4000, window_s=0.25) == 1000
+    assert paced_lease_size(big, per_s=10**7, window_s=0.25) == MAX_PACED_LEASE
+    assert paced_lease_size(big, per_s=10, window_s=0.25) == MAX_LEASE  # never less than a first lease
+    assert paced_lease_size(Limits(6400), per_s=4000, window_s=0.25) == 6400 // LEASE_SHARE
+    assert paced_lease_size(Limits(600), per_s=4000, window_s=0.25) == 12
+    assert paced_lease_size(Limits(None, 10**9), per_s=4000, window_s=0.25) == 1
+    assert paced_lease_size(big, per_s=4000, window_s=0.25, most=4) == 4  # leases kept small stay so
 
 
 async def test_a_lease_serves_many_requests_with_one_round_trip(client: LeanRedis, redis_prefix: str) -> None:
@@ -173,8 +200,9 @@ async def test_a_busy_lease_is_renewed_before_it_runs_out(client: LeanRedis, red
             if renewal is not None:
                 await renewal[1]
         assert waited == 1
-        assert counted.calls >= 300 // MAX_LEASE  # renewals, each adding to the slots in hand
-        assert counted.calls <= 300 // (MAX_LEASE - MAX_LEASE // RENEW_SHARE) + 2
+        # Renewals, each adding to the slots in hand: of up to 2% of the limit (128), used this fast.
+        most_per_call, least_per_call = 6400 // LEASE_SHARE, MAX_LEASE - MAX_LEASE // RENEW_SHARE
+        assert 300 // most_per_call <= counted.calls <= 300 // least_per_call + 2
     after = await other.acquire("key:n", limits)
     # Every slot granted and not used is back: 300 used, and this one, less what drained meanwhile.
     drained = (time.monotonic() - started) * 6400 / 60
@@ -200,3 +228,56 @@ async def test_a_renewal_that_finds_its_lease_ended_gives_its_slots_back(
     after = await other.acquire("key:e", limits)
     assert after.requests is not None and 6400 - used - 1 <= after.requests.remaining <= 6400 - used + 5
     await other.aclose()
+
+
+async def test_a_lease_used_fast_is_renewed_with_more_slots(client: LeanRedis, redis_prefix: str) -> None:
+    """At thousands of requests a second a quarter of 64 slots lasts less than a loaded loop takes to
+    hear from Redis: the renewal asks for a quarter second at the rate the lease was used."""
+    limits = Limits(10**6)  # 2% of it: 20,000 slots, more than a paced lease takes
+    async with counting(client, redis_prefix) as (counted, limiter):
+        assert (await limiter.acquire("key:f", limits)).allowed
+        while "key:f" not in limiter._asking:  # used as fast as this loop can: far over 256 a second
+            assert limiter.acquire_now("key:f", limits) is not None
+        await limiter._asking["key:f"][1]
+        assert counted.wanted[0] == MAX_LEASE
+        assert MAX_LEASE < counted.wanted[1] <= MAX_PACED_LEASE
+        lease = limiter._leases["key:f"]
+        assert lease.slots == counted.wanted[1] + MAX_LEASE // RENEW_SHARE - 1
+
+
+async def test_a_lease_used_slowly_is_renewed_at_its_size(client: LeanRedis, redis_prefix: str) -> None:
+    limits = Limits(10**6)
+    async with counting(client, redis_prefix) as (counted, limiter):
+        assert (await limiter.acquire("key:o", limits)).allowed
+        while "key:o" not in limiter._asking:  # at most 200 a second: under a quarter second of 64
+            await asyncio.sleep(0.005)
+            assert limiter.acquire_now("key:o", limits) is not None
+        await limiter._asking["key:o"][1]
+        assert counted.wanted == [MAX_LEASE, MAX_LEASE]
+
+
+async def test_a_used_up_lease_stays_while_its_renewal_is_on_the_way(
+    client: LeanRedis, redis_prefix: str
+) -> None:
+    """The ended-lease flush leaves it: the renewal's slots serve the requests waiting for it, rather
+    than going back to Redis while those requests ask again."""
+    limits = Limits(6400)
+    gate = asyncio.Event()  # the renewal waits for this before it reaches Redis
+    async with counting(client, redis_prefix) as (counted, limiter):
+        try:
+            assert (await limiter.acquire("key:g", limits)).allowed
+            counted.gate = gate
+            while limiter.acquire_now("key:g", limits) is not None:
+                pass
+            assert "key:g" in limiter._asking and limiter._leases["key:g"].slots == 0
+            await asyncio.sleep(0)
+            assert counted.calls == 2  # the first lease, and its renewal held at the gate
+            limiter._release(asyncio.get_running_loop().time())  # the flush's turn comes meanwhile
+            assert "key:g" in limiter._leases
+            waiting = asyncio.gather(*(limiter.acquire("key:g", limits) for _ in range(10)))
+            await asyncio.sleep(0)
+            gate.set()
+            assert all(d.allowed for d in await waiting)
+            assert counted.calls == 2  # no slot sent back, nobody asked again
+        finally:
+            gate.set()  # closing the limiter waits for the renewal
