@@ -12,7 +12,8 @@ stream, voice and the held-open streams; uv-full runs chat, voice and embeddings
 they take (in a full run, or when named; not with --quick). `workers` (bench/workers.py), `tls`
 (bench/tls_front.py) and `instructions` (bench/instructions.py: uv-full / uv-1w counted by callgrind) run
 afterwards with processes of their own (in a full run, or when named). Issue 17's
-`latency` (uv-full against direct at c1 to c256, a fake that takes 60 ms or streams 64 tokens 10 ms apart)
+`latency` (uv-full against direct at c1 to c256, a fake that takes 60 ms or streams 64 tokens 10 ms apart;
+`--latency-target uv-1w` measures the bare gateway instead, to see what the stages add)
 and `streams10k` (10,000 open streams on one worker) run last, with processes of their own
 (bench/issue17.py). A run without --scenarios ends with the admission section (bench/overload.py): the
 scheduling overhead and twice the fleet's capacity of mixed traffic (12 s, 5 s with --quick).
@@ -211,7 +212,7 @@ def _issue17(args: argparse.Namespace, names: list[str], notes: list[str]) -> di
     if not names:
         return {}
     before = len(notes)
-    found = issue17.run(names, args.quick, args.rounds, args.streams, notes)
+    found = issue17.run(names, args.quick, args.rounds, args.streams, notes, args.latency_target)
     issue17.print_sections(found)
     for note in notes[before:]:
         print(f"note: {note}")

@@ -23,11 +23,16 @@ class Section:
 
 
 def run(
-    names: list[str], quick: bool, rounds: int | None, streams: int | None, notes: list[str]
+    names: list[str],
+    quick: bool,
+    rounds: int | None,
+    streams: int | None,
+    notes: list[str],
+    latency_target: str = FULL_NAME,
 ) -> list[Section]:
     sections = []
     if LATENCY in names:
-        sections.append(_latency(quick, rounds or (1 if quick else 3), notes))
+        sections.append(_latency(quick, rounds or (1 if quick else 3), notes, latency_target))
     if STREAMS_10K in names:
         plan = open_streams.QUICK_PLAN if quick else open_streams.FULL_PLAN
         if streams:
@@ -37,12 +42,12 @@ def run(
     return sections
 
 
-def _latency(quick: bool, rounds: int, notes: list[str]) -> Section:
-    runs, rows = latency.measure(quick, rounds, notes)
-    listed = latency.checks(rows)
+def _latency(quick: bool, rounds: int, notes: list[str], target: str) -> Section:
+    runs, rows = latency.measure(quick, rounds, notes, target)
+    listed = latency.checks(rows, target)
     plan = latency.QUICK_PLAN if quick else latency.FULL_PLAN
     lines = [
-        f"Latency against concurrency (issue 17): {FULL_NAME} minus direct, the same cell in the same round;"
+        f"Latency against concurrency (issue 17): {target} minus direct, the same cell in the same round;"
         f" medians of {rounds} round(s) (min..max); ms",
         f"chat: non-streaming, answered after 60 ms; voice: 50 ms to the first token, 64 tokens 10 ms apart;"
         f" a cell runs long enough for {plan.samples} answers, within {plan.least_s:g}-{plan.most_s:g} s;"

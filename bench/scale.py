@@ -29,6 +29,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help=f"open streams held by '{STREAMS_10K}' (default 10000, or 2000 with --quick)",
     )
+    parser.add_argument(
+        "--latency-target",
+        choices=(FULL_NAME, BARE_NAME),
+        default=FULL_NAME,
+        help=f"the gateway '{LATENCY}' measures against the fake: {FULL_NAME} (every stage, the issue's)"
+        f" or {BARE_NAME} (the bare pipelines: what the stages add, by difference)",
+    )
 
 
 def wanted(scenarios: str | None) -> tuple[list[str], str | None]:

@@ -117,6 +117,9 @@ def test_latency_keeps_each_placement_to_its_own_direct_runs_and_checks() -> Non
         (f"added TTFT p99, c1 to c64, {OWN_CORE}", "PASS"),
         (f"added TTFT p99, c256, {OWN_CORE}", "N/A"),
     ]
+    assert listed[0].where.startswith("uv-full, worst cell chat c64")
+    # The bare gateway measured instead (--latency-target uv-1w): its lines say so.
+    assert latency.checks(found, "uv-1w")[0].where.startswith("uv-1w, worst cell chat c64")
 
 
 def test_latency_cells_run_long_enough_for_their_samples_within_bounds() -> None:
