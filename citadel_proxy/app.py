@@ -68,9 +68,10 @@ from citadel_proxy.upstream.terminal import upstream_handler
 _GC_YOUNG_THRESHOLD = 20_000
 # Young collections between middle-generation ones (CPython's default is 10). Only a net growth of
 # objects triggers a collection (requests and streams that end free theirs by reference count), so
-# collections come when streams open faster than they close; their survivors are then traversed by
-# each middle collection until it promotes them, and a middle collection every 2 young ones traverses
-# a few young collections' worth where one every 20 traversed a whole ramp's (README, "Performance").
+# collections come when streams open faster than they close. Their survivors wait in the middle
+# generation until a middle collection traverses them all at once and promotes them: one every 2 young
+# collections traverses two young collections' survivors, where one every 20 traversed a whole ramp's
+# (README, "Performance").
 _GC_MIDDLE_THRESHOLD = 2
 
 

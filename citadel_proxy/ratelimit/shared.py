@@ -9,9 +9,9 @@ may be refused a few requests early. With small limits every request asks Redis,
 A lease of 4 slots or more is renewed once a quarter of it is left, in the background: the slots in
 hand keep admitting requests while Redis answers, so a busy identity's requests do not all stop and
 wait for a round trip every lease (at a few hundred requests a second, most of a burst did).
-A renewal asks for the slots the lease was used at over `lease_window_s` (a quarter second), within
-the same 2% of the limit: at thousands of requests a second, a quarter of a 64-slot lease ran out
-before Redis' answer came back through a busy loop, and the requests after it waited (README,
+A renewal asks for `lease_window_s` (a quarter second) of requests at the rate the lease was used,
+within the same 2% of the limit: at thousands of requests a second, a quarter of a 64-slot lease ran
+out before Redis' answer came back through a busy loop, and the requests after it waited (README,
 "Performance").
 
 When Redis fails or is slow, a circuit breaker sends checks to the in-process limiter for a few
@@ -125,19 +125,13 @@ class Lease:
     tokens: float
     renew_at: int  # slots left when more are asked for ahead (0: not ahead, once it has run out)
     since: float  # the loop's clock at the grant, or when the last renewal was asked for
-    taken: int = 0  # slots used since then: with `since`, the rate a renewal is sized by
+    taken: int = 0  # slots used since then: with `since`, the rate the next renewal is sized by
 
     @classmethod
     def granted(
         cls, limits: Limits, slots: int, now: float, ends_at: float, requests: float, tokens: float
     ) -> Lease:
         return cls(limits, slots, ends_at, requests, tokens, slots // RENEW_SHARE, now)
-
-    def rate(self, now: float) -> float:
-        """Slots used a second since `since`, which it moves to `now`."""
-        per_s = self.taken / max(now - self.since, MIN_RATE_SPAN_S)
-        self.since, self.taken = now, 0
-        return per_s
 
     def serves(self, limits: Limits, now: float) -> bool:
         # `is` first: the stage hands in the same Limits for a key each time (an == is a tuple each).
@@ -266,7 +260,9 @@ class RedisLimiter:
         if lease.slots < lease.renew_at and identity not in self._asking:
             # Asked for ahead: `acquire`'s callers that find the lease run out wait for this request.
             lease.renew_at = 0
-            want = paced_lease_size(lease.limits, lease.rate(now), self.lease_window_s, self.max_lease)
+            per_s = lease.taken / max(now - lease.since, MIN_RATE_SPAN_S)
+            lease.since, lease.taken = now, 0
+            want = paced_lease_size(lease.limits, per_s, self.lease_window_s, self.max_lease)
             self._start_asking(identity, lease.limits, want, lease)
         return decision(lease.limits, True, lease.requests - lease.slots, lease.tokens, 0, "redis")
 
