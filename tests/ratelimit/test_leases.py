@@ -281,3 +281,27 @@ async def test_a_used_up_lease_stays_while_its_renewal_is_on_the_way(
             assert counted.calls == 2  # no slot sent back, nobody asked again
         finally:
             gate.set()  # closing the limiter waits for the renewal
+
+
+async def test_paced_leases_never_admit_more_than_the_limit_together(
+    client: LeanRedis, redis_prefix: str
+) -> None:
+    """Workers whose leases grow with their rate still share one limit: never over, and under it by at
+    most what their leases hold (2% of the limit each, here 256 slots)."""
+    counted = [Counted(client) for _ in range(3)]
+    workers = [RedisLimiter(c, redis_prefix) for c in counted]
+    limits = Limits(12_800)
+    started = time.monotonic()
+    try:
+        results = []
+        for _ in range(14):  # bursts of 1,000, as fast as the workers take them
+            results += await asyncio.gather(*(workers[i % 3].acquire("key:p", limits) for i in range(1000)))
+        admitted = sum(d.allowed for d in results)
+        drained = (time.monotonic() - started) * 12_800 / 60
+        assert admitted <= 12_800 + drained + 1
+        assert admitted >= 12_800 - 3 * 2 * (12_800 // LEASE_SHARE)
+        wanted = [want for c in counted for want in c.wanted]
+        assert max(wanted) == 12_800 // LEASE_SHARE  # renewals grew to their cap
+    finally:
+        for worker in workers:
+            await worker.aclose()
