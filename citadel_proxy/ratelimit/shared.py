@@ -326,9 +326,9 @@ class RedisLimiter:
     def _release(self, now: float | None) -> None:
         """Start sending what is due at `now` (None: everything): owed tokens and unused lease slots."""
         for identity, lease in list(self._leases.items()):
-            # A lease used up while its renewal is on the way stays: the renewal adds to it, where
-            # ending it would send the renewal's slots back and make its waiters ask Redis again.
-            if now is None or now >= lease.ends_at or (lease.slots <= 0 and identity not in self._asking):
+            # Not ended when merely used up: a renewal on its way adds to it (ending it sent the renewal's
+            # slots back and made its waiters ask again), and without one the next acquire ends it.
+            if now is None or now >= lease.ends_at:
                 back = self._end_lease(identity, lease)
                 if back > 0:
                     self._track(self._send(identity, lease.limits, 0, back))

@@ -47,6 +47,16 @@ class Counted:
         return call
 
 
+async def use_until_renewed(
+    limiter: RedisLimiter, identity: str, limits: Limits, pause_s: float = 0.0
+) -> None:
+    """Take slots of the identity's lease (one each `pause_s`) until its renewal is asked for."""
+    while identity not in limiter._asking:
+        if pause_s:
+            await asyncio.sleep(pause_s)
+        assert limiter.acquire_now(identity, limits) is not None
+
+
 @contextlib.asynccontextmanager
 async def counting(
     client: LeanRedis, prefix: str, **settings: Any
@@ -218,8 +228,7 @@ async def test_a_renewal_that_finds_its_lease_ended_gives_its_slots_back(
     limits = Limits(6400)
     async with counting(client, redis_prefix) as (_, limiter):
         assert (await limiter.acquire("key:e", limits)).allowed
-        while "key:e" not in limiter._asking:  # used down to where it is renewed
-            assert limiter.acquire_now("key:e", limits) is not None
+        await use_until_renewed(limiter, "key:e", limits)
         limiter._release(None)  # the lease ends (a flush of ended leases) while the renewal is out
         await asyncio.gather(*(task for _, task in limiter._asking.values()))
         assert not limiter._leases
@@ -236,8 +245,7 @@ async def test_a_lease_used_fast_is_renewed_with_more_slots(client: LeanRedis, r
     limits = Limits(10**6)  # 2% of it: 20,000 slots, more than a paced lease takes
     async with counting(client, redis_prefix) as (counted, limiter):
         assert (await limiter.acquire("key:f", limits)).allowed
-        while "key:f" not in limiter._asking:  # used as fast as this loop can: far over 256 a second
-            assert limiter.acquire_now("key:f", limits) is not None
+        await use_until_renewed(limiter, "key:f", limits)  # as fast as this loop can: far over 256 a second
         await limiter._asking["key:f"][1]
         assert counted.wanted[0] == MAX_LEASE
         assert MAX_LEASE < counted.wanted[1] <= MAX_PACED_LEASE
@@ -249,9 +257,7 @@ async def test_a_lease_used_slowly_is_renewed_at_its_size(client: LeanRedis, red
     limits = Limits(10**6)
     async with counting(client, redis_prefix) as (counted, limiter):
         assert (await limiter.acquire("key:o", limits)).allowed
-        while "key:o" not in limiter._asking:  # at most 200 a second: under a quarter second of 64
-            await asyncio.sleep(0.005)
-            assert limiter.acquire_now("key:o", limits) is not None
+        await use_until_renewed(limiter, "key:o", limits, pause_s=0.005)  # at most 200 a second
         await limiter._asking["key:o"][1]
         assert counted.wanted == [MAX_LEASE, MAX_LEASE]
 
