@@ -14,16 +14,17 @@ listener's poll), a fixed amount a second; under callgrind a request takes some 
 that work weighs that much more per request than at full speed. After the requests the worker is left
 idle for as long as they took (at most `IDLE_MOST_S`) and counted again: the second figure printed is
 per request less what the idle worker does in that time, the closer to what a request costs a worker
-that serves many a second. Work that comes with the load but on a timer (an audit batch every 50 ms,
+that serves many a second. Work that comes with the load but on a timer (an audit batch every 10 ms,
 a rate-limit lease renewed) stays in it, still weighed more than at full speed. The audit writer's is
-the largest: it waits `audit.linger_s` (50 ms) for a batch to fill, which at full speed (thousands of
-chats a second) gathers a hundred records or more and under callgrind a handful, so the cost of a batch
-weighs some 20 times more on each record. `--audit-linger-s 1` (the most the setting allows) gathers
-batches of the full-speed size again.
+the largest: it waits `audit.linger_s` (10 ms) for a batch to fill, which at full speed (some 5,000
+chats a second at c8) gathers about fifty records and under callgrind one or two, so the cost of a
+batch weighs some 30 times more on each record. `--audit-linger-s 0.3` (what `make bench`'s section
+uses, the worker serving some 170 chats a second under callgrind) gathers batches of the full-speed
+size again.
 
     python -m bench.instructions --target uv-full --kind chat
     python -m bench.instructions --target uv-full --kind chat --drop-stage rate_limit
-    python -m bench.instructions --target uv-full --kind chat --audit-linger-s 1
+    python -m bench.instructions --target uv-full --kind chat --audit-linger-s 0.3
 """
 
 from __future__ import annotations
@@ -55,8 +56,9 @@ IDLE_MOST_S = 120.0
 NAME = "instructions"
 SECTION_REQUESTS = 2000
 SECTION_CONCURRENCY = 8
-# The setting's maximum: under callgrind it gathers audit batches of about their size at full speed.
-FULL_SPEED_LINGER_S = 1.0
+# Under callgrind (some 170 chats a second) this gathers audit batches of about their size at full speed
+# (`audit.linger_s`, 10 ms, at some 5,000 chats a second): about fifty records.
+FULL_SPEED_LINGER_S = 0.3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,7 +249,7 @@ def main(argv: list[str] | None = None) -> None:
         "--audit-linger-s",
         type=float,
         metavar="S",
-        help="uv-full: the audit writer's wait for a batch (1: batches of the full-speed size)",
+        help="uv-full: the audit writer's wait for a batch (0.3: batches of the full-speed size)",
     )
     args = parser.parse_args(argv)
     if missing := _no_valgrind():
