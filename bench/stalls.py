@@ -28,7 +28,7 @@ from bench.scale import FULL_NAME, Gateway, log
 from bench.stall_probe import GARBAGE_ENV, OUT_ENV, SAMPLE_ENV, THRESHOLD_ENV, UVLOOP_ENV
 
 # Non-streaming chat answered at once (the main table's `chat c1`): thousands of requests a second, so the
-# audit writer's batches hold about a hundred records each.
+# audit writer's batches hold dozens of records each.
 FAST = latency.Kind("fast", "/v1/chat/completions", "phi3", False, 0.001)
 # Gateway frames that name where a long callback spent its time; the rest is the loop and libraries.
 _OURS = "citadel_proxy/"
