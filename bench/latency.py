@@ -133,7 +133,7 @@ def job(kind: Kind, concurrency: int, seconds: float, port: int, gateway: Gatewa
     )
 
 
-def _run(
+def run_cell(
     load: LoadProcess, target: str, server: Server, job_: Job, cell: str, round_: int, placement: str
 ) -> Run:
     before = server.usage()
@@ -197,7 +197,7 @@ def measure(
                                 if placement == OWN_CORE:
                                     pinned = own_core(gateway.server.processes(), harness, services)
                                     pinned_notes.update(placed.enter_context(pinned).notes)
-                                run = _run(load, name, server, job_, cell, round_, placement)
+                                run = run_cell(load, name, server, job_, cell, round_, placement)
                             runs.append(run)
                             log(f"latency round {round_}/{rounds} {cell:10} {placement:8} {_line(run)}")
                             settle(0.1)
