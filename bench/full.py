@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from bench.procs import GatewaySpec, bare_pipelines, full_pipelines
@@ -98,6 +98,11 @@ def gateway_spec(
     full_pipelines(workdir, without)
     spec = GatewaySpec(name, server=server, pipelines="pipelines-full", extra=prepared.extra)
     return spec, prepared.headers
+
+
+def with_audit_linger(spec: GatewaySpec, linger_s: float) -> GatewaySpec:
+    """`spec` with the audit writer waiting `linger_s` for a batch (`audit.linger_s`)."""
+    return replace(spec, extra=spec.extra + f"audit: {{linger_s: {linger_s:g}}}\n")
 
 
 def _migrate_without_autovacuum(schema: str) -> None:

@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.full import gateway_spec
+from bench.full import gateway_spec, with_audit_linger
 from bench.loadgen import Job, LoadProcess
 from bench.procs import Server, free_port, gateway_config, start_fake
 from bench.report import FULL_CPU_RATIO, Check
@@ -189,7 +189,7 @@ def count(
             raise SystemExit(f"bench.instructions: {notes[0]}")
         spec, headers = found
         if audit_linger_s is not None and spec.extra:
-            spec = dataclasses.replace(spec, extra=spec.extra + f"audit: {{linger_s: {audit_linger_s}}}\n")
+            spec = with_audit_linger(spec, audit_linger_s)
         port = free_port()
         config = gateway_config(workdir, spec, spec.name, fake.port, 256)
         out = workdir / "callgrind.out"

@@ -21,7 +21,8 @@ import contextlib
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import psutil
@@ -93,10 +94,11 @@ class Run:
 
 @dataclass(frozen=True)
 class Row:
-    """One cell over rounds: added = uv-full minus direct in the same round."""
+    """One cell and target over rounds: added = the target (uv-full) minus direct in the same round."""
 
     cell: str
     placement: str
+    target: str
     rounds: int
     answers_per_round: int  # the fewest answers one target's p99 rests on in a round
     errors: int
@@ -160,6 +162,54 @@ def placements() -> tuple[str, ...]:
     return (SHARED, OWN_CORE) if split(set(os.sched_getaffinity(0))) else (SHARED,)
 
 
+# A target's name, its server, and the gateway it is (None: the fake, measured directly).
+Target = tuple[str, Server, Gateway | None]
+
+
+@dataclass
+class Cells:
+    """Runs cells through `targets` in turn: the load generator, what `own core` pins to CPU 0 (the
+    gateways' servers) and to the other CPUs (the generator and the fake, with PostgreSQL and Redis)."""
+
+    load: LoadProcess
+    targets: list[Target]
+    gateways: list[Server]
+    harness: list[psutil.Process]
+    notes: set[str] = field(default_factory=set)  # what could not be pinned
+
+    def warm(self, kinds: Iterable[Kind], concurrency: int) -> None:
+        """Pools filled and code imported on every target before anything counts."""
+        for _, server, through in self.targets:
+            for kind in kinds:
+                self.load.run(job(kind, concurrency, 0.3, server.port, through))
+
+    def round(
+        self,
+        kind: Kind,
+        concurrency: int,
+        seconds: float,
+        placement: str,
+        round_: int,
+        rounds: int,
+        label: str,
+    ) -> list[Run]:
+        """One run of the cell per target, the order reversed every other round."""
+        cell = cell_name(kind, concurrency)
+        found = []
+        for name, server, through in self.targets if round_ % 2 else self.targets[::-1]:
+            job_ = job(kind, concurrency, seconds, server.port, through)
+            with contextlib.ExitStack() as placed:
+                if placement == OWN_CORE:
+                    gateways = [p for s in self.gateways for p in s.processes()]
+                    pinned = own_core(gateways, self.harness, (PG_PORT, REDIS[1]))
+                    self.notes.update(placed.enter_context(pinned).notes)
+                run = run_cell(self.load, name, server, job_, cell, round_, placement)
+            found.append(run)
+            log(f"{label} round {round_}/{rounds} {cell:10} {placement:8} {_line(run)}")
+            settle(0.1)
+        return found
+
+
 def measure(
     quick: bool, rounds: int, notes: list[str], gateway_name: str = FULL_NAME
 ) -> tuple[list[Run], list[Row]]:
@@ -177,31 +227,17 @@ def measure(
             return [], []
         load = LoadProcess()
         stack.callback(load.close)
-        targets = [(DIRECT, fake, None), (gateway_name, gateway.server, gateway)]
-        for _, server, through in targets:  # pools filled, code imported, before anything counts
-            for kind in KINDS:
-                load.run(job(kind, CONCURRENCY[-1], 0.3, server.port, through))
-        harness, services = [psutil.Process(load.process.pid), *fake.processes()], (PG_PORT, REDIS[1])
-        pinned_notes: set[str] = set()
+        targets: list[Target] = [(DIRECT, fake, None), (gateway_name, gateway.server, gateway)]
+        cells = Cells(load, targets, [gateway.server], [psutil.Process(load.process.pid), *fake.processes()])
+        cells.warm(KINDS, CONCURRENCY[-1])
         placed_as = placements()
         for round_ in range(1, rounds + 1):
-            order = targets if round_ % 2 else targets[::-1]
             for kind in KINDS:
                 for concurrency in CONCURRENCY:
                     seconds = plan.seconds(kind, concurrency)
-                    cell = cell_name(kind, concurrency)
                     for placement in placed_as:
-                        for name, server, through in order:
-                            job_ = job(kind, concurrency, seconds, server.port, through)
-                            with contextlib.ExitStack() as placed:
-                                if placement == OWN_CORE:
-                                    pinned = own_core(gateway.server.processes(), harness, services)
-                                    pinned_notes.update(placed.enter_context(pinned).notes)
-                                run = run_cell(load, name, server, job_, cell, round_, placement)
-                            runs.append(run)
-                            log(f"latency round {round_}/{rounds} {cell:10} {placement:8} {_line(run)}")
-                            settle(0.1)
-        notes.extend(f"latency, {OWN_CORE}: {note}" for note in sorted(pinned_notes))
+                        runs += cells.round(kind, concurrency, seconds, placement, round_, rounds, "latency")
+        notes.extend(f"latency, {OWN_CORE}: {note}" for note in sorted(cells.notes))
     return runs, rows(runs)
 
 
@@ -214,14 +250,15 @@ def _line(run: Run) -> str:
 
 
 def rows(runs: list[Run]) -> list[Row]:
+    """Each cell, placement and target (but direct) over its rounds, against direct in the same round."""
     direct = {(r.cell, r.placement, r.round): r for r in runs if r.target == DIRECT}
     found = []
-    for cell, placement in dict.fromkeys((r.cell, r.placement) for r in runs):
+    for cell, placement, target in dict.fromkeys((r.cell, r.placement, r.target) for r in runs):
         pairs = [
             (r, direct[(cell, placement, r.round)])
             for r in runs
-            if (r.cell, r.placement) == (cell, placement)
-            and r.target != DIRECT
+            if (r.cell, r.placement, r.target) == (cell, placement, target)
+            and target != DIRECT
             and (cell, placement, r.round) in direct
         ]
         if not pairs:
@@ -234,6 +271,7 @@ def rows(runs: list[Run]) -> list[Row]:
             Row(
                 cell=cell,
                 placement=placement,
+                target=target,
                 rounds=len(pairs),
                 answers_per_round=min(min(g.answers, d.answers) for g, d in pairs),
                 errors=sum(g.errors + d.errors for g, d in pairs),

@@ -30,12 +30,11 @@ from pathlib import Path
 import psutil
 
 from bench import latency
-from bench.cpus import OWN_CORE, SHARED, own_core
-from bench.full import PG_PORT, REDIS, gateway_spec
+from bench.cpus import OWN_CORE, SHARED
+from bench.full import gateway_spec, with_audit_linger
 from bench.loadgen import LoadProcess
-from bench.measure import settle
 from bench.procs import start_gateway
-from bench.scale import BARE_NAME, FULL_NAME, Gateway, Spread, log, start_fake_for
+from bench.scale import BARE_NAME, FULL_NAME, Gateway, log, start_fake_for
 
 _MAX_CONNECTIONS = 512
 
@@ -69,37 +68,8 @@ class Variant:
         return re.sub(r"[^A-Za-z0-9_]", "_", self.text)
 
 
-@dataclass(frozen=True)
-class Row:
-    """One variant over the rounds: added = the variant minus direct in the same round (ms)."""
-
-    variant: str
-    rounds: int
-    errors: int
-    added_ttft_p50_ms: Spread
-    added_ttft_p99_ms: Spread
-    gateway_cpu_percent: Spread
-
-
-def rows(variants: Sequence[str], runs: Sequence[latency.Run]) -> list[Row]:
-    direct = {r.round: r for r in runs if r.target == latency.DIRECT}
-    found = []
-    for variant in variants:
-        pairs = [(r, direct[r.round]) for r in runs if r.target == variant and r.round in direct]
-        found.append(
-            Row(
-                variant=variant,
-                rounds=len(pairs),
-                errors=sum(g.errors + d.errors for g, d in pairs),
-                added_ttft_p50_ms=Spread.of(g.ttft_p50_ms - d.ttft_p50_ms for g, d in pairs),
-                added_ttft_p99_ms=Spread.of(g.ttft_p99_ms - d.ttft_p99_ms for g, d in pairs),
-                gateway_cpu_percent=Spread.of(g.cpu_percent for g, _ in pairs),
-            )
-        )
-    return found
-
-
-def table(cell: str, placement: str, found: Sequence[Row]) -> list[str]:
+def table(cell: str, placement: str, found: Sequence[latency.Row]) -> list[str]:
+    """The variants' rows (`latency.rows`) side by side."""
     lines = [
         f"{cell}, {placement}: each variant minus direct in the same round, ms; medians of rounds (min..max)",
         f"{'variant':20} {'rounds':>6} {'added ttft p50':>24} {'added ttft p99':>24} {'gw cpu %':>16} errors",
@@ -107,7 +77,7 @@ def table(cell: str, placement: str, found: Sequence[Row]) -> list[str]:
     for row in found:
         cpu = row.gateway_cpu_percent.text(sign=False, digits=0)
         lines.append(
-            f"{row.variant:20} {row.rounds:>6} {row.added_ttft_p50_ms.text():>24}"
+            f"{row.target:20} {row.rounds:>6} {row.added_ttft_p50_ms.text():>24}"
             f" {row.added_ttft_p99_ms.text():>24} {cpu:>16} {row.errors}"
         )
     return lines
@@ -125,7 +95,7 @@ def _start(
     spec, headers = found
     spec = dataclasses.replace(spec, name=variant.name)
     if variant.linger_s is not None:
-        spec = dataclasses.replace(spec, extra=spec.extra + f"audit: {{linger_s: {variant.linger_s:g}}}\n")
+        spec = with_audit_linger(spec, variant.linger_s)
     server = start_gateway(spec, folder, fake_port, "", _MAX_CONNECTIONS)
     stack.callback(server.stop)
     return Gateway(server, headers)
@@ -141,7 +111,6 @@ def measure(
 ) -> tuple[list[latency.Run], list[str]]:
     notes: list[str] = []
     runs: list[latency.Run] = []
-    cell = latency.cell_name(kind, concurrency)
     with contextlib.ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="citadel-bench-variants-")))
         log(f"variants: starting a fake Ollama and {', '.join(v.text for v in variants)}")
@@ -156,23 +125,14 @@ def measure(
             gateway.server.wait_ready("/health", timeout_s=90.0)
         load = LoadProcess()
         stack.callback(load.close)
-        targets = [(latency.DIRECT, fake, None), *((n, g.server, g) for n, g in gateways.items())]
-        for _, server, through in targets:  # pools filled, code imported, before anything counts
-            load.run(latency.job(kind, concurrency, 0.3, server.port, through))
+        targets: list[latency.Target] = [(latency.DIRECT, fake, None)]
+        targets += [(n, g.server, g) for n, g in gateways.items()]
         harness = [psutil.Process(load.process.pid), *fake.processes()]
-        every_gateway = [p for g in gateways.values() for p in g.server.processes()]
+        cells = latency.Cells(load, targets, [g.server for g in gateways.values()], harness)
+        cells.warm([kind], concurrency)
         for round_ in range(1, rounds + 1):
-            for name, server, through in targets if round_ % 2 else targets[::-1]:
-                job = latency.job(kind, concurrency, seconds, server.port, through)
-                with contextlib.ExitStack() as placed:
-                    if placement == OWN_CORE:
-                        pinned = own_core(every_gateway, harness, (PG_PORT, REDIS[1]))
-                        notes.extend(placed.enter_context(pinned).notes)
-                    run = latency.run_cell(load, name, server, job, cell, round_, placement)
-                runs.append(run)
-                where = f"{round_}/{rounds} {cell} {placement}"
-                log(f"variants round {where} {name:20} ttft p99 {run.ttft_p99_ms:.2f} ms")
-                settle(0.1)
+            runs += cells.round(kind, concurrency, seconds, placement, round_, rounds, "variants")
+        notes.extend(cells.notes)
     return runs, sorted(set(notes))
 
 
@@ -192,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     kind = next(k for k in latency.KINDS if k.name == args.kind)
     runs, notes = measure(variants, kind, args.concurrency, args.placement, args.rounds, args.seconds)
     cell = latency.cell_name(kind, args.concurrency)
-    print("\n".join(table(cell, args.placement, rows([v.text for v in variants], runs))))
+    print("\n".join(table(cell, args.placement, latency.rows(runs))))
     for note in notes:
         print(f"note: {note}")
 
