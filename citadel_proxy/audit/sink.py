@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from citadel_proxy.audit.bounds import Limits, bounded
 from citadel_proxy.audit.deadletter import Attempts, set_aside
 from citadel_proxy.audit.errors import AuditError, StoreRejected, StoreUnavailable
+from citadel_proxy.audit.record_queue import RecordQueue
 from citadel_proxy.audit.records import AuditRecord, record_id
 from citadel_proxy.audit.spool import Spool, claim_orphans, quarantine, read_segment
 from citadel_proxy.background import mark_seen
@@ -79,7 +80,7 @@ class AuditSink:
         self._retry_s = retry_s
         self._prepare = prepare
         # Records encoded (`encode_record`) from here on: the queue, the spool and the batches carry bytes.
-        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(queue_size)
+        self._queue = RecordQueue(queue_size)
         self._healthy = prepare is None and spool.is_empty()
         self._closing = False
         self._stop_seen = False
@@ -89,7 +90,7 @@ class AuditSink:
 
     @property
     def queue_depth(self) -> int:
-        return self._queue.qsize()
+        return len(self._queue)
 
     @property
     def database_failing(self) -> bool:
@@ -123,12 +124,8 @@ class AuditSink:
 
     def offer_encoded(self, encoded: bytes) -> asyncio.Task[None] | None:
         """`offer` for a record already encoded (a refusal record, `audit.refusals`)."""
-        if self._healthy and not self._closing and not self._spool_first:
-            try:
-                self._queue.put_nowait(encoded)
-                return None
-            except asyncio.QueueFull:
-                pass
+        if self._healthy and not self._closing and not self._spool_first and self._queue.offer(encoded):
+            return None
         task = asyncio.create_task(self._spool_records([encoded]))
         self._background.add(task)
         task.add_done_callback(mark_seen)
@@ -152,13 +149,12 @@ class AuditSink:
             await self._write_next()
 
     async def _write_next(self) -> None:
-        first = await self._queue.get()
-        batch = [] if first is None else [first]
-        self._stop_seen = first is None
-        if not self._stop_seen and self._linger_s and self._queue.qsize() < self._batch_size:
+        queue = self._queue
+        await queue.wait()
+        if self._linger_s and not queue.stopped and len(queue) < self._batch_size:
             # At low load each record would cost a round trip of its own: let a few more arrive.
             await asyncio.sleep(self._linger_s)
-        batch += self._take(self._batch_size - len(batch))
+        batch = self._take(self._batch_size)
         if batch:
             await self._write(batch)
             if sum(map(len, batch)) >= TRIM_AFTER_BYTES:
@@ -167,13 +163,10 @@ class AuditSink:
                 trim_soon()
 
     def _take(self, limit: int | None) -> list[bytes]:
-        taken: list[bytes] = []
-        while (limit is None or len(taken) < limit) and not self._queue.empty():
-            item = self._queue.get_nowait()
-            if item is None:
-                self._stop_seen = True
-            else:
-                taken.append(item)
+        queue = self._queue
+        taken = queue.take(limit)
+        # Stopped and drained: the writer's loop ends after this batch.
+        self._stop_seen = queue.stopped and not queue
         return taken
 
     async def _write(self, batch: list[bytes]) -> None:
@@ -319,7 +312,7 @@ class AuditSink:
             return
         self._closing = True
         if self._tasks:
-            await self._queue.put(None)
+            self._queue.stop()
             await self._tasks[0]
             # Let a move in progress finish (a cancel between a batch's insert and its segment's removal
             # would leave the segment to be replayed again at the next start); cancel one that hangs.

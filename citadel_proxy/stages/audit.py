@@ -89,7 +89,10 @@ class AuditStage:
         elif reply.completion is not None:
             outcome = ctx.outcome
             outcome.prompt_tokens, outcome.completion_tokens = outcome.tokens(reply.completion)
-            await exchange.finish(Answer.of(reply.completion), None, required=True)
+            # `finish` without its coroutine (see `offer`).
+            waiting = exchange.offer(Answer.of(reply.completion), None, True)
+            if waiting is not None:
+                await waiting
         return reply
 
     def _settled(self, owners: Owners, ctx: Context, conversation: str, minted: bool) -> bool:
@@ -146,13 +149,11 @@ class Exchange:
         )
 
     async def finish(self, answer: Answer | None, failure: Failure | None, *, required: bool = False) -> None:
-        waiting = self._offer(answer, failure, required)
+        waiting = self.offer(answer, failure, required)
         if waiting is not None:
             await waiting
 
-    def _offer(
-        self, answer: Answer | None, failure: Failure | None, required: bool
-    ) -> Awaitable[None] | None:
+    def offer(self, answer: Answer | None, failure: Failure | None, required: bool) -> Awaitable[None] | None:
         """The record handed to the sink; what to wait for when the sink makes its caller wait, else None.
         (The sink's `submit` without its coroutine: most records are queued, and nothing waits.)"""
         if self.recorded:
@@ -185,7 +186,7 @@ class Exchange:
 
     def ended(self, error: Exception | None) -> Awaitable[None] | None:
         # (Not on a cancellation: a timer around read, chunking's, cancels it with nothing lost.)
-        return self._offer(self._streamed(), None if error is None else Failure.of(error), False)
+        return self.offer(self._streamed(), None if error is None else Failure.of(error), False)
 
     def closed(self) -> None:
         if not self.recorded:
