@@ -33,7 +33,7 @@ from bench import latency
 from bench.cpus import OWN_CORE, SHARED
 from bench.full import gateway_spec, with_audit_linger
 from bench.loadgen import LoadProcess
-from bench.procs import start_gateway
+from bench.procs import Server, start_gateway
 from bench.scale import BARE_NAME, FULL_NAME, Gateway, log, start_fake_for
 
 _MAX_CONNECTIONS = 512
@@ -86,6 +86,7 @@ def table(cell: str, placement: str, found: Sequence[latency.Row]) -> list[str]:
 def _start(
     stack: contextlib.ExitStack, workdir: Path, fake_port: int, variant: Variant, notes: list[str]
 ) -> Gateway | None:
+    """The variant's gateway started (not yet ready); None, with a note, when its services are missing."""
     folder = workdir / variant.name  # each variant's pipelines are written into its own folder
     folder.mkdir()
     name = FULL_NAME if variant.full else BARE_NAME
@@ -101,6 +102,26 @@ def _start(
     return Gateway(server, headers)
 
 
+def start_all(
+    stack: contextlib.ExitStack, variants: Sequence[Variant], tool: str
+) -> tuple[Server, dict[str, Gateway], list[str]]:
+    """A fake Ollama and every variant's gateway, ready, in a work folder that goes with `stack`; the
+    gateways by variant, and notes. `tool` names the work folder, the fake and the log lines."""
+    notes: list[str] = []
+    workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"citadel-bench-{tool}-")))
+    log(f"{tool}: starting a fake Ollama and {', '.join(v.text for v in variants)}")
+    fake = start_fake_for(stack, workdir, f"fake-{tool}")
+    gateways: dict[str, Gateway] = {}
+    for variant in variants:
+        started = _start(stack, workdir, fake.port, variant, notes)
+        if started is None:
+            raise SystemExit(f"bench.{tool}: {notes[-1]}")
+        gateways[variant.text] = started
+    for gateway in gateways.values():
+        gateway.server.wait_ready("/health", timeout_s=90.0)
+    return fake, gateways, notes
+
+
 def measure(
     variants: Sequence[Variant],
     kind: latency.Kind,
@@ -109,20 +130,9 @@ def measure(
     rounds: int,
     seconds: float,
 ) -> tuple[list[latency.Run], list[str]]:
-    notes: list[str] = []
     runs: list[latency.Run] = []
     with contextlib.ExitStack() as stack:
-        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="citadel-bench-variants-")))
-        log(f"variants: starting a fake Ollama and {', '.join(v.text for v in variants)}")
-        fake = start_fake_for(stack, workdir, "fake-variants")
-        gateways: dict[str, Gateway] = {}
-        for variant in variants:
-            started = _start(stack, workdir, fake.port, variant, notes)
-            if started is None:
-                raise SystemExit(f"bench.variants: {notes[-1]}")
-            gateways[variant.text] = started
-        for gateway in gateways.values():
-            gateway.server.wait_ready("/health", timeout_s=90.0)
+        fake, gateways, notes = start_all(stack, variants, "variants")
         load = LoadProcess()
         stack.callback(load.close)
         targets: list[latency.Target] = [(latency.DIRECT, fake, None)]
@@ -136,19 +146,30 @@ def measure(
     return runs, sorted(set(notes))
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.variants", description=__doc__.splitlines()[0])
+def arguments(prog: str, doc: str, *, concurrency: int, rounds: int) -> argparse.ArgumentParser:
+    """A command line of variants with --concurrency, --placement (own core by default) and --rounds."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc.splitlines()[0])
     parser.add_argument("variants", nargs="+", metavar="VARIANT", help="bare, full, full-STAGE, full@SECONDS")
-    parser.add_argument("--kind", choices=[k.name for k in latency.KINDS], default="chat")
-    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--concurrency", type=int, default=concurrency)
     parser.add_argument("--placement", choices=(SHARED, OWN_CORE), default=OWN_CORE)
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--seconds", type=float, default=4.0, help="per run")
-    args = parser.parse_args(argv)
+    parser.add_argument("--rounds", type=int, default=rounds)
+    return parser
+
+
+def parsed(parser: argparse.ArgumentParser, texts: Sequence[str]) -> list[Variant]:
+    """The variants named on the command line (a usage error for any other text)."""
     try:
-        variants = [Variant.parse(text) for text in args.variants]
+        return [Variant.parse(text) for text in texts]
     except ValueError as exc:
         parser.error(str(exc))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = arguments("python -m bench.variants", __doc__, concurrency=64, rounds=4)
+    parser.add_argument("--kind", choices=[k.name for k in latency.KINDS], default="chat")
+    parser.add_argument("--seconds", type=float, default=4.0, help="per run")
+    args = parser.parse_args(argv)
+    variants = parsed(parser, args.variants)
     kind = next(k for k in latency.KINDS if k.name == args.kind)
     runs, notes = measure(variants, kind, args.concurrency, args.placement, args.rounds, args.seconds)
     cell = latency.cell_name(kind, args.concurrency)
