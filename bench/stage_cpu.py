@@ -6,9 +6,10 @@ the bare pipeline compares. Chat against a fake Ollama that answers at once, `--
 kept in flight; the variants of `bench.variants` (bare, full, full-STAGE, full@SECONDS) are started side
 by side and run in turn, the order reversed every other round. Per request: the worker's user and
 system time and its involuntary context switches (psutil, from /proc). `full` against `full-STAGE` is
-what STAGE costs a chat. `--placement 'own core'` puts the gateways on the first CPU and the harness,
-PostgreSQL and Redis on the others (bench/cpus.py): the switches then show that no other process took
-the worker's core, and what is left is the worker's own work.
+what STAGE costs a chat. By default the gateways run on the first CPU and the harness, PostgreSQL and
+Redis on the others (`own core`, bench/cpus.py): the switches then show that no other process took the
+worker's core, and what is left is the worker's own work; `--placement shared` leaves every process
+where the scheduler puts it.
 
     python -m bench.stage_cpu full full-audit full-rate_limit full-auth full-metrics bare
     python -m bench.stage_cpu --concurrency 8 --placement shared full bare
