@@ -54,11 +54,17 @@ def free_port() -> int:
 
 @dataclass(frozen=True)
 class Usage:
-    """CPU seconds (user+system) of a process tree and its memory now."""
+    """CPU seconds of a process tree, its involuntary context switches so far, and its memory now."""
 
-    cpu_s: float
+    user_s: float
+    system_s: float
     rss_mib: float  # all processes of the tree together
     worker_rss_mib: float  # the largest process that serves requests
+    involuntary: int  # times another process took a CPU from one of them
+
+    @property
+    def cpu_s(self) -> float:
+        return self.user_s + self.system_s
 
 
 class Server:
@@ -83,14 +89,18 @@ class Server:
         return tree(self.process)
 
     def usage(self) -> Usage:
-        cpu, rss, largest = 0.0, 0, 0
+        user = system = 0.0
+        rss = largest = involuntary = 0
         for proc in self.processes():
             with contextlib.suppress(psutil.Error):
                 times, memory = proc.cpu_times(), proc.memory_info().rss
-                cpu += times.user + times.system
+                switches = proc.num_ctx_switches().involuntary
+                user += times.user
+                system += times.system
                 rss += memory
                 largest = max(largest, memory)
-        return Usage(cpu, rss / _MIB, largest / _MIB)
+                involuntary += switches
+        return Usage(user, system, rss / _MIB, largest / _MIB, involuntary)
 
     def wait_ready(self, path: str, timeout_s: float = 30.0, processes: int = 1) -> None:
         deadline = time.monotonic() + timeout_s

@@ -118,33 +118,22 @@ def table(concurrency: int, placement: str, found: Sequence[Row]) -> list[str]:
     return lines
 
 
-def _usage(server_processes: Sequence[psutil.Process]) -> tuple[float, float, int]:
-    user = system = 0.0
-    involuntary = 0
-    for proc in server_processes:
-        with contextlib.suppress(psutil.Error):
-            times = proc.cpu_times()
-            user += times.user
-            system += times.system
-            involuntary += proc.num_ctx_switches().involuntary
-    return user, system, involuntary
-
-
 def _run(load: LoadProcess, name: str, gateway: Gateway, concurrency: int, requests: int, round_: int) -> Run:
-    processes = gateway.server.processes()
-    user, system, involuntary = _usage(processes)
-    port, path = gateway.server.port, "/v1/chat/completions"
-    result = load.run(Job(port, path, _BODY, concurrency, requests, 900.0, headers=gateway.headers))
-    after = _usage(processes)
+    server = gateway.server
+    before = server.usage()
+    result = load.run(
+        Job(server.port, "/v1/chat/completions", _BODY, concurrency, requests, 900.0, headers=gateway.headers)
+    )
+    after = server.usage()
     return Run(
         name,
         round_,
         len(result.total),
         result.errors,
         result.elapsed_s,
-        after[0] - user,
-        after[1] - system,
-        after[2] - involuntary,
+        after.user_s - before.user_s,
+        after.system_s - before.system_s,
+        after.involuntary - before.involuntary,
     )
 
 

@@ -25,6 +25,11 @@ class RecordQueue:
     def __len__(self) -> int:
         return len(self._items)
 
+    @property
+    def finished(self) -> bool:
+        """Stopped, and every record taken: the reader has nothing more to wait for."""
+        return self.stopped and not self._items
+
     def offer(self, item: bytes) -> bool:
         """Queue `item`; False (nothing queued) when the queue is full."""
         items = self._items

@@ -83,7 +83,6 @@ class AuditSink:
         self._queue = RecordQueue(queue_size)
         self._healthy = prepare is None and spool.is_empty()
         self._closing = False
-        self._stop_seen = False
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
@@ -143,7 +142,7 @@ class AuditSink:
         self._wake.set()
 
     async def _write_loop(self) -> None:
-        while not self._stop_seen:
+        while not self._queue.finished:
             # One batch per call: its records (megabytes after a large request) are let go of when it
             # returns, not kept by this frame while it waits for the next record.
             await self._write_next()
@@ -154,20 +153,13 @@ class AuditSink:
         if self._linger_s and not queue.stopped and len(queue) < self._batch_size:
             # At low load each record would cost a round trip of its own: let a few more arrive.
             await asyncio.sleep(self._linger_s)
-        batch = self._take(self._batch_size)
+        batch = queue.take(self._batch_size)
         if batch:
             await self._write(batch)
             if sum(map(len, batch)) >= TRIM_AFTER_BYTES:
                 # Written after the response (whose trim may have run already): what encoding and
                 # sending the batch left in the heap is free once this returns.
                 trim_soon()
-
-    def _take(self, limit: int | None) -> list[bytes]:
-        queue = self._queue
-        taken = queue.take(limit)
-        # Stopped and drained: the writer's loop ends after this batch.
-        self._stop_seen = queue.stopped and not queue
-        return taken
 
     async def _write(self, batch: list[bytes]) -> None:
         if self._healthy:
@@ -184,7 +176,7 @@ class AuditSink:
             else:
                 return
         # Everything still queued follows this batch to the spool, so order is kept.
-        batch += self._take(None)
+        batch += self._queue.take(None)
         # A failure was counted as lost and logged in _spool_records; the writer must keep running.
         with contextlib.suppress(AuditError):
             await self._spool_records(batch)

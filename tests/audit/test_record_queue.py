@@ -58,3 +58,12 @@ async def test_a_cancelled_reader_leaves_no_waiter_behind() -> None:
     await asyncio.gather(reader, return_exceptions=True)
     assert queue.offer(b"x")  # no waiter to wake, nothing raised
     await asyncio.wait_for(queue.wait(), 1)
+
+
+def test_finished_once_stopped_and_drained() -> None:
+    queue = RecordQueue(10)
+    queue.offer(b"x")
+    queue.stop()
+    assert not queue.finished
+    queue.take(None)
+    assert queue.finished
