@@ -12,7 +12,6 @@ at window edges as with fixed windows. The level is kept in requests and tokens 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import msgspec
@@ -69,7 +68,9 @@ def decision(
 def _window(limit: int | None, level: float) -> Window | None:
     if not limit:
         return None
-    return Window(limit, max(0, math.floor(limit - level)), level * 60 / limit)
+    left = limit - level
+    # int() is floor() for what is above zero, without a call into math.
+    return Window(limit, int(left) if left > 0 else 0, level * 60 / limit)
 
 
 def drained(level: float, at_ms: float, now_ms: float, limit: int | None) -> float:

@@ -21,9 +21,11 @@ def duration(seconds: float) -> str:
     return f"{secs}s"
 
 
-def rate_limit_headers(decision: Decision) -> dict[str, str]:
+def rate_limit_headers(decision: Decision, headers: dict[str, str] | None = None) -> dict[str, str]:
+    """The decision's headers, added to `headers` (an answer's own, made once) or to a new dict."""
     # Written out per window rather than looped over: these headers are made for every request.
-    headers: dict[str, str] = {}
+    if headers is None:
+        headers = {}
     requests, tokens = decision.requests, decision.tokens
     if requests is not None:
         headers["x-ratelimit-limit-requests"] = str(requests.limit)

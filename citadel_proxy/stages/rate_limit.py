@@ -25,46 +25,68 @@ class RateLimitSettings(StageSettings, frozen=True, kw_only=True, forbid_unknown
     tokens_per_minute: Annotated[int, Meta(ge=1)] | None = None
 
 
-# Principals whose limits are remembered per stage (keys in use; cleared when full).
+# Keys whose limits are remembered per stage (keys in use; cleared when full).
 _MAX_REMEMBERED = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """What the stage works out once per key: its limits (the pipeline's, lowered by the key's own) and
+    the identity its buckets are counted under."""
+
+    principal: Principal
+    limits: Limits
+    identity: str
 
 
 @dataclass(frozen=True, slots=True)
 class RateLimitStage:
     settings: RateLimitSettings
     limiter: RateLimiter
-    _limits: dict[Principal | None, Limits] = field(default_factory=dict, compare=False, repr=False)
+    # By key name: a Principal's own hash is a tuple of all its fields, made again on every request.
+    _callers: dict[str, Caller] = field(default_factory=dict, compare=False, repr=False)
+    # The same Limits each time: a lease is matched to its limits by identity first (shared.Lease).
+    _anonymous: Limits = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        anonymous = Limits(self.settings.requests_per_minute, self.settings.tokens_per_minute)
+        object.__setattr__(self, "_anonymous", anonymous)  # (frozen)
+
+    def caller(self, principal: Principal) -> Caller:
+        """The key's limits and identity, worked out once per key (again for a key whose record changed,
+        e.g. its limits: another Principal under the same name)."""
+        caller = self._callers.get(principal.name)
+        if caller is None or (caller.principal is not principal and caller.principal != principal):
+            if len(self._callers) >= _MAX_REMEMBERED:
+                self._callers.clear()
+            limits = Limits(
+                lowest(self.settings.requests_per_minute, principal.requests_per_minute),
+                lowest(self.settings.tokens_per_minute, principal.tokens_per_minute),
+            )
+            caller = self._callers[principal.name] = Caller(principal, limits, f"key:{principal.name}")
+        return caller
 
     def limits_for(self, principal: Principal | None) -> Limits:
-        """The pipeline's limits, lowered by the key's own: worked out once per key."""
-        limits = self._limits.get(principal)
-        if limits is None:
-            if len(self._limits) >= _MAX_REMEMBERED:
-                self._limits.clear()
-            limits = Limits(self.settings.requests_per_minute, self.settings.tokens_per_minute)
-            if principal is not None:
-                limits = Limits(
-                    lowest(limits.requests_per_minute, principal.requests_per_minute),
-                    lowest(limits.tokens_per_minute, principal.tokens_per_minute),
-                )
-            self._limits[principal] = limits
-        return limits
+        """The limits a request of `principal` (None: anonymous, counted per client IP) is held to."""
+        return self._anonymous if principal is None else self.caller(principal).limits
 
     async def __call__(self, ctx: Context, call_next: Handler) -> Reply:
         principal = ctx.principal
-        limits = self.limits_for(principal)
+        if principal is None:
+            limits, identity = self._anonymous, f"ip:{ctx.client}"
+        else:
+            caller = self.caller(principal)
+            limits, identity = caller.limits, caller.identity
         if limits.empty:
             return await call_next(ctx)
-        identity = _identity(ctx)
         # Most requests are decided at once (a lease of slots in hand): no coroutine, no wait to trace.
         decision = self.limiter.acquire_now(identity, limits)
         if decision is None:
             pending, trace = self.limiter.acquire(identity, limits), ctx.trace
             decision = await (pending if trace is None else trace.waited("rate limit", pending))
-        headers = rate_limit_headers(decision)
         if not decision.allowed:
-            raise RateLimited(_refusal(decision), headers=headers)
-        ctx.response_headers.update(headers)
+            raise RateLimited(_refusal(decision), headers=rate_limit_headers(decision))
+        rate_limit_headers(decision, ctx.response_headers)
         reply = await call_next(ctx)
         if not limits.tokens_per_minute:
             return reply
@@ -73,13 +95,8 @@ class RateLimitStage:
             self.limiter.charge_soon(identity, limits, sum(ctx.outcome.tokens(reply.completion)))
             return reply
         stream = tapped(reply)
-        stream.add(Charge(self.limiter, ctx, limits, stream), batches=False)
+        stream.add(Charge(self.limiter, ctx, identity, limits, stream), batches=False)
         return reply
-
-
-def _identity(ctx: Context) -> str:
-    principal = ctx.principal
-    return f"key:{principal.name}" if principal else f"ip:{ctx.client}"
 
 
 class Charge:
@@ -87,11 +104,14 @@ class Charge:
     pays). Holds what the charge needs, not a closure over it: an open stream keeps this while it lasts.
     """
 
-    __slots__ = ("_ctx", "_limiter", "_limits", "_settled", "_stream")
+    __slots__ = ("_ctx", "_identity", "_limiter", "_limits", "_settled", "_stream")
 
-    def __init__(self, limiter: RateLimiter, ctx: Context, limits: Limits, stream: TappedStream) -> None:
+    def __init__(
+        self, limiter: RateLimiter, ctx: Context, identity: str, limits: Limits, stream: TappedStream
+    ) -> None:
         self._limiter = limiter
         self._ctx = ctx
+        self._identity = identity
         self._limits = limits
         self._stream = stream
         self._settled = False
@@ -112,7 +132,7 @@ class Charge:
             ctx = self._ctx
             used = sum(ctx.outcome.tokens(None))
             # Ollama reports counts at the end; a stream cut short is charged a token per delta seen.
-            self._limiter.charge_soon(_identity(ctx), self._limits, used or self._stream.deltas)
+            self._limiter.charge_soon(self._identity, self._limits, used or self._stream.deltas)
 
 
 def _refusal(decision: Decision) -> str:

@@ -50,6 +50,25 @@ def test_headers() -> None:
     assert "x-ratelimit-limit-tokens" not in rate_limit_headers(decision(Limits(5), True, 1, 0, 0, "x"))
 
 
+def test_remaining_is_rounded_down_and_never_below_zero() -> None:
+    limits = Limits(requests_per_minute=60, tokens_per_minute=1000)
+    over = rate_limit_headers(decision(limits, False, 61.5, 1200.7, 1500, "local"))
+    assert over["x-ratelimit-remaining-requests"] == "0" and over["x-ratelimit-remaining-tokens"] == "0"
+    partly = rate_limit_headers(decision(limits, True, 1.5, 999.2, 0, "local"))
+    assert partly["x-ratelimit-remaining-requests"] == "58" and partly["x-ratelimit-remaining-tokens"] == "0"
+
+
+def test_headers_join_an_answers_own() -> None:
+    headers = {"X-Conversation-ID": "c1"}
+    assert rate_limit_headers(decision(Limits(5), True, 1, 0, 0, "local"), headers) is headers
+    assert headers == {
+        "X-Conversation-ID": "c1",
+        "x-ratelimit-limit-requests": "5",
+        "x-ratelimit-remaining-requests": "4",
+        "x-ratelimit-reset-requests": "12s",
+    }
+
+
 @pytest.mark.parametrize(
     ("seconds", "text"),
     [(0, "0ms"), (0.0201, "21ms"), (1, "1s"), (59.2, "1m0s"), (360, "6m0s"), (3723, "1h2m3s")],

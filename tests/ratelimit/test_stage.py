@@ -66,6 +66,22 @@ async def test_the_lower_of_key_and_pipeline_limits_wins() -> None:
     assert "x-ratelimit-limit-tokens" not in ctx.response_headers
 
 
+async def test_a_key_whose_limits_change_is_held_to_its_new_limits() -> None:
+    # The stage remembers a key's limits by its name: a key record changed since (its limits lowered,
+    # or revoked and created again under the same name) is a new Principal and is worked out again.
+    run = stage(LocalLimiter(), requests_per_minute=100)
+    before = Principal("k", frozenset({"inference"}), requests_per_minute=50)
+    after = Principal("k", frozenset({"inference"}), requests_per_minute=7)
+    for principal, limit in ((before, "50"), (after, "7"), (before, "50")):
+        ctx = ctx_for(principal)
+        await run(ctx, answer)  # type: ignore[operator]
+        assert ctx.response_headers["x-ratelimit-limit-requests"] == limit
+    # An equal Principal (a key looked up again from the database) counts against the same buckets.
+    ctx = ctx_for(Principal("k", frozenset({"inference"}), requests_per_minute=50))
+    await run(ctx, answer)  # type: ignore[operator]
+    assert ctx.response_headers["x-ratelimit-remaining-requests"] == "46"  # the fourth of 50
+
+
 async def test_anonymous_callers_are_counted_per_ip_and_keys_per_key() -> None:
     run = stage(LocalLimiter(), requests_per_minute=1)
     await run(ctx_for(client="10.0.0.1"), answer)  # type: ignore[operator]
