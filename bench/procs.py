@@ -214,6 +214,8 @@ class GatewaySpec:
     pipelines: str = "pipelines"  # a folder under the work folder
     extra: str = ""  # top-level YAML lines: database, redis, auth
     only: tuple[str, ...] = ()  # scenario name prefixes it runs; () runs them all
+    # What runs in place of `citadel-proxy` (uvicorn, hypercorn): a bench wrapper (bench/work_stage.py).
+    command: tuple[str, ...] = ()
 
     def runs(self, scenario: str) -> bool:
         return not self.only or scenario.startswith(self.only)
@@ -259,6 +261,6 @@ def start_gateway(
         argv += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(spec.workers)]
         argv += ["--loop", "uvloop", "--no-access-log", "citadel_proxy.asgi:from_environment"]
         return Server(name, argv, port, log, env={"CITADEL_CONFIG": str(config)})
-    binary = Path(sys.executable).with_name("citadel-proxy")
-    argv = [str(binary), "serve", "--config", str(config), "--bind", f"127.0.0.1:{port}"]
+    command = spec.command or (str(Path(sys.executable).with_name("citadel-proxy")),)
+    argv = [*command, "serve", "--config", str(config), "--bind", f"127.0.0.1:{port}"]
     return Server(name, [*argv, "--workers", str(spec.workers)], port, log)

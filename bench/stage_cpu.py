@@ -3,16 +3,18 @@
 `bench.instructions` counts instructions (callgrind), which nothing else on the machine moves; this reads
 the CPU the worker itself spends at full speed, which is what the `make bench` ratio of every stage to
 the bare pipeline compares. Chat against a fake Ollama that answers at once, `--concurrency` requests
-kept in flight; the variants of `bench.variants` (bare, full, full-STAGE, full@SECONDS) are started side
-by side and run in turn, the order reversed every other round. Per request: the worker's user and
-system time and its involuntary context switches (psutil, from /proc). `full` against `full-STAGE` is
-what STAGE costs a chat. By default the gateways run on the first CPU and the harness, PostgreSQL and
-Redis on the others (`own core`, bench/cpus.py): the switches then show that no other process took the
-worker's core, and what is left is the worker's own work; `--placement shared` leaves every process
-where the scheduler puts it.
+kept in flight; the variants of `bench.variants` (bare, full, full-STAGE, full@SECONDS, any of them
++UNITS of plain Python work) are started side by side and run in turn, the order reversed every other
+round. Per request: the worker's user and system time and its involuntary context switches (psutil,
+from /proc). `full` against `full-STAGE` is what STAGE costs a chat; `bare+UNITS` against `bare`, what
+known work costs (bench/work_stage.py). By default the gateways run on the first CPU and the harness,
+PostgreSQL and Redis on the others (`own core`, bench/cpus.py): the switches then show that no other
+process took the worker's core, and what is left is the worker's own work; `--placement shared` leaves
+every process where the scheduler puts it.
 
     python -m bench.stage_cpu full full-audit full-rate_limit full-auth full-metrics bare
     python -m bench.stage_cpu --concurrency 8 --placement shared full bare
+    python -m bench.stage_cpu bare bare+100 bare+300 full
 """
 
 from __future__ import annotations
@@ -105,6 +107,11 @@ def table(concurrency: int, placement: str, found: Sequence[Row]) -> list[str]:
             f" {row.per_s.median:>8.0f} {row.errors}"
         )
     by_name = {row.variant: row for row in found}
+    for row in found:
+        base, _, units = row.variant.partition("+")
+        if units and base in by_name:
+            added = row.cpu_us.median - by_name[base].cpu_us.median
+            lines.append(f"  {units} units of work cost {added:.1f} us a chat ({row.variant} - {base})")
     full = by_name.get("full")
     if full is not None:
         for row in found:

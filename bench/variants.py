@@ -9,6 +9,8 @@ than in runs an hour apart. A variant says what differs from the repository's pi
     full            every stage, PostgreSQL and Redis (uv-full)
     full-STAGE      every stage but STAGE (audit, auth, rate_limit, metrics, cache, ...)
     full@SECONDS    every stage, the audit writer waiting SECONDS for a batch (`audit.linger_s`)
+    VARIANT+UNITS   any of those with UNITS units of plain Python work first in every pipeline
+                    (bench/work_stage.py): what known work costs beside what the stages cost
 
     python -m bench.variants --concurrency 64 --placement 'own core' full full-audit full-rate_limit bare
     python -m bench.variants --concurrency 256 full@0.05 full@0.01
@@ -22,6 +24,7 @@ import argparse
 import contextlib
 import dataclasses
 import re
+import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,7 +32,7 @@ from pathlib import Path
 
 import psutil
 
-from bench import latency
+from bench import latency, work_stage
 from bench.cpus import OWN_CORE, SHARED
 from bench.full import gateway_spec, with_audit_linger
 from bench.loadgen import LoadProcess
@@ -47,20 +50,26 @@ class Variant:
     full: bool
     without: str | None = None
     linger_s: float | None = None
+    work_units: int | None = None
 
     @classmethod
     def parse(cls, text: str) -> Variant:
-        base, at, linger = text.partition("@")
+        rest, plus, units = text.partition("+")
+        base, at, linger = rest.partition("@")
         kind, dash, without = base.partition("-")
         if kind not in ("bare", "full") or (dash and not without) or (kind == "bare" and (dash or at)):
-            raise ValueError(f"{text!r}: a variant is bare, full, full-STAGE or full@SECONDS")
-        linger_s = None
+            raise ValueError(f"{text!r}: a variant is bare, full, full-STAGE or full@SECONDS, then +UNITS")
+        linger_s = work_units = None
         if at:
             try:
                 linger_s = float(linger)
             except ValueError:
                 raise ValueError(f"{text!r}: the audit writer's wait after '@' is in seconds") from None
-        return cls(text, kind == "full", without or None, linger_s)
+        if plus:
+            if not units.isdigit():
+                raise ValueError(f"{text!r}: the units of work after '+' are a whole number")
+            work_units = int(units)
+        return cls(text, kind == "full", without or None, linger_s, work_units)
 
     @property
     def name(self) -> str:
@@ -97,6 +106,9 @@ def _start(
     spec = dataclasses.replace(spec, name=variant.name)
     if variant.linger_s is not None:
         spec = with_audit_linger(spec, variant.linger_s)
+    if variant.work_units is not None:
+        work_stage.add_to_pipelines(folder / spec.pipelines, variant.work_units)
+        spec = dataclasses.replace(spec, command=(sys.executable, "-m", "bench.work_stage"))
     server = start_gateway(spec, folder, fake_port, "", _MAX_CONNECTIONS)
     stack.callback(server.stop)
     return Gateway(server, headers)
@@ -149,7 +161,12 @@ def measure(
 def arguments(prog: str, doc: str, *, concurrency: int, rounds: int) -> argparse.ArgumentParser:
     """A command line of variants with --concurrency, --placement (own core by default) and --rounds."""
     parser = argparse.ArgumentParser(prog=prog, description=doc.splitlines()[0])
-    parser.add_argument("variants", nargs="+", metavar="VARIANT", help="bare, full, full-STAGE, full@SECONDS")
+    parser.add_argument(
+        "variants",
+        nargs="+",
+        metavar="VARIANT",
+        help="bare, full, full-STAGE, full@SECONDS; +UNITS after any",
+    )
     parser.add_argument("--concurrency", type=int, default=concurrency)
     parser.add_argument("--placement", choices=(SHARED, OWN_CORE), default=OWN_CORE)
     parser.add_argument("--rounds", type=int, default=rounds)

@@ -44,3 +44,12 @@ def test_the_table_says_what_each_stage_costs_and_the_ratio() -> None:
 def test_without_full_there_is_nothing_to_subtract() -> None:
     lines = table(8, "shared", rows([_run("bare", 1, 0.7, 0.3), _run("full-audit", 1, 1.0, 0.3)]))
     assert not any("costs" in line or "/ bare" in line for line in lines)
+
+
+def test_the_table_says_what_known_work_costs_beside_its_base() -> None:
+    runs = [_run("bare", 1, 0.7, 0.3), _run("bare+100", 1, 0.9, 0.3), _run("full+5", 1, 1.5, 0.4)]
+
+    lines = table(32, "own core", rows(runs))
+
+    assert "  100 units of work cost 20.0 us a chat (bare+100 - bare)" in lines
+    assert not any("full+5 - full" in line for line in lines)  # its base was not measured

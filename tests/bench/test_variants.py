@@ -15,11 +15,17 @@ def test_a_variant_names_the_pipelines_a_stage_left_out_and_the_audit_writers_wa
     assert Variant.parse("full@0.01") == Variant("full@0.01", full=True, linger_s=0.01)
     assert Variant.parse("full-metrics@0.5").without == "metrics"
     assert Variant.parse("full@0.01").name == "full_0_01"
+    assert Variant.parse("bare+300") == Variant("bare+300", full=False, work_units=300)
+    assert Variant.parse("full-audit@0.05+10") == Variant(
+        "full-audit@0.05+10", full=True, without="audit", linger_s=0.05, work_units=10
+    )
 
 
-@pytest.mark.parametrize("text", ["", "uv-full", "full-", "bare-audit", "bare@0.01", "full@soon"])
+@pytest.mark.parametrize(
+    "text", ["", "uv-full", "full-", "bare-audit", "bare@0.01", "full@soon", "bare+", "bare+1e3", "+5"]
+)
 def test_anything_else_is_refused_with_what_a_variant_is(text: str) -> None:
-    with pytest.raises(ValueError, match=r"bare, full, full-STAGE or full@SECONDS|in seconds"):
+    with pytest.raises(ValueError, match=r"bare, full, full-STAGE or full@SECONDS|in seconds|whole number"):
         Variant.parse(text)
 
 
