@@ -89,7 +89,8 @@ def register() -> None:
     def with_work() -> dict[str, StageType]:
         return {**listed(), NAME: STAGE}
 
-    app.stage_types = registry.stage_types = with_work
+    # The app imported the function by name: its own reference is replaced too.
+    app.stage_types = registry.stage_types = with_work  # type: ignore[attr-defined]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -49,7 +49,7 @@ def test_register_adds_the_stage_to_the_gateways_list() -> None:
     listed = registry.stage_types
     try:
         register()
-        assert NAME in app.stage_types() and NAME in registry.stage_types()
+        assert NAME in app.stage_types() and NAME in registry.stage_types()  # type: ignore[attr-defined]
         assert set(registry.stage_types()) - {NAME} == set(listed())
     finally:
-        app.stage_types = registry.stage_types = listed
+        app.stage_types = registry.stage_types = listed  # type: ignore[attr-defined]
