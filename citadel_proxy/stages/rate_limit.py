@@ -66,10 +66,6 @@ class RateLimitStage:
             caller = self._callers[principal.name] = Caller(principal, limits, f"key:{principal.name}")
         return caller
 
-    def limits_for(self, principal: Principal | None) -> Limits:
-        """The limits a request of `principal` (None: anonymous, counted per client IP) is held to."""
-        return self._anonymous if principal is None else self.caller(principal).limits
-
     async def __call__(self, ctx: Context, call_next: Handler) -> Reply:
         principal = ctx.principal
         if principal is None:
