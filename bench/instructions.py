@@ -25,6 +25,13 @@ size again.
     python -m bench.instructions --target uv-full --kind chat
     python -m bench.instructions --target uv-full --kind chat --drop-stage rate_limit
     python -m bench.instructions --target uv-full --kind chat --audit-linger-s 0.3
+
+`--cache-sim` has callgrind simulate the caches too (CACHE_SIM: first-level caches of 32 KiB and a last
+level of 1 MiB, one core's L2 on the machines this was measured on) and prints the requests' misses a
+request beside the instructions: where memory, rather than the count of instructions, sets what a
+request costs. Under callgrind the load's timers weigh more a request than at full speed, as above.
+
+    python -m bench.instructions --target uv-full --audit-linger-s 0.3 --cache-sim
 """
 
 from __future__ import annotations
@@ -59,6 +66,9 @@ SECTION_CONCURRENCY = 8
 # Under callgrind (some 170 chats a second) this gathers audit batches of about their size at full speed
 # (`audit.linger_s`, 10 ms, at some 5,000 chats a second): about fifty records.
 FULL_SPEED_LINGER_S = 0.3
+# callgrind's cache simulation (`--cache-sim`): 32 KiB first-level caches and a 1 MiB last level, the
+# per-core L1 and L2 of the machines it was first run on (their L3 is shared with other guests).
+CACHE_SIM = ("--cache-sim=yes", "--I1=32768,8,64", "--D1=32768,8,64", "--LL=1048576,16,64")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +80,9 @@ class Counted:
     seconds: float
     idle: int
     idle_seconds: float
+    # The requests' count of each event callgrind recorded (Ir, and with CACHE_SIM the misses), as
+    # counted: the idle worker's are not taken off.
+    events: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def per_request(self) -> float:
@@ -84,6 +97,28 @@ class Counted:
     def less_idle(self) -> float:
         """Per request, less the idle worker's instructions over the same time."""
         return (self.total - self.idle_per_s * self.seconds) / self.requests
+
+
+def events(text: str) -> dict[str, int]:
+    """Each event a callgrind output file counted (`events:` names them), from its totals or summary."""
+    names = re.search(r"^events:\s*(.+)$", text, re.MULTILINE)
+    for line in ("totals", "summary"):
+        found = re.search(rf"^{line}:\s*([\d ]+)$", text, re.MULTILINE)
+        if names is not None and found is not None:
+            return dict(zip(names[1].split(), map(int, found[1].split()), strict=False))
+    raise ValueError("no events with totals or a summary: not a callgrind output file")
+
+
+def misses_line(counted: Counted) -> str:
+    """A request's cache misses as `--cache-sim` counted them (first level, then last level)."""
+    per = {name: count / counted.requests for name, count in counted.events.items()}
+    last = per.get("ILmr", 0) + per.get("DLmr", 0) + per.get("DLmw", 0)
+    return (
+        f"cache misses a request: first level, instructions {per.get('I1mr', 0):,.0f}, data"
+        f" {per.get('D1mr', 0):,.0f} read / {per.get('D1mw', 0):,.0f} write; last level {last:,.0f}"
+        f" (instructions {per.get('ILmr', 0):,.0f}, data {per.get('DLmr', 0):,.0f} read /"
+        f" {per.get('DLmw', 0):,.0f} write)"
+    )
 
 
 def summary(text: str) -> int:
@@ -174,6 +209,7 @@ def count(
     drop_stage: str | None,
     keep: Path | None = None,
     audit_linger_s: float | None = None,
+    cache_sim: bool = False,
 ) -> Counted:
     """Instructions per request of `target` serving `requests` of `kind`."""
     path, stream = _KINDS[kind]
@@ -195,6 +231,7 @@ def count(
         out = workdir / "callgrind.out"
         binary = Path(sys.executable).with_name("citadel-proxy")
         argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=no"]
+        argv += CACHE_SIM if cache_sim else ()
         argv += [sys.executable, str(binary), "serve", "--config", str(config), "--bind", f"127.0.0.1:{port}"]
         server = Server(spec.name, [*argv, "--workers", "1"], port, workdir / "gateway.log")
         stack.callback(server.stop)
@@ -214,25 +251,25 @@ def count(
         started = time.monotonic()
         result = run(requests)
         seconds = time.monotonic() - started
-        total = _dump(pid, workdir, 1, keep)
+        counts = events(_dump(pid, workdir, 1, keep))
         if result.errors:
             raise SystemExit(f"bench.instructions: {result.errors} requests failed")
         idle_s = min(seconds, IDLE_MOST_S)
         subprocess.run(["callgrind_control", "--zero", pid], check=True, capture_output=True)
         time.sleep(idle_s)
-        idle = _dump(pid, workdir, 2, None)
-        return Counted(len(result.total), total, seconds, idle, idle_s)
+        idle = summary(_dump(pid, workdir, 2, None))
+        return Counted(len(result.total), counts["Ir"], seconds, idle, idle_s, counts)
 
 
-def _dump(pid: str, workdir: Path, nth: int, keep: Path | None) -> int:
-    """The instructions counted since the counters were zeroed: the worker's `nth` dump."""
+def _dump(pid: str, workdir: Path, nth: int, keep: Path | None) -> str:
+    """What callgrind counted since the counters were zeroed: the worker's `nth` dump, as written."""
     subprocess.run(["callgrind_control", "--dump", pid], check=True, capture_output=True)
     for _ in range(100):  # the dump is written by the worker: wait for it
         dumps = sorted(workdir.glob("callgrind.out.*"), key=lambda p: int(p.name.rsplit(".", 1)[1]))
         if len(dumps) >= nth:
             if keep is not None:
                 shutil.copyfile(dumps[nth - 1], keep)
-            return summary(dumps[nth - 1].read_text())
+            return dumps[nth - 1].read_text()
         time.sleep(0.1)
     raise SystemExit("bench.instructions: callgrind wrote no dump")
 
@@ -251,11 +288,12 @@ def main(argv: list[str] | None = None) -> None:
         metavar="S",
         help="uv-full: the audit writer's wait for a batch (0.3: batches of the full-speed size)",
     )
+    parser.add_argument("--cache-sim", action="store_true", help="simulate the caches too (CACHE_SIM)")
     args = parser.parse_args(argv)
     if missing := _no_valgrind():
         raise SystemExit(f"bench.instructions: {missing}")
     asked = (args.target, args.kind, args.requests, args.concurrency, args.drop_stage)
-    counted = count(*asked, args.keep, args.audit_linger_s)
+    counted = count(*asked, args.keep, args.audit_linger_s, args.cache_sim)
     dropped = f" without {args.drop_stage}" if args.drop_stage else ""
     if args.audit_linger_s is not None and args.target == FULL_NAME:
         dropped += f", audit linger {args.audit_linger_s:g} s"
@@ -265,6 +303,8 @@ def main(argv: list[str] | None = None) -> None:
         f" {counted.less_idle / 1000:.1f} K less the idle worker's"
         f" ({counted.idle_per_s / 1e6:.2f} M a second, {counted.seconds:.0f} s of requests)"
     )
+    if args.cache_sim:
+        print(misses_line(counted))
 
 
 if __name__ == "__main__":
