@@ -27,9 +27,9 @@ size again.
     python -m bench.instructions --target uv-full --kind chat --audit-linger-s 0.3
 
 `--cache-sim` has callgrind simulate the caches too (CACHE_SIM: first-level caches of 32 KiB and a last
-level of 1 MiB, one core's L2 on the machines this was measured on) and prints the requests' misses a
-request beside the instructions: where memory, rather than the count of instructions, sets what a
-request costs. Under callgrind the load's timers weigh more a request than at full speed, as above.
+level of 1 MiB, one core's L2 on the machines this was measured on) and prints a request's misses beside
+its instructions: where memory, rather than the count of instructions, sets what a request costs.
+Under callgrind the load's timers weigh more a request than at full speed, as above.
 
     python -m bench.instructions --target uv-full --audit-linger-s 0.3 --cache-sim
 """
@@ -100,13 +100,14 @@ class Counted:
 
 
 def events(text: str) -> dict[str, int]:
-    """Each event a callgrind output file counted (`events:` names them), from its totals or summary."""
+    """Each event a callgrind output file counted (`events:` names them), from its `totals:` line, else
+    its `summary:` line."""
     names = re.search(r"^events:\s*(.+)$", text, re.MULTILINE)
     for line in ("totals", "summary"):
         found = re.search(rf"^{line}:\s*([\d ]+)$", text, re.MULTILINE)
         if names is not None and found is not None:
             return dict(zip(names[1].split(), map(int, found[1].split()), strict=False))
-    raise ValueError("no events with totals or a summary: not a callgrind output file")
+    raise ValueError("no events with totals or summary lines: not a callgrind output file")
 
 
 def misses_line(counted: Counted) -> str:
@@ -122,13 +123,9 @@ def misses_line(counted: Counted) -> str:
 
 
 def summary(text: str) -> int:
-    """The instructions a callgrind output file counted: its `totals:` line (every cost the file holds,
-    what `callgrind_annotate` adds up), else its `summary:` line."""
-    for line in ("totals", "summary"):
-        found = re.search(rf"^{line}:\s*(\d+)", text, re.MULTILINE)
-        if found is not None:
-            return int(found[1])
-    raise ValueError("no totals or summary line: not a callgrind output file")
+    """The instructions a callgrind output file counted: from its `totals:` line (every cost the file
+    holds, what `callgrind_annotate` adds up), else its `summary:` line."""
+    return events(text)["Ir"]
 
 
 @dataclasses.dataclass(frozen=True)
