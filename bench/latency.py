@@ -253,12 +253,12 @@ def rows(runs: list[Run]) -> list[Row]:
     """Each cell, placement and target (but direct) over its rounds, against direct in the same round."""
     direct = {(r.cell, r.placement, r.round): r for r in runs if r.target == DIRECT}
     found = []
-    for cell, placement, target in dict.fromkeys((r.cell, r.placement, r.target) for r in runs):
+    measured = dict.fromkeys((r.cell, r.placement, r.target) for r in runs if r.target != DIRECT)
+    for cell, placement, target in measured:
         pairs = [
             (r, direct[(cell, placement, r.round)])
             for r in runs
             if (r.cell, r.placement, r.target) == (cell, placement, target)
-            and target != DIRECT
             and (cell, placement, r.round) in direct
         ]
         if not pairs:

@@ -157,7 +157,7 @@ def bare_pipelines(workdir: Path, keep: tuple[str, ...] = ("chunking", "cache"))
     `cache` stays so embeddings hits and misses mean something; chats without temperature 0 or a seed
     pass it by (only deterministic answers are cached).
     """
-    return _rewrite_pipelines(workdir / "pipelines", lambda spec: _keep_stages(spec, keep))
+    return rewrite_pipelines(workdir / "pipelines", lambda spec: _keep_stages(spec, keep))
 
 
 def full_pipelines(workdir: Path, without: str | None = None) -> Path:
@@ -169,18 +169,20 @@ def full_pipelines(workdir: Path, without: str | None = None) -> Path:
         if without is not None:
             spec["stages"] = [s for s in spec.get("stages") or [] if _stage_name(s) != without]
 
-    return _rewrite_pipelines(workdir / "pipelines-full", change)
+    return rewrite_pipelines(workdir / "pipelines-full", change)
 
 
-def _rewrite_pipelines(folder: Path, change: Callable[[Any], None]) -> Path:
+def rewrite_pipelines(folder: Path, change: Callable[[Any], None], source: Path = REPO / "pipelines") -> Path:
+    """Every pipeline file of `source` (the repository's), `change`d, written into `folder` (which may
+    be `source` itself: the files changed in place)."""
     from ruamel.yaml import YAML  # the gateway's own YAML library; imported only when a bench runs
 
     yaml = YAML()
     folder.mkdir(exist_ok=True)
-    for source in sorted((REPO / "pipelines").glob("*.yaml")):
-        spec = yaml.load(source)
+    for path in sorted(source.glob("*.yaml")):
+        spec = yaml.load(path)
         change(spec)
-        with (folder / source.name).open("w") as out:
+        with (folder / path.name).open("w") as out:
             yaml.dump(spec, out)
     return folder
 

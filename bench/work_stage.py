@@ -22,6 +22,7 @@ from typing import Annotated, Any
 
 from msgspec import Meta
 
+from bench.procs import rewrite_pipelines
 from citadel_proxy.pipeline.stage import Handler, StageSettings, StageType
 from citadel_proxy.pipeline.types import Context, Reply
 
@@ -69,14 +70,11 @@ STAGE = StageType(name=NAME, settings=WorkSettings, build=_build)
 
 def add_to_pipelines(folder: Path, units: int) -> None:
     """Put the stage first in every pipeline file in `folder`."""
-    from ruamel.yaml import YAML  # the gateway's own YAML library; imported only when a bench runs
 
-    yaml = YAML()
-    for path in sorted(folder.glob("*.yaml")):
-        spec = yaml.load(path)
+    def first(spec: Any) -> None:
         spec["stages"] = [{NAME: {"units": units}}, *(spec.get("stages") or [])]
-        with path.open("w") as out:
-            yaml.dump(spec, out)
+
+    rewrite_pipelines(folder, first, source=folder)
 
 
 def register() -> None:

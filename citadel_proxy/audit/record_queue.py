@@ -63,6 +63,7 @@ class RecordQueue:
         return [popleft() for _ in range(count)]
 
     def _wake(self) -> None:
+        """Wake the reader (called only while it waits)."""
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
