@@ -26,14 +26,12 @@ import asyncio
 import contextlib
 import json
 import math
-import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench import front, issue17, overload, report, routing, scale, tracing_cost
+from bench import front, issue17, machine, overload, report, routing, scale, tracing_cost
 from bench.bodies import BodyRun, measure_bodies
 from bench.loadgen import LoadProcess
 from bench.measure import Sample, measure, settle
@@ -287,7 +285,7 @@ def _print(
     print(
         f"\nCitadel proxy bench: medians of {rounds} interleaved round(s); times in ms; '+' = added vs direct"
     )
-    print(f"{os.cpu_count()} CPUs, Python {platform.python_version()}, took {elapsed_s:.0f} s\n")
+    print(f"{machine.describe().line()}, took {elapsed_s:.0f} s\n")
     print(report.table(found))
     for name, listed in checks.items():
         print(f"\nTargets (issue 3) on {name}:")
@@ -322,11 +320,7 @@ def _write_json(
     document: dict[str, object] = {
         "command": ["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)],
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": machine.describe().to_json(),
         "rounds": rounds,
         "budget": budget.__dict__,
         "rows": [row.__dict__ for row in found],

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import psutil
 
+from bench import machine
 from bench.cpus import OWN_CORE, own_core
 from bench.full import PG_PORT, REDIS
 from bench.loadgen import Job, LoadProcess
@@ -176,6 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     variants = parsed(parser, args.variants)
     runs, notes = measure(variants, args.concurrency, args.placement, args.rounds, args.requests)
+    print(machine.describe().line())
     print("\n".join(table(args.concurrency, args.placement, rows(runs))))
     for note in notes:
         print(f"note: {note}")

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import psutil
 
-from bench import latency, work_stage
+from bench import latency, machine, work_stage
 from bench.cpus import OWN_CORE, SHARED
 from bench.full import gateway_spec, with_audit_linger
 from bench.loadgen import LoadProcess
@@ -190,6 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     kind = next(k for k in latency.KINDS if k.name == args.kind)
     runs, notes = measure(variants, kind, args.concurrency, args.placement, args.rounds, args.seconds)
     cell = latency.cell_name(kind, args.concurrency)
+    print(machine.describe().line())
     print("\n".join(table(cell, args.placement, latency.rows(runs))))
     for note in notes:
         print(f"note: {note}")
