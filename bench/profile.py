@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import subprocess
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from bench.loadgen import LoadProcess
 from bench.scenarios import Budget, Scenario, Target, job_for
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -23,16 +27,28 @@ def profile(
 ) -> tuple[list[Entry], int]:
     """Sample `target` for `seconds` while `scenario` runs against it, py-spy's raw stacks written to
     `out`; entries sorted by own time."""
+    job = job_for(target, scenario, Budget(seconds + 1.0, 10**9, 0, 0))
+    entries, samples, _ = record(py_spy, target.server.popen.pid, seconds, out, lambda: load.run(job))
+    return entries, samples
+
+
+def record(
+    py_spy: str, pid: int, seconds: float, out: Path, run_load: Callable[[], T], rate: int | None = None
+) -> tuple[list[Entry], int, T]:
+    """Sample process `pid` for `seconds` while `run_load` runs (it should last a second longer, so that
+    every sample sees the process busy); py-spy's raw stacks written to `out`. The entries by own time,
+    the samples, and what `run_load` returned. `rate`: samples a second (py-spy's own default, 100)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    argv = [py_spy, "record", "--pid", str(target.server.popen.pid), "--duration", str(int(seconds))]
+    argv = [py_spy, "record", "--pid", str(pid), "--duration", str(int(seconds))]
     argv += ["--format", "raw", "--nolineno", "--nonblocking", "--output", str(out)]
+    if rate is not None:
+        argv += ["--rate", str(rate)]
     spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    # The load outlasts the sampling by a second so every sample sees the gateway busy.
-    load.run(job_for(target, scenario, Budget(seconds + 1.0, 10**9, 0, 0)))
+    loaded = run_load()
     _, err = spy.communicate(timeout=seconds + 30)
     if spy.returncode != 0 or not out.exists():
         raise RuntimeError(f"py-spy failed ({spy.returncode}): {err.decode(errors='replace')[-500:]}")
-    return collapse(out.read_text())
+    return (*collapse(out.read_text()), loaded)
 
 
 def collapse(text: str) -> tuple[list[Entry], int]:

@@ -15,22 +15,32 @@ every process where the scheduler puts it.
     python -m bench.stage_cpu full full-audit full-rate_limit full-auth full-metrics bare
     python -m bench.stage_cpu --concurrency 8 --placement shared full bare
     python -m bench.stage_cpu bare bare+100 bare+300 full
+    python -m bench.stage_cpu --py-spy 5 full bare
+
+With `--py-spy SECONDS`, after the rounds each variant's worker is sampled by py-spy for that long under
+the same load, and the functions whose own time a chat differs most between the first variant and the
+last are printed side by side (bench/own_time.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 
-from bench import machine
+from bench import machine, own_time
 from bench.cpus import OWN_CORE, own_core
 from bench.full import PG_PORT, REDIS
 from bench.loadgen import Job, LoadProcess
 from bench.measure import settle
+from bench.own_time import Profiled
+from bench.procs import find_tool
+from bench.profile import record
 from bench.scale import Gateway, Spread, log
 from bench.variants import Variant, arguments, parsed, start_all
 
@@ -38,6 +48,9 @@ _BODY = json.dumps(
     {"model": "phi3", "messages": [{"role": "user", "content": "Say something."}], "stream": False}
 ).encode()
 _WARM_UP = 3000
+# py-spy's samples a second: a chat is some 100 µs, so its default 100 leaves a function of a few µs
+# a handful of samples in a run.
+_PY_SPY_RATE = 1000
 
 
 @dataclass(frozen=True)
@@ -126,12 +139,15 @@ def table(concurrency: int, placement: str, found: Sequence[Row]) -> list[str]:
     return lines
 
 
+def _job(gateway: Gateway, concurrency: int, requests: int, seconds: float) -> Job:
+    port, headers = gateway.server.port, gateway.headers
+    return Job(port, "/v1/chat/completions", _BODY, concurrency, requests, seconds, headers=headers)
+
+
 def _run(load: LoadProcess, name: str, gateway: Gateway, concurrency: int, requests: int, round_: int) -> Run:
     server = gateway.server
     before = server.usage()
-    result = load.run(
-        Job(server.port, "/v1/chat/completions", _BODY, concurrency, requests, 900.0, headers=gateway.headers)
-    )
+    result = load.run(_job(gateway, concurrency, requests, 900.0))
     after = server.usage()
     return Run(
         name,
@@ -145,10 +161,34 @@ def _run(load: LoadProcess, name: str, gateway: Gateway, concurrency: int, reque
     )
 
 
+def _sampled(
+    load: LoadProcess, py_spy: str, name: str, gateway: Gateway, concurrency: int, seconds: float, out: Path
+) -> Profiled:
+    """`name`'s worker sampled by py-spy for `seconds` under the rounds' load."""
+    server = gateway.server
+    before = server.usage()
+    # The load outlasts the sampling by a second: every sample sees the worker busy.
+    job = _job(gateway, concurrency, 10**9, seconds + 1.0)
+    pid = server.popen.pid
+    entries, samples, result = record(py_spy, pid, seconds, out, lambda: load.run(job), rate=_PY_SPY_RATE)
+    used, chats = server.usage().cpu_s - before.cpu_s, len(result.total)
+    return Profiled.of(name, entries, samples, used * 1e6 / chats if chats else float("nan"))
+
+
 def measure(
-    variants: Sequence[Variant], concurrency: int, placement: str, rounds: int, requests: int
-) -> tuple[list[Run], list[str]]:
+    variants: Sequence[Variant],
+    concurrency: int,
+    placement: str,
+    rounds: int,
+    requests: int,
+    py_spy_s: float | None = None,
+) -> tuple[list[Run], list[Profiled], list[str]]:
+    """The rounds' runs; with `py_spy_s`, each variant sampled by py-spy afterwards (`own_time`)."""
+    py_spy = find_tool("py-spy") if py_spy_s else None
+    if py_spy_s and py_spy is None:
+        raise SystemExit("bench.stage_cpu: --py-spy needs py-spy (make .venv/.bench-stamp installs it)")
     runs: list[Run] = []
+    profiled: list[Profiled] = []
     with contextlib.ExitStack() as stack:
         fake, gateways, notes = start_all(stack, variants, "stage_cpu")
         load = LoadProcess()
@@ -168,17 +208,36 @@ def measure(
                 runs.append(run)
                 cpu = run.per_request_us(run.user_s + run.system_s)
                 log(f"stage_cpu: round {round_}/{rounds} {name:20} {cpu:7.1f} us a chat")
-    return runs, sorted(set(notes))
+        if py_spy is not None and py_spy_s:
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="citadel-bench-py-spy-")))
+            for variant, (name, gateway) in enumerate(order):
+                settle(0.3)
+                log(f"stage_cpu: py-spy on {name} for {py_spy_s:g} s")
+                out = folder / f"{variant}.txt"
+                profiled.append(_sampled(load, py_spy, name, gateway, concurrency, py_spy_s, out))
+    return runs, profiled, sorted(set(notes))
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = arguments("python -m bench.stage_cpu", __doc__, concurrency=32, rounds=3)
     parser.add_argument("--requests", type=int, default=15_000, help="per run")
+    parser.add_argument(
+        "--py-spy",
+        type=float,
+        metavar="SECONDS",
+        help="then sample each variant's worker this long (own_time)",
+    )
     args = parser.parse_args(argv)
+    if args.py_spy is not None and args.py_spy < 1:
+        parser.error("--py-spy samples for whole seconds, at least 1")
     variants = parsed(parser, args.variants)
-    runs, notes = measure(variants, args.concurrency, args.placement, args.rounds, args.requests)
+    runs, profiled, notes = measure(
+        variants, args.concurrency, args.placement, args.rounds, args.requests, args.py_spy
+    )
     print(machine.describe().line())
     print("\n".join(table(args.concurrency, args.placement, rows(runs))))
+    if profiled:
+        print("\n".join(own_time.table(profiled)))
     for note in notes:
         print(f"note: {note}")
 
