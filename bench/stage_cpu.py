@@ -162,7 +162,7 @@ def _run(load: LoadProcess, name: str, gateway: Gateway, concurrency: int, reque
 
 
 def _sampled(
-    load: LoadProcess, py_spy: str, name: str, gateway: Gateway, concurrency: int, seconds: float, out: Path
+    load: LoadProcess, py_spy: str, name: str, gateway: Gateway, concurrency: int, seconds: int, out: Path
 ) -> Profiled:
     """`name`'s worker sampled by py-spy for `seconds` under the rounds' load."""
     server = gateway.server
@@ -181,7 +181,7 @@ def measure(
     placement: str,
     rounds: int,
     requests: int,
-    py_spy_s: float | None = None,
+    py_spy_s: int | None = None,
 ) -> tuple[list[Run], list[Profiled], list[str]]:
     """The rounds' runs; with `py_spy_s`, each variant sampled by py-spy afterwards (`own_time`)."""
     py_spy = find_tool("py-spy") if py_spy_s else None
@@ -210,10 +210,10 @@ def measure(
                 log(f"stage_cpu: round {round_}/{rounds} {name:20} {cpu:7.1f} us a chat")
         if py_spy is not None and py_spy_s:
             folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="citadel-bench-py-spy-")))
-            for variant, (name, gateway) in enumerate(order):
+            for index, (name, gateway) in enumerate(order):
                 settle(0.3)
-                log(f"stage_cpu: py-spy on {name} for {py_spy_s:g} s")
-                out = folder / f"{variant}.txt"
+                log(f"stage_cpu: py-spy on {name} for {py_spy_s} s")
+                out = folder / f"{index}.txt"
                 profiled.append(_sampled(load, py_spy, name, gateway, concurrency, py_spy_s, out))
     return runs, profiled, sorted(set(notes))
 
@@ -223,13 +223,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=15_000, help="per run")
     parser.add_argument(
         "--py-spy",
-        type=float,
+        type=int,
         metavar="SECONDS",
-        help="then sample each variant's worker this long (own_time)",
+        help="then sample each variant's worker this many seconds (own_time)",
     )
     args = parser.parse_args(argv)
     if args.py_spy is not None and args.py_spy < 1:
-        parser.error("--py-spy samples for whole seconds, at least 1")
+        parser.error("--py-spy samples for at least a second")
     variants = parsed(parser, args.variants)
     runs, profiled, notes = measure(
         variants, args.concurrency, args.placement, args.rounds, args.requests, args.py_spy

@@ -79,7 +79,10 @@ def test_record_without_a_rate_leaves_py_spys_own(tmp_path: Path) -> None:
     assert "--rate" not in (tmp_path / "bare.txt.argv").read_text().split()
 
 
-def test_stage_cpu_samples_whole_seconds_only(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(("given", "said"), [("0", "at least a second"), ("0.5", "invalid int value")])
+def test_stage_cpu_samples_whole_seconds_only(
+    given: str, said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit):
-        main(["--py-spy", "0.5", "full", "bare"])
-    assert "--py-spy samples for whole seconds" in capsys.readouterr().err
+        main(["--py-spy", given, "full", "bare"])
+    assert said in capsys.readouterr().err
