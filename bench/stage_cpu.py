@@ -144,10 +144,19 @@ def _job(gateway: Gateway, concurrency: int, requests: int, seconds: float) -> J
     return Job(port, "/v1/chat/completions", _BODY, concurrency, requests, seconds, headers=headers)
 
 
-def _run(load: LoadProcess, name: str, gateway: Gateway, concurrency: int, requests: int, round_: int) -> Run:
+def _run(
+    load: LoadProcess,
+    name: str,
+    gateway: Gateway,
+    concurrency: int,
+    requests: int,
+    round_: int,
+    seconds: float = 900.0,
+) -> Run:
+    """`requests` chats (or as many as `seconds` allow) and what the worker spent on them."""
     server = gateway.server
     before = server.usage()
-    result = load.run(_job(gateway, concurrency, requests, 900.0))
+    result = load.run(_job(gateway, concurrency, requests, seconds))
     after = server.usage()
     return Run(
         name,
@@ -165,14 +174,14 @@ def _sampled(
     load: LoadProcess, py_spy: str, name: str, gateway: Gateway, concurrency: int, seconds: int, out: Path
 ) -> Profiled:
     """`name`'s worker sampled by py-spy for `seconds` under the rounds' load."""
-    server = gateway.server
-    before = server.usage()
+
     # The load outlasts the sampling by a second: every sample sees the worker busy.
-    job = _job(gateway, concurrency, 10**9, seconds + 1.0)
-    pid = server.popen.pid
-    entries, samples, result = record(py_spy, pid, seconds, out, lambda: load.run(job), rate=_PY_SPY_RATE)
-    used, chats = server.usage().cpu_s - before.cpu_s, len(result.total)
-    return Profiled.of(name, entries, samples, used * 1e6 / chats if chats else float("nan"))
+    def run() -> Run:
+        return _run(load, name, gateway, concurrency, 10**9, 0, seconds + 1.0)
+
+    pid = gateway.server.popen.pid
+    entries, samples, sampled = record(py_spy, pid, seconds, out, run, rate=_PY_SPY_RATE)
+    return Profiled.of(name, entries, samples, sampled.per_request_us(sampled.user_s + sampled.system_s))
 
 
 def measure(
