@@ -7,34 +7,37 @@ CSPRNG output all the same (os.urandom), handed out once each: conversation ids 
 
 from __future__ import annotations
 
+import io
 import os
-import threading
 
 _PAGE = 4096
 
 
 class _Pool:
     """os.urandom's bytes, read _PAGE at a time. Process-wide like the kernel's own generator: it holds
-    no application state, and a forked child starts with an empty pool (no id is minted twice)."""
+    no application state, and a forked child starts with an empty pool (no id is minted twice).
 
-    __slots__ = ("_at", "_bytes", "_lock")
+    The page is a BytesIO: its read() hands out the next bytes and moves past them in one C call, which
+    no other thread can interleave with (a lock around the same steps in Python cost three times as much
+    as the whole take). Threads that find the page used up at once each read from a fresh page of their
+    own; the tail left of the old one is never handed out.
+    """
+
+    __slots__ = ("_page",)
 
     def __init__(self) -> None:
         self.reset()
 
     def reset(self) -> None:
-        """Empty, with a fresh lock (a child forked while another thread held the old one)."""
-        self._lock = threading.Lock()  # ids are minted on the loop, but a thread must not share bytes
-        self._bytes, self._at = b"", 0
+        self._page = io.BytesIO()
 
     def take(self, count: int) -> bytes:
-        with self._lock:
-            at = self._at
-            end = at + count
-            if end > len(self._bytes):
-                self._bytes, at, end = os.urandom(max(_PAGE, count)), 0, count
-            self._at = end
-            return self._bytes[at:end]
+        taken = self._page.read(count)
+        if len(taken) < count:
+            page = io.BytesIO(os.urandom(max(_PAGE, count)))
+            taken = page.read(count)
+            self._page = page
+        return taken
 
 
 _pool = _Pool()
