@@ -115,19 +115,21 @@ def _row(encoded: bytes) -> bytes:
     return encoded
 
 
-def encode_batch(encoded: Sequence[bytes]) -> Jsonb:
+def encode_batch(encoded: Sequence[bytes], *, escaped: bool = False) -> Jsonb:
     """The batch as one jsonb parameter, handed to psycopg as bytes (never decoded to str and back).
 
-    One join makes the array: a batch is up to megabytes, and every further copy of it (brackets added
-    by concatenation, a binary-format header) cost as much as scanning its rows for NUL.
+    As the records are: PostgreSQL refuses a batch holding a NUL (`UntranslatableCharacter`), and
+    `PostgresStore.insert` sends such a batch again `escaped` (each record holding a NUL, `_row`). A
+    NUL is rare; scanning every record for one cost as much as the rest of the batch's making.
+    One join makes the array, its brackets joined to the first and last record: a batch is up to
+    megabytes, and every further copy of it (brackets added by concatenation) cost as much again.
     """
-    parts = [b"["]
-    for row in map(_row, encoded):
-        parts += (row, b",")
-    if len(parts) > 1:
-        parts.pop()  # the last comma
-    parts.append(b"]")
-    return Jsonb(b"".join(parts), dumps=_as_is)
+    rows = list(map(_row, encoded)) if escaped else list(encoded)
+    if not rows:
+        return Jsonb(b"[]", dumps=_as_is)
+    rows[0] = b"[" + rows[0]
+    rows[-1] += b"]"
+    return Jsonb(b",".join(rows), dumps=_as_is)
 
 
 def _as_is(payload: bytes) -> bytes:
@@ -163,17 +165,12 @@ class PostgresStore:
             # a cancel from this side can be lost (sent while the batch is still being sent), and a batch
             # that commits after its writer gave up keeps a backend busy and is counted as failed.
             async with asyncio.timeout(self._timeout_s), self._connection(sum(map(len, encoded))) as conn:
-                if exchanges and refusals:
-                    # Both or neither, in one round trip.
-                    async with conn.pipeline(), conn.transaction():
-                        await conn.execute(_INSERT, (encode_batch(exchanges),))
-                        await conn.execute(INSERT_REFUSALS, (encode_batch(refusals),))
-                elif refusals:
-                    await conn.execute(INSERT_REFUSALS, (encode_batch(refusals),))
-                else:
-                    # One statement is atomic by itself (autocommit). An empty batch is sent too: one
-                    # round trip that stores nothing, to learn whether the store takes writes.
-                    await conn.execute(_INSERT, (encode_batch(exchanges),))
+                try:
+                    await self._execute(conn, exchanges, refusals, escaped=False)
+                except psycopg.errors.UntranslatableCharacter:
+                    # A NUL somewhere (jsonb holds none): the records that hold one, escaped (`_row`).
+                    # Nothing of the first try was stored: it was one statement, or one transaction.
+                    await self._execute(conn, exchanges, refusals, escaped=True)
         except (psycopg.DataError, psycopg.IntegrityError) as exc:
             raise StoreRejected(f"PostgreSQL refused audit records: {reason(exc)}") from exc
         except (TimeoutError, psycopg.errors.QueryCanceled) as exc:
@@ -182,6 +179,22 @@ class PostgresStore:
         except (psycopg.Error, OSError) as exc:
             # Down, unreachable, not migrated, missing privileges: all fixable, so keep and retry.
             raise StoreUnavailable(f"PostgreSQL cannot store audit records now: {reason(exc)}") from exc
+
+    @staticmethod
+    async def _execute(
+        conn: psycopg.AsyncConnection[Any], exchanges: list[bytes], refusals: list[bytes], *, escaped: bool
+    ) -> None:
+        if exchanges and refusals:
+            # Both or neither, in one round trip.
+            async with conn.pipeline(), conn.transaction():
+                await conn.execute(_INSERT, (encode_batch(exchanges, escaped=escaped),))
+                await conn.execute(INSERT_REFUSALS, (encode_batch(refusals, escaped=escaped),))
+        elif refusals:
+            await conn.execute(INSERT_REFUSALS, (encode_batch(refusals, escaped=escaped),))
+        else:
+            # One statement is atomic by itself (autocommit). An empty batch is sent too: one round
+            # trip that stores nothing, to learn whether the store takes writes.
+            await conn.execute(_INSERT, (encode_batch(exchanges, escaped=escaped),))
 
     @contextlib.asynccontextmanager
     async def _connection(self, batch_bytes: int) -> AsyncIterator[psycopg.AsyncConnection[Any]]:

@@ -19,6 +19,7 @@ from citadel_proxy.audit import AuditOptions, AuditSink, open_audit
 from citadel_proxy.audit.errors import StoreRejected, StoreUnavailable
 from citadel_proxy.audit.ports import AuditStore
 from citadel_proxy.audit.records import AuditMessage, AuditRecord, encode_record, new_id
+from citadel_proxy.audit.refusals import RefusalRecord, encode_refusal
 from citadel_proxy.audit.service import open_pool
 from citadel_proxy.audit.sqlite_file import SqliteFile, sqlite_path
 from citadel_proxy.audit.sqlite_store import SqliteStore
@@ -184,6 +185,22 @@ async def bare_store(config: Config) -> AsyncIterator[AuditStore]:
         yield store
     finally:
         await file.close()
+
+
+async def test_one_batch_with_a_nul_stores_every_record_and_escapes_only_that_one(migrated: Config) -> None:
+    # The batch is sent as it is first; PostgreSQL refuses the NUL, and the same batch goes again with
+    # that record escaped: nothing set aside, the clean record and the refusal stored as they were.
+    clean, holding = record(1), msgspec.structs.replace(record(2), request={"text": "a\x00b"})
+    refused = RefusalRecord(
+        id=new_id(), first_at=clean.time, last_at=clean.time, count=3, client="10.0.0.1\x00",
+        route="/v1/chat/completions", status=401, reason="invalid_api_key",
+    )  # fmt: skip
+    async with bare_store(migrated) as store:
+        await store.insert([encode_record(clean), encode_record(holding), encode_refusal(refused)])
+    stored = fetch(migrated, "SELECT id::text, nul_escaped, request FROM audit_requests ORDER BY created_at")
+    assert stored == [(clean.id, False, {"n": 1}), (holding.id, True, {"text": "a\\0b"})]
+    assert unescape_nul(stored[1][2]) == {"text": "a\x00b"}
+    assert fetch(migrated, "SELECT count, client_addr FROM audit_refusals") == [(3, "10.0.0.1\\0")]
 
 
 async def test_batches_are_idempotent(any_store: Config) -> None:
