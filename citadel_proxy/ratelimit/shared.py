@@ -25,6 +25,7 @@ import asyncio
 import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from time import monotonic
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -120,11 +121,11 @@ class Lease:
 
     limits: Limits
     slots: int
-    ends_at: float  # the loop's clock
+    ends_at: float  # time.monotonic()
     requests: float
     tokens: float
     renew_at: int  # slots left when more are asked for ahead (0: not ahead, once it has run out)
-    since: float  # the loop's clock at the grant, or when the last renewal was asked for
+    since: float  # time.monotonic() at the grant, or when the last renewal was asked for
     taken: int = 0  # slots used since then: with `since`, the rate the next renewal is sized by
 
     @classmethod
@@ -160,7 +161,7 @@ class RedisLimiter:
     _leases: dict[str, Lease] = field(default_factory=dict)
     # identity -> the limits and the task of its lease request in flight.
     _asking: dict[str, tuple[Limits, asyncio.Task[Decision | bool]]] = field(default_factory=dict)
-    # identity -> (limits, tokens owed, when the oldest of them was owed: the loop's clock)
+    # identity -> (limits, tokens owed, when the oldest of them was owed: time.monotonic())
     _owed: dict[str, tuple[Limits, int, float]] = field(default_factory=dict)
     _circuit: Circuit = field(init=False)
     _pending: set[asyncio.Task[None]] = field(default_factory=set)
@@ -176,16 +177,17 @@ class RedisLimiter:
         """A slot of the identity's lease, when it holds one that serves `limits`; else None."""
         lease = self._leases.get(identity)
         if lease is not None:
-            now = asyncio.get_running_loop().time()
+            # Leases keep time.monotonic(), not the loop's clock: on Python 3.11 each
+            # asyncio.get_running_loop() is a getpid() system call, and this runs for every request.
+            now = monotonic()
             if lease.serves(limits, now):
                 return self._use(identity, lease, now)
         return None
 
     async def acquire(self, identity: str, limits: Limits) -> Decision:
-        loop = asyncio.get_running_loop()
         want = lease_size(limits, self.max_lease)
         while True:
-            lease, now = self._leases.get(identity), loop.time()
+            lease, now = self._leases.get(identity), monotonic()
             if lease is not None and lease.serves(limits, now):
                 return self._use(identity, lease, now)
             asking = self._asking.get(identity)
@@ -226,8 +228,7 @@ class RedisLimiter:
             if granted < 1 or want == 1:
                 return decision(limits, granted >= 1, requests, tokens, retry_ms, "redis")
             # The level counts every granted slot as used: each is counted off as it is taken.
-            loop = asyncio.get_running_loop()
-            now = loop.time()
+            now = monotonic()
             ends_at = now + self.lease_s
             if renewing is None:
                 self._leases[identity] = Lease.granted(limits, granted, now, ends_at, requests, tokens)
@@ -239,7 +240,7 @@ class RedisLimiter:
             else:
                 # The lease ended while its renewal was on its way (its slots went back): these go too.
                 self._track(self._send(identity, limits, 0, granted))
-            self._flush_later(loop)
+            self._flush_later()
             return True
         finally:
             if want > 1:
@@ -306,22 +307,20 @@ class RedisLimiter:
         if owed is not None:
             self._owed[identity] = (limits, owed[1] + tokens, owed[2])
             return
-        loop = asyncio.get_running_loop()
-        self._owed[identity] = (limits, tokens, loop.time())
-        self._flush_later(loop)
+        self._owed[identity] = (limits, tokens, monotonic())
+        self._flush_later()
 
-    def _flush_later(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _flush_later(self) -> None:
         if self._flusher is None:
-            self._flusher = loop.call_later(self.flush_after_s, self._flush_due)
+            self._flusher = asyncio.get_running_loop().call_later(self.flush_after_s, self._flush_due)
 
     def _flush_due(self) -> None:
         """Send the charges no acquire carried within flush_after_s and give back the slots of leases
         that ended; wait again for the others."""
         self._flusher = None
-        loop = asyncio.get_running_loop()
-        self._release(loop.time())
+        self._release(monotonic())
         if self._owed or self._leases:
-            self._flusher = loop.call_later(self.flush_after_s, self._flush_due)
+            self._flusher = asyncio.get_running_loop().call_later(self.flush_after_s, self._flush_due)
 
     def _release(self, now: float | None) -> None:
         """Start sending what is due at `now` (None: everything): owed tokens and unused lease slots."""
