@@ -61,6 +61,9 @@ def admission(stages: Sequence[Stage]) -> Admit | None:
     admissions = [stage for stage in stages if isinstance(stage, Admission)]
     if not admissions:
         return None
+    if len(admissions) == 1:
+        # The usual pipeline (one auth stage): its own admit, not a coroutine around it per request.
+        return admissions[0].admit
 
     async def admit(headers: Mapping[str, str]) -> Principal | None:
         principal = None

@@ -51,3 +51,12 @@ async def test_a_refusal_stops_the_step() -> None:
     with pytest.raises(errors.AuthenticationFailed):
         await admit({"x-refuse": "1"})
     assert seen == ["a"]
+
+
+async def test_a_single_admission_is_that_stages_own_step() -> None:
+    seen: list[str] = []
+    stage = Admitting("a", seen)
+    admit = admission([Passing(), stage])
+    assert admit == stage.admit  # no step wrapped around it
+    principal = await admit({})
+    assert principal is not None and principal.name == "a" and seen == ["a"]
