@@ -120,7 +120,7 @@ def encode_batch(encoded: Sequence[bytes], *, escaped: bool = False) -> Jsonb:
 
     As the records are: PostgreSQL refuses a batch holding a NUL (`UntranslatableCharacter`), and
     `PostgresStore.insert` sends such a batch again `escaped` (each record holding a NUL, `_row`). A
-    NUL is rare; scanning every record for one cost as much as the rest of the batch's making.
+    NUL is rare; scanning every record for one cost more than the rest of the batch's making.
     One join makes the array, its brackets joined to the first and last record: a batch is up to
     megabytes, and every further copy of it (brackets added by concatenation) cost as much again.
     """
