@@ -9,6 +9,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from starlette.datastructures import Headers
 
 from citadel_proxy.audit import AuditOptions, AuditRecord, open_audit
 from citadel_proxy.audit.content import ContentPolicy
@@ -17,7 +18,7 @@ from citadel_proxy.openai.translate import chat_to_request
 from citadel_proxy.openai.wire import ChatRequest
 from citadel_proxy.pipeline.request import InferenceRequest, Message
 from citadel_proxy.pipeline.types import Completion, Context, Delta, Reply
-from citadel_proxy.stages.audit import STAGE, AuditSettings
+from citadel_proxy.stages.audit import STAGE, AuditSettings, given_conversation
 from tests.audit.conftest import (
     FakeStream,
     chat_context,
@@ -171,6 +172,19 @@ async def test_conversation_header_kept_or_refused(tmp_path: Path) -> None:
     records = log_records(tmp_path)
     assert [r.status for r in records] == [200, 400]
     assert records[1].error_code == "invalid_request"
+
+
+def test_the_conversation_header_as_a_client_sends_it() -> None:
+    # Found among the raw headers whatever its case, stripped; a blank one is none; the first of two.
+    ctx = chat_context("hi")
+    assert given_conversation(ctx) is None
+    ctx.headers = Headers(
+        raw=[(b"host", b"gw"), (b"x-conversation-id", b"  chat-1 "), (b"x-conversation-id", b"b")]
+    )
+    assert given_conversation(ctx) == "chat-1"
+    ctx.headers = Headers(raw=[(b"x-conversation-id", b"   ")])
+    assert given_conversation(ctx) is None
+    assert given_conversation(chat_context("hi", headers={"X-CONVERSATION-ID": "Ab:1"})) == "Ab:1"
 
 
 async def test_completion_route_prompt(tmp_path: Path) -> None:
