@@ -18,9 +18,9 @@ class _Pool:
     no application state, and a forked child starts with an empty pool (no id is minted twice).
 
     The page is a BytesIO: its read() hands out the next bytes and moves past them in one C call, which
-    no other thread can interleave with (a lock around the same steps in Python cost three times as much
-    as the whole take). Threads that find the page used up at once each read from a fresh page of their
-    own; the tail left of the old one is never handed out.
+    no other thread can interleave with, where a lock around the same steps in Python cost more than the
+    system call the pool saves (README, "A fifth machine"). Threads that find the page used up at once
+    each read from a fresh page of their own; the tail left of the old one is never handed out.
     """
 
     __slots__ = ("_page",)
