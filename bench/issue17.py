@@ -46,9 +46,11 @@ def _latency(quick: bool, rounds: int, notes: list[str], target: str) -> Section
     runs, rows = latency.measure(quick, rounds, notes, target)
     listed = latency.checks(rows, target)
     plan = latency.QUICK_PLAN if quick else latency.FULL_PLAN
+    floor = latency.floor_for(target)
+    beside = "" if floor is None else f", and {floor} (no stage) as its floor"
     lines = [
-        f"Latency against concurrency (issue 17): {target} minus direct, the same cell in the same round;"
-        f" medians of {rounds} round(s) (min..max); ms",
+        f"Latency against concurrency (issue 17): {target}{beside}, minus direct, the same cell in the same"
+        f" round; medians of {rounds} round(s) (min..max); ms",
         f"chat: non-streaming, answered after 60 ms; voice: 50 ms to the first token, 64 tokens 10 ms apart;"
         f" a cell runs long enough for {plan.samples} answers, within {plan.least_s:g}-{plan.most_s:g} s;"
         f" n/round = the answers each p99 rests on (under 100: the p99 is about the largest)",

@@ -13,6 +13,10 @@ from its waits for a core that another process holds. A cell runs long enough fo
 that fits between the least and the most seconds a cell may take; at c1 a voice stream takes 690 ms, so
 there its p99 rests on a handful of answers (the table says how many: under 100, a p99 is the largest or
 nearly).
+
+The bare gateway (uv-1w: the same server and pipeline core with no stage) runs beside uv-full in every
+cell and round as its floor: what the machine itself leaves of the targets. Where uv-1w misses a target
+too, no cut in the stages can meet it on that machine (README, Performance).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from bench.loadgen import Job, LoadProcess, Result
 from bench.measure import percentile, settle
 from bench.procs import Server
 from bench.report import Check
-from bench.scale import FULL_NAME, Gateway, Spread, log, start_fake_for, start_gateways
+from bench.scale import BARE_NAME, FULL_NAME, Gateway, Spread, log, start_fake_for, start_gateways
 from bench.scenarios import SSE_TOKEN
 
 CONCURRENCY = (1, 4, 16, 64, 256)
@@ -210,25 +214,34 @@ class Cells:
         return found
 
 
+def floor_for(gateway_name: str) -> str | None:
+    """The gateway measured beside `gateway_name` as its floor: uv-1w beside uv-full, none beside uv-1w."""
+    return BARE_NAME if gateway_name == FULL_NAME else None
+
+
 def measure(
     quick: bool, rounds: int, notes: list[str], gateway_name: str = FULL_NAME
 ) -> tuple[list[Run], list[Row]]:
-    """`gateway_name`: uv-full (the issue's), or uv-1w to see what the stages add."""
+    """`gateway_name`: uv-full (the issue's, with uv-1w beside it as its floor), or uv-1w alone."""
     plan = QUICK_PLAN if quick else FULL_PLAN
     runs: list[Run] = []
+    floor = floor_for(gateway_name)
+    names = [gateway_name] if floor is None else [gateway_name, floor]
     with contextlib.ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="citadel-bench-latency-")))
-        log(f"latency: starting a fake Ollama and {gateway_name}")
+        log(f"latency: starting a fake Ollama and {', '.join(names)}")
         fake = start_fake_for(stack, workdir, "fake-latency")
-        gateways = start_gateways(stack, workdir, [gateway_name], fake.port, 256, notes, "-latency")
+        gateways = start_gateways(stack, workdir, names, fake.port, 256, notes, "-latency")
         gateway = gateways.get(gateway_name)
         if gateway is None:
             notes.append(f"latency: no {gateway_name} (PostgreSQL or Redis missing): scenario skipped")
             return [], []
         load = LoadProcess()
         stack.callback(load.close)
-        targets: list[Target] = [(DIRECT, fake, None), (gateway_name, gateway.server, gateway)]
-        cells = Cells(load, targets, [gateway.server], [psutil.Process(load.process.pid), *fake.processes()])
+        targets: list[Target] = [(DIRECT, fake, None)]
+        targets += [(name, gateways[name].server, gateways[name]) for name in names if name in gateways]
+        servers = [target[1] for target in targets[1:]]
+        cells = Cells(load, targets, servers, [psutil.Process(load.process.pid), *fake.processes()])
         cells.warm(KINDS, CONCURRENCY[-1])
         placed_as = placements()
         for round_ in range(1, rounds + 1):
@@ -284,19 +297,31 @@ def rows(runs: list[Run]) -> list[Row]:
                 gateway_cpu_percent=Spread.of(g.cpu_percent for g, _ in pairs),
             )
         )
-    return sorted(found, key=lambda r: r.placement != SHARED)
+    # The gateway under test before its floor (uv-1w), each placement apart.
+    return sorted(found, key=lambda r: (r.placement != SHARED, r.target == BARE_NAME))
 
 
 def checks(found: list[Row], target: str = FULL_NAME) -> list[Check]:
     """Both targets for each placement measured: every CPU shared, and the gateway on a core of its own.
-    `target`: the gateway measured (the issue's targets are uv-full's; uv-1w's say what the stages add)."""
+    `target`: the gateway measured (the issue's targets are uv-full's; uv-1w's say what the stages add).
+    Then the same targets for the floor measured beside it (`floor_for`), where its rows are there: a
+    miss on that line is the machine's, not the stages'."""
+    listed = _checks_of([r for r in found if r.target == target], target, "")
+    floor = floor_for(target)
+    if floor is not None:
+        listed += _checks_of(
+            [r for r in found if r.target == floor], floor, f" ({floor}: no stage, the floor)"
+        )
+    return listed
 
+
+def _checks_of(found: list[Row], target: str, named: str) -> list[Check]:
     def worst(rows_: list[Row]) -> tuple[float | None, str]:
         kept = [r for r in rows_ if r.added_ttft_p99_ms.median == r.added_ttft_p99_ms.median]
         if not kept:
             return None, "nothing measured"
         row = max(kept, key=lambda r: r.added_ttft_p99_ms.median)
-        return row.added_ttft_p99_ms.median, f"{target}, worst cell {row.cell}, median of rounds"
+        return row.added_ttft_p99_ms.median, f"{target}, worst cell {row.cell}, median of rounds{named}"
 
     listed = []
     for placement in dict.fromkeys(r.placement for r in found):
@@ -305,7 +330,7 @@ def checks(found: list[Row], target: str = FULL_NAME) -> list[Check]:
         high = [r for r in placed if int(r.cell.rsplit("c", 1)[1]) > 64]
         up_to, where_low = worst(low)
         at, where_high = worst(high)
-        where = "" if placement == SHARED else f", {OWN_CORE}"
+        where = ("" if placement == SHARED else f", {OWN_CORE}") + ("" if not named else f", {target}")
         listed += [
             Check(f"added TTFT p99, c1 to c64{where}", up_to, TTFT_P99_UP_TO_C64_MS, False, "ms", where_low),
             Check(f"added TTFT p99, c256{where}", at, TTFT_P99_C256_MS, False, "ms", where_high),
@@ -315,13 +340,14 @@ def checks(found: list[Row], target: str = FULL_NAME) -> list[Check]:
 
 def table(found: list[Row]) -> list[str]:
     heads = ("added ttft p50", "added ttft p99", "added total p50", "added total p99")
-    head = f"{'cell':10} {'cpus':8} {'n/round':>7} {'direct ttft p50':>15} "
+    head = f"{'cell':10} {'cpus':8} {'target':7} {'n/round':>7} {'direct ttft p50':>15} "
     head += " ".join(f"{h:>25}" for h in heads) + f" {'gw cpu %':>12} {'errors':>6}"
     lines = [head, "-" * len(head)]
     for r in found:
         added = (r.added_ttft_p50_ms, r.added_ttft_p99_ms, r.added_total_p50_ms, r.added_total_p99_ms)
         lines.append(
-            f"{r.cell:10} {r.placement:8} {r.answers_per_round:7d} {r.direct_ttft_p50_ms.median:15.2f} "
+            f"{r.cell:10} {r.placement:8} {r.target:7} {r.answers_per_round:7d}"
+            f" {r.direct_ttft_p50_ms.median:15.2f} "
             + " ".join(f"{a.text():>25}" for a in added)
             + f" {r.gateway_cpu_percent.text(sign=False, digits=0):>12} {r.errors:6d}"
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import resource
+from dataclasses import replace
 
 import pytest
 
@@ -119,7 +120,33 @@ def test_latency_keeps_each_placement_to_its_own_direct_runs_and_checks() -> Non
     ]
     assert listed[0].where.startswith("uv-full, worst cell chat c64")
     # The bare gateway measured instead (--latency-target uv-1w): its lines say so.
-    assert latency.checks(found, "uv-1w")[0].where.startswith("uv-1w, worst cell chat c64")
+    bare = latency.rows([replace(r, target="uv-1w") if r.target == "uv-full" else r for r in runs])
+    assert latency.checks(bare, "uv-1w")[0].where.startswith("uv-1w, worst cell chat c64")
+
+
+def test_latency_checks_the_floor_beside_the_gateway_apart() -> None:
+    # uv-1w runs beside uv-full as its floor: its own lines, which never decide uv-full's.
+    runs = [
+        _run("chat c64", "direct", 1, 61.0), _run("chat c64", "uv-full", 1, 64.0),
+        _run("chat c64", "uv-1w", 1, 62.5), _run("chat c256", "direct", 1, 62.0),
+        _run("chat c256", "uv-full", 1, 90.0), _run("chat c256", "uv-1w", 1, 80.0),
+    ]  # fmt: skip
+    found = latency.rows(runs)
+    listed = latency.checks(found)
+
+    assert [(r.cell, r.target) for r in found] == [
+        ("chat c64", "uv-full"), ("chat c256", "uv-full"), ("chat c64", "uv-1w"), ("chat c256", "uv-1w"),
+    ]  # fmt: skip
+    assert [(c.goal, c.value, c.verdict) for c in listed] == [
+        ("added TTFT p99, c1 to c64", 3.0, "MISS"),
+        ("added TTFT p99, c256", 28.0, "MISS"),
+        ("added TTFT p99, c1 to c64, uv-1w", 1.5, "PASS"),
+        ("added TTFT p99, c256, uv-1w", 18.0, "MISS"),
+    ]
+    assert listed[2].where == "uv-1w, worst cell chat c64, median of rounds (uv-1w: no stage, the floor)"
+    # Measured alone (--latency-target uv-1w), the bare gateway has no floor beside it.
+    assert len(latency.checks(found, "uv-1w")) == 2
+    assert "uv-1w" in "\n".join(latency.table(found))
 
 
 def test_latency_cells_run_long_enough_for_their_samples_within_bounds() -> None:
