@@ -306,16 +306,18 @@ def checks(found: list[Row], target: str = FULL_NAME) -> list[Check]:
     `target`: the gateway measured (the issue's targets are uv-full's; uv-1w's say what the stages add).
     Then the same targets for the floor measured beside it (`floor_for`), where its rows are there: a
     miss on that line is the machine's, not the stages'."""
-    listed = _checks_of([r for r in found if r.target == target], target, "")
+    listed = _checks_of(found, target, floor=False)
     floor = floor_for(target)
     if floor is not None:
-        listed += _checks_of(
-            [r for r in found if r.target == floor], floor, f" ({floor}: no stage, the floor)"
-        )
+        listed += _checks_of(found, floor, floor=True)
     return listed
 
 
-def _checks_of(found: list[Row], target: str, named: str) -> list[Check]:
+def _checks_of(rows: list[Row], target: str, *, floor: bool) -> list[Check]:
+    """`target`'s checks from its own rows; a floor's lines name it in their goal and say what it is."""
+    found = [r for r in rows if r.target == target]
+    named = f" ({target}: no stage, the floor)" if floor else ""
+
     def worst(rows_: list[Row]) -> tuple[float | None, str]:
         kept = [r for r in rows_ if r.added_ttft_p99_ms.median == r.added_ttft_p99_ms.median]
         if not kept:
@@ -330,7 +332,7 @@ def _checks_of(found: list[Row], target: str, named: str) -> list[Check]:
         high = [r for r in placed if int(r.cell.rsplit("c", 1)[1]) > 64]
         up_to, where_low = worst(low)
         at, where_high = worst(high)
-        where = ("" if placement == SHARED else f", {OWN_CORE}") + ("" if not named else f", {target}")
+        where = ("" if placement == SHARED else f", {OWN_CORE}") + (f", {target}" if floor else "")
         listed += [
             Check(f"added TTFT p99, c1 to c64{where}", up_to, TTFT_P99_UP_TO_C64_MS, False, "ms", where_low),
             Check(f"added TTFT p99, c256{where}", at, TTFT_P99_C256_MS, False, "ms", where_high),
